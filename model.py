@@ -11,9 +11,12 @@ so nanoGPT-style checkpoints, LLM-Inheritune's GPT-2 ones included, load directl
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -300,3 +303,101 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             continue  # old nanoGPT's registered causal-mask buffer, not a parameter
         cleaned[key] = value
     return cleaned
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with weights_only=True: tensors and plain containers only, never code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
+        raise CheckpointError(f"cannot load {path} (truncated, corrupt, or not a weights-only checkpoint): {e}") from e
+    missing = {"model", "model_args"} - ckpt.keys()
+    if missing:
+        raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
+    return ckpt
+
+
+HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def is_hf_source(source: str) -> bool:
+    return source in HF_GPT2_NAMES or (Path(source).is_dir() and (Path(source) / "config.json").is_file())
+
+
+def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
+    """A Hugging Face GPT-2 (hub name, or a local folder read offline) as this project's GPT.
+
+    The vocabulary is padded to a multiple of 64 with zero rows, which are never sampled.
+    """
+    from transformers import GPT2LMHeadModel  # imported only here: it is slow to import
+
+    hf = GPT2LMHeadModel.from_pretrained(source, local_files_only=Path(source).is_dir())
+    c = hf.config
+    if c.activation_function != "gelu_new" or c.layer_norm_epsilon != 1e-5:
+        raise CheckpointError(f"{source}: only GPT-2's tanh GELU and layernorm epsilon 1e-5 are supported")
+    config = GPTConfig(
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.n_positions,
+        vocab_size=c.vocab_size,
+        bias=True,
+        dropout=dropout,
+    )
+    model = GPT(config)
+    state = {}
+    for key, value in hf.state_dict().items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers in older transformers versions
+        state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
+    wte = torch.zeros(config.padded_vocab_size, config.n_embd)
+    wte[: c.vocab_size] = state["transformer.wte.weight"]
+    state["transformer.wte.weight"] = state["lm_head.weight"] = wte
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(source: str | Path, map_location: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, dict]:
+    """A GPT from a checkpoint file (this project's or nanoGPT's) or a Hugging Face GPT-2, and what
+    is known of it: the checkpoint dict for files ({} for Hugging Face models)."""
+    source = str(source)
+    if is_hf_source(source):
+        return load_hf_gpt2(source, dropout), {}
+    ckpt = load_checkpoint(source, map_location)
+    model = GPT(GPTConfig(**{**ckpt["model_args"], "dropout": dropout}))
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    return model, ckpt
+
+
+def source_sha256(source: str | Path) -> str:
+    """sha256 of a checkpoint file, or of a Hugging Face folder's weights; '' for a hub name."""
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), None)
+    if path is None or not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

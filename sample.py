@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 
 from data.tokenizer import gpt2_encoding
-from model import GPT, GPTConfig, clean_state_dict
-from train import CheckpointError, load_checkpoint, resolve_dtype
+from model import CheckpointError, load_model
+from train import resolve_dtype
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", default="out", help="training folder; its ckpt.pt is used unless --ckpt is given")
-    p.add_argument("--ckpt", default=None, help="checkpoint path (overrides --out_dir)")
+    p.add_argument(
+        "--ckpt", default=None, help="checkpoint path or Hugging Face GPT-2 (name or local folder); overrides --out_dir"
+    )
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')
     p.add_argument("--num_samples", type=int, default=2)
     p.add_argument("--max_new_tokens", type=int, default=200)
@@ -41,17 +43,11 @@ def read_prompt(start: str) -> str:
     return start
 
 
-def load_model(ckpt_path: Path, device: torch.device) -> GPT:
-    ckpt = load_checkpoint(ckpt_path, map_location=device)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
-    return model.to(device).eval()
-
-
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(args.dtype, device)
-    model = load_model(Path(args.ckpt) if args.ckpt else Path(args.out_dir) / "ckpt.pt", device)
+    model, _ = load_model(args.ckpt or Path(args.out_dir) / "ckpt.pt")
+    model.to(device).eval()
     enc = gpt2_encoding()
     ids = enc.encode(read_prompt(args.start), allowed_special={"<|endoftext|>"})
     if not ids:

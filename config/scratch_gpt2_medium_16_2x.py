@@ -1,0 +1,8 @@
+# Baseline for config/inheritune_gpt2_medium_16.py: the 16-layer model from scratch for twice the steps.
+from config.train_gpt2_medium import *  # noqa: F403
+
+out_dir = "out-scratch_gpt2_medium_16_2x"
+wandb_run_name = "scratch_gpt2_medium_16_2x"
+n_layer = 16
+max_iters = 200000
+lr_decay_iters = 200000

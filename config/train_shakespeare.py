@@ -18,9 +18,9 @@ dropout = 0.0
 batch_size = 8
 gradient_accumulation_steps = 1
 learning_rate = 2e-3
-max_iters = 300
-lr_decay_iters = 300
-warmup_iters = 30
+max_iters = 250
+lr_decay_iters = 250
+warmup_iters = 25
 min_lr = 2e-4
 weight_decay = 0.1
 

@@ -137,6 +137,7 @@ def test_train_inherits_in_one_step_and_records_provenance(trained_reference, ti
 def write_grow_config(tmp_path, cfg) -> Path:
     path = tmp_path / "grow_config.py"
     keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
+            "gradient_accumulation_steps",
             "warmup_iters", "eval_interval", "eval_iters", "log_interval")  # fmt: skip
     lines = [f"{k} = {getattr(cfg, k)!r}" for k in keep] + ["max_iters = 10", "lr_decay_iters = 10"]
     path.write_text("\n".join(lines) + "\n")

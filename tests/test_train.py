@@ -268,3 +268,9 @@ def test_bins_without_meta_are_read_as_gpt2(tiny_config, tmp_path, capsys):
         write_tokens(data / f"{split}.bin", tokens, 50257)
     train.train(tiny_config(data_dir=str(data), max_iters=2))
     assert "has no meta.json; reading its bins as GPT-2 uint16 tokens" in capsys.readouterr().out
+
+
+def test_wandb_logs_offline_without_network(tiny_config):
+    cfg = tiny_config(max_iters=2, wandb_log=True, wandb_mode="offline", wandb_run_name="test")
+    train.train(cfg)
+    assert list((Path(cfg.out_dir) / "wandb").glob("offline-run-*"))

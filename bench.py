@@ -25,7 +25,7 @@ import time
 import torch
 
 from model import GPT, GPTConfig, peak_flops_of
-from train import Runtime, TrainConfig, autocast_context, parse_config, resolve_dtype, train_step
+from train import Runtime, TrainConfig, autocast_context, parse_config, resolve_device_name, resolve_dtype, train_step
 
 VARIANTS = ("eager", "compiled", "plain")
 
@@ -67,7 +67,7 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
 
 
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device_name(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
     model = GPT(
@@ -115,7 +115,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
 
 
 def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
-    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device_name(cfg.device))
     if override or cfg.peak_flops:
         return override or cfg.peak_flops, "given peak"
     known = peak_flops_of(device)

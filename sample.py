@@ -17,7 +17,7 @@ import torch
 
 from data.tokenizer import gpt2_encoding
 from model import CheckpointError, load_model
-from train import resolve_dtype
+from train import resolve_device_name, resolve_dtype
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -44,7 +44,7 @@ def read_prompt(start: str) -> str:
 
 
 def sample(args: argparse.Namespace) -> list[str]:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
     model, _ = load_model(args.ckpt or Path(args.out_dir) / "ckpt.pt")
     model.to(device).eval()

@@ -199,6 +199,11 @@ class Runtime:
         return self.world_size > 1
 
 
+def resolve_device_name(name: str) -> str:
+    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'; any other name as given."""
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name != "auto":
         return DTYPES[name]
@@ -209,7 +214,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Join the process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
-    device_name = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device_name = resolve_device_name(cfg.device)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1:
         local_rank = int(os.environ["LOCAL_RANK"])

@@ -1,0 +1,267 @@
+"""Find the lazy layers of a trained GPT: attention rank and single-column mass per layer and head.
+
+    python analyze.py --ckpt out-gpt2_large/ckpt.pt --data data/openwebtext --out out-analysis
+    python analyze.py --ckpt out-shakespeare/ckpt.pt --data data/shakespeare --compare out-student/ckpt.pt
+
+For each T x T post-softmax attention matrix A (one head, one sequence):
+- rank k*(tau): the fewest singular values of A that hold a fraction tau of sum(s_i^2);
+- mass m*(eta): the fewest columns of A that hold a fraction eta of ||A||_F^2, taking columns by their
+  share ||A[:, j]||^2 / ||A||_F^2, largest first.
+Both are averaged over the sequences. Per layer, MaxRank is the largest head rank and AvgMass the mean
+head mass. A layer is lazy when MaxRank is 1: every head of it puts its attention in one column (the
+first token, an "attention sink"), so it adds little. The suggested student keeps the leading non-lazy
+layers (Inheritune, arXiv 2404.08634). Writes analysis.json, layers.png and heads.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model import GPT, CheckpointError, load_model
+from train import get_batch, resolve_device_name
+
+# A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
+# exactly 0.9 of its energy in 90 of 100 singular values, and rounding must not make that 91.
+SHARE_TOLERANCE = 1e-6
+
+
+def smallest_count_reaching(shares: torch.Tensor, fraction: float) -> torch.Tensor:
+    """For shares sorted largest first along the last dim and summing to 1: the fewest leading entries
+    whose sum reaches `fraction`."""
+    below = shares.cumsum(dim=-1) < fraction - SHARE_TOLERANCE
+    return (below.sum(dim=-1) + 1).clamp(max=shares.size(-1))
+
+
+def singular_values(att: torch.Tensor) -> torch.Tensor:
+    """Batched svdvals of a (..., T, T) tensor. On CPU, torch decomposes a batch one matrix after another
+    on one core; splitting it over threads (LAPACK releases the GIL) uses them all."""
+    if att.device.type != "cpu":
+        return torch.linalg.svdvals(att)
+    chunks = att.reshape(-1, *att.shape[-2:]).chunk(torch.get_num_threads())
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        return torch.cat(list(pool.map(torch.linalg.svdvals, chunks))).view(att.shape[:-1])
+
+
+def attention_rank(att: torch.Tensor, tau: float) -> torch.Tensor:
+    """k*(tau) of each T x T matrix in a (..., T, T) batch."""
+    energy = singular_values(att.float()).square()
+    return smallest_count_reaching(energy / energy.sum(dim=-1, keepdim=True), tau)
+
+
+def attention_mass(att: torch.Tensor, eta: float) -> torch.Tensor:
+    """m*(eta) of each T x T matrix in a (..., T, T) batch."""
+    column_mass = att.float().square().sum(dim=-2)
+    shares = (column_mass / column_mass.sum(dim=-1, keepdim=True)).sort(dim=-1, descending=True).values
+    return smallest_count_reaching(shares, eta)
+
+
+@dataclass
+class Settings:
+    data: str
+    num_seqs: int
+    seq_len: int
+    tau: float
+    eta: float
+    seed: int
+    batch_size: int
+
+
+def validation_sequences(settings: Settings, vocab_size: int) -> torch.Tensor:
+    """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed."""
+    rng = np.random.default_rng(settings.seed)
+    x, _ = get_batch(settings.data, "val", settings.num_seqs, settings.seq_len, vocab_size, rng)
+    return x
+
+
+def head_statistics(model: GPT, seqs: torch.Tensor, settings: Settings, device: str) -> dict:
+    """Mean rank and mean mass of every (layer, head) over the sequences, and the time each stage took."""
+    L, H = model.config.n_layer, model.config.n_head
+    rank_sum, mass_sum = torch.zeros(L, H), torch.zeros(L, H)
+    forward_s = metrics_s = 0.0
+    for start in range(0, len(seqs), settings.batch_size):
+        chunk = seqs[start : start + settings.batch_size].to(device)
+        t0 = time.perf_counter()
+        att = model.attention_probs(chunk)  # (L, B, H, T, T)
+        t1 = time.perf_counter()
+        rank_sum += attention_rank(att, settings.tau).sum(dim=1).cpu()
+        mass_sum += attention_mass(att, settings.eta).sum(dim=1).cpu()
+        forward_s += t1 - t0
+        metrics_s += time.perf_counter() - t1
+        print(f"  sequences {min(start + settings.batch_size, len(seqs))}/{len(seqs)}", flush=True)
+    return {
+        "rank": (rank_sum / len(seqs)).tolist(), "mass": (mass_sum / len(seqs)).tolist(),
+        "forward_seconds": round(forward_s, 2), "metrics_seconds": round(metrics_s, 2),
+    }  # fmt: skip
+
+
+def lazy_layers(max_rank: list[float], lazy_rank: float) -> list[int]:
+    return [layer for layer, r in enumerate(max_rank) if r <= lazy_rank]
+
+
+def suggest_student(source: str, n_layer: int, lazy: list[int]) -> dict:
+    """The leading non-lazy layers, every non-lazy layer, and the inherit.py command for the student."""
+    active = [layer for layer in range(n_layer) if layer not in lazy]
+    n = lazy[0] if lazy else n_layer
+    suggestion = {"n_layer": max(n, 1), "non_lazy_layers": active}
+    base = ["python", "inherit.py", "--ref", source]
+    out = f"out-student-{suggestion['n_layer']}/student.pt"
+    suggestion["command"] = shlex.join([*base, "--n_layer", str(suggestion["n_layer"]), "--out", out])
+    if active and active != list(range(len(active))):
+        layers = ",".join(str(layer) for layer in active)
+        out = f"out-student-nonlazy-{len(active)}/student.pt"
+        suggestion["non_lazy_command"] = shlex.join([*base, "--layers", layers, "--out", out])
+    return suggestion
+
+
+def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float) -> dict:
+    model, _ = load_model(source, map_location=device)
+    model.eval()
+    cfg = model.config
+    print(f"{source}: {cfg.n_layer} layers x {cfg.n_head} heads, {settings.num_seqs} sequences of {settings.seq_len}")
+    if settings.seq_len > cfg.block_size:
+        raise ValueError(f"--seq_len {settings.seq_len} is longer than the model's block_size {cfg.block_size}")
+    seqs = validation_sequences(settings, cfg.vocab_size)
+    stats = head_statistics(model, seqs, settings, device)
+    max_rank = [max(heads) for heads in stats["rank"]]
+    avg_mass = [sum(heads) / len(heads) for heads in stats["mass"]]
+    lazy = lazy_layers(max_rank, lazy_rank)
+    result = {"source": str(source), "n_layer": cfg.n_layer, "n_head": cfg.n_head}
+    result |= {"max_rank": max_rank, "avg_mass": avg_mass, "lazy_layers": lazy}
+    result |= {"suggestion": suggest_student(str(source), cfg.n_layer, lazy), **stats}
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'layer':>5} {'MaxRank':>8} {'AvgMass':>8}  lazy", "-" * 29]
+    for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"], strict=True)):
+        lines.append(f"{layer:>5} {r:>8.2f} {m:>8.2f}  {'yes' if layer in result['lazy_layers'] else ''}")
+    return "\n".join(lines)
+
+
+def describe_suggestion(result: dict) -> str:
+    s = result["suggestion"]
+    lazy = result["lazy_layers"]
+    if not lazy:
+        return f"no lazy layer (MaxRank 1) in {result['n_layer']} layers; the paper's starting point is n = L/2"
+    lines = [
+        f"lazy layers: {lazy}",
+        f"suggested student: the first {s['n_layer']} layers (the leading non-lazy ones)",
+        f"  {s['command']}",
+    ]
+    if "non_lazy_command" in s:
+        lines += [f"every non-lazy layer ({len(s['non_lazy_layers'])}):", f"  {s['non_lazy_command']}"]
+    return "\n".join(lines)
+
+
+def plot_layers(results: list[dict], out: Path) -> None:
+    """MaxRank and AvgMass per layer, every model on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in results:
+        layers = range(r["n_layer"])
+        axes[0].plot(layers, r["max_rank"], marker="o", ms=3, label=r["source"])
+        axes[1].plot(layers, r["avg_mass"], marker="o", ms=3, label=r["source"])
+    axes[0].axhline(1.0, color="black", ls="--", lw=1, label="lazy (rank 1)")
+    for ax, title in zip(axes, ("MaxRank (max over heads of mean rank)", "AvgMass (mean over heads)"), strict=True):
+        ax.set_xlabel("layer")
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_heads(results: list[dict], out: Path) -> None:
+    """Layer x head heatmaps of mean rank and mean mass, one row per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 4 * len(results)), squeeze=False)
+    for row, r in zip(axes, results, strict=True):
+        for ax, key in zip(row, ("rank", "mass"), strict=True):
+            image = ax.imshow(np.array(r[key]), aspect="auto", cmap="viridis", origin="lower")
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{r['source']}: mean {key}")
+            fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="analyze.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
+    p.add_argument("--data", required=True, help="prepared corpus folder; sequences come from its val.bin")
+    p.add_argument("--compare", default="", help="a second model, analyzed on the same sequences and plotted beside")
+    p.add_argument("--num_seqs", type=int, default=100)
+    p.add_argument("--seq_len", type=int, default=100)
+    p.add_argument("--tau", type=float, default=0.9, help="share of singular-value energy that defines the rank")
+    p.add_argument("--eta", type=float, default=0.9, help="share of squared attention mass that defines the mass")
+    p.add_argument("--lazy_rank", type=float, default=1.0, help="a layer is lazy when its MaxRank is at most this")
+    p.add_argument("--seed", type=int, default=1337, help="which validation sequences")
+    p.add_argument("--batch_size", type=int, default=25, help="sequences per forward pass (bounds memory)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="out-analysis")
+    args = p.parse_args(argv)
+    for name in ("num_seqs", "seq_len", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    for name in ("tau", "eta"):
+        if not 0 < getattr(args, name) <= 1:
+            p.error(f"--{name} must be in (0, 1]")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = Settings(args.data, args.num_seqs, args.seq_len, args.tau, args.eta, args.seed, args.batch_size)
+    device = resolve_device_name(args.device)
+    results = []
+    try:
+        for source in [args.ckpt, args.compare] if args.compare else [args.ckpt]:
+            result = analyze_model(source, settings, device, args.lazy_rank)
+            print(format_table(result))
+            print(describe_suggestion(result))
+            print(f"forward {result['forward_seconds']} s, rank and mass {result['metrics_seconds']} s\n")
+            results.append(result)
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    analysis = {"settings": vars(settings) | {"lazy_rank": args.lazy_rank}, "models": results}
+    (out / "analysis.json").write_text(json.dumps(analysis, indent=2) + "\n")
+    plot_layers(results, out / "layers.png")
+    plot_heads(results, out / "heads.png")
+    print(f"wrote {out / 'analysis.json'}, {out / 'layers.png'} and {out / 'heads.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+import json
+import math
+import shlex
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from analyze import Settings, analyze_model, attention_mass, attention_rank, main
+from model import GPT, GPTConfig, save_checkpoint
+
+T = 100
+
+
+def uniform_causal(t: int) -> torch.Tensor:
+    """Row i attends equally to positions 0..i, as a head with constant scores does."""
+    return torch.ones(t, t).tril() / torch.arange(1, t + 1).unsqueeze(1)
+
+
+def first_column(t: int) -> torch.Tensor:
+    att = torch.zeros(t, t)
+    att[:, 0] = 1.0
+    return att
+
+
+def test_identity_attention_has_full_rank_and_mass():
+    eye = torch.eye(T)
+    assert attention_rank(eye, tau=1.0).item() == T
+    assert attention_mass(eye, eta=1.0).item() == T
+    # Equal singular values and equal columns: 90 of 100 hold exactly 0.9 of the energy.
+    assert attention_rank(eye, tau=0.9).item() == 90
+    assert attention_mass(eye, eta=0.9).item() == 90
+
+
+def test_all_weight_on_first_column_is_rank_one_mass_one():
+    for share in (0.9, 1.0):
+        assert attention_rank(first_column(T), tau=share).item() == 1
+        assert attention_mass(first_column(T), eta=share).item() == 1
+
+
+def test_uniform_causal_two_by_two_by_hand():
+    # A = [[1, 0], [.5, .5]]: A A^T has trace 1.5 and determinant 0.25, so s1^2 = (1.5 + sqrt(1.25)) / 2,
+    # a share of 0.8727 of the energy. Column norms^2 are 1.25 and 0.25: shares 0.833 and 0.167.
+    att = uniform_causal(2)
+    top_share = (1.5 + math.sqrt(1.25)) / 2 / 1.5
+    assert attention_rank(att, tau=top_share - 0.01).item() == 1
+    assert attention_rank(att, tau=top_share + 0.01).item() == 2
+    assert attention_mass(att, eta=0.8).item() == 1
+    assert attention_mass(att, eta=0.9).item() == 2
+
+
+def test_uniform_causal_mass_matches_closed_form():
+    # Column j holds sum_{i >= j} 1/(i+1)^2 of a total ||A||_F^2 = sum_i 1/(i+1), largest for j = 0.
+    total = sum(1 / (i + 1) for i in range(T))
+    shares = [sum(1 / (i + 1) ** 2 for i in range(j, T)) / total for j in range(T)]
+    for eta in (0.5, 0.9, 0.99):
+        expected = next(k for k in range(1, T + 1) if sum(shares[:k]) >= eta)
+        assert attention_mass(uniform_causal(T), eta=eta).item() == expected
+
+
+def test_metrics_are_per_matrix_over_a_batch():
+    batch = torch.stack([torch.eye(T), first_column(T), uniform_causal(T)]).view(3, 1, 1, T, T)
+    ranks = attention_rank(batch, tau=0.9).view(-1).tolist()
+    assert ranks == [90, 1, attention_rank(uniform_causal(T), tau=0.9).item()]
+    assert attention_mass(batch, eta=0.9).shape == (3, 1, 1)
+
+
+def sink_model(sink_layers: list[int], n_layer: int = 4) -> GPT:
+    """A random GPT whose `sink_layers` attend only to the first token in every head.
+
+    Position 0 carries a large value in residual channel 0 that no other position has; the sink layers'
+    keys read channel 0 and their queries are a large constant, so every query scores the first key far
+    above the others.
+    """
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, n_layer=n_layer, n_head=4, n_embd=32, bias=True, dropout=0.0))
+    C = model.config.n_embd
+    with torch.no_grad():
+        model.transformer.wte.weight[:, 0] = 0.0
+        model.transformer.wpe.weight[:, 0] = 0.0
+        model.transformer.wpe.weight[0, 0] = 100.0
+        for layer in sink_layers:
+            c_attn = model.transformer.h[layer].attn.c_attn
+            c_attn.weight[: 2 * C] = 0.0
+            c_attn.bias[:C] = 10.0
+            c_attn.bias[C : 2 * C] = 0.0
+            c_attn.weight[C : 2 * C, 0] = 1.0
+    return model
+
+
+def save(model: GPT, path) -> str:
+    save_checkpoint({"model": model.state_dict(), "model_args": asdict(model.config)}, path)
+    return str(path)
+
+
+def settings_for(data_dir) -> Settings:
+    return Settings(str(data_dir), num_seqs=6, seq_len=48, tau=0.9, eta=0.9, seed=0, batch_size=4)
+
+
+def test_forced_sink_layers_are_flagged_lazy(shakespeare_dir, tmp_path):
+    source = save(sink_model([2, 3]), tmp_path / "ckpt.pt")
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    assert result["lazy_layers"] == [2, 3]
+    assert result["max_rank"][2] == result["max_rank"][3] == 1.0
+    assert min(result["max_rank"][:2]) > 1.0
+    assert result["avg_mass"][2] == result["avg_mass"][3] == 1.0
+    assert result["suggestion"]["n_layer"] == 2
+    assert result["suggestion"]["non_lazy_layers"] == [0, 1]
+    assert shlex.split(result["suggestion"]["command"])[2:6] == ["--ref", source, "--n_layer", "2"]
+    assert "non_lazy_command" not in result["suggestion"]
+
+
+def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(shakespeare_dir, tmp_path):
+    source = save(sink_model([1, 3]), tmp_path / "ckpt.pt")
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    assert result["lazy_layers"] == [1, 3]
+    assert result["suggestion"]["n_layer"] == 1
+    assert result["suggestion"]["non_lazy_layers"] == [0, 2]
+    assert "--layers 0,2" in result["suggestion"]["non_lazy_command"]
+
+
+def test_sequences_are_reproducible(shakespeare_dir, tmp_path):
+    source = save(sink_model([]), tmp_path / "ckpt.pt")
+    first = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    again = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    assert first["rank"] == again["rank"] and first["mass"] == again["mass"]
+    assert first["lazy_layers"] == [] and first["suggestion"]["n_layer"] == 4
+
+
+def test_command_writes_json_and_plots_and_compares(shakespeare_dir, tmp_path, capsys):
+    ref = save(sink_model([2, 3]), tmp_path / "ref.pt")
+    student = save(sink_model([], n_layer=2), tmp_path / "student.pt")
+    out = tmp_path / "analysis"
+    argv = ["--ckpt", ref, "--compare", student, "--data", str(shakespeare_dir), "--out", str(out)]
+    assert main([*argv, "--num_seqs", "4", "--seq_len", "32"]) == 0
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert [m["source"] for m in analysis["models"]] == [ref, student]
+    assert analysis["models"][0]["lazy_layers"] == [2, 3]
+    assert analysis["settings"]["num_seqs"] == 4
+    assert (out / "layers.png").stat().st_size > 0 and (out / "heads.png").stat().st_size > 0
+    assert "lazy layers: [2, 3]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--seq_len", "65"], "block_size"), (["--tau", "1.5"], "--tau"), (["--num_seqs", "0"], "--num_seqs")],
+)
+def test_bad_requests_fail_clearly(shakespeare_dir, tmp_path, capsys, extra, message):
+    source = save(sink_model([]), tmp_path / "ckpt.pt")
+    argv = ["--ckpt", source, "--data", str(shakespeare_dir), "--out", str(tmp_path / "a"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a" / "analysis.json").exists()

@@ -26,12 +26,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_tokens(path: Path, tokens: np.ndarray, vocab_size: int) -> None:
-    if tokens.size and int(tokens.max()) >= vocab_size:
-        raise ValueError(f"{path}: token id {int(tokens.max())} is outside the vocabulary of {vocab_size}")
-    write_atomic(path, tokens.astype(DTYPE).tobytes())
-
-
 def write_meta(out_dir: Path, meta: dict) -> None:
     write_atomic(out_dir / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
 

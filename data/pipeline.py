@@ -1,0 +1,331 @@
+"""Corpus preparation shared by the prepare scripts: documents in, `train.bin` / `val.bin` / `meta.json` out.
+
+The token stream is nanoGPT's: `encode_ordinary(text)` followed by `<|endoftext|>` for every document,
+in dataset order, train and val split by `datasets.Dataset.train_test_split(test_size, seed, shuffle=True)`
+(nanoGPT: test_size 0.0005, seed 2357), so the bins equal nanoGPT's for the same documents.
+
+Streaming and bounded memory: batches of documents are tokenized on a pool of threads (tiktoken
+releases the GIL while it encodes) and appended to the bins as they finish, in order; at most a few
+batches are in flight, so memory does not grow with the corpus. Bins are written as `*.tmp` and renamed
+at the end, and meta.json (counts, sha256 of each bin, source, subset) is written last: a folder with a
+meta.json is complete, and an interrupted run leaves only `.tmp` files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from data.format import DTYPE, read_meta, write_meta
+from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, gpt2_encoding
+
+BATCH_DOCS = 512  # documents per tokenization task: large enough to amortise the hand-off between threads
+INPUT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """GPT-2 tokens of the documents, each followed by <|endoftext|>, as one uint16 array; and the end
+    offset of each document in it."""
+    enc = gpt2_encoding()
+    docs = [enc.encode_ordinary(text) for text in texts]
+    ends = np.cumsum([len(doc) + 1 for doc in docs])
+    total = int(ends[-1]) if len(ends) else 0
+    return np.fromiter(chain.from_iterable((*doc, EOT_TOKEN) for doc in docs), dtype=DTYPE, count=total), ends
+
+
+Batches = Iterator[tuple[str, list[str]]]
+
+
+def tokenize_in_order(batches: Batches, num_threads: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(split, tokens, document ends) of each batch, in input order, computed on `num_threads` threads
+    with at most 2 * num_threads batches in flight."""
+    with ThreadPoolExecutor(num_threads) as pool:
+        pending: deque = deque()
+        for split, texts in batches:
+            pending.append((split, pool.submit(encode_documents, texts)))
+            if len(pending) >= 2 * num_threads:
+                split, future = pending.popleft()
+                yield split, *future.result()
+        for split, future in pending:
+            yield split, *future.result()
+
+
+class BinWriter:
+    """Appends tokens to `<split>.bin.tmp`, counting and hashing on the way; `commit` renames it into place."""
+
+    def __init__(self, out_dir: Path, split: str) -> None:
+        self.path = out_dir / f"{split}.bin"
+        self.tmp = out_dir / f"{split}.bin.tmp"
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in finish() or discard()
+        self.sha256 = hashlib.sha256()
+        self.tokens = 0
+        self.documents = 0
+
+    def write(self, tokens: np.ndarray, n_docs: int) -> None:
+        data = tokens.tobytes()
+        self.file.write(data)
+        self.sha256.update(data)
+        self.tokens += len(tokens)
+        self.documents += n_docs
+
+    def finish(self) -> dict:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        return {"tokens": self.tokens, "documents": self.documents, "sha256": self.sha256.hexdigest()}
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class Progress:
+    """One status line on stderr, rewritten at most twice a second: documents, tokens, tokens/s."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.documents = self.tokens = 0
+
+    def update(self, n_docs: int, n_tokens: int) -> None:
+        self.documents += n_docs
+        self.tokens += n_tokens
+        now = time.perf_counter()
+        if now - self.last >= 0.5:
+            self.last = now
+            self._print(end="\r")
+
+    def close(self) -> None:
+        self._print(end="\n")
+
+    def _print(self, end: str) -> None:
+        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        line = f"tokenized {self.documents:,} documents, {self.tokens:,} tokens, {rate / 1e6:.2f} M tokens/s"
+        print(line, end=end, file=sys.stderr, flush=True)
+
+
+def documents_within(ends: np.ndarray, budget: int) -> int:
+    """How many leading documents it takes to reach `budget` tokens (all of them if they hold fewer)."""
+    return min(int(np.searchsorted(ends, budget)) + 1, len(ends))
+
+
+def write_corpus(
+    out_dir: Path, batches: Callable[[set[str]], Batches], num_threads: int, meta: dict, max_train_tokens: int | None
+) -> dict:
+    """Tokenize the batches into train.bin and val.bin, then write meta.json; returns the meta.
+
+    `batches(full)` yields (split, texts) and skips a split once it is in `full`: that is how the
+    training split stops at `max_train_tokens`, cut after the first document that reaches it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in ("meta.json", "train.bin", "val.bin"):  # from here until the end the folder is incomplete
+        (out_dir / old).unlink(missing_ok=True)
+    writers = {split: BinWriter(out_dir, split) for split in ("train", "val")}
+    full: set[str] = set()
+    progress = Progress()
+    try:
+        for split, tokens, ends in tokenize_in_order(batches(full), num_threads):
+            if split in full:
+                continue  # tokenized ahead before the split filled up
+            n_docs = len(ends)
+            if split == "train" and max_train_tokens is not None:
+                n_docs = documents_within(ends, max_train_tokens - writers["train"].tokens)
+            end = int(ends[n_docs - 1])
+            writers[split].write(tokens[:end], n_docs)
+            progress.update(n_docs, end)
+            if split == "train" and max_train_tokens is not None and writers["train"].tokens >= max_train_tokens:
+                full.add("train")
+        progress.close()
+        counts = {split: writer.finish() for split, writer in writers.items()}
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        raise
+    empty = [split for split, c in counts.items() if c["tokens"] == 0]
+    if empty:
+        for writer in writers.values():
+            writer.discard()
+        raise ValueError(f"the {empty[0]} split is empty: too few documents for --test_size / --fraction")
+    for writer in writers.values():
+        writer.commit()
+    meta = {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "dtype": "uint16", **meta, "splits": counts}
+    write_meta(out_dir, meta)
+    return meta
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """Every supported file named or found (recursively, sorted) under the given paths."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in INPUT_SUFFIXES and p.is_file())
+        elif path.is_file() and path.suffix in INPUT_SUFFIXES:
+            files.append(path)
+        elif path.is_file():
+            raise ValueError(f"{path}: unsupported input, expected one of {sorted(INPUT_SUFFIXES)}")
+        else:
+            raise FileNotFoundError(f"{path} not found")
+    if not files:
+        raise ValueError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
+    return files
+
+
+def text_file_documents(files: list[str]) -> Iterator[dict]:
+    """One document per .txt file (the layout of the original OpenWebText release)."""
+    for f in files:
+        yield {"text": Path(f).read_text(encoding="utf-8")}
+
+
+def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
+    """Local files as one datasets.Dataset with a `text` column: jsonl/parquet rows, or whole .txt files.
+
+    datasets converts them to memory-mapped Arrow files in its cache, so they never sit in RAM."""
+    import datasets
+
+    by_kind: dict[str, list[str]] = {}
+    for f in input_files(paths):
+        by_kind.setdefault(INPUT_SUFFIXES[f.suffix], []).append(str(f))
+    parts = []
+    for kind, files in by_kind.items():
+        if kind == "text":
+            parts.append(datasets.Dataset.from_generator(text_file_documents, gen_kwargs={"files": files}))
+            continue
+        ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
+        if text_field not in ds.column_names:
+            raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
+        ds = ds.select_columns([text_field])
+        parts.append(ds if text_field == "text" else ds.rename_column(text_field, "text"))
+    return datasets.concatenate_datasets(parts)
+
+
+def map_style_batches(ds, test_size: float, seed: int, fraction: float | None) -> Callable[[set[str]], Batches]:
+    """nanoGPT's split of a map-style dataset (train, then val); with --fraction, the first documents of
+    the training split, which train_test_split has already shuffled with `seed`: a reproducible random
+    subset."""
+    parts = ds.train_test_split(test_size=test_size, seed=seed, shuffle=True)
+    splits = {"train": parts["train"], "val": parts["test"]}
+    if fraction is not None:
+        splits["train"] = splits["train"].select(range(math.ceil(fraction * len(splits["train"]))))
+
+    def batches(full: set[str]) -> Batches:
+        for name, part in splits.items():
+            for batch in part.iter(batch_size=BATCH_DOCS):
+                if name in full:
+                    break
+                yield name, batch["text"]
+
+    return batches
+
+
+def unit_hash(text: str, seed: int, purpose: str) -> float:
+    """A number in [0, 1) fixed by the document's text, the seed and the purpose: a split that does not
+    depend on the order in which a stream delivers documents."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8, key=f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def streamed_batches(
+    texts: Iterable[str], test_size: float, seed: int, fraction: float | None
+) -> Callable[[set[str]], Batches]:
+    """A one-pass stream split by document hash: val with probability test_size, and with --fraction each
+    training document kept with that probability. Reading stops once the training split is full."""
+
+    def batches(full: set[str]) -> Batches:
+        pending: dict[str, list[str]] = {"train": [], "val": []}
+        for text in texts:
+            if "train" in full:
+                return
+            split = "val" if unit_hash(text, seed, "split") < test_size else "train"
+            if split == "train" and fraction is not None and unit_hash(text, seed, "subset") >= fraction:
+                continue
+            pending[split].append(text)
+            if len(pending[split]) == BATCH_DOCS:
+                yield split, pending[split]
+                pending[split] = []
+        yield from ((split, rest) for split, rest in pending.items() if rest)
+
+    return batches
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str], description: str, default_out: str, hub_options) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--input", nargs="+", help="local .txt (one document each) / .jsonl / .parquet files or folders, not the hub"
+    )
+    p.add_argument("--text_field", default="text", help="the text column of jsonl / parquet input")
+    p.add_argument("--out_dir", default=default_out)
+    p.add_argument("--num_proc", type=int, default=os.cpu_count() or 1, help="tokenizer threads and loader processes")
+    p.add_argument("--test_size", type=float, default=0.0005, help="share of documents in val (nanoGPT: 0.0005)")
+    p.add_argument("--seed", type=int, default=2357, help="shuffle of the split and the subset (nanoGPT: 2357)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--fraction", type=float, help="keep this share of the training documents (e.g. 0.001)")
+    group.add_argument("--max_tokens", type=int, help="keep training documents until they hold this many tokens")
+    p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
+    hub_options(p)
+    args = p.parse_args(argv)
+    if args.num_proc < 1:
+        p.error("--num_proc must be at least 1")
+    if not 0 < args.test_size < 1:
+        p.error("--test_size must be in (0, 1)")
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        p.error("--fraction must be in (0, 1]")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        p.error("--max_tokens must be at least 1")
+    return args
+
+
+def already_prepared(out_dir: Path) -> bool:
+    meta = read_meta(out_dir)
+    if meta is None:
+        return False
+    tokens = ", ".join(f"{name} {s['tokens']:,} tokens" for name, s in meta["splits"].items())
+    print(f"{out_dir} is already prepared ({tokens}); nothing to do. Pass --force to prepare it again.")
+    return True
+
+
+def run(argv: list[str], description: str, default_out: str, hub_options, open_hub) -> int:
+    """The prepare command: `open_hub(args)` gives (batches, source description) for the hub corpus;
+    --input replaces it with local files, split as nanoGPT splits."""
+    args = parse_args(argv, description, default_out, hub_options)
+    out_dir = Path(args.out_dir)
+    if not args.force and already_prepared(out_dir):
+        return 0
+    start = time.perf_counter()
+    try:
+        if args.input:
+            ds = load_local_dataset(args.input, args.text_field, args.num_proc)
+            batches = map_style_batches(ds, args.test_size, args.seed, args.fraction)
+            source = {"source": "local files", "inputs": [str(p) for p in args.input], "split": "train_test_split"}
+        else:
+            batches, source = open_hub(args)
+        meta = source | {"test_size": args.test_size, "seed": args.seed}
+        meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
+        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    total = sum(s["tokens"] for s in meta["splits"].values())
+    for name, s in meta["splits"].items():
+        print(f"{out_dir / (name + '.bin')}: {s['tokens']:,} tokens from {s['documents']:,} documents")
+    rate = f"{total / seconds / 1e6:.2f} M tokens/s"
+    print(f"{total:,} tokens in {seconds:.1f} s ({rate}); wrote {out_dir / 'meta.json'}")
+    return 0

@@ -216,3 +216,12 @@ def test_tokenizer_uses_tiktoken_cache_only_when_complete(tmp_path, monkeypatch)
     assert tokenizer.gpt2_encoding.__wrapped__() == "tiktoken's gpt2"
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # caching disabled: tiktoken would always download
     assert not tokenizer.tiktoken_has_gpt2()
+
+
+@pytest.mark.parametrize("script", [owt_prepare, fineweb_prepare])
+def test_hub_source_offline_fails_fast_and_points_to_input(script, tmp_path, capsys):
+    argv = ["--out_dir", str(tmp_path / "out"), "--max_tokens", "1000"]
+    assert pipeline.run(argv, script.__doc__, "unused", script.hub_options, script.open_hub) == 1
+    err = capsys.readouterr().err
+    assert script.HUB_DATASET in err and "--input" in err
+    assert not (tmp_path / "out").exists()

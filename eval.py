@@ -1,0 +1,375 @@
+"""Evaluate checkpoints: export to Hugging Face, loss on any corpus, zero-shot tasks, a side-by-side table.
+
+    python eval.py export --ckpt out-student/ckpt.pt --out hf-student
+    python eval.py loss --ckpt out-student/ckpt.pt --data data/openwebtext --out results/student-loss.json
+    python eval.py tasks --ckpt out-student/ckpt.pt --out results/student-tasks.json
+    python eval.py table reference=results/ref-tasks.json student=results/student-tasks.json
+
+`--ckpt` accepts what inherit.py accepts: this project's checkpoints, nanoGPT checkpoints, Hugging Face
+GPT-2 (`gpt2`, `gpt2-medium`, ... or a local folder). `tasks` runs lm-evaluation-harness (optional:
+`pip install "lm_eval[hf]"`) on the exported model; the paper reports acc on ARC-Easy, PIQA, SciQ and
+LAMBADA and acc_norm on HellaSwag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from data.format import open_tokens
+from data.tokenizer import EOT_TOKEN, gpt2_ranks
+from model import GPT, HF_TRANSPOSED, CheckpointError, load_model, source_sha256
+from train import resolve_device_name, resolve_dtype
+
+PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
+NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-normalised likelihood)
+
+# ----------------------------------------------------------------------------- export
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, the alphabet of vocab.json and merges.txt."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def merge_of(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
+    """The pair whose merge made `token`: byte-pair encode it with the merges ranked below it only,
+    which leaves exactly two parts."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        pair_ranks = [ranks.get(a + b, math.inf) for a, b in zip(parts[:-1], parts[1:], strict=True)]
+        i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+        if pair_ranks[i] >= rank:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise ValueError(f"token {token!r} of rank {rank} is not the merge of two lower-ranked tokens")
+    return parts[0], parts[1]
+
+
+def write_tokenizer(out: Path, block_size: int) -> None:
+    """GPT-2's tokenizer files, made offline from the rank file: vocab and merges in GPT-2's byte alphabet."""
+    from transformers import GPT2Tokenizer
+
+    ranks = gpt2_ranks()
+    to_text = bytes_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(to_text[b] for b in token)
+
+    vocab = {text(token): rank for token, rank in ranks.items()} | {"<|endoftext|>": EOT_TOKEN}
+    merges = [merge_of(token, rank, ranks) for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])
+              if len(token) > 1]  # fmt: skip
+    tokenizer = GPT2Tokenizer(
+        vocab=vocab, merges=[(text(a), text(b)) for a, b in merges], model_max_length=block_size,
+        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+    )  # fmt: skip
+    tokenizer.save_pretrained(out)
+
+
+def to_hf_gpt2(model: GPT):
+    """The same network as a transformers GPT2LMHeadModel: Conv1D weights transposed, vocabulary padding
+    removed, zero biases where the model has none."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    config = GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN, tie_word_embeddings=True,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel(config)
+    ours = {}
+    for key, value in model.state_dict().items():
+        if key in ("transformer.wte.weight", "lm_head.weight"):
+            value = value[: c.vocab_size]
+        ours[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
+    state = {}
+    for key, template in hf.state_dict().items():
+        if key in ours:
+            state[key] = ours[key].to(template.dtype).contiguous()
+        elif key.endswith(".bias") and not c.bias:
+            state[key] = torch.zeros_like(template)
+        else:
+            raise CheckpointError(f"no weight for {key} in the model")
+    hf.load_state_dict(state)
+    return hf.eval()
+
+
+def export(source: str, out: Path) -> None:
+    model, ckpt = load_model(source)
+    out.mkdir(parents=True, exist_ok=True)
+    to_hf_gpt2(model).save_pretrained(out)
+    write_tokenizer(out, model.config.block_size)
+    origin = {"source": str(source), "sha256": source_sha256(source), "iter_num": ckpt.get("iter_num"),
+              "best_val_loss": ckpt.get("best_val_loss"), "inherit": ckpt.get("inherit")}  # fmt: skip
+    (out / "inheritune.json").write_text(json.dumps(origin, indent=2) + "\n")
+
+
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="eval.py export", description="Write a checkpoint as a Hugging Face GPT-2.")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--out", required=True, help="folder: config.json, model.safetensors, tokenizer files")
+    args = p.parse_args(argv)
+    try:
+        export(args.ckpt, Path(args.out))
+    except (CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")
+    return 0
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def windows(tokens: np.ndarray, block_size: int) -> list[tuple[int, int]]:
+    """(start, length) of consecutive windows that predict every token after the first exactly once."""
+    predicted = len(tokens) - 1
+    return [(start, min(block_size, predicted - start)) for start in range(0, predicted, block_size)]
+
+
+def batch_sum_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, ctx) -> float:
+    """Sum of the per-token cross-entropies of a batch (the mean that train.py reports, times its size)."""
+    with ctx:
+        _, loss = model(x, y)
+    return loss.float().item() * y.numel()
+
+
+def corpus_loss(
+    model: GPT, tokens: np.ndarray, batch_size: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, float]:
+    """Token-weighted mean next-token loss over `tokens`, in order, deterministic."""
+    if len(tokens) < 2:
+        raise ValueError(f"{len(tokens)} tokens: need at least 2 to predict one")
+    largest = int(tokens.max())
+    if largest >= model.config.vocab_size:
+        raise ValueError(f"token id {largest} is outside the model's vocabulary of {model.config.vocab_size}")
+    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    total, count = 0.0, 0
+    spans = windows(tokens, model.config.block_size)
+    by_length: dict[int, list[int]] = {}
+    for start, length in spans:  # the last window may be shorter; batch it with its own kind
+        by_length.setdefault(length, []).append(start)
+    for length, starts in by_length.items():
+        for i in range(0, len(starts), batch_size):
+            buf = np.stack([tokens[s : s + length + 1] for s in starts[i : i + batch_size]]).astype(np.int64)
+            t = torch.from_numpy(buf).to(device)
+            total += batch_sum_loss(model, t[:, :-1], t[:, 1:], ctx)
+            count += t[:, 1:].numel()
+    return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
+
+
+def loss_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="eval.py loss", description="Next-token loss of a checkpoint on a corpus.")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--data", required=True, help="prepared corpus folder")
+    p.add_argument("--split", default="val")
+    p.add_argument("--max_tokens", type=int, default=0, help="only the split's first N tokens (0: all of it)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16 or float16")
+    p.add_argument("--out", default="", help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    device = torch.device(resolve_device_name(args.device))
+    try:
+        model, _ = load_model(args.ckpt, map_location=device)
+        tokens = open_tokens(Path(args.data), args.split)
+        tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
+        dtype = resolve_dtype(args.dtype, device)
+        result = corpus_loss(model.to(device).eval(), tokens, args.batch_size, device, dtype)
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result = {"ckpt": args.ckpt, "data": args.data, "split": args.split} | result
+    print(f"{args.ckpt} on {args.data}/{args.split}.bin: loss {result['loss']:.4f}, "
+          f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- tasks
+
+
+def offline_by_setting() -> bool:
+    flags = (os.environ.get(v, "0").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(flag not in ("0", "", "false") for flag in flags)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all, decided in seconds instead of minutes of retries."""
+    if offline_by_setting():
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def task_errors(names: list[str], task_manager) -> list[str]:
+    """Why each task that cannot be loaded cannot be, e.g. its data set is on the hub and we are offline."""
+    errors = []
+    for name in names:
+        if name not in task_manager.all_tasks:
+            errors.append(f"task {name}: unknown to lm-evaluation-harness (and not in --include_path)")
+            continue
+        try:
+            task_manager.load([name])
+        except Exception as e:  # lm_eval and datasets raise many types for missing data
+            errors.append(
+                f"task {name}: its data cannot be loaded ({type(e).__name__}: {str(e)[:200]}). Offline, "
+                "provide it locally: a task YAML with `dataset_path: json` and `dataset_kwargs: {data_files: ...}` "
+                "in a folder passed as --include_path (example: tests/lm_eval_tasks/)"
+            )
+    return errors
+
+
+def primary_metric(task: str, metrics: dict[str, float]) -> tuple[str, float]:
+    """The figure the paper reports for a task: acc_norm for HellaSwag, acc where there is one, else perplexity."""
+    preferred = ("acc_norm",) if task.startswith(NORMALISED_TASKS) else ()
+    for metric in (*preferred, "acc", "word_perplexity", "perplexity"):
+        if metric in metrics:
+            return metric, metrics[metric]
+    metric = next(iter(metrics))
+    return metric, metrics[metric]
+
+
+def run_tasks(
+    source: str, names: list[str], include_path: str, limit: int | None, batch_size: int, device: str
+) -> dict:
+    if not hub_reachable():
+        # Set before lm_eval imports datasets: then a task whose data is not cached fails at once.
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise ImportError('eval.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
+    task_manager = TaskManager(include_path=include_path or None)
+    errors = task_errors(names, task_manager)
+    if errors:
+        raise ValueError("\n".join(errors))
+    with tempfile.TemporaryDirectory() as folder:
+        export(source, Path(folder))
+        output = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": folder, "dtype": "float32"}, tasks=names,
+            task_manager=task_manager, limit=limit, batch_size=batch_size, device=device, log_samples=False,
+        )  # fmt: skip
+    tasks = {}
+    for name in names:
+        metrics = {k.split(",")[0]: v for k, v in output["results"][name].items() if "," in k and "stderr" not in k}
+        tasks[name] = metrics
+    return {"ckpt": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
+
+
+def format_task_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per model, its val loss where known, each task's paper metric, and the mean accuracy."""
+    tasks = list(dict.fromkeys(t for r in rows.values() for t in r.get("tasks", {})))
+    has_loss = any("loss" in r for r in rows.values())
+    header = ["model", *(["val loss"] if has_loss else [])]
+    for task in tasks:
+        metric = next(primary_metric(task, r["tasks"][task])[0] for r in rows.values() if task in r.get("tasks", {}))
+        header.append(f"{task} ({metric})")
+    header += ["avg acc"] if tasks else []
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, r in rows.items():
+        cells = [name, *([f"{r['loss']:.4f}" if "loss" in r else ""] if has_loss else [])]
+        accs = []
+        for task in tasks:
+            if task not in r.get("tasks", {}):
+                cells.append("")
+                continue
+            metric, value = primary_metric(task, r["tasks"][task])
+            cells.append(f"{100 * value:.2f}" if metric.startswith("acc") else f"{value:.2f}")
+            accs += [value] if metric.startswith("acc") else []
+        cells += [f"{100 * sum(accs) / len(accs):.2f}" if accs else ""] if tasks else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tasks_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="eval.py tasks", description="Zero-shot tasks with lm-evaluation-harness.")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
+    p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
+    p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="", help="JSON of the results (default: beside the checkpoint)")
+    args = p.parse_args(argv)
+    names = [t for t in args.tasks.split(",") if t]
+    try:
+        result = run_tasks(args.ckpt, names, args.include_path, args.limit, args.batch_size,
+                           resolve_device_name(args.device))  # fmt: skip
+    except (ImportError, ValueError, CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_task_table({args.ckpt: result}))
+    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".tasks.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def table_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="eval.py table", description="Several checkpoints' results side by side.")
+    p.add_argument("results", nargs="+", help="NAME=FILE.json from `eval.py tasks` or `eval.py loss` (repeat a NAME "
+                   "to join its loss and its tasks)")  # fmt: skip
+    p.add_argument("--out", default="", help="also write the markdown table here")
+    args = p.parse_args(argv)
+    rows: dict[str, dict] = {}
+    for item in args.results:
+        name, _, path = item.rpartition("=")
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 1
+        rows.setdefault(name or Path(path).stem, {}).update(record)
+    table = format_task_table(rows)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+COMMANDS = {"export": export_main, "loss": loss_main, "tasks": tasks_main, "table": table_main}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"\ncommands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

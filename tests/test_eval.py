@@ -1,0 +1,133 @@
+import json
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+
+import eval as evaluate
+import train
+from data.format import open_tokens, write_meta
+from data.tokenizer import gpt2_encoding
+from model import GPT, GPTConfig, load_model, save_checkpoint
+from tests.conftest import ROOT
+
+TEXTS = [
+    "Hello world",
+    "ROMEO: Wherefore art thou, Romeo?\n\n  \t  It's 12345 o'clock; they'll've gone.",
+    "naïve café — 日本語 ünïcödé 🙂   trailing   ",
+    "def f(x):\n    return x ** 2  # comment\n",
+]
+
+
+def random_checkpoint(path, bias: bool) -> str:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, n_layer=2, n_head=2, n_embd=32, bias=bias))
+    with torch.no_grad():  # non-trivial values everywhere, the layernorms included
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint({"model": model.state_dict(), "model_args": asdict(model.config)}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_export_gives_transformers_the_same_logits_and_tokens(tmp_path, bias):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias)
+    assert evaluate.main(["export", "--ckpt", source, "--out", str(tmp_path / "hf")]) == 0
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ours, _ = load_model(source)
+    ours.eval()
+    idx = torch.randint(0, 50257, (3, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, _ = ours(idx, idx)
+        theirs = hf(idx).logits
+    assert theirs.shape == (3, 64, 50257)  # the padding rows are gone
+    torch.testing.assert_close(theirs, logits[..., :50257], atol=1e-5, rtol=0)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    enc = gpt2_encoding()
+    for text in [*TEXTS, (ROOT / "model.py").read_text()]:
+        assert tokenizer(text)["input_ids"] == enc.encode_ordinary(text)
+    assert len(tokenizer) == 50257 and tokenizer.eos_token_id == 50256
+    assert json.loads((tmp_path / "hf" / "inheritune.json").read_text())["source"] == source
+
+
+def test_loss_equals_what_train_reports_on_the_same_tokens(tiny_config, shakespeare_dir, tmp_path):
+    # A val split of exactly block_size + 1 tokens: every batch train.py draws from it is that one window.
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(shakespeare_dir / "train.bin", data / "train.bin")
+    (data / "val.bin").write_bytes(np.array(open_tokens(shakespeare_dir, "val")[:33]).tobytes())
+    write_meta(data, {"tokenizer": "gpt2", "vocab_size": 50257})
+    cfg = tiny_config(data_dir=str(data), max_iters=10, eval_interval=10)
+    reported = train.train(cfg)["val_loss"]
+    out = tmp_path / "loss.json"
+    argv = ["loss", "--ckpt", f"{cfg.out_dir}/ckpt.pt", "--data", str(data), "--device", "cpu", "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["tokens"] == 32
+    assert result["loss"] == pytest.approx(reported, abs=1e-6)
+    assert result["perplexity"] == pytest.approx(np.exp(reported), rel=1e-6)
+
+
+def test_loss_covers_the_split_once_and_is_deterministic(shakespeare_dir, tmp_path):
+    assert evaluate.windows(np.arange(10), 4) == [(0, 4), (4, 4), (8, 1)]
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=False)
+    model, _ = load_model(source)
+    tokens = open_tokens(shakespeare_dir, "val")[:1000]
+    first = evaluate.corpus_loss(model.eval(), tokens, 4, torch.device("cpu"), torch.float32)
+    again = evaluate.corpus_loss(model, tokens, 7, torch.device("cpu"), torch.float32)
+    assert first["tokens"] == again["tokens"] == 999
+    assert first["loss"] == pytest.approx(again["loss"], abs=1e-6)  # batching does not change it
+
+
+def test_loss_refuses_out_of_vocab_tokens(tmp_path, capsys):
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "val.bin").write_bytes(np.array([1, 2, 60000, 3], np.uint16).tobytes())
+    assert evaluate.main(["loss", "--ckpt", source, "--data", str(data), "--device", "cpu"]) == 1
+    assert "token id 60000 is outside the model's vocabulary of 50257" in capsys.readouterr().err
+
+
+def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
+    out = tmp_path / "tasks.json"
+    argv = ["tasks", "--ckpt", source, "--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks",
+            "--limit", "4", "--batch_size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["limit"] == 4
+    metrics = result["tasks"]["tiny_qa"]
+    assert {"acc", "acc_norm"} <= metrics.keys()
+    assert metrics["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert "| tiny_qa (acc) |" in capsys.readouterr().out
+
+
+def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, capsys):
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
+    argv = ["tasks", "--ckpt", source, "--tasks", "arc_easy,no_such_task", "--device", "cpu"]
+    assert evaluate.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "task arc_easy: its data cannot be loaded" in err and "--include_path" in err
+    assert "task no_such_task: unknown" in err
+
+
+def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
+    files = {
+        "ref-loss": {"loss": 2.853}, "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4},
+                                                              "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
+        "student-tasks": {"tasks": {"hellaswag": {"acc": 0.31, "acc_norm": 0.42}, "sciq": {"acc": 0.78}}},
+    }  # fmt: skip
+    for name, record in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    argv = ["table", f"reference={tmp_path}/ref-loss.json", f"reference={tmp_path}/ref-tasks.json",
+            f"student={tmp_path}/student-tasks.json", "--out", str(tmp_path / "table.md")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert lines[0] == "| model | val loss | hellaswag (acc_norm) | sciq (acc) | avg acc |"
+    assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 | 60.00 |"
+    assert lines[3] == "| student |  | 42.00 | 78.00 | 60.00 |"

@@ -285,27 +285,40 @@ def run_tasks(
     return {"ckpt": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
 
 
+def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
+    """(task, metric) of each column: the paper's metric of every task, and its perplexity as well where
+    the task has both (LAMBADA: acc and perplexity)."""
+    columns = []
+    for r in rows.values():
+        for task, metrics in r.get("tasks", {}).items():
+            metric = primary_metric(task, metrics)[0]
+            columns += [(task, metric)] + (
+                [(task, "perplexity")] if metric != "perplexity" and "perplexity" in metrics else []
+            )
+    return list(dict.fromkeys(columns))
+
+
 def format_task_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per model, its val loss where known, each task's paper metric, and the mean accuracy."""
-    tasks = list(dict.fromkeys(t for r in rows.values() for t in r.get("tasks", {})))
+    """Markdown: one row per model, its val loss where known, each task's figures, and the mean accuracy."""
+    columns = task_columns(rows)
     has_loss = any("loss" in r for r in rows.values())
-    header = ["model", *(["val loss"] if has_loss else [])]
-    for task in tasks:
-        metric = next(primary_metric(task, r["tasks"][task])[0] for r in rows.values() if task in r.get("tasks", {}))
-        header.append(f"{task} ({metric})")
-    header += ["avg acc"] if tasks else []
+    has_acc = any(metric.startswith("acc") for _, metric in columns)
+    header = ["model", *(["val loss"] if has_loss else []), *(f"{t} ({m})" for t, m in columns)]
+    header += ["avg acc"] if has_acc else []
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, r in rows.items():
         cells = [name, *([f"{r['loss']:.4f}" if "loss" in r else ""] if has_loss else [])]
         accs = []
-        for task in tasks:
-            if task not in r.get("tasks", {}):
+        for task, metric in columns:
+            value = r.get("tasks", {}).get(task, {}).get(metric)
+            if value is None:
                 cells.append("")
-                continue
-            metric, value = primary_metric(task, r["tasks"][task])
-            cells.append(f"{100 * value:.2f}" if metric.startswith("acc") else f"{value:.2f}")
-            accs += [value] if metric.startswith("acc") else []
-        cells += [f"{100 * sum(accs) / len(accs):.2f}" if accs else ""] if tasks else []
+            elif metric.startswith("acc"):
+                cells.append(f"{100 * value:.2f}")
+                accs.append(value)
+            else:
+                cells.append(f"{value:.2f}")
+        cells += [f"{100 * sum(accs) / len(accs):.2f}" if accs else ""] if has_acc else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

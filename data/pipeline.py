@@ -95,9 +95,11 @@ class BinWriter:
 
 
 class Progress:
-    """One status line on stderr, rewritten at most twice a second: documents, tokens, tokens/s."""
+    """One status line on stderr, rewritten at most twice a second: documents (of how many, when known),
+    tokens, tokens/s and the time left."""
 
-    def __init__(self) -> None:
+    def __init__(self, total_documents: int | None) -> None:
+        self.total = total_documents
         self.start = self.last = time.perf_counter()
         self.documents = self.tokens = 0
 
@@ -113,9 +115,16 @@ class Progress:
         self._print(end="\n")
 
     def _print(self, end: str) -> None:
-        rate = self.tokens / max(time.perf_counter() - self.start, 1e-9)
-        line = f"tokenized {self.documents:,} documents, {self.tokens:,} tokens, {rate / 1e6:.2f} M tokens/s"
-        print(line, end=end, file=sys.stderr, flush=True)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        documents = f"{self.documents:,}"
+        left = ""
+        if self.total:
+            documents += f"/{self.total:,} ({100 * self.documents / self.total:.1f}%)"
+            seconds = elapsed * max(self.total - self.documents, 0) / max(self.documents, 1)
+            left = f", {int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d} left"
+        rate = f"{self.tokens / elapsed / 1e6:.2f} M tokens/s"
+        line = f"tokenized {documents} documents, {self.tokens:,} tokens, {rate}{left}"
+        print(line.ljust(100), end=end, file=sys.stderr, flush=True)
 
 
 def documents_within(ends: np.ndarray, budget: int) -> int:
@@ -124,18 +133,24 @@ def documents_within(ends: np.ndarray, budget: int) -> int:
 
 
 def write_corpus(
-    out_dir: Path, batches: Callable[[set[str]], Batches], num_threads: int, meta: dict, max_train_tokens: int | None
+    out_dir: Path,
+    batches: Callable[[set[str]], Batches],
+    num_threads: int,
+    meta: dict,
+    max_train_tokens: int | None,
+    total_documents: int | None = None,
 ) -> dict:
     """Tokenize the batches into train.bin and val.bin, then write meta.json; returns the meta.
 
     `batches(full)` yields (split, texts) and skips a split once it is in `full`: that is how the
-    training split stops at `max_train_tokens`, cut after the first document that reaches it."""
+    training split stops at `max_train_tokens`, cut after the first document that reaches it.
+    `total_documents`, where the source knows it, gives the progress line a percentage and time left."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in ("meta.json", "train.bin", "val.bin"):  # from here until the end the folder is incomplete
         (out_dir / old).unlink(missing_ok=True)
     writers = {split: BinWriter(out_dir, split) for split in ("train", "val")}
     full: set[str] = set()
-    progress = Progress()
+    progress = Progress(total_documents)
     try:
         for split, tokens, ends in tokenize_in_order(batches(full), num_threads):
             if split in full:
@@ -186,8 +201,11 @@ def input_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def text_file_documents(files: list[str]) -> Iterator[dict]:
-    """One document per .txt file (the layout of the original OpenWebText release)."""
+def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iterator[dict]:
+    """One document per .txt file (the layout of the original OpenWebText release).
+
+    `stamps` (size, mtime of each file) is unused here but part of the arguments that datasets hashes to
+    name its cache: without it, edited files with unchanged names would be read from a stale cache."""
     for f in files:
         yield {"text": Path(f).read_text(encoding="utf-8")}
 
@@ -204,7 +222,9 @@ def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
     parts = []
     for kind, files in by_kind.items():
         if kind == "text":
-            parts.append(datasets.Dataset.from_generator(text_file_documents, gen_kwargs={"files": files}))
+            stamps = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+            gen_kwargs = {"files": files, "stamps": stamps}
+            parts.append(datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs))
             continue
         ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
         if text_field not in ds.column_names:
@@ -214,10 +234,12 @@ def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
     return datasets.concatenate_datasets(parts)
 
 
-def map_style_batches(ds, test_size: float, seed: int, fraction: float | None) -> Callable[[set[str]], Batches]:
-    """nanoGPT's split of a map-style dataset (train, then val); with --fraction, the first documents of
-    the training split, which train_test_split has already shuffled with `seed`: a reproducible random
-    subset."""
+def map_style_batches(
+    ds, test_size: float, seed: int, fraction: float | None
+) -> tuple[Callable[[set[str]], Batches], int]:
+    """nanoGPT's split of a map-style dataset (train, then val), and how many documents that is; with
+    --fraction, the first documents of the training split, which train_test_split has already shuffled
+    with `seed`: a reproducible random subset."""
     parts = ds.train_test_split(test_size=test_size, seed=seed, shuffle=True)
     splits = {"train": parts["train"], "val": parts["test"]}
     if fraction is not None:
@@ -230,7 +252,7 @@ def map_style_batches(ds, test_size: float, seed: int, fraction: float | None) -
                     break
                 yield name, batch["text"]
 
-    return batches
+    return batches, sum(map(len, splits.values()))
 
 
 def unit_hash(text: str, seed: int, purpose: str) -> float:
@@ -310,8 +332,8 @@ def open_hub_or_explain(open_hub, args: argparse.Namespace):
 
 
 def run(argv: list[str], description: str, default_out: str, hub_options, open_hub) -> int:
-    """The prepare command: `open_hub(args)` gives (batches, source description) for the hub corpus;
-    --input replaces it with local files, split as nanoGPT splits."""
+    """The prepare command: `open_hub(args)` gives (batches, number of documents or None, source
+    description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
     args = parse_args(argv, description, default_out, hub_options)
     out_dir = Path(args.out_dir)
     if not args.force and already_prepared(out_dir):
@@ -320,13 +342,13 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
     try:
         if args.input:
             ds = load_local_dataset(args.input, args.text_field, args.num_proc)
-            batches = map_style_batches(ds, args.test_size, args.seed, args.fraction)
+            batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
             source = {"source": "local files", "inputs": [str(p) for p in args.input], "split": "train_test_split"}
         else:
-            batches, source = open_hub_or_explain(open_hub, args)
+            batches, total, source = open_hub_or_explain(open_hub, args)
         meta = source | {"test_size": args.test_size, "seed": args.seed}
         meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
-        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens)
+        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

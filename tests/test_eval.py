@@ -120,7 +120,8 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     files = {
         "ref-loss": {"loss": 2.853}, "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4},
                                                               "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
-        "student-tasks": {"tasks": {"hellaswag": {"acc": 0.31, "acc_norm": 0.42}, "sciq": {"acc": 0.78}}},
+        "student-tasks": {"tasks": {"hellaswag": {"acc": 0.31, "acc_norm": 0.42}, "sciq": {"acc": 0.78},
+                                    "lambada_openai": {"acc": 0.3, "perplexity": 40.5}}},
     }  # fmt: skip
     for name, record in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
@@ -128,6 +129,9 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
             f"student={tmp_path}/student-tasks.json", "--out", str(tmp_path / "table.md")]  # fmt: skip
     assert evaluate.main(argv) == 0
     lines = (tmp_path / "table.md").read_text().splitlines()
-    assert lines[0] == "| model | val loss | hellaswag (acc_norm) | sciq (acc) | avg acc |"
-    assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 | 60.00 |"
-    assert lines[3] == "| student |  | 42.00 | 78.00 | 60.00 |"
+    header = (
+        "| model | val loss | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) | lambada_openai (perplexity)"
+    )
+    assert lines[0] == header + " | avg acc |"
+    assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 |  |  | 60.00 |"
+    assert lines[3] == "| student |  | 42.00 | 78.00 | 30.00 | 40.50 | 50.00 |"

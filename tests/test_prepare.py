@@ -225,3 +225,15 @@ def test_hub_source_offline_fails_fast_and_points_to_input(script, tmp_path, cap
     err = capsys.readouterr().err
     assert script.HUB_DATASET in err and "--input" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_edited_text_files_are_read_again_not_from_the_cache(tmp_path):
+    text_dir = tmp_path / "texts"
+    text_dir.mkdir()
+    for i in range(20):
+        (text_dir / f"{i:02d}.txt").write_text(f"first version of document {i}")
+    assert prepare([text_dir], tmp_path / "out") == 0
+    (text_dir / "05.txt").write_text("the second version, longer than the first one was")
+    assert prepare([text_dir], tmp_path / "out", "--force") == 0
+    texts = [gpt2_encoding().decode(t.tolist()) for t in bins(tmp_path / "out").values()]
+    assert any("second version" in t for t in texts)

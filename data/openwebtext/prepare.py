@@ -34,8 +34,8 @@ def open_hub(args: argparse.Namespace):
         ds = datasets.load_dataset(HUB_DATASET, split="train", num_proc=args.num_proc, revision=args.hub_revision)
     except RuntimeError as e:  # datasets >= 4 refuses script datasets with a RuntimeError
         raise ValueError(f"{HUB_DATASET}: {e}. Try --hub_revision refs/convert/parquet, or --input local files") from e
-    batches = map_style_batches(ds, args.test_size, args.seed, args.fraction)
-    return batches, {"source": HUB_DATASET, "revision": args.hub_revision, "split": "train_test_split"}
+    batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
+    return batches, total, {"source": HUB_DATASET, "revision": args.hub_revision, "split": "train_test_split"}
 
 
 if __name__ == "__main__":

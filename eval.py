@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from data.format import open_tokens
-from data.tokenizer import EOT_TOKEN, gpt2_ranks
+from data.tokenizer import EOT_TOKEN, RANKS_PATH
 from model import GPT, HF_TRANSPOSED, CheckpointError, load_model, source_sha256
 from train import resolve_device_name, resolve_dtype
 
@@ -38,49 +38,18 @@ NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-nor
 # ----------------------------------------------------------------------------- export
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters, the alphabet of vocab.json and merges.txt."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
-def merge_of(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
-    """The pair whose merge made `token`: byte-pair encode it with the merges ranked below it only,
-    which leaves exactly two parts."""
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 2:
-        pair_ranks = [ranks.get(a + b, math.inf) for a, b in zip(parts[:-1], parts[1:], strict=True)]
-        i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
-        if pair_ranks[i] >= rank:
-            break
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-    if len(parts) != 2:
-        raise ValueError(f"token {token!r} of rank {rank} is not the merge of two lower-ranked tokens")
-    return parts[0], parts[1]
-
-
 def write_tokenizer(out: Path, block_size: int) -> None:
-    """GPT-2's tokenizer files, made offline from the rank file: vocab and merges in GPT-2's byte alphabet."""
-    from transformers import GPT2Tokenizer
+    """GPT-2's tokenizer files (tokenizer.json...), made offline from the shipped rank file by
+    transformers' own tiktoken converter, with GPT-2's pre-tokenizer pattern."""
+    from tiktoken_ext.openai_public import r50k_pat_str
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    ranks = gpt2_ranks()
-    to_text = bytes_to_unicode()
-
-    def text(token: bytes) -> str:
-        return "".join(to_text[b] for b in token)
-
-    vocab = {text(token): rank for token, rank in ranks.items()} | {"<|endoftext|>": EOT_TOKEN}
-    merges = [merge_of(token, rank, ranks) for token, rank in sorted(ranks.items(), key=lambda kv: kv[1])
-              if len(token) > 1]  # fmt: skip
-    tokenizer = GPT2Tokenizer(
-        vocab=vocab, merges=[(text(a), text(b)) for a, b in merges], model_max_length=block_size,
+    converter = TikTokenConverter(
+        vocab_file=str(RANKS_PATH), pattern=r50k_pat_str, extra_special_tokens={"<|endoftext|>": EOT_TOKEN}
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=converter.converted(), model_max_length=block_size,
         unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
     )  # fmt: skip
     tokenizer.save_pretrained(out)

@@ -53,16 +53,12 @@ def tiktoken_has_gpt2() -> bool:
     return True
 
 
-def gpt2_ranks() -> dict[bytes, int]:
-    """The BPE ranks shipped here (token bytes -> id), checked against tiktoken's hash for r50k_base."""
-    return load_tiktoken_bpe(str(RANKS_PATH), expected_hash=RANKS_SHA256)
-
-
 @cache
 def gpt2_encoding() -> tiktoken.Encoding:
     """tiktoken's GPT-2 encoding: n_vocab 50257, "<|endoftext|>" = 50256, "Hello world" -> [15496, 995]."""
     if tiktoken_has_gpt2():
         return tiktoken.get_encoding("gpt2")
+    ranks = load_tiktoken_bpe(str(RANKS_PATH), expected_hash=RANKS_SHA256)
     return tiktoken.Encoding(
-        name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=gpt2_ranks(), special_tokens={"<|endoftext|>": EOT_TOKEN}
+        name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": EOT_TOKEN}
     )

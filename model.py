@@ -379,13 +379,14 @@ def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
 
 def load_model(source: str | Path, map_location: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, dict]:
     """A GPT from a checkpoint file (this project's or nanoGPT's) or a Hugging Face GPT-2, and what
-    is known of it: the checkpoint dict for files ({} for Hugging Face models)."""
+    is known of it: the checkpoint dict for files, less the weights now in the model ({} for Hugging
+    Face models). Dropping the weights halves the memory a large model holds after loading."""
     source = str(source)
     if is_hf_source(source):
         return load_hf_gpt2(source, dropout), {}
     ckpt = load_checkpoint(source, map_location)
     model = GPT(GPTConfig(**{**ckpt["model_args"], "dropout": dropout}))
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    model.load_state_dict(clean_state_dict(ckpt.pop("model")))
     return model, ckpt
 
 

@@ -190,17 +190,21 @@ def plot_layers(results: list[dict], out: Path) -> None:
 
 
 def plot_heads(results: list[dict], out: Path) -> None:
-    """Layer x head heatmaps of mean rank and mean mass, one row per model."""
+    """Layer x head heatmaps of mean rank and mean mass, one row per model, on one colour scale per
+    quantity so that the models compare at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    keys = ("rank", "mass")
+    scale = {key: (min(np.min(r[key]) for r in results), max(np.max(r[key]) for r in results)) for key in keys}
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 4 * len(results)), squeeze=False)
     for row, r in zip(axes, results, strict=True):
-        for ax, key in zip(row, ("rank", "mass"), strict=True):
-            image = ax.imshow(np.array(r[key]), aspect="auto", cmap="viridis", origin="lower")
+        for ax, key in zip(row, keys, strict=True):
+            vmin, vmax = scale[key]
+            image = ax.imshow(np.array(r[key]), aspect="auto", cmap="viridis", origin="lower", vmin=vmin, vmax=vmax)
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

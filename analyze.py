@@ -230,8 +230,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lazy_rank", type=float, default=1.0, help="a layer is lazy when its MaxRank is at most this")
     p.add_argument("--seed", type=int, default=1337, help="which validation sequences")
     p.add_argument("--batch_size", type=int, default=25, help="sequences per forward pass (bounds memory)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="out-analysis")
+    p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    p.add_argument("--out", default="out-analysis", help="folder for analysis.json, layers.png and heads.png")
     args = p.parse_args(argv)
     for name in ("num_seqs", "seq_len", "batch_size"):
         if getattr(args, name) < 1:

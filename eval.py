@@ -32,6 +32,7 @@ from data.tokenizer import EOT_TOKEN, RANKS_PATH
 from model import GPT, HF_TRANSPOSED, CheckpointError, load_model, source_sha256
 from train import resolve_device_name, resolve_dtype
 
+CKPT_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
 NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-normalised likelihood)
 
@@ -96,7 +97,7 @@ def export(source: str, out: Path) -> None:
 
 def export_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="eval.py export", description="Write a checkpoint as a Hugging Face GPT-2.")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--out", required=True, help="folder: config.json, model.safetensors, tokenizer files")
     args = p.parse_args(argv)
     try:
@@ -150,12 +151,12 @@ def corpus_loss(
 
 def loss_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="eval.py loss", description="Next-token loss of a checkpoint on a corpus.")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
     p.add_argument("--split", default="val")
     p.add_argument("--max_tokens", type=int, default=0, help="only the split's first N tokens (0: all of it)")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16 or float16")
     p.add_argument("--out", default="", help="also write the result as JSON here")
     args = p.parse_args(argv)
@@ -294,12 +295,12 @@ def format_task_table(rows: dict[str, dict]) -> str:
 
 def tasks_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="eval.py tasks", description="Zero-shot tasks with lm-evaluation-harness.")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
     p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
     p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="", help="JSON of the results (default: beside the checkpoint)")
     args = p.parse_args(argv)
     names = [t for t in args.tasks.split(",") if t]
@@ -347,9 +348,11 @@ COMMANDS = {"export": export_main, "loss": loss_main, "tasks": tasks_main, "tabl
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        print(f"\ncommands: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        asked = argv[:1] in (["-h"], ["--help"])
+        out = sys.stdout if asked else sys.stderr
+        print(__doc__.strip(), file=out)
+        print(f"\ncommands: {', '.join(COMMANDS)}; `python eval.py COMMAND --help` for each one's options", file=out)
+        return 0 if asked else 2
     return COMMANDS[argv[0]](argv[1:])
 
 

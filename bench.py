@@ -25,7 +25,7 @@ import time
 import torch
 
 from model import GPT, GPTConfig, peak_flops_of
-from train import Runtime, TrainConfig, autocast_context, parse_config, resolve_device_name, resolve_dtype, train_step
+from train import TrainConfig, autocast_context, parse_config, resolve_device_name, resolve_dtype, train_step
 
 VARIANTS = ("eager", "compiled", "plain")
 
@@ -80,7 +80,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
         tuple(torch.randint(0, 50257, (cfg.batch_size, cfg.block_size), generator=gen).to(device) for _ in "xy")
         for _ in range(accum)
     ]
-    ctx = autocast_context(Runtime(0, 1, device, dtype))
+    ctx = autocast_context(device, dtype)
     if variant == "plain":
         optimizer = plain_optimizer(model, cfg)
         step = lambda: plain_step(model, optimizer, batches, ctx, cfg.grad_clip)  # noqa: E731

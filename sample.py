@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from data.tokenizer import gpt2_encoding
 from model import CheckpointError, load_model
-from train import resolve_device_name, resolve_dtype
+from train import autocast_context, resolve_device_name, resolve_dtype
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,7 +53,7 @@ def sample(args: argparse.Namespace) -> list[str]:
         raise ValueError("the prompt is empty: give --start some text")
     x = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    ctx = autocast_context(device, dtype)
     with ctx:
         y = model.generate(x, args.max_new_tokens, args.temperature, args.top_k or None, generator=generator)
     return [enc.decode(row.tolist()) for row in y]

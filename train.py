@@ -313,10 +313,11 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def autocast_context(rt: Runtime) -> typing.ContextManager:
-    if rt.dtype == torch.float32:
+def autocast_context(device: torch.device, dtype: torch.dtype) -> typing.ContextManager:
+    """Mixed precision for bf16/fp16; float32 runs as it is. Shared by training, sampling and evaluation."""
+    if dtype == torch.float32:
         return nullcontext()
-    return torch.autocast(device_type=rt.device.type, dtype=rt.dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train_step(
@@ -357,7 +358,7 @@ def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) ->
         for k in range(rt.rank, cfg.eval_iters, rt.world_size):
             rng = batch_rng(cfg.seed, stream, 0, k)
             x, y = get_batch(cfg.data_dir, split, cfg.batch_size, cfg.block_size, vocab_size, rng)
-            with autocast_context(rt):
+            with autocast_context(rt.device, rt.dtype):
                 _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
             total += torch.stack([loss.float(), torch.ones((), device=rt.device)])
         if rt.ddp:
@@ -543,7 +544,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, iter_num, rt.rank]).generate_state(1)[0]))
         batches = step_batches(cfg, rt, vocab_size, iter_num)
-        loss = train_step(train_model, optimizer, scaler, batches, autocast_context(rt), cfg.grad_clip)
+        loss = train_step(train_model, optimizer, scaler, batches, autocast_context(rt.device, rt.dtype), cfg.grad_clip)
         iter_num += 1
 
         if iter_num % cfg.log_interval == 0:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.format import write_atomic
 from model import GPT, CheckpointError, load_model
 from train import get_batch, resolve_device_name
 
@@ -260,7 +261,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = {"settings": vars(settings) | {"lazy_rank": args.lazy_rank}, "models": results}
-    (out / "analysis.json").write_text(json.dumps(analysis, indent=2) + "\n")
+    write_atomic(out / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
     plot_layers(results, out / "layers.png")
     plot_heads(results, out / "heads.png")
     print(f"wrote {out / 'analysis.json'}, {out / 'layers.png'} and {out / 'heads.png'}")

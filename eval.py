@@ -20,17 +20,16 @@ import os
 import socket
 import sys
 import tempfile
-from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
-from data.format import open_tokens
+from data.format import open_tokens, write_atomic
 from data.tokenizer import EOT_TOKEN, RANKS_PATH
 from model import GPT, HF_TRANSPOSED, CheckpointError, load_model, source_sha256
-from train import resolve_device_name, resolve_dtype
+from train import autocast_context, resolve_device_name, resolve_dtype
 
 CKPT_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
@@ -131,10 +130,7 @@ def corpus_loss(
     """Token-weighted mean next-token loss over `tokens`, in order, deterministic."""
     if len(tokens) < 2:
         raise ValueError(f"{len(tokens)} tokens: need at least 2 to predict one")
-    largest = int(tokens.max())
-    if largest >= model.config.vocab_size:
-        raise ValueError(f"token id {largest} is outside the model's vocabulary of {model.config.vocab_size}")
-    ctx = nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+    ctx = autocast_context(device, dtype)
     total, count = 0.0, 0
     spans = windows(tokens, model.config.block_size)
     by_length: dict[int, list[int]] = {}
@@ -143,6 +139,9 @@ def corpus_loss(
     for length, starts in by_length.items():
         for i in range(0, len(starts), batch_size):
             buf = np.stack([tokens[s : s + length + 1] for s in starts[i : i + batch_size]]).astype(np.int64)
+            if buf.max() >= model.config.vocab_size:  # checked per batch: one pass over a large split, not two
+                vocab = model.config.vocab_size
+                raise ValueError(f"token id {buf.max()} is outside the model's vocabulary of {vocab}")
             t = torch.from_numpy(buf).to(device)
             total += batch_sum_loss(model, t[:, :-1], t[:, 1:], ctx)
             count += t[:, 1:].numel()
@@ -175,7 +174,7 @@ def loss_main(argv: list[str]) -> int:
           f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens")  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     return 0
 
 
@@ -313,7 +312,7 @@ def tasks_main(argv: list[str]) -> int:
     print(format_task_table({args.ckpt: result}))
     out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".tasks.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
     print(f"wrote {out}")
     return 0
 

@@ -17,13 +17,13 @@ Each run is a separate process tree, timed wall-clock; its peak memory is the pe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.resources
 import json
 import os
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repo root's modules
+from data.check import scan_bin  # noqa: E402
 from data.tokenizer import gpt2_encoding  # noqa: E402
 
 DOC_CHARS = 4000
@@ -107,25 +108,25 @@ def tree_pss_bytes(pid: int) -> int:
 def measure(cmd: list[str], env: dict) -> tuple[float, int]:
     """Wall seconds and peak tree PSS of a command; raises if it fails."""
     os.sync()  # the previous run's dirty pages must not be flushed on this run's time
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_pss_bytes(proc.pid))
-        time.sleep(0.02)
-    seconds = time.perf_counter() - start
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read()[-2000:]}")
+    # stderr goes to a file, not a pipe: progress bars would fill an unread pipe and block the run.
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_pss_bytes(proc.pid))
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        if proc.returncode:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read()[-2000:]}")
     return seconds, peak
 
 
-def bins_sha256(out_dir: Path) -> tuple[str, int]:
-    digest, tokens = hashlib.sha256(), 0
-    for split in ("train", "val"):
-        data = (out_dir / f"{split}.bin").read_bytes()
-        digest.update(data)
-        tokens += len(data) // 2
-    return digest.hexdigest(), tokens
+def bins_digest(out_dir: Path) -> tuple[dict[str, str], int]:
+    """sha256 of each split's bin and the total number of tokens."""
+    scans = {split: scan_bin(out_dir / f"{split}.bin", hashes=True) for split in ("train", "val")}
+    return {split: s["sha256"] for split, s in scans.items()}, sum(s["tokens"] for s in scans.values())
 
 
 def main(argv: list[str]) -> int:
@@ -163,7 +164,7 @@ def main(argv: list[str]) -> int:
             results[name].append((seconds, peak))
             print(f"run {repeat + 1} {name:<9} {seconds:7.1f} s  peak {peak / 2**20:7.0f} MiB", flush=True)
 
-    hashes = {name: bins_sha256(work / name) for name in commands}
+    hashes = {name: bins_digest(work / name) for name in commands}
     if hashes["pipeline"] != hashes["nanoGPT"]:
         print("error: the two ways wrote different bins", file=sys.stderr)
         return 1

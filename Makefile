@@ -20,7 +20,7 @@ demo: $(VENV)/installed
 	$(PY) train.py config/inheritune_shakespeare.py
 	$(PY) train.py config/scratch_shakespeare_4.py
 	$(PY) train.py config/scratch_shakespeare_4_2x.py
-	$(PY) inherit.py compare "reference (8 layers)=out-shakespeare" "Inheritune (4 of 8)=out-demo/inheritune" \
+	$(PY) runs.py compare "reference (8 layers)=out-shakespeare" "Inheritune (4 of 8)=out-demo/inheritune" \
 		"scratch (4)=out-demo/scratch" "scratch (4), 2x steps=out-demo/scratch-2x" \
 		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
 	$(PY) analyze.py --ckpt out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \

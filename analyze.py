@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.batches import get_batch
 from data.format import write_atomic
-from model import GPT, CheckpointError, load_model
-from train import get_batch, resolve_device_name
+from model import GPT, CheckpointError, load_model, resolve_device_name
 
 # A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
 # exactly 0.9 of its energy in 90 of 100 singular values, and rounding must not make that 91.
@@ -125,7 +125,7 @@ def suggest_student(source: str, n_layer: int, lazy: list[int]) -> dict:
 
 
 def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float) -> dict:
-    model, _ = load_model(source, map_location=device)
+    model, _ = load_model(source, device)
     model.eval()
     cfg = model.config
     print(f"{source}: {cfg.n_layer} layers x {cfg.n_head} heads, {settings.num_seqs} sequences of {settings.seq_len}")

@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from model import GPT, GPTConfig, peak_flops_of
-from train import TrainConfig, autocast_context, parse_config, resolve_device_name, resolve_dtype, train_step
+from model import GPT, GPTConfig, autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
+from train import TrainConfig, parse_config, train_step
 
 VARIANTS = ("eager", "compiled", "plain")
 

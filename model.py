@@ -1,11 +1,11 @@
-"""A GPT-2 language model in one file.
+"""A GPT-2 language model in one file: the network, where it runs, its checkpoint format, and its
+conversion to and from Hugging Face's GPT-2.
 
 Parameter names follow nanoGPT (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ``lm_head``...),
-so nanoGPT-style checkpoints, LLM-Inheritune's GPT-2 ones included, load directly:
+so nanoGPT-style checkpoints load directly:
 
-    from model import GPT, GPTConfig
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    from model import GPT, load_model
+    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", or a Hugging Face folder
     logits, loss = model(idx, targets)
 """
 
@@ -14,16 +14,15 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import os
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (SXM parts).
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
+from data.format import atomic_write
 
 
 @dataclass
@@ -285,12 +284,94 @@ class GPT(nn.Module):
         return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
+# ----------------------------------------------------------------------------- where the model runs
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (SXM parts).
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
+
+
+def resolve_device_name(name: str) -> str:
+    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'; any other name as given."""
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on GPUs that have it, float16 on other GPUs, float32 elsewhere; or the named dtype."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
+    """Mixed precision for bf16/fp16; float32 runs as it is. Shared by training, sampling and evaluation."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 def peak_flops_of(device: torch.device) -> float | None:
     """Peak bf16 FLOP/s of a known accelerator, or None where it is unknown (CPUs, other GPUs)."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
+
+
+@dataclass
+class Checkpoint:
+    """The checkpoint format: what `ckpt.pt`, `best.pt` and student files hold. On disk it is a plain dict
+    of these keys (nanoGPT's keys, so a nanoGPT checkpoint is one), written atomically and read with
+    `torch.load(weights_only=True)`, so a checkpoint can never run code."""
+
+    model_args: dict  # GPTConfig fields: GPT(GPTConfig(**model_args)) rebuilds the network
+    model: dict[str, torch.Tensor] | None = None  # state dict, nanoGPT's names; None when read without weights
+    iter_num: int = 0  # optimizer steps taken
+    best_val_loss: float | None = None  # lowest val loss at an eval so far
+    config: dict | None = None  # the training run's config (train.py's TrainConfig)
+    optimizer: dict | None = None  # AdamW state, to resume
+    scaler: dict | None = None  # GradScaler state of float16 runs, to resume
+    inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
+
+    @classmethod
+    def of(cls, model: GPT, **state) -> Checkpoint:
+        return cls(model_args=asdict(model.config), model=model.state_dict(), **state)
+
+    def save(self, path: str | Path) -> None:
+        """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
+        state = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        with atomic_write(Path(path)) as f:
+            torch.save(state, f)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu", weights: bool = True) -> Checkpoint:
+        """Read a checkpoint; with weights=False only what describes it, from a memory map: the tensors
+        are never read, so this costs milliseconds even for GPT-2 xl with its optimizer state."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} not found")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=not weights)
+        except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
+            reason = "truncated, corrupt, or not a weights-only checkpoint"
+            raise CheckpointError(f"cannot load {path} ({reason}): {e}") from e
+        missing = {"model", "model_args"} - state.keys()
+        if missing:
+            raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
+        known = {f.name for f in fields(cls)}
+        ckpt = cls(**{k: v for k, v in state.items() if k in known})
+        if not weights:
+            ckpt.model = ckpt.optimizer = ckpt.scaler = None
+        return ckpt
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -305,35 +386,37 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return cleaned
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
+def load_model(
+    source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0
+) -> tuple[GPT, Checkpoint | None]:
+    """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face GPT-2, and
+    the checkpoint it came from without its weights (None for Hugging Face models): the weights live in
+    the model only, so a large model is not held twice."""
+    source = str(source)
+    if is_hf_source(source):
+        return load_hf_gpt2(source, dropout).to(device), None
+    ckpt = Checkpoint.load(source)
+    model = GPT(GPTConfig(**{**ckpt.model_args, "dropout": dropout}))
+    model.load_state_dict(clean_state_dict(ckpt.model))
+    ckpt.model = None
+    return model.to(device), ckpt
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def source_sha256(source: str | Path) -> str:
+    """sha256 of a checkpoint file, or of a Hugging Face folder's weights; '' for a hub name."""
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), None)
+    if path is None or not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with weights_only=True: tensors and plain containers only, never code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
-        raise CheckpointError(f"cannot load {path} (truncated, corrupt, or not a weights-only checkpoint): {e}") from e
-    missing = {"model", "model_args"} - ckpt.keys()
-    if missing:
-        raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
-    return ckpt
-
+# ----------------------------------------------------------------------------- Hugging Face GPT-2, both ways
 
 HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
@@ -377,28 +460,30 @@ def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
     return model
 
 
-def load_model(source: str | Path, map_location: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, dict]:
-    """A GPT from a checkpoint file (this project's or nanoGPT's) or a Hugging Face GPT-2, and what
-    is known of it: the checkpoint dict for files, less the weights now in the model ({} for Hugging
-    Face models). Dropping the weights halves the memory a large model holds after loading."""
-    source = str(source)
-    if is_hf_source(source):
-        return load_hf_gpt2(source, dropout), {}
-    ckpt = load_checkpoint(source, map_location)
-    model = GPT(GPTConfig(**{**ckpt["model_args"], "dropout": dropout}))
-    model.load_state_dict(clean_state_dict(ckpt.pop("model")))
-    return model, ckpt
+def to_hf_gpt2(model: GPT, eot_token: int):
+    """The same network as a transformers GPT2LMHeadModel: Conv1D weights transposed, vocabulary padding
+    removed, zero biases where the model has none."""
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-
-def source_sha256(source: str | Path) -> str:
-    """sha256 of a checkpoint file, or of a Hugging Face folder's weights; '' for a hub name."""
-    path = Path(source)
-    if path.is_dir():
-        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), None)
-    if path is None or not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    c = model.config
+    config = GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=eot_token, eos_token_id=eot_token, tie_word_embeddings=True,
+    )  # fmt: skip
+    hf = GPT2LMHeadModel(config)
+    ours = {}
+    for key, value in model.state_dict().items():
+        if key in ("transformer.wte.weight", "lm_head.weight"):
+            value = value[: c.vocab_size]
+        ours[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
+    state = {}
+    for key, template in hf.state_dict().items():
+        if key in ours:
+            state[key] = ours[key].to(template.dtype).contiguous()
+        elif key.endswith(".bias") and not c.bias:
+            state[key] = torch.zeros_like(template)
+        else:
+            raise CheckpointError(f"no weight for {key} in the model")
+    hf.load_state_dict(state)
+    return hf.eval()

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 from data.tokenizer import gpt2_encoding
-from model import CheckpointError, load_model
-from train import autocast_context, resolve_device_name, resolve_dtype
+from model import CheckpointError, autocast_context, load_model, resolve_device_name, resolve_dtype
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,8 +44,8 @@ def read_prompt(start: str) -> str:
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
-    model, _ = load_model(args.ckpt or Path(args.out_dir) / "ckpt.pt")
-    model.to(device).eval()
+    model, _ = load_model(args.ckpt or Path(args.out_dir) / "ckpt.pt", device)
+    model.eval()
     enc = gpt2_encoding()
     ids = enc.encode(read_prompt(args.start), allowed_special={"<|endoftext|>"})
     if not ids:

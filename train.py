@@ -12,7 +12,6 @@ or a run on another number of processes with the same global batch, sees exactly
 from __future__ import annotations
 
 import ast
-import json
 import math
 import os
 import runpy
@@ -30,12 +29,24 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data.format import open_tokens, read_meta, write_atomic
+from data.batches import batch_rng, get_batch
+from data.format import read_meta
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
-from inherit import InheritError, build_student, check_width, make_spec, provenance
-from model import GPT, CheckpointError, GPTConfig, load_model, peak_flops_of, save_checkpoint
+from inherit import InheritError, inherit
+from model import (
+    DTYPES,
+    GPT,
+    Checkpoint,
+    CheckpointError,
+    GPTConfig,
+    autocast_context,
+    load_model,
+    peak_flops_of,
+    resolve_device_name,
+    resolve_dtype,
+)
+from runs import MetricsLog, mark_best, write_config
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
 
@@ -199,19 +210,6 @@ class Runtime:
         return self.world_size > 1
 
 
-def resolve_device_name(name: str) -> str:
-    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'; any other name as given."""
-    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def setup_runtime(cfg: TrainConfig) -> Runtime:
     """Join the process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
     device_name = resolve_device_name(cfg.device)
@@ -233,31 +231,37 @@ def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return t
 
 
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, Checkpoint | None, dict | None]:
+    """The model to train, the checkpoint it resumes from (or None), and its Inheritune provenance."""
+    if cfg.init_from == "scratch":
+        model_args = dict(
+            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+            bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
+        )  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        return GPT(GPTConfig(**model_args)), None, None
+    if cfg.init_from == "inherit":
+        if not cfg.inherit_from:
+            raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
+        request = dict(
+            n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts,
+            embeddings=cfg.inherit_embeddings, ln_f=cfg.inherit_ln_f,
+        )  # fmt: skip
+        model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
+        ckpt = None
+    else:
+        source = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else cfg.init_from
+        model, ckpt = load_model(source, dropout=cfg.dropout)
+        origin = ckpt.inherit if ckpt else None
+    if model.config.block_size < cfg.block_size:
+        raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
+    return model, (ckpt if cfg.init_from == "resume" else None), origin
+
+
 # ----------------------------------------------------------------------------- data
-
-
-def batch_rng(seed: int, stream: int, iter_num: int, index: int) -> np.random.Generator:
-    """The sampler of one micro-batch: a pure function of its coordinates, never of process history."""
-    return np.random.default_rng([seed, stream, iter_num, index])
-
-
-def get_batch(
-    data_dir: str, split: str, batch_size: int, block_size: int, vocab_size: int, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    # Re-opened for every batch: a long-lived np.memmap keeps the pages it touched referenced
-    # and the process's memory grows with the bin (nanoGPT's fix of the same leak).
-    data = open_tokens(Path(data_dir), split)
-    if len(data) <= block_size:
-        raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size + 1")
-    ix = rng.integers(0, len(data) - block_size, size=batch_size)
-    buf = np.stack([data[i : i + block_size + 1] for i in ix]).astype(np.int64)
-    if buf.max() >= vocab_size:
-        raise ValueError(
-            f"{data_dir}/{split}.bin holds token id {buf.max()}, outside the model's vocabulary of "
-            f"{vocab_size}: the bin was made with another tokenizer or is corrupt"
-        )
-    t = torch.from_numpy(buf)
-    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
 
 
 def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
@@ -286,19 +290,7 @@ def data_vocab_size(data_dir: str) -> int:
     return int(meta["vocab_size"])
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def stop_if_diverged(loss: float, iter_num: int) -> None:
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
-
-
-def model_is_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- one step, and the loss estimate
 
 
 def get_lr(it: int, cfg: TrainConfig) -> float:
@@ -311,13 +303,6 @@ def get_lr(it: int, cfg: TrainConfig) -> float:
         return cfg.min_lr
     ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype) -> typing.ContextManager:
-    """Mixed precision for bf16/fp16; float32 runs as it is. Shared by training, sampling and evaluation."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def train_step(
@@ -368,33 +353,16 @@ def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) ->
     return losses
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, dict | None, dict | None]:
-    """The model to train, the checkpoint it resumes from (or None), and its Inheritune provenance."""
-    if cfg.init_from == "scratch":
-        model_args = dict(
-            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
-            bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
-        )  # fmt: skip
-        torch.manual_seed(cfg.seed)
-        return GPT(GPTConfig(**model_args)), None, None
-    if cfg.init_from == "inherit":
-        if not cfg.inherit_from:
-            raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
-        ref, ref_ckpt = load_model(cfg.inherit_from)
-        check_width(ref, cfg.n_embd, cfg.n_head)
-        spec = make_spec(
-            ref.config.n_layer, cfg.n_layer, cfg.inherit_layers, cfg.inherit_parts,
-            embeddings=cfg.inherit_embeddings, ln_f=cfg.inherit_ln_f,
-        )  # fmt: skip
-        model = build_student(ref, spec, cfg.seed, cfg.dropout)
-        ckpt, origin = None, provenance(cfg.inherit_from, ref, ref_ckpt, spec)
-    else:
-        source = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else cfg.init_from
-        model, ckpt = load_model(source, dropout=cfg.dropout)
-        origin = ckpt.get("inherit")
-    if model.config.block_size < cfg.block_size:
-        raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
-    return model, (ckpt if cfg.init_from == "resume" else None), origin
+# ----------------------------------------------------------------------------- stopping: divergence and signals
+
+
+def stop_if_diverged(loss: float, iter_num: int) -> None:
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
+
+
+def model_is_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 class StopSignal:
@@ -421,21 +389,7 @@ class StopSignal:
             signal.signal(s, handler)
 
 
-class MetricsLog:
-    """out_dir/metrics.jsonl: one JSON object per log or eval record (master process only)."""
-
-    def __init__(self, path: Path, resume_iter: int | None) -> None:
-        self.path = path
-        if resume_iter is not None and path.exists():
-            # Drop what an interrupted run logged after its last checkpoint: resumed curves stay single-valued.
-            kept = [line for line in path.read_text().splitlines() if json.loads(line)["iter"] <= resume_iter]
-            write_atomic(path, "".join(line + "\n" for line in kept).encode())
-        elif resume_iter is None:
-            path.write_text("")
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+# ----------------------------------------------------------------------------- the run
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -462,25 +416,26 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab_size = model.config.vocab_size
     if data_vocab > vocab_size:
         raise ConfigError(f"{cfg.data_dir} has a vocabulary of {data_vocab}, larger than the model's {vocab_size}")
-    resuming = cfg.init_from == "resume"
-    iter_num = ckpt["iter_num"] if resuming else 0
-    best_val_loss = ckpt["best_val_loss"] if resuming else float("inf")
+    resuming = ckpt is not None
+    iter_num = ckpt.iter_num if resuming else 0
+    best_val_loss = ckpt.best_val_loss if resuming else float("inf")
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
 
     model.to(rt.device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device.type)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     if resuming:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-    del ckpt  # free the host copy of the weights before training
+        optimizer.load_state_dict(ckpt.optimizer)
+        if ckpt.scaler is not None:
+            scaler.load_state_dict(ckpt.scaler)
+    del ckpt  # free the host copy of the optimizer state before training
 
     if rt.master:
         out_dir.mkdir(parents=True, exist_ok=True)
         print_config(cfg, rt, model, tokens_per_iter)
-        write_atomic(out_dir / "config.json", (json.dumps(asdict(cfg), indent=2) + "\n").encode())
-    metrics = MetricsLog(out_dir / "metrics.jsonl", iter_num if resuming else None) if rt.master else None
+        facts = {"model_args": asdict(model.config), "params": model.get_num_params()}
+        write_config(out_dir, asdict(cfg), facts, origin)
+    metrics = MetricsLog(out_dir, iter_num if resuming else None) if rt.master else None
     wandb_run = start_wandb(cfg) if rt.master and cfg.wandb_log else None
 
     raw_model = model
@@ -492,22 +447,12 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     def checkpoint(is_best: bool) -> None:
         if not model_is_finite(raw_model):
             raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
-        state = {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "model_args": asdict(raw_model.config), "config": asdict(cfg),
-            "iter_num": iter_num, "best_val_loss": best_val_loss,
-        }  # fmt: skip
-        if origin is not None:
-            state["inherit"] = origin
-        if scaler.is_enabled():
-            state["scaler"] = scaler.state_dict()
-        save_checkpoint(state, out_dir / "ckpt.pt")
+        Checkpoint.of(
+            raw_model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
+            config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss, inherit=origin,
+        ).save(out_dir / "ckpt.pt")  # fmt: skip
         if is_best:
-            # best.pt is the same bytes as ckpt.pt now: a hard link, renamed into place, costs no I/O.
-            tmp = out_dir / "best.pt.tmp"
-            tmp.unlink(missing_ok=True)
-            os.link(out_dir / "ckpt.pt", tmp)
-            os.replace(tmp, out_dir / "best.pt")
+            mark_best(out_dir)
 
     last_eval: dict = {}
     start_iter = t0_iter = iter_num

@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 DTYPE = np.uint16
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write data to path so that a crash leaves either the old file or the new one, never half of it."""
+@contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A file to write `path` through: it is written as `path.tmp` and renamed into place only once
+    complete, so a crash at any moment leaves either the old file or the new one, never half of it."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def write_meta(out_dir: Path, meta: dict) -> None:

@@ -62,3 +62,19 @@ def gpt2_encoding() -> tiktoken.Encoding:
     return tiktoken.Encoding(
         name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": EOT_TOKEN}
     )
+
+
+def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
+    """GPT-2's tokenizer as Hugging Face tokenizer files (tokenizer.json...) in `out`, made offline from the
+    shipped rank file by transformers' own tiktoken converter, with GPT-2's pre-tokenizer pattern."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    converter = TikTokenConverter(
+        vocab_file=str(RANKS_PATH), pattern=r50k_pat_str, extra_special_tokens={"<|endoftext|>": EOT_TOKEN}
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=converter.converted(), model_max_length=model_max_length,
+        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+    )  # fmt: skip
+    tokenizer.save_pretrained(out)

@@ -12,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # datasets converts local inputs to Arrow files in its cache: keep the tests' out of the user's cache.
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="inheritune-hf-datasets-"))
 
+import train  # noqa: E402
 from data.shakespeare.prepare import prepare  # noqa: E402
 from train import TrainConfig  # noqa: E402
 
@@ -39,3 +40,11 @@ def tiny_config(shakespeare_dir, tmp_path):
         return TrainConfig(**values)
 
     return make
+
+
+@pytest.fixture
+def trained_reference(tiny_config, tmp_path) -> TrainConfig:
+    """A 4-layer reference trained for 20 steps: its run folder is cfg.out_dir."""
+    cfg = tiny_config(n_layer=4, out_dir=str(tmp_path / "ref"), max_iters=20)
+    train.train(cfg)
+    return cfg

@@ -1,13 +1,12 @@
 import json
 import math
 import shlex
-from dataclasses import asdict
 
 import pytest
 import torch
 
 from analyze import Settings, analyze_model, attention_mass, attention_rank, main
-from model import GPT, GPTConfig, save_checkpoint
+from model import GPT, Checkpoint, GPTConfig
 
 T = 100
 
@@ -89,7 +88,7 @@ def sink_model(sink_layers: list[int], n_layer: int = 4) -> GPT:
 
 
 def save(model: GPT, path) -> str:
-    save_checkpoint({"model": model.state_dict(), "model_args": asdict(model.config)}, path)
+    Checkpoint.of(model).save(path)
     return str(path)
 
 

@@ -10,7 +10,7 @@ import torch
 import inherit
 import train
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
-from model import GPT, GPTConfig, load_checkpoint, load_model, save_checkpoint
+from model import GPT, Checkpoint, GPTConfig, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,92 +96,35 @@ def test_nanogpt_checkpoint_with_orig_mod_prefix_is_a_reference(tmp_path):
     ref = reference()
     path = tmp_path / "nanogpt.pt"
     state = {f"_orig_mod.{k}": v for k, v in ref.state_dict().items()}
-    save_checkpoint({"model": state, "model_args": asdict(ref.config), "iter_num": 5, "best_val_loss": 3.2}, path)
+    torch.save({"model": state, "model_args": asdict(ref.config), "iter_num": 5, "best_val_loss": 3.2}, path)
     code = inherit.main(["--ref", str(path), "--n_layer", "3", "--out", str(tmp_path / "student.pt")])
     assert code == 0
-    ckpt = load_checkpoint(tmp_path / "student.pt")
-    assert ckpt["inherit"]["layers"] == [0, 1, 2] and ckpt["inherit"]["reference_val_loss"] == 3.2
+    ckpt = Checkpoint.load(tmp_path / "student.pt")
+    assert ckpt.inherit["layers"] == [0, 1, 2] and ckpt.inherit["reference_val_loss"] == 3.2
     student, _ = load_model(tmp_path / "student.pt")
     assert torch.equal(student.transformer.h[2].attn.c_attn.weight, ref.transformer.h[2].attn.c_attn.weight)
 
 
 def test_cli_refuses_a_student_deeper_than_the_reference(tmp_path, capsys):
     path = tmp_path / "ref.pt"
-    save_checkpoint({"model": reference().state_dict(), "model_args": asdict(reference().config)}, path)
+    Checkpoint.of(reference()).save(path)
     assert inherit.main(["--ref", str(path), "--n_layer", "8", "--out", str(tmp_path / "s.pt")]) == 1
     assert "asks for 8 layers but the reference has only 6" in capsys.readouterr().err
     assert not (tmp_path / "s.pt").exists()
-
-
-@pytest.fixture
-def trained_reference(tiny_config, tmp_path):
-    cfg = tiny_config(n_layer=4, out_dir=str(tmp_path / "ref"), max_iters=20)
-    train.train(cfg)
-    return cfg
 
 
 def test_train_inherits_in_one_step_and_records_provenance(trained_reference, tiny_config, tmp_path):
     ref_ckpt = str(Path(trained_reference.out_dir) / "ckpt.pt")
     cfg = tiny_config(init_from="inherit", inherit_from=ref_ckpt, n_layer=2, out_dir=str(tmp_path / "student"))
     last = train.train(cfg)
-    ckpt = load_checkpoint(tmp_path / "student" / "ckpt.pt")
-    assert ckpt["model_args"]["n_layer"] == 2
-    assert ckpt["inherit"]["source"] == ref_ckpt and ckpt["inherit"]["parts"] == ["attn", "mlp", "ln"]
+    ckpt = Checkpoint.load(tmp_path / "student" / "ckpt.pt")
+    assert ckpt.model_args["n_layer"] == 2
+    assert ckpt.inherit["source"] == ref_ckpt and ckpt.inherit["parts"] == ["attn", "mlp", "ln"]
     first = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()][0]
     # The student starts well below an untrained model's loss (ln 50304 = 10.83): it inherited knowledge.
     assert first["val_loss"] < math.log(50304) - 0.5 and last["val_loss"] < first["val_loss"]
     with pytest.raises(InheritError, match="mismatched width"):
         train.train(tiny_config(init_from="inherit", inherit_from=ref_ckpt, n_layer=2, n_embd=64))
-
-
-def write_grow_config(tmp_path, cfg) -> Path:
-    path = tmp_path / "grow_config.py"
-    keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
-            "gradient_accumulation_steps",
-            "warmup_iters", "eval_interval", "eval_iters", "log_interval")  # fmt: skip
-    lines = [f"{k} = {getattr(cfg, k)!r}" for k in keep] + ["max_iters = 10", "lr_decay_iters = 10"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
-    config = write_grow_config(tmp_path, trained_reference)
-    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
-    args = ["grow", "--ref", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--step", "1"]
-    assert inherit.main([*args, "--target", "100"]) == 0
-    state = json.loads((tmp_path / "g" / "grow.json").read_text())
-    assert [r["layers"] for r in state["rounds"]] == [2]  # half the reference, matched at once
-    assert (tmp_path / "g" / "grow.png").stat().st_size > 0
-
-
-def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference, tmp_path, capsys):
-    config = write_grow_config(tmp_path, trained_reference)
-    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
-    out = tmp_path / "g"
-    args = ["grow", "--ref", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
-    assert inherit.main(args) == 0
-    state = json.loads((out / "grow.json").read_text())
-    assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth
-    assert "no student matched the target" in capsys.readouterr().out
-    # Interrupted after round n=4 trained but before it was recorded: the rerun trains nothing again.
-    state["rounds"] = state["rounds"][:1]
-    (out / "grow.json").write_text(json.dumps(state))
-    mtimes = {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)}
-    assert inherit.main(args) == 0
-    assert "round n=2: finished earlier" in capsys.readouterr().out
-    assert {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)} == mtimes
-    assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
-
-
-def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path, capsys):
-    out = tmp_path / "cmp.png"
-    code = inherit.main(["compare", f"ref={trained_reference.out_dir}", "--out", str(out)])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "ref" in printed and " 4 " in printed and "20" in printed
-    rows = json.loads(out.with_suffix(".json").read_text())
-    assert rows[0]["layers"] == 4 and rows[0]["steps"] == 20
-    assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_config, tmp_path):
@@ -190,7 +133,7 @@ def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_c
     assert inherit.main(["--ref", ref, "--layers", "0,2", "--out", str(student)]) == 0
     cfg = tiny_config(init_from=str(student), n_layer=2, out_dir=str(tmp_path / "s"), max_iters=4)
     train.train(cfg)
-    assert load_checkpoint(tmp_path / "s" / "ckpt.pt")["inherit"]["layers"] == [0, 2]
+    assert Checkpoint.load(tmp_path / "s" / "ckpt.pt").inherit["layers"] == [0, 2]
 
 
 def test_inherit_command_line_help_runs():

@@ -15,7 +15,7 @@ import torch
 
 import train
 from data.format import write_meta
-from model import GPT, CheckpointError, GPTConfig, load_checkpoint, save_checkpoint
+from model import GPT, Checkpoint, CheckpointError, GPTConfig
 from train import ConfigError, NonFiniteLossError, TrainConfig, get_lr, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,20 +103,21 @@ def test_loss_falls_on_shakespeare(tiny_config):
     assert evals[0]["val_loss"] == pytest.approx(math.log(50304), abs=0.2)
     assert last["val_loss"] < evals[0]["val_loss"] - 2.0
     saved = json.loads((Path(cfg.out_dir) / "config.json").read_text())
-    assert saved == asdict(cfg)
+    assert saved["config"] == asdict(cfg)
 
 
 def test_checkpoint_round_trip(tiny_config):
     cfg = tiny_config(max_iters=10, eval_interval=5)
     train.train(cfg)
-    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
-    assert {"model", "optimizer", "model_args", "config", "iter_num", "best_val_loss"} <= ckpt.keys()
-    assert ckpt["iter_num"] == 10 and ckpt["config"] == asdict(cfg)
-    best = load_checkpoint(Path(cfg.out_dir) / "best.pt")
+    raw = torch.load(Path(cfg.out_dir) / "ckpt.pt", weights_only=True)  # nanoGPT's keys, as a plain dict
+    assert {"model", "optimizer", "model_args", "config", "iter_num", "best_val_loss"} <= raw.keys()
+    ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
+    assert ckpt.iter_num == 10 and ckpt.config == asdict(cfg)
+    best = Checkpoint.load(Path(cfg.out_dir) / "best.pt")
     evals = [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]
-    assert best["best_val_loss"] == min(r["val_loss"] for r in evals[1:])
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
+    assert best.best_val_loss == min(r["val_loss"] for r in evals[1:])
+    model = GPT(GPTConfig(**ckpt.model_args))
+    model.load_state_dict(ckpt.model)
     cfg_eval = tiny_config(init_from=str(Path(cfg.out_dir) / "ckpt.pt"), eval_only=True, out_dir=cfg.out_dir + "-eval")
     again = train.train(cfg_eval)
     assert again["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-6)
@@ -130,8 +131,8 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     split_resumed = tiny_config(out_dir=str(tmp_path / "split"), dropout=0.1, init_from="resume")
     train.train(split_resumed)
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
-    a = load_checkpoint(tmp_path / "straight" / "ckpt.pt")["model"]
-    b = load_checkpoint(tmp_path / "split" / "ckpt.pt")["model"]
+    a = Checkpoint.load(tmp_path / "straight" / "ckpt.pt").model
+    b = Checkpoint.load(tmp_path / "split" / "ckpt.pt").model
     assert all(torch.equal(a[k], b[k]) for k in a)
     iters = [(r["kind"], r["iter"]) for r in metrics(tmp_path / "split")]
     assert len(iters) == len(set(iters)), "a resumed run must not log an iteration twice"
@@ -150,8 +151,8 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_con
     assert l1.keys() == l2.keys()
     for it in l1:
         assert l2[it] == pytest.approx(l1[it], abs=1e-4)
-    a = load_checkpoint(tmp_path / "one" / "ckpt.pt")["model"]
-    b = load_checkpoint(tmp_path / "two" / "ckpt.pt")["model"]
+    a = Checkpoint.load(tmp_path / "one" / "ckpt.pt").model
+    b = Checkpoint.load(tmp_path / "two" / "ckpt.pt").model
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
 
@@ -170,14 +171,14 @@ def test_global_batch_must_split_evenly_over_processes(tiny_config, tmp_path):
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config):
     good = tiny_config(max_iters=10)
     train.train(good)
-    before = load_checkpoint(Path(good.out_dir) / "ckpt.pt")
+    before = Checkpoint.load(Path(good.out_dir) / "ckpt.pt")
     # An absurd learning rate overflows the weights within a step: the loss becomes NaN.
     diverging = tiny_config(init_from="resume", max_iters=20, learning_rate=1e30, min_lr=1e30)
     with pytest.raises(NonFiniteLossError, match="last good checkpoint kept"):
         train.train(diverging)
-    after = load_checkpoint(Path(good.out_dir) / "ckpt.pt")
-    assert after["iter_num"] == 10
-    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    after = Checkpoint.load(Path(good.out_dir) / "ckpt.pt")
+    assert after.iter_num == 10
+    assert all(torch.equal(before.model[k], after.model[k]) for k in before.model)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_config):
@@ -191,14 +192,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_config):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0
     assert "stopped by signal" in out
-    ckpt = load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")
-    assert ckpt["iter_num"] >= 3
-    assert ckpt["iter_num"] == max(train_losses(cfg.out_dir))
+    ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
+    assert ckpt.iter_num >= 3
+    assert ckpt.iter_num == max(train_losses(cfg.out_dir))
 
 
 def test_kill_during_save_leaves_the_old_checkpoint_loadable(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint({"model": {"w": torch.zeros(3)}, "model_args": {}, "iter_num": 1}, path)
+    Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=1).save(path)
     # The child dies abruptly half-way through writing a large checkpoint, as with SIGKILL.
     script = f"""
 import os, sys, torch
@@ -211,22 +212,22 @@ def dying_save(obj, f):
     f.truncate(f.tell() // 2)
     os._exit(9)
 model.torch.save = dying_save
-model.save_checkpoint({{"model": {{"w": torch.ones(1_000_000)}}, "model_args": {{}}, "iter_num": 2}}, {str(path)!r})
+model.Checkpoint(model={{"w": torch.ones(1_000_000)}}, model_args={{}}, iter_num=2).save({str(path)!r})
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 9
     assert (tmp_path / "ckpt.pt.tmp").exists()  # the half-written file exists, but under another name
-    ckpt = load_checkpoint(path)
-    assert ckpt["iter_num"] == 1 and torch.equal(ckpt["model"]["w"], torch.zeros(3))
+    ckpt = Checkpoint.load(path)
+    assert ckpt.iter_num == 1 and torch.equal(ckpt.model["w"], torch.zeros(3))
 
 
 def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint({"model": {"w": torch.ones(10000)}, "model_args": {}}, path)
+    Checkpoint(model={"w": torch.ones(10000)}, model_args={}).save(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
 
 
 class RunsCode:
@@ -244,7 +245,7 @@ def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"model": RunsCode(), "model_args": {}}, f)
     with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
-        load_checkpoint(path)
+        Checkpoint.load(path)
     assert not Path(MARKER).exists()
 
 

@@ -1,9 +1,9 @@
 """Evaluate checkpoints: export to Hugging Face, loss on any corpus, zero-shot tasks, a side-by-side table.
 
-    python eval.py export --ckpt out-student/ckpt.pt --out hf-student
-    python eval.py loss --ckpt out-student/ckpt.pt --data data/openwebtext --out results/student-loss.json
-    python eval.py tasks --ckpt out-student/ckpt.pt --out results/student-tasks.json
-    python eval.py table reference=results/ref-tasks.json student=results/student-tasks.json
+    python evaluation.py export --ckpt out-student/ckpt.pt --out hf-student
+    python evaluation.py loss --ckpt out-student/ckpt.pt --data data/openwebtext --out results/student-loss.json
+    python evaluation.py tasks --ckpt out-student/ckpt.pt --out results/student-tasks.json
+    python evaluation.py table reference=results/ref-tasks.json student=results/student-tasks.json
 
 `--ckpt` accepts what inherit.py accepts: this project's checkpoints, nanoGPT checkpoints, Hugging Face
 GPT-2 (`gpt2`, `gpt2-medium`, ... or a local folder). `tasks` runs lm-evaluation-harness (optional:
@@ -27,9 +27,17 @@ import numpy as np
 import torch
 
 from data.format import open_tokens, write_atomic
-from data.tokenizer import EOT_TOKEN, RANKS_PATH
-from model import GPT, HF_TRANSPOSED, CheckpointError, load_model, source_sha256
-from train import autocast_context, resolve_device_name, resolve_dtype
+from data.tokenizer import EOT_TOKEN, save_hf_tokenizer
+from model import (
+    GPT,
+    CheckpointError,
+    autocast_context,
+    load_model,
+    resolve_device_name,
+    resolve_dtype,
+    source_sha256,
+    to_hf_gpt2,
+)
 
 CKPT_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
@@ -38,67 +46,24 @@ NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-nor
 # ----------------------------------------------------------------------------- export
 
 
-def write_tokenizer(out: Path, block_size: int) -> None:
-    """GPT-2's tokenizer files (tokenizer.json...), made offline from the shipped rank file by
-    transformers' own tiktoken converter, with GPT-2's pre-tokenizer pattern."""
-    from tiktoken_ext.openai_public import r50k_pat_str
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    converter = TikTokenConverter(
-        vocab_file=str(RANKS_PATH), pattern=r50k_pat_str, extra_special_tokens={"<|endoftext|>": EOT_TOKEN}
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=converter.converted(), model_max_length=block_size,
-        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-    )  # fmt: skip
-    tokenizer.save_pretrained(out)
-
-
-def to_hf_gpt2(model: GPT):
-    """The same network as a transformers GPT2LMHeadModel: Conv1D weights transposed, vocabulary padding
-    removed, zero biases where the model has none."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    c = model.config
-    config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=EOT_TOKEN, eos_token_id=EOT_TOKEN, tie_word_embeddings=True,
-    )  # fmt: skip
-    hf = GPT2LMHeadModel(config)
-    ours = {}
-    for key, value in model.state_dict().items():
-        if key in ("transformer.wte.weight", "lm_head.weight"):
-            value = value[: c.vocab_size]
-        ours[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
-    state = {}
-    for key, template in hf.state_dict().items():
-        if key in ours:
-            state[key] = ours[key].to(template.dtype).contiguous()
-        elif key.endswith(".bias") and not c.bias:
-            state[key] = torch.zeros_like(template)
-        else:
-            raise CheckpointError(f"no weight for {key} in the model")
-    hf.load_state_dict(state)
-    return hf.eval()
-
-
 def export(source: str, out: Path) -> None:
+    """A Hugging Face GPT-2 folder: weights, tokenizer files, and inheritune.json with where it came from."""
     model, ckpt = load_model(source)
     out.mkdir(parents=True, exist_ok=True)
-    to_hf_gpt2(model).save_pretrained(out)
-    write_tokenizer(out, model.config.block_size)
-    origin = {"source": str(source), "sha256": source_sha256(source), "iter_num": ckpt.get("iter_num"),
-              "best_val_loss": ckpt.get("best_val_loss"), "inherit": ckpt.get("inherit")}  # fmt: skip
-    (out / "inheritune.json").write_text(json.dumps(origin, indent=2) + "\n")
+    to_hf_gpt2(model, EOT_TOKEN).save_pretrained(out)
+    save_hf_tokenizer(out, model.config.block_size)
+    origin = {"source": str(source), "sha256": source_sha256(source)}
+    if ckpt is not None:
+        origin |= {"iter_num": ckpt.iter_num, "best_val_loss": ckpt.best_val_loss, "inherit": ckpt.inherit}
+    write_atomic(out / "inheritune.json", (json.dumps(origin, indent=2) + "\n").encode())
 
 
-def export_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="eval.py export", description="Write a checkpoint as a Hugging Face GPT-2.")
+def export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--out", required=True, help="folder: config.json, model.safetensors, tokenizer files")
-    args = p.parse_args(argv)
+
+
+def export_main(args: argparse.Namespace) -> int:
     try:
         export(args.ckpt, Path(args.out))
     except (CheckpointError, OSError) as e:
@@ -148,8 +113,7 @@ def corpus_loss(
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
-def loss_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="eval.py loss", description="Next-token loss of a checkpoint on a corpus.")
+def loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
     p.add_argument("--split", default="val")
@@ -158,14 +122,16 @@ def loss_main(argv: list[str]) -> int:
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16 or float16")
     p.add_argument("--out", default="", help="also write the result as JSON here")
-    args = p.parse_args(argv)
+
+
+def loss_main(args: argparse.Namespace) -> int:
     device = torch.device(resolve_device_name(args.device))
     try:
-        model, _ = load_model(args.ckpt, map_location=device)
+        model, _ = load_model(args.ckpt, device)
         tokens = open_tokens(Path(args.data), args.split)
         tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
         dtype = resolve_dtype(args.dtype, device)
-        result = corpus_loss(model.to(device).eval(), tokens, args.batch_size, device, dtype)
+        result = corpus_loss(model.eval(), tokens, args.batch_size, device, dtype)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -236,7 +202,7 @@ def run_tasks(
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError as e:
-        raise ImportError('eval.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
+        raise ImportError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
     task_manager = TaskManager(include_path=include_path or None)
     errors = task_errors(names, task_manager)
     if errors:
@@ -292,8 +258,7 @@ def format_task_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def tasks_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="eval.py tasks", description="Zero-shot tasks with lm-evaluation-harness.")
+def tasks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help=CKPT_HELP)
     p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
     p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
@@ -301,7 +266,9 @@ def tasks_main(argv: list[str]) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="", help="JSON of the results (default: beside the checkpoint)")
-    args = p.parse_args(argv)
+
+
+def tasks_main(args: argparse.Namespace) -> int:
     names = [t for t in args.tasks.split(",") if t]
     try:
         result = run_tasks(args.ckpt, names, args.include_path, args.limit, args.batch_size,
@@ -320,12 +287,13 @@ def tasks_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- table
 
 
-def table_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="eval.py table", description="Several checkpoints' results side by side.")
-    p.add_argument("results", nargs="+", help="NAME=FILE.json from `eval.py tasks` or `eval.py loss` (repeat a NAME "
+def table_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="NAME=FILE.json from the `tasks` or `loss` command (repeat a NAME "
                    "to join its loss and its tasks)")  # fmt: skip
     p.add_argument("--out", default="", help="also write the markdown table here")
-    args = p.parse_args(argv)
+
+
+def table_main(args: argparse.Namespace) -> int:
     rows: dict[str, dict] = {}
     for item in args.results:
         name, _, path = item.rpartition("=")
@@ -342,17 +310,23 @@ def table_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"export": export_main, "loss": loss_main, "tasks": tasks_main, "table": table_main}
+COMMANDS = {
+    "export": (export_arguments, export_main, "write a checkpoint as a Hugging Face GPT-2 folder"),
+    "loss": (loss_arguments, loss_main, "next-token loss of a checkpoint on a corpus"),
+    "tasks": (tasks_arguments, tasks_main, "zero-shot tasks with lm-evaluation-harness"),
+    "table": (table_arguments, table_main, "several checkpoints' results side by side"),
+}
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        asked = argv[:1] in (["-h"], ["--help"])
-        out = sys.stdout if asked else sys.stderr
-        print(__doc__.strip(), file=out)
-        print(f"\ncommands: {', '.join(COMMANDS)}; `python eval.py COMMAND --help` for each one's options", file=out)
-        return 0 if asked else 2
-    return COMMANDS[argv[0]](argv[1:])
+    p = argparse.ArgumentParser(
+        prog="evaluation.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = p.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _, help_text) in COMMANDS.items():
+        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    args = p.parse_args(argv)
+    return COMMANDS[args.command][1](args)
 
 
 if __name__ == "__main__":

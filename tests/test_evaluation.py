@@ -1,16 +1,15 @@
 import json
 import shutil
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
-import eval as evaluate
+import evaluation
 import train
 from data.format import open_tokens, write_meta
 from data.tokenizer import gpt2_encoding
-from model import GPT, GPTConfig, load_model, save_checkpoint
+from model import GPT, Checkpoint, GPTConfig, load_model
 from tests.conftest import ROOT
 
 TEXTS = [
@@ -27,7 +26,7 @@ def random_checkpoint(path, bias: bool) -> str:
     with torch.no_grad():  # non-trivial values everywhere, the layernorms included
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint({"model": model.state_dict(), "model_args": asdict(model.config)}, path)
+    Checkpoint.of(model).save(path)
     return str(path)
 
 
@@ -36,7 +35,7 @@ def test_export_gives_transformers_the_same_logits_and_tokens(tmp_path, bias):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = random_checkpoint(tmp_path / "ckpt.pt", bias)
-    assert evaluate.main(["export", "--ckpt", source, "--out", str(tmp_path / "hf")]) == 0
+    assert evaluation.main(["export", "--ckpt", source, "--out", str(tmp_path / "hf")]) == 0
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     ours, _ = load_model(source)
     ours.eval()
@@ -65,7 +64,7 @@ def test_loss_equals_what_train_reports_on_the_same_tokens(tiny_config, shakespe
     reported = train.train(cfg)["val_loss"]
     out = tmp_path / "loss.json"
     argv = ["loss", "--ckpt", f"{cfg.out_dir}/ckpt.pt", "--data", str(data), "--device", "cpu", "--out", str(out)]
-    assert evaluate.main(argv) == 0
+    assert evaluation.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["tokens"] == 32
     assert result["loss"] == pytest.approx(reported, abs=1e-6)
@@ -73,12 +72,12 @@ def test_loss_equals_what_train_reports_on_the_same_tokens(tiny_config, shakespe
 
 
 def test_loss_covers_the_split_once_and_is_deterministic(shakespeare_dir, tmp_path):
-    assert evaluate.windows(np.arange(10), 4) == [(0, 4), (4, 4), (8, 1)]
+    assert evaluation.windows(np.arange(10), 4) == [(0, 4), (4, 4), (8, 1)]
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=False)
     model, _ = load_model(source)
     tokens = open_tokens(shakespeare_dir, "val")[:1000]
-    first = evaluate.corpus_loss(model.eval(), tokens, 4, torch.device("cpu"), torch.float32)
-    again = evaluate.corpus_loss(model, tokens, 7, torch.device("cpu"), torch.float32)
+    first = evaluation.corpus_loss(model.eval(), tokens, 4, torch.device("cpu"), torch.float32)
+    again = evaluation.corpus_loss(model, tokens, 7, torch.device("cpu"), torch.float32)
     assert first["tokens"] == again["tokens"] == 999
     assert first["loss"] == pytest.approx(again["loss"], abs=1e-6)  # batching does not change it
 
@@ -88,7 +87,7 @@ def test_loss_refuses_out_of_vocab_tokens(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     (data / "val.bin").write_bytes(np.array([1, 2, 60000, 3], np.uint16).tobytes())
-    assert evaluate.main(["loss", "--ckpt", source, "--data", str(data), "--device", "cpu"]) == 1
+    assert evaluation.main(["loss", "--ckpt", source, "--data", str(data), "--device", "cpu"]) == 1
     assert "token id 60000 is outside the model's vocabulary of 50257" in capsys.readouterr().err
 
 
@@ -98,7 +97,7 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
     out = tmp_path / "tasks.json"
     argv = ["tasks", "--ckpt", source, "--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks",
             "--limit", "4", "--batch_size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
-    assert evaluate.main(argv) == 0
+    assert evaluation.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["limit"] == 4
     metrics = result["tasks"]["tiny_qa"]
@@ -110,7 +109,7 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
 def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, capsys):
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
     argv = ["tasks", "--ckpt", source, "--tasks", "arc_easy,no_such_task", "--device", "cpu"]
-    assert evaluate.main(argv) == 1
+    assert evaluation.main(argv) == 1
     err = capsys.readouterr().err
     assert "task arc_easy: its data cannot be loaded" in err and "--include_path" in err
     assert "task no_such_task: unknown" in err
@@ -127,7 +126,7 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     argv = ["table", f"reference={tmp_path}/ref-loss.json", f"reference={tmp_path}/ref-tasks.json",
             f"student={tmp_path}/student-tasks.json", "--out", str(tmp_path / "table.md")]  # fmt: skip
-    assert evaluate.main(argv) == 0
+    assert evaluation.main(argv) == 0
     lines = (tmp_path / "table.md").read_text().splitlines()
     header = (
         "| model | val loss | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) | lambada_openai (perplexity)"

@@ -1,0 +1,126 @@
+"""Inheritune's growth loop: inherit n = start, start + step, ... layers from the reference, train each
+student with CONFIG, stop at the first whose final val loss matches the reference's.
+
+    python grow.py --ref out-gpt2_medium/ckpt.pt --config config/inheritune_gpt2_medium_16.py \
+        --start 12 --step 2 --nproc 8 --out_dir out-grow-medium -- --eval_iters=100
+
+Each round n trains in out_dir/n{n} by running train.py (torchrun when --nproc > 1) with
+init_from='inherit' and n_layer=n; the config's max_iters is T. The target is the reference's
+best_val_loss, read from its checkpoint (or --target). The table goes to out_dir/grow.json and the val
+curves of every round to out_dir/grow.png. Rerunning the same command after an interruption skips
+finished rounds and resumes an unfinished one from its checkpoint. Overrides for train.py go after `--`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from data.format import write_atomic
+from model import Checkpoint, CheckpointError
+from runs import RunError, format_table, plot_curves, read_run, summary
+from train import ConfigError, parse_config
+
+
+def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
+    if nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    else:
+        launcher = [sys.executable]
+    return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
+
+
+def round_finished(round_dir: Path) -> bool:
+    return (round_dir / "config.json").exists() and read_run(round_dir).finished()
+
+
+def run_round(args: argparse.Namespace, n: int, round_dir: Path) -> int:
+    """Train (or resume) round n; returns train.py's exit code."""
+    resume = (round_dir / "ckpt.pt").exists()
+    init = ["--init_from=resume"] if resume else ["--init_from=inherit", f"--inherit_from={args.ref}"]
+    cmd = train_command(args.config, args.nproc, [*args.overrides, f"--n_layer={n}", f"--out_dir={round_dir}", *init])
+    print(f"round n={n}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
+    return subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="grow.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--ref", required=True, help="reference checkpoint; its best_val_loss is the target")
+    p.add_argument("--config", required=True, help="training config of each round (its max_iters is T)")
+    p.add_argument("--start", type=int, default=0, help="first depth; default: half the reference's layers")
+    p.add_argument("--step", type=int, default=2)
+    p.add_argument("--target", type=float, default=None, help="val loss to reach (default: the reference's)")
+    p.add_argument("--out_dir", default="out-grow", help="one sub-folder per round, plus grow.json and grow.png")
+    p.add_argument("--nproc", type=int, default=1, help="processes per round (torchrun when above 1)")
+    p.add_argument("overrides", nargs="*", help="--key=value overrides for train.py, after a '--'")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        return grow(args)
+    except (CheckpointError, ConfigError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def grow(args: argparse.Namespace) -> int:
+    ref = Checkpoint.load(args.ref, weights=False)
+    cfg = parse_config([args.config, *args.overrides])
+    ref_layers = ref.model_args["n_layer"]
+    target = args.target if args.target is not None else ref.best_val_loss
+    if target is None or target == float("inf"):
+        print(f"error: {args.ref} records no val loss; give --target", file=sys.stderr)
+        return 1
+    start = args.start or max(1, ref_layers // 2)
+    if not 1 <= start <= ref_layers or args.step < 1:
+        print(f"error: --start must be in 1..{ref_layers} and --step at least 1", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "grow.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"target": target, "rounds": []}
+    done = {r["layers"]: r for r in state["rounds"]}
+    print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.ref}); T = {cfg.max_iters} steps")
+
+    n = start
+    while True:
+        round_dir = out_dir / f"n{n}"
+        if n in done:
+            print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
+        else:
+            t0 = time.time()
+            if not round_finished(round_dir):
+                code = run_round(args, n, round_dir)
+                if code != 0:
+                    print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
+                    return 1
+            row = {**summary(f"inheritune n={n}", read_run(round_dir)), "time_s": round(time.time() - t0, 1)}
+            row["gap"] = row["val_loss"] - target
+            done[n] = row
+            state["rounds"].append(row)
+            write_atomic(state_path, (json.dumps(state, indent=2) + "\n").encode())
+        if done[n]["val_loss"] <= target or n >= ref_layers:
+            break
+        n = min(n + args.step, ref_layers)
+
+    rows = [done[k] for k in sorted(done)]
+    print(format_table(rows, target))
+    matched = [r for r in rows if r["val_loss"] <= target]
+    print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
+    runs = {r["model"]: read_run(out_dir / f"n{r['layers']}") for r in rows}
+    plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
+    print(f"wrote {state_path} and {out_dir / 'grow.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

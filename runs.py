@@ -1,0 +1,178 @@
+"""Training runs on disk, and their comparison.
+
+    python runs.py compare "reference=out-shakespeare" "student=out-demo/inheritune" --out cmp.png
+
+A run folder (train.py's out_dir) holds:
+  config.json    {"config": the resolved training config, "model": {"model_args", "params"},
+                  "inherit": how a student was built, or null}, written when the run starts
+  metrics.jsonl  one JSON object per line: {"kind": "train" | "eval", "iter", "tokens", "train_loss",
+                 "lr", ...}; eval lines add "val_loss", train lines "ms_per_iter", "tokens_per_s", "mfu"
+  ckpt.pt        the latest checkpoint, best.pt the one of the lowest val loss (model.Checkpoint)
+train.py writes it through this module; the growth loop, scaling fits and `compare` read it through
+`read_run`, which never loads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.format import write_atomic
+
+CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+
+
+class RunError(ValueError):
+    """A folder that is not a training run (or not one yet)."""
+
+
+# ----------------------------------------------------------------------------- writing (train.py)
+
+
+def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None) -> None:
+    record = {"config": config, "model": model, "inherit": inherit}
+    write_atomic(out_dir / CONFIG_FILE, (json.dumps(record, indent=2) + "\n").encode())
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per log or eval record (master process only)."""
+
+    def __init__(self, out_dir: Path, resume_iter: int | None) -> None:
+        self.path = out_dir / METRICS_FILE
+        if resume_iter is not None and self.path.exists():
+            # Drop what an interrupted run logged after its last checkpoint: resumed curves stay single-valued.
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if json.loads(line)["iter"] <= resume_iter]
+            write_atomic(self.path, "".join(line + "\n" for line in kept).encode())
+        elif resume_iter is None:
+            self.path.write_text("")
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def mark_best(out_dir: Path) -> None:
+    """best.pt := ckpt.pt, which was just written: a hard link, renamed into place, costs no I/O."""
+    tmp = out_dir / "best.pt.tmp"
+    tmp.unlink(missing_ok=True)
+    os.link(out_dir / "ckpt.pt", tmp)
+    os.replace(tmp, out_dir / "best.pt")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Run:
+    out_dir: Path
+    config: dict  # the training config
+    model: dict  # model_args and parameter count
+    inherit: dict | None
+    records: list[dict]  # metrics.jsonl, in order
+
+    @property
+    def evals(self) -> list[dict]:
+        return [r for r in self.records if r["kind"] == "eval"]
+
+    @property
+    def last_eval(self) -> dict:
+        if not self.evals:
+            raise RunError(f"{self.out_dir} has no eval yet")
+        return self.evals[-1]
+
+    def finished(self) -> bool:
+        """Whether the run evaluated at its last step, max_iters."""
+        return bool(self.evals) and self.last_eval["iter"] >= self.config["max_iters"]
+
+
+def read_run(out_dir: str | Path) -> Run:
+    out_dir = Path(out_dir)
+    config_path, metrics_path = out_dir / CONFIG_FILE, out_dir / METRICS_FILE
+    for path in (config_path, metrics_path):
+        if not path.exists():
+            raise RunError(f"{path} not found: is {out_dir} a training run's out_dir?")
+    record = json.loads(config_path.read_text())
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    return Run(out_dir, record["config"], record["model"], record["inherit"], records)
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+def summary(name: str, run: Run) -> dict:
+    last = run.last_eval
+    return {
+        "model": name, "layers": run.model["model_args"]["n_layer"], "params": run.model["params"],
+        "steps": last["iter"], "tokens": last["tokens"], "val_loss": last["val_loss"],
+    }  # fmt: skip
+
+
+def format_table(rows: list[dict], target: float | None = None) -> str:
+    head = f"{'model':<28} {'layers':>6} {'params':>9} {'steps':>7} {'val loss':>9}"
+    lines = [head + (f" {'gap':>8}" if target is not None else ""), "-" * (len(head) + (9 if target else 0))]
+    for r in rows:
+        line = f"{r['model']:<28} {r['layers']:>6} {r['params'] / 1e6:>8.2f}M {r['steps']:>7} {r['val_loss']:>9.4f}"
+        lines.append(line + (f" {r['val_loss'] - target:>+8.4f}" if target is not None else ""))
+    return "\n".join(lines)
+
+
+def plot_curves(runs: dict[str, Run], out: Path, target: float | None = None, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in runs.items():
+        evals = [r for r in run.evals if r["iter"] > 0]
+        ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], marker="o", ms=3, label=name)
+    if target is not None:
+        ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    named = dict(r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs)
+    try:
+        runs = {name: read_run(out_dir) for name, out_dir in named.items()}
+        rows = [summary(name, run) for name, run in runs.items()]
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(rows))
+    if args.out:
+        out = Path(args.out)
+        plot_curves(runs, out, title=args.title)
+        write_atomic(out.with_suffix(".json"), (json.dumps(rows, indent=2) + "\n").encode())
+        print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="runs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = p.add_subparsers(dest="command", required=True)
+    compare = commands.add_parser("compare", help="table and val-loss plot of several runs")
+    compare.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order")
+    compare.add_argument("--out", default="", help="PNG of the val-loss curves; the table goes beside it as .json")
+    compare.add_argument("--title", default="")
+    args = p.parse_args(argv)
+    return compare_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

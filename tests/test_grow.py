@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import grow
+
+
+def write_grow_config(tmp_path, cfg) -> Path:
+    path = tmp_path / "grow_config.py"
+    keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
+            "gradient_accumulation_steps",
+            "warmup_iters", "eval_interval", "eval_iters", "log_interval")  # fmt: skip
+    lines = [f"{k} = {getattr(cfg, k)!r}" for k in keep] + ["max_iters = 10", "lr_decay_iters = 10"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
+    config = write_grow_config(tmp_path, trained_reference)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    args = ["--ref", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--step", "1"]
+    assert grow.main([*args, "--target", "100"]) == 0
+    state = json.loads((tmp_path / "g" / "grow.json").read_text())
+    assert [r["layers"] for r in state["rounds"]] == [2]  # half the reference, matched at once
+    assert (tmp_path / "g" / "grow.png").stat().st_size > 0
+
+
+def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference, tmp_path, capsys, monkeypatch):
+    config = write_grow_config(tmp_path, trained_reference)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "g"
+    args = ["--ref", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
+    assert grow.main(args) == 0
+    state = json.loads((out / "grow.json").read_text())
+    assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth
+    assert "no student matched the target" in capsys.readouterr().out
+    # Interrupted after round n=4 trained but before it was recorded: the rerun trains nothing again.
+    state["rounds"] = state["rounds"][:1]
+    (out / "grow.json").write_text(json.dumps(state))
+    mtimes = {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)}
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("mmap")) or real_load(*a, **k))
+    assert grow.main(args) == 0
+    assert loads == [True]  # only the reference's description, through a memory map; no round's checkpoint
+    assert "round n=2: finished earlier" in capsys.readouterr().out
+    assert {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)} == mtimes
+    assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
+
+
+def test_growth_without_a_reference_checkpoint_is_a_clear_error(tmp_path, capsys):
+    args = ["--ref", str(tmp_path / "missing.pt"), "--config", "config/train_shakespeare.py"]
+    assert grow.main([*args, "--out_dir", str(tmp_path / "g")]) == 1
+    assert "missing.pt not found" in capsys.readouterr().err
+
+
+def test_growth_command_line_help_runs(capsys):
+    with pytest.raises(SystemExit) as e:
+        grow.main(["--help"])
+    assert e.value.code == 0 and "--start" in capsys.readouterr().out

@@ -9,8 +9,10 @@ Variants, each in a fresh process so that peak memory and compile caches are its
   plain     a plain nanoGPT-style loop on the same model: forward, backward, clip, unfused AdamW step
 The step runs on random tokens, so no prepared corpus is needed and data loading is not timed.
 Arguments other than the benchmark's own are config files and --key=value overrides, as for train.py.
-MFU is against --peak_flops, else the device's known peak (A100/H100/H200); on other devices it is
-against the float32 matmul throughput measured here, and says so.
+MFU is against --bench_peak_flops (or the config's peak_flops), else the device's known peak (model.PEAK_FLOPS,
+by exact device name); on other devices it is against the matmul throughput measured here, and says so.
+On a GPU, GPT-2 medium as the paper trains it (bf16, compile on, 49,152 tokens per step):
+    python bench.py config/train_gpt2_medium.py --variants=eager,compiled --steps=20
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     torch.manual_seed(cfg.seed)
     model = GPT(
         GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
-                  bias=cfg.bias, dropout=cfg.dropout)
+                  bias=cfg.bias, dropout=cfg.dropout,
+                  scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx)
     ).to(device)  # fmt: skip
     accum = cfg.gradient_accumulation_steps
     gen = torch.Generator().manual_seed(0)

@@ -1,13 +1,15 @@
 """Inheritune: build an n-layer student from a trained reference.
 
     python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --out out-student/ckpt.pt
-    python inherit.py --ref gpt2-medium --layers 0-11,14 --parts attn,mlp --out student.pt
+    python inherit.py --ref gpt2-medium --layers 0-11,14 --parts wte,wpe,attn,mlp,ln_f --out student.pt
+    python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --parts wte,attn,mlp,ln --out authors.pt
 
-The student copies the reference's token and position embeddings (and so the tied head), blocks
-layers[0..n-1] and final layernorm; everything not inherited is initialised exactly as a model trained
-from scratch with the same seed. The reference is this project's checkpoint, a nanoGPT / LLM-Inheritune
-GPT-2 checkpoint, or a Hugging Face GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`, or a local
-model folder, read offline).
+By default the student copies all of the reference's parts: its token and position embeddings (and so
+the tied head), blocks layers[0..n-1] and final layernorm. --parts chooses (the last example is the
+authors' own student, which leaves the position embedding and final layernorm fresh); everything not
+inherited is initialised exactly as a model trained from scratch with the same seed. The reference is
+this project's checkpoint, a nanoGPT / LLM-Inheritune GPT-2 checkpoint, or a Hugging Face GPT-2 (`gpt2`,
+`gpt2-medium`, `gpt2-large`, `gpt2-xl`, or a local model folder, read offline).
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ import torch
 
 from model import GPT, Checkpoint, CheckpointError, load_model, source_sha256
 
-PARTS = {
+# The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
+BLOCK_PARTS = {
     "attn": ("attn.c_attn", "attn.c_proj"),
     "mlp": ("mlp.c_fc", "mlp.c_proj"),
     "ln": ("ln_1", "ln_2"),
 }
+MODEL_PARTS = {
+    "wte": ("transformer.wte.", "lm_head."),  # the token embedding and the head tied to it
+    "wpe": ("transformer.wpe.",),
+    "ln_f": ("transformer.ln_f.",),
+}
+ALL_PARTS = "wte,wpe,attn,mlp,ln,ln_f"
 
 
 class InheritError(ValueError):
@@ -37,9 +46,7 @@ class InheritSpec:
     """What a student takes from its reference."""
 
     layers: tuple[int, ...]  # reference blocks, in order; student block i is reference block layers[i]
-    parts: tuple[str, ...] = ("attn", "mlp", "ln")
-    embeddings: bool = True  # token embedding (= the tied head) and position embedding
-    ln_f: bool = True
+    parts: tuple[str, ...] = tuple(ALL_PARTS.split(","))  # of BLOCK_PARTS and MODEL_PARTS
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -56,15 +63,13 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 def parse_parts(text: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    unknown = [p for p in parts if p not in PARTS]
+    unknown = [p for p in parts if p not in BLOCK_PARTS | MODEL_PARTS]
     if unknown or not parts:
-        raise InheritError(f"unknown parts {unknown or text!r}; choose from {', '.join(PARTS)}")
+        raise InheritError(f"unknown parts {unknown or text!r}; choose from {ALL_PARTS}")
     return parts
 
 
-def make_spec(
-    ref_layers: int, n_layer: int | None, layers: str = "", parts: str = "attn,mlp,ln", **flags
-) -> InheritSpec:
+def make_spec(ref_layers: int, n_layer: int | None, layers: str = "", parts: str = ALL_PARTS) -> InheritSpec:
     """Check a request against a reference of ref_layers blocks; n_layer alone means blocks 0..n-1."""
     chosen = parse_layers(layers) if layers else None
     if chosen is None:
@@ -84,7 +89,7 @@ def make_spec(
         raise InheritError(f"layers {list(chosen)} repeat a layer")
     if list(chosen) != sorted(chosen):
         raise InheritError(f"layers {list(chosen)} must keep the reference's order")
-    return InheritSpec(layers=chosen, parts=parse_parts(parts), **flags)
+    return InheritSpec(layers=chosen, parts=parse_parts(parts))
 
 
 def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0) -> GPT:
@@ -93,19 +98,15 @@ def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float 
     student = GPT(replace(ref.config, n_layer=len(spec.layers), dropout=dropout))
     state = student.state_dict()
     ref_state = ref.state_dict()
-    copied = []
-    if spec.embeddings:
-        copied += ["transformer.wte.weight", "transformer.wpe.weight", "lm_head.weight"]
-    if spec.ln_f:
-        copied += [k for k in state if k.startswith("transformer.ln_f.")]
+    for part in [p for p in spec.parts if p in MODEL_PARTS]:
+        for key in [k for k in state if k.startswith(MODEL_PARTS[part])]:
+            state[key] = ref_state[key]
     for i, j in enumerate(spec.layers):
-        for part in spec.parts:
-            for module in PARTS[part]:
+        for part in [p for p in spec.parts if p in BLOCK_PARTS]:
+            for module in BLOCK_PARTS[part]:
                 prefix = f"transformer.h.{i}.{module}."
                 for key in [k for k in state if k.startswith(prefix)]:
                     state[key] = ref_state[f"transformer.h.{j}.{module}.{key.removeprefix(prefix)}"]
-    for key in copied:
-        state[key] = ref_state[key]
     student.load_state_dict(state)
     return student
 
@@ -150,16 +151,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ref", required=True, help="reference: checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
     p.add_argument("--layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
-    p.add_argument("--parts", default="attn,mlp,ln", help="parts of each block: any of attn, mlp, ln")
-    p.add_argument("--no_embeddings", dest="embeddings", action="store_false",
-                   help="leave the token + position embeddings and the tied head fresh")  # fmt: skip
-    p.add_argument("--no_ln_f", dest="ln_f", action="store_false", help="leave the final layernorm fresh")
+    p.add_argument("--parts", default=ALL_PARTS, help="what to copy: wte (token embedding and tied head), wpe, "
+                   "ln_f, and of each block attn, mlp, ln; the authors' student: wte,attn,mlp,ln")  # fmt: skip
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
-    request = dict(
-        n_layer=args.n_layer, layers=args.layers, parts=args.parts, embeddings=args.embeddings, ln_f=args.ln_f
-    )
+    request = dict(n_layer=args.n_layer, layers=args.layers, parts=args.parts)
     try:
         student, origin = inherit(args.ref, request, args.seed)
     except (InheritError, CheckpointError, OSError) as e:

@@ -15,7 +15,7 @@ import hashlib
 import inspect
 import math
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -23,6 +23,24 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from data.format import atomic_write
+
+# Dense bf16 tensor-core peak FLOP/s (without sparsity, from the vendors' data sheets) of the devices whose
+# exact names torch.cuda.get_device_name gives; PCIe and NVL parts run slower clocks than SXM ones. Other
+# devices (MIG slices included) have no entry: give train.py's peak_flops to see their MFU.
+PEAK_FLOPS = {
+    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA H100 80GB HBM3": 989e12,  # SXM5
+    "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12, "NVIDIA GH200 480GB": 989e12,
+}  # fmt: skip
+A100_PEAK_FLOPS = PEAK_FLOPS["NVIDIA A100-SXM4-80GB"]  # nanoGPT's estimate_mfu is relative to it
+
+# nanoGPT's GPTConfig fields: its model_args hold exactly these (see GPTConfig.model_args).
+NANOGPT_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+# nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint
+# that records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
+NANOGPT_PADDED_GPT2_VOCAB, GPT2_VOCAB = 50304, 50257
 
 
 @dataclass
@@ -34,15 +52,35 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # bias in Linear and LayerNorm layers, as GPT-2
-    padded_vocab_size: int | None = None  # rows of wte / lm_head; None: vocab_size rounded up to 64
+    # Attention logits of layer l also divided by l + 1 (Hugging Face's GPT2Config option of this name),
+    # as the Inheritune authors trained their GPT-2s.
+    scale_attn_by_inverse_layer_idx: bool = False
 
     def __post_init__(self) -> None:
-        if self.padded_vocab_size is None:
-            self.padded_vocab_size = 64 * math.ceil(self.vocab_size / 64)
-        if self.padded_vocab_size < self.vocab_size:
-            raise ValueError(f"padded_vocab_size {self.padded_vocab_size} < vocab_size {self.vocab_size}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of wte / lm_head: vocab_size rounded up to a multiple of 64, for fast matrix products.
+        The extra rows are padding: they never take part in the loss or in sampling."""
+        return 64 * math.ceil(self.vocab_size / 64)
+
+    def model_args(self) -> dict:
+        """The checkpoint's model_args: nanoGPT's fields, and any other option only where it differs from
+        its default, so nanoGPT's `GPTConfig(**model_args)` builds any model that nanoGPT can represent."""
+        default = GPTConfig()
+        args = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in args.items() if k in NANOGPT_FIELDS or v != getattr(default, k)}
+
+    @classmethod
+    def from_model_args(cls, model_args: dict, **overrides) -> GPTConfig:
+        """The config of a checkpoint's model_args: this project's, nanoGPT's or LLM-Inheritune's."""
+        args = {**model_args, **overrides}
+        args.pop("padded_vocab_size", None)  # recorded by this project's first checkpoints; it is derived
+        if args["vocab_size"] == NANOGPT_PADDED_GPT2_VOCAB:
+            args["vocab_size"] = GPT2_VOCAB
+        return cls(**args)
 
 
 class LayerNorm(nn.Module):
@@ -68,7 +106,7 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -76,9 +114,13 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.layer = layer  # this block's index: its slot in the KV cache
+        self.scale = 1.0 / math.sqrt(config.n_embd // config.n_head)
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= layer + 1
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, return_attn: bool = False
+        self, x: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -86,29 +128,27 @@ class CausalSelfAttention(nn.Module):
         start = 0
         if cache is not None:
             start = cache.length
-            cache.k[layer][:, :, start : start + T] = k
-            cache.v[layer][:, :, start : start + T] = v
-            k, v = cache.k[layer][:, :, : start + T], cache.v[layer][:, :, : start + T]
+            cache.k[self.layer][:, :, start : start + T] = k
+            cache.v[self.layer][:, :, start : start + T] = v
+            k, v = cache.k[self.layer][:, :, : start + T], cache.v[self.layer][:, :, : start + T]
         att = None
         if return_attn:
-            att = self._attention_probs(q, k, start)
+            att = self.attention_probs(q, k, start)
             y = self.attn_dropout(att) @ v
         elif start == 0:
-            y = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-            )
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
         else:
             # is_causal aligns the mask top-left, which is wrong when queries start at position `start`.
             mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), att
 
-    @staticmethod
-    def _attention_probs(q: torch.Tensor, k: torch.Tensor, start: int) -> torch.Tensor:
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, start: int) -> torch.Tensor:
         """The post-softmax attention matrix that scaled_dot_product_attention computes internally."""
         T, S = q.size(-2), k.size(-2)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+        scores = (q @ k.transpose(-2, -1)) * self.scale
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=start)
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
@@ -126,17 +166,17 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, return_attn: bool = False
+        self, x: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, att = self.attn(self.ln_1(x), cache, layer, return_attn)
+        a, att = self.attn(self.ln_1(x), cache, return_attn)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, att
@@ -151,12 +191,19 @@ class GPT(nn.Module):
                 wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
                 ln_f=LayerNorm(config.n_embd, bias=config.bias),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        # Added to the logits: -inf on the padding rows, so that they never take part in the loss or in
+        # sampling whatever their weights (Hugging Face's GPT-2 leaves them zero: logit 0 would outweigh
+        # OpenAI's real logits, which sit around -60..-100). Folded into the head's matrix product as its
+        # bias, it costs nothing. Not saved: it follows from vocab_size.
+        mask = torch.zeros(config.padded_vocab_size)
+        mask[config.vocab_size :] = float("-inf")
+        self.register_buffer("vocab_mask", mask, persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -172,12 +219,28 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @classmethod
+    def from_pretrained(cls, model_type: str, override_args: dict | None = None) -> GPT:
+        """nanoGPT's API: OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') through transformers;
+        a local Hugging Face folder works too. Only dropout can be overridden."""
+        override_args = override_args or {}
+        if set(override_args) - {"dropout"}:
+            raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
+        return load_hf_gpt2(model_type, override_args.get("dropout", 0.0))
+
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position embedding is left out by default, as in the GPT-2 papers' counts."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.transformer.wpe.weight.numel()
         return n
+
+    def crop_block_size(self, block_size: int) -> None:
+        """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
         T = idx.size(1)
@@ -187,23 +250,25 @@ class GPT(nn.Module):
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.transformer.ln_f(x))
+        """Logits over the padded vocabulary, -inf on the padding."""
+        return F.linear(self.transformer.ln_f(x), self.lm_head.weight, self.vocab_mask)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits over the padded vocabulary, and the mean cross-entropy when targets are given.
+        """Logits over the vocabulary (vocab_size columns), and the mean cross-entropy when targets are given.
 
         Without targets only the last position's logits are computed (all that sampling needs).
         """
         x = self._embed(idx)
         for block in self.transformer.h:
             x, _ = block(x)
+        vocab = self.config.vocab_size
         if targets is None:
-            return self._logits(x[:, [-1], :]), None
+            return self._logits(x[:, [-1], :])[..., :vocab], None
         logits = self._logits(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits[..., :vocab], loss
 
     @torch.no_grad()
     def attention_probs(self, idx: torch.Tensor) -> torch.Tensor:
@@ -232,9 +297,11 @@ class GPT(nn.Module):
         cfg = self.config
         return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
-    def estimate_mfu(self, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
-        """Model FLOPs utilisation: achieved training FLOP/s over the device's peak."""
-        return self.flops_per_token() * tokens_per_iter / dt / peak_flops
+    def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = A100_PEAK_FLOPS) -> float:
+        """nanoGPT's model FLOPs utilisation: this process's training FLOP/s over its device's peak, for
+        fwdbwd_per_iter sequences of block_size tokens per iteration of dt seconds. Under DDP, pass this
+        process's sequences, not all processes'. The default peak is the A100's, as in nanoGPT."""
+        return self.flops_per_token() * self.config.block_size * fwdbwd_per_iter / dt / peak_flops
 
     @torch.no_grad()
     def generate(
@@ -263,8 +330,8 @@ class GPT(nn.Module):
                     cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
                 x = self._embed(idx_cond)
             n_new = x.size(1)
-            for i, block in enumerate(self.transformer.h):
-                x, _ = block(x, cache, i)
+            for block in self.transformer.h:
+                x, _ = block(x, cache)
             if cache is not None:
                 cache.length += n_new
             logits = self._logits(x[:, -1, :])[:, : self.config.vocab_size]
@@ -287,8 +354,6 @@ class GPT(nn.Module):
 # ----------------------------------------------------------------------------- where the model runs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Dense bf16 tensor-core peak FLOP/s per device, from the vendors' data sheets (SXM parts).
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
 
 
 def resolve_device_name(name: str) -> str:
@@ -314,10 +379,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype) -> AbstractContex
 
 def peak_flops_of(device: torch.device) -> float | None:
     """Peak bf16 FLOP/s of a known accelerator, or None where it is unknown (CPUs, other GPUs)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+    return PEAK_FLOPS.get(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -333,8 +395,9 @@ class Checkpoint:
     of these keys (nanoGPT's keys, so a nanoGPT checkpoint is one), written atomically and read with
     `torch.load(weights_only=True)`, so a checkpoint can never run code."""
 
-    model_args: dict  # GPTConfig fields: GPT(GPTConfig(**model_args)) rebuilds the network
-    model: dict[str, torch.Tensor] | None = None  # state dict, nanoGPT's names; None when read without weights
+    model_args: dict  # GPTConfig.model_args(): nanoGPT's GPTConfig(**model_args) rebuilds the network
+    model: dict[str, torch.Tensor] | None = None  # state dict, nanoGPT's names, vocab_size rows of wte and
+    # lm_head (without the padding, as nanoGPT's from_pretrained builds GPT-2); None when read without weights
     iter_num: int = 0  # optimizer steps taken
     best_val_loss: float | None = None  # lowest val loss at an eval so far
     config: dict | None = None  # the training run's config (train.py's TrainConfig)
@@ -344,7 +407,10 @@ class Checkpoint:
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:
-        return cls(model_args=asdict(model.config), model=model.state_dict(), **state)
+        weights = model.state_dict()
+        for key in VOCAB_ROWS:
+            weights[key] = weights[key][: model.config.vocab_size]
+        return cls(model_args=model.config.model_args(), model=weights, **state)
 
     def save(self, path: str | Path) -> None:
         """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
@@ -369,9 +435,26 @@ class Checkpoint:
             raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
         known = {f.name for f in fields(cls)}
         ckpt = cls(**{k: v for k, v in state.items() if k in known})
+        if isinstance(ckpt.best_val_loss, torch.Tensor):  # nanoGPT stores the loss estimate's tensor
+            ckpt.best_val_loss = ckpt.best_val_loss.item()
         if not weights:
             ckpt.model = ckpt.optimizer = ckpt.scaler = None
         return ckpt
+
+
+VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # one row per token, padded in the model
+
+
+def load_weights(model: GPT, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a state dict of ours, nanoGPT's or LLM-Inheritune's into the model: prefixes and stored masks
+    are dropped, and a vocabulary shorter than the model's padded one gets zero padding rows."""
+    state = clean_state_dict(state_dict)
+    for key in VOCAB_ROWS:
+        rows = state[key]
+        missing = model.config.padded_vocab_size - rows.size(0)
+        if missing > 0:
+            state[key] = torch.cat([rows, rows.new_zeros(missing, rows.size(1))])
+    model.load_state_dict(state)
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -396,8 +479,8 @@ def load_model(
     if is_hf_source(source):
         return load_hf_gpt2(source, dropout).to(device), None
     ckpt = Checkpoint.load(source)
-    model = GPT(GPTConfig(**{**ckpt.model_args, "dropout": dropout}))
-    model.load_state_dict(clean_state_dict(ckpt.model))
+    model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
+    load_weights(model, ckpt.model)
     ckpt.model = None
     return model.to(device), ckpt
 
@@ -427,36 +510,40 @@ def is_hf_source(source: str) -> bool:
     return source in HF_GPT2_NAMES or (Path(source).is_dir() and (Path(source) / "config.json").is_file())
 
 
-def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
-    """A Hugging Face GPT-2 (hub name, or a local folder read offline) as this project's GPT.
+def check_hf_gpt2_config(config, source: str) -> None:
+    """Stop with one line naming every setting of a transformers GPT2Config that this GPT cannot reproduce.
+    (reorder_and_upcast_attn only computes the same attention in float32, so it is accepted.)"""
+    cannot = {
+        "activation_function": config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
+        "layer_norm_epsilon": config.layer_norm_epsilon != 1e-5,
+        "scale_attn_weights": not config.scale_attn_weights,
+        "n_inner": config.n_inner not in (None, 4 * config.n_embd),
+        "add_cross_attention": config.add_cross_attention,
+        "tie_word_embeddings": not config.tie_word_embeddings,
+    }
+    settings = [f"{name}={getattr(config, name)!r}" for name, unsupported in cannot.items() if unsupported]
+    if settings:
+        raise CheckpointError(f"{source}: this GPT cannot reproduce the Hugging Face setting {', '.join(settings)}")
 
-    The vocabulary is padded to a multiple of 64 with zero rows, which are never sampled.
-    """
+
+def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
+    """A Hugging Face GPT-2 (hub name, or a local folder read offline) as this project's GPT."""
     from transformers import GPT2LMHeadModel  # imported only here: it is slow to import
 
     hf = GPT2LMHeadModel.from_pretrained(source, local_files_only=Path(source).is_dir())
     c = hf.config
-    if c.activation_function != "gelu_new" or c.layer_norm_epsilon != 1e-5:
-        raise CheckpointError(f"{source}: only GPT-2's tanh GELU and layernorm epsilon 1e-5 are supported")
+    check_hf_gpt2_config(c, source)
     config = GPTConfig(
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        block_size=c.n_positions,
-        vocab_size=c.vocab_size,
-        bias=True,
-        dropout=dropout,
-    )
+        n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions, vocab_size=c.vocab_size,
+        bias=True, dropout=dropout, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+    )  # fmt: skip
     model = GPT(config)
     state = {}
     for key, value in hf.state_dict().items():
         if key.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # causal-mask buffers in older transformers versions
         state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
-    wte = torch.zeros(config.padded_vocab_size, config.n_embd)
-    wte[: c.vocab_size] = state["transformer.wte.weight"]
-    state["transformer.wte.weight"] = state["lm_head.weight"] = wte
-    model.load_state_dict(state)
+    load_weights(model, state)
     return model
 
 
@@ -470,11 +557,12 @@ def to_hf_gpt2(model: GPT, eot_token: int):
         vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
         activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=eot_token, eos_token_id=eot_token, tie_word_embeddings=True,
+        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
     )  # fmt: skip
     hf = GPT2LMHeadModel(config)
     ours = {}
     for key, value in model.state_dict().items():
-        if key in ("transformer.wte.weight", "lm_head.weight"):
+        if key in VOCAB_ROWS:
             value = value[: c.vocab_size]
         ours[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
     state = {}

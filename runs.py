@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,14 @@ class MetricsLog:
 
 
 def mark_best(out_dir: Path) -> None:
-    """best.pt := ckpt.pt, which was just written: a hard link, renamed into place, costs no I/O."""
+    """best.pt := ckpt.pt, which was just written: a hard link costs no I/O; where the filesystem has none
+    (gcsfuse, s3fs, some network mounts) a copy. Either is renamed into place, so best.pt is always whole."""
     tmp = out_dir / "best.pt.tmp"
     tmp.unlink(missing_ok=True)
-    os.link(out_dir / "ckpt.pt", tmp)
+    try:
+        os.link(out_dir / "ckpt.pt", tmp)
+    except OSError:
+        shutil.copyfile(out_dir / "ckpt.pt", tmp)
     os.replace(tmp, out_dir / "best.pt")
 
 

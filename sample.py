@@ -1,9 +1,13 @@
-"""Sample text from a trained model.
+"""Sample text from a trained model, with nanoGPT's sample.py options.
 
     python sample.py --out_dir=out-shakespeare --start="ROMEO:" --num_samples=2 --max_new_tokens=100
-    python sample.py --ckpt=out-shakespeare/best.pt --start=FILE:prompt.txt --temperature=0.8
+    python sample.py --init_from=out-shakespeare/best.pt --start=FILE:prompt.txt --temperature=0
+    python sample.py --init_from=gpt2-xl --start="The lazy layers of a deep network"
 
-Works offline: the GPT-2 tokenizer is loaded from data/gpt2.tiktoken.
+--init_from is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint path, or a Hugging Face GPT-2 ('gpt2',
+'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder). Text is encoded with the vocabulary the model
+was trained with: the character vocabulary of nanoGPT's meta.pkl in the corpus folder its checkpoint
+records (config['dataset'], as nanoGPT looks it up), else GPT-2 BPE, loaded offline.
 """
 
 from __future__ import annotations
@@ -14,16 +18,21 @@ from pathlib import Path
 
 import torch
 
-from data.tokenizer import gpt2_encoding
-from model import CheckpointError, autocast_context, load_model, resolve_device_name, resolve_dtype
+from data.tokenizer import corpus_codec
+from model import Checkpoint, CheckpointError, autocast_context, load_model, resolve_device_name, resolve_dtype
+
+
+def parse_bool(text: str) -> bool:
+    """nanoGPT's spelling of booleans on the command line: --compile=True / --compile=False."""
+    if text not in ("True", "False"):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return text == "True"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out_dir", default="out", help="training folder; its ckpt.pt is used unless --ckpt is given")
-    p.add_argument(
-        "--ckpt", default=None, help="checkpoint path or Hugging Face GPT-2 (name or local folder); overrides --out_dir"
-    )
+    p.add_argument("--init_from", default="resume", help="'resume' (out_dir/ckpt.pt), a checkpoint, or a HF GPT-2")
+    p.add_argument("--out_dir", default="out", help="training folder, read with --init_from=resume")
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')
     p.add_argument("--num_samples", type=int, default=2)
     p.add_argument("--max_new_tokens", type=int, default=200)
@@ -32,6 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16' or 'float16'")
+    p.add_argument("--compile", type=parse_bool, default=False, help="torch.compile the blocks (True/False)")
     return p.parse_args(argv)
 
 
@@ -41,28 +51,39 @@ def read_prompt(start: str) -> str:
     return start
 
 
+def corpus_folder(ckpt: Checkpoint | None) -> Path | None:
+    """The corpus a checkpoint was trained on: data_dir, or nanoGPT's data/<dataset>."""
+    config = ckpt.config if ckpt is not None and ckpt.config else {}
+    if config.get("data_dir"):
+        return Path(config["data_dir"])
+    return Path("data", config["dataset"]) if config.get("dataset") else None
+
+
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
-    model, _ = load_model(args.ckpt or Path(args.out_dir) / "ckpt.pt", device)
+    source = Path(args.out_dir) / "ckpt.pt" if args.init_from == "resume" else args.init_from
+    model, ckpt = load_model(source, device)
     model.eval()
-    enc = gpt2_encoding()
-    ids = enc.encode(read_prompt(args.start), allowed_special={"<|endoftext|>"})
+    if args.compile:
+        for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
+            block.compile(dynamic=True)
+    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size)
+    ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")
     x = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    ctx = autocast_context(device, dtype)
-    with ctx:
+    with autocast_context(device, dtype):
         y = model.generate(x, args.max_new_tokens, args.temperature, args.top_k or None, generator=generator)
-    return [enc.decode(row.tolist()) for row in y]
+    return [codec.decode(row.tolist()) for row in y]
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         texts = sample(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
+    except (CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for text in texts:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.batches import batch_rng, get_batch
-from data.format import read_meta
+from data.format import corpus_vocab_size
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
 from inherit import InheritError, inherit
 from model import (
@@ -51,11 +51,25 @@ from runs import MetricsLog, mark_best, write_config
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
 
 
+class ConfigError(ValueError):
+    """A config that cannot be run: unknown key, wrong type, or an impossible value."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: the loss or the weights became NaN or infinite."""
+
+
 @dataclass
 class TrainConfig:
+    """Every key of nanoGPT's train.py, with nanoGPT's meaning, and this project's own."""
+
     # I/O
     out_dir: str = "out"
-    data_dir: str = "data/openwebtext"  # holds train.bin, val.bin and meta.json
+    # The corpus: nanoGPT's `dataset` names the folder data/<dataset>; `data_dir` is the folder itself, anywhere.
+    # Give either (both must name the same folder). It holds train.bin, val.bin and meta.json (this project's
+    # prepare scripts) or nanoGPT's meta.pkl (a character vocabulary), or only the bins (GPT-2 tokens).
+    dataset: str = ""
+    data_dir: str = ""
     # 'scratch', 'resume' (out_dir/ckpt.pt), 'inherit' (a student of inherit_from, see below), a checkpoint
     # path, or a Hugging Face GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder)
     init_from: str = "scratch"
@@ -63,6 +77,7 @@ class TrainConfig:
     eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
     eval_only: bool = False  # evaluate once and exit
     log_interval: int = 1
+    always_save_checkpoint: bool = True  # save ckpt.pt at every eval; False: only when the val loss improves
     # logging
     wandb_log: bool = False
     wandb_project: str = "inheritune"
@@ -70,7 +85,7 @@ class TrainConfig:
     wandb_mode: str = "offline"  # 'offline' needs no network (`wandb sync` later), 'online', 'disabled'
     # data
     batch_size: int = 12  # micro-batch size of one process
-    block_size: int = 1024
+    block_size: int = 1024  # a model from a checkpoint with more positions is cropped to it, as in nanoGPT
     gradient_accumulation_steps: int = 40  # micro-batches per step over ALL processes
     # model (ignored when the model comes from a checkpoint, except dropout)
     n_layer: int = 12
@@ -78,12 +93,13 @@ class TrainConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = False
+    scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
     inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
-    inherit_parts: str = "attn,mlp,ln"  # parts of each block to copy: any of attn, mlp, ln
-    inherit_embeddings: bool = True  # token + position embeddings and the tied head
-    inherit_ln_f: bool = True  # final layernorm
+    # What the student copies: wte (token embedding, and so the tied head), wpe (position embedding), ln_f
+    # (final layernorm), and of each inherited block attn, mlp, ln. The authors' code: 'wte,attn,mlp,ln'.
+    inherit_parts: str = "wte,wpe,attn,mlp,ln,ln_f"
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -97,19 +113,46 @@ class TrainConfig:
     lr_decay_iters: int = 600000
     min_lr: float = 6e-5
     # system
+    backend: str = "auto"  # DDP backend: 'nccl', 'gloo'; 'auto': nccl on CUDA, gloo on CPU
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
     compile: bool = True
     seed: int = 1337
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: known A100/H100/H200 values, else no MFU
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: the known value of the GPU (model.PEAK_FLOPS)
 
+    def __post_init__(self) -> None:
+        self._resolve_corpus()
+        positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
+        for key in positive + ("eval_interval", "eval_iters", "log_interval"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.wandb_mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
+        if self.backend not in ("auto", "nccl", "gloo"):
+            raise ConfigError(f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_iters < 0 or self.warmup_iters < 0:
+            raise ConfigError("max_iters and warmup_iters must be non-negative")
 
-class ConfigError(ValueError):
-    """A config that cannot be run: unknown key, wrong type, or an impossible value."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training diverged: the loss became NaN or infinite."""
+    def _resolve_corpus(self) -> None:
+        """Fill in whichever of dataset / data_dir was not given, so that checkpoints carry both (nanoGPT's
+        sample.py finds a character vocabulary through config['dataset'])."""
+        if not self.dataset and not self.data_dir:
+            self.dataset = "openwebtext"  # nanoGPT's default
+        named = os.path.abspath(os.path.join("data", self.dataset)) if self.dataset else None
+        if self.data_dir and named and named != os.path.abspath(self.data_dir):
+            raise ConfigError(
+                f"dataset {self.dataset!r} (folder {named}) and data_dir {self.data_dir!r} name different "
+                "folders: give one of them"
+            )
+        if not self.data_dir:
+            self.data_dir = os.path.join("data", self.dataset)
+        elif not self.dataset:
+            inside = os.path.relpath(os.path.abspath(self.data_dir), os.path.abspath("data"))
+            self.dataset = inside if not inside.startswith("..") else os.path.abspath(self.data_dir)
 
 
 # ----------------------------------------------------------------------------- config
@@ -169,24 +212,7 @@ def parse_config(argv: list[str]) -> TrainConfig:
             values[key] = value
         else:
             values.update(read_config_file(arg))
-    cfg = TrainConfig(**{key: check_type(key, value) for key, value in values.items()})
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: TrainConfig) -> None:
-    positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
-    for key in positive + ("eval_interval", "eval_iters", "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
-    if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.wandb_mode not in ("offline", "online", "disabled"):
-        raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {cfg.wandb_mode!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.max_iters < 0 or cfg.warmup_iters < 0:
-        raise ConfigError("max_iters and warmup_iters must be non-negative")
+    return TrainConfig(**{key: check_type(key, value) for key, value in values.items()})
 
 
 # ----------------------------------------------------------------------------- distributed setup
@@ -211,7 +237,7 @@ class Runtime:
 
 
 def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """Join the process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
+    """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU)."""
     device_name = resolve_device_name(cfg.device)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1:
@@ -219,7 +245,8 @@ def setup_runtime(cfg: TrainConfig) -> Runtime:
         if device_name.startswith("cuda"):
             device_name = f"cuda:{local_rank}"
             torch.cuda.set_device(device_name)
-        dist.init_process_group(backend="nccl" if device_name.startswith("cuda") else "gloo")
+        auto = "nccl" if device_name.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=auto if cfg.backend == "auto" else cfg.backend)
     device = torch.device(device_name)
     return Runtime(rank, world_size, device, resolve_dtype(cfg.dtype, device))
 
@@ -240,16 +267,14 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, Checkpoint | No
         model_args = dict(
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
             bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
+            scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
         return GPT(GPTConfig(**model_args)), None, None
     if cfg.init_from == "inherit":
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
-        request = dict(
-            n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts,
-            embeddings=cfg.inherit_embeddings, ln_f=cfg.inherit_ln_f,
-        )  # fmt: skip
+        request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
         ckpt = None
     else:
@@ -258,6 +283,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, Checkpoint | No
         origin = ckpt.inherit if ckpt else None
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
+    if model.config.block_size > cfg.block_size:
+        model.crop_block_size(cfg.block_size)
     return model, (ckpt if cfg.init_from == "resume" else None), origin
 
 
@@ -283,11 +310,11 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def data_vocab_size(data_dir: str) -> int:
-    meta = read_meta(Path(data_dir))
-    if meta is None:
-        print(f"warning: {data_dir} has no meta.json; reading its bins as GPT-2 uint16 tokens (nanoGPT's format)")
+    vocab_size = corpus_vocab_size(Path(data_dir))
+    if vocab_size is None:
+        print(f"warning: {data_dir} has no meta.json or meta.pkl; reading its bins as GPT-2 tokens (nanoGPT's way)")
         return GPT2_VOCAB_SIZE
-    return int(meta["vocab_size"])
+    return vocab_size
 
 
 # ----------------------------------------------------------------------------- one step, and the loss estimate
@@ -361,8 +388,12 @@ def stop_if_diverged(loss: float, iter_num: int) -> None:
         raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
 
 
-def model_is_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def stop_if_weights_diverged(model: torch.nn.Module, rt: Runtime, iter_num: int) -> None:
+    """Every process stops when any holds a NaN/inf weight: one that stopped alone would leave the others
+    waiting forever at their next all-reduce."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    if all_reduce_mean((~finite).float(), rt).item() > 0:
+        raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
 
 
 class StopSignal:
@@ -433,7 +464,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     if rt.master:
         out_dir.mkdir(parents=True, exist_ok=True)
         print_config(cfg, rt, model, tokens_per_iter)
-        facts = {"model_args": asdict(model.config), "params": model.get_num_params()}
+        facts = {"model_args": model.config.model_args(), "params": model.get_num_params()}
         write_config(out_dir, asdict(cfg), facts, origin)
     metrics = MetricsLog(out_dir, iter_num if resuming else None) if rt.master else None
     wandb_run = start_wandb(cfg) if rt.master and cfg.wandb_log else None
@@ -443,10 +474,11 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         model = torch.compile(model)
     train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else model
     peak = cfg.peak_flops or peak_flops_of(rt.device)
+    if rt.master and peak is None and rt.device.type == "cuda":
+        print(f"no peak FLOP/s known for {torch.cuda.get_device_name(rt.device)}: set peak_flops to see MFU")
+    sequences_per_process = cfg.batch_size * cfg.gradient_accumulation_steps // rt.world_size
 
     def checkpoint(is_best: bool) -> None:
-        if not model_is_finite(raw_model):
-            raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
         Checkpoint.of(
             raw_model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
             config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss, inherit=origin,
@@ -466,6 +498,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         if due and not (resuming and iter_num == start_iter and not cfg.eval_only):
             losses = estimate_loss(model, cfg, rt, vocab_size)
             stop_if_diverged(max(losses.values()), iter_num)
+            stop_if_weights_diverged(raw_model, rt, iter_num)
             last_eval = {"kind": "eval", "iter": iter_num, "tokens": iter_num * tokens_per_iter,
                          "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr}  # fmt: skip
             if rt.master:
@@ -475,12 +508,13 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                     wandb_run.log(last_eval, step=iter_num)
                 is_best = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
-                if iter_num > 0 and not cfg.eval_only:
+                if iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
                     checkpoint(is_best)
             t0, t0_iter = time.time(), iter_num  # ms/iter times training steps, not evals or saves
         if cfg.eval_only or iter_num >= cfg.max_iters:
             break
         if stop.requested(rt):
+            stop_if_weights_diverged(raw_model, rt, iter_num)
             if rt.master:
                 checkpoint(is_best=False)
                 print(f"stopped by signal at iter {iter_num}; checkpoint saved, continue with --init_from=resume")
@@ -499,7 +533,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             t0, t0_iter = t1, iter_num
             stop_if_diverged(lossf, iter_num)
             if rt.master:
-                mfu = raw_model.estimate_mfu(tokens_per_iter, dt, peak) if peak else None
+                mfu = raw_model.estimate_mfu(sequences_per_process, dt, peak) if peak else None
                 mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
                 print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
                       f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}")  # fmt: skip

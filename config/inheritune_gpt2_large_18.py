@@ -1,7 +1,8 @@
-# Inheritune (paper setup): a 18-layer student of the 36-layer GPT-2 large reference trained by
+# Inheritune (the authors' setup): a 18-layer student of the 36-layer GPT-2 large reference trained by
 # config/train_gpt2_large.py, trained on the same data for the same 100K steps.
 #   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_large_18.py
-# Sweep n by editing n_layer (or: python inherit.py grow --ref out-gpt2_large/ckpt.pt --config THIS_FILE).
+# Sweep n by editing n_layer, or let the growth loop do it:
+#   python grow.py --ref out-gpt2_large/ckpt.pt --config config/inheritune_gpt2_large_18.py --nproc 8
 from config.train_gpt2_large import *  # noqa: F403
 
 out_dir = "out-inheritune_gpt2_large_18"
@@ -9,3 +10,5 @@ wandb_run_name = "inheritune_gpt2_large_18"
 init_from = "inherit"
 inherit_from = "out-gpt2_large/ckpt.pt"  # or "gpt2-large" for OpenAI's weights
 n_layer = 18
+# Everything by default (the paper's text); the authors' code leaves wpe and ln_f fresh: "wte,attn,mlp,ln".
+inherit_parts = "wte,wpe,attn,mlp,ln,ln_f"

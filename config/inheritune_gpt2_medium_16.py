@@ -1,7 +1,8 @@
-# Inheritune (paper setup): a 16-layer student of the 24-layer GPT-2 medium reference trained by
+# Inheritune (the authors' setup): a 16-layer student of the 24-layer GPT-2 medium reference trained by
 # config/train_gpt2_medium.py, trained on the same data for the same 100K steps.
 #   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_medium_16.py
-# Sweep n by editing n_layer (or: python inherit.py grow --ref out-gpt2_medium/ckpt.pt --config THIS_FILE).
+# Sweep n by editing n_layer, or let the growth loop do it:
+#   python grow.py --ref out-gpt2_medium/ckpt.pt --config config/inheritune_gpt2_medium_16.py --nproc 8
 from config.train_gpt2_medium import *  # noqa: F403
 
 out_dir = "out-inheritune_gpt2_medium_16"
@@ -9,3 +10,5 @@ wandb_run_name = "inheritune_gpt2_medium_16"
 init_from = "inherit"
 inherit_from = "out-gpt2_medium/ckpt.pt"  # or "gpt2-medium" for OpenAI's weights
 n_layer = 16
+# Everything by default (the paper's text); the authors' code leaves wpe and ln_f fresh: "wte,attn,mlp,ln".
+inherit_parts = "wte,wpe,attn,mlp,ln,ln_f"

@@ -1,7 +1,8 @@
-# Inheritune (paper setup): a 24-layer student of the 48-layer GPT-2 xl reference trained by
+# Inheritune (the authors' setup): a 24-layer student of the 48-layer GPT-2 xl reference trained by
 # config/train_gpt2_xl.py, trained on the same data for the same 100K steps.
 #   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_xl_24.py
-# Sweep n by editing n_layer (or: python inherit.py grow --ref out-gpt2_xl/ckpt.pt --config THIS_FILE).
+# Sweep n by editing n_layer, or let the growth loop do it:
+#   python grow.py --ref out-gpt2_xl/ckpt.pt --config config/inheritune_gpt2_xl_24.py --nproc 8
 from config.train_gpt2_xl import *  # noqa: F403
 
 out_dir = "out-inheritune_gpt2_xl_24"
@@ -9,3 +10,5 @@ wandb_run_name = "inheritune_gpt2_xl_24"
 init_from = "inherit"
 inherit_from = "out-gpt2_xl/ckpt.pt"  # or "gpt2-xl" for OpenAI's weights
 n_layer = 24
+# Everything by default (the paper's text); the authors' code leaves wpe and ln_f fresh: "wte,attn,mlp,ln".
+inherit_parts = "wte,wpe,attn,mlp,ln,ln_f"

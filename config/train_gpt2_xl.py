@@ -1,5 +1,5 @@
-# GPT-2 xl (1.5B: 48 layers, 25 heads, width 1600) on OpenWebText with the Inheritune paper's setup,
-# which config/train_gpt2.py holds; only the shape and the per-GPU micro-batch differ.
+# GPT-2 xl (1.5B: 48 layers, 25 heads, width 1600) on OpenWebText with the Inheritune authors' setup,
+# which config/train_gpt2.py holds (49,152 tokens per step, 100K steps); only the shape and the micro-batch differ.
 #   python data/openwebtext/prepare.py
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_xl.py
 from config.train_gpt2 import *  # noqa: F403
@@ -11,5 +11,7 @@ n_layer = 48
 n_head = 25
 n_embd = 1600
 
-batch_size = 4  # per GPU; lower it (and raise gradient_accumulation_steps) if it does not fit
-gradient_accumulation_steps = 120  # over all GPUs: keeps the global batch at 480 sequences
+# Half the others' micro-batch, for half their activation memory: xl's weights, gradients and AdamW state
+# alone take 25 GB (16 bytes per parameter). Where memory allows, 6 x 8 trains the same global batch.
+batch_size = 3  # per GPU
+gradient_accumulation_steps = 16  # over all GPUs: 3 x 16 = 48 sequences per step, as the authors'

@@ -1,14 +1,16 @@
-"""The prepared-corpus format: `train.bin` / `val.bin` (flat uint16 GPT-2 token ids) and `meta.json`.
+"""The prepared-corpus format: `train.bin` / `val.bin` (flat uint16 token ids) and `meta.json`.
 
 The bins are nanoGPT's format; meta.json records the tokenizer, vocab size and token counts. Every
 file is written under a temporary name and renamed into place, and meta.json is written last, so a
-folder with a meta.json is complete.
+folder with a meta.json is complete. nanoGPT's character-level corpora carry a `meta.pkl` instead
+(`vocab_size`, `stoi`, `itos`); a folder with neither holds GPT-2 tokens, as nanoGPT's openwebtext.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +57,42 @@ def open_tokens(data_dir: Path, split: str) -> np.memmap:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: prepare the corpus first (python data/<corpus>/prepare.py)")
     return np.memmap(path, dtype=DTYPE, mode="r")
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Admits dicts, lists, strings and numbers only: a pickle naming any class or function is refused
+    before anything in it runs."""
+
+    def find_class(self, module: str, name: str) -> None:
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, and only plain dicts, strings and numbers load")
+
+
+def read_char_meta(data_dir: Path) -> dict | None:
+    """nanoGPT's meta.pkl of a character-level corpus, {'vocab_size', 'stoi', 'itos'}, or None where absent."""
+    path = Path(data_dir) / "meta.pkl"
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as f:
+            meta = _PlainDataUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise ValueError(f"{path} is not a character vocabulary that can be read safely: {e}") from e
+    if not (
+        isinstance(meta, dict)
+        and isinstance(meta.get("vocab_size"), int)
+        and isinstance(meta.get("stoi"), dict)
+        and isinstance(meta.get("itos"), dict)
+        and all(isinstance(c, str) and isinstance(i, int) for c, i in meta["stoi"].items())
+        and all(isinstance(i, int) and isinstance(c, str) for i, c in meta["itos"].items())
+    ):
+        raise ValueError(f"{path} is not nanoGPT's character vocabulary {{'vocab_size': int, 'stoi', 'itos'}}")
+    return meta
+
+
+def corpus_vocab_size(data_dir: Path) -> int | None:
+    """The vocabulary of a prepared corpus: from meta.json, or nanoGPT's meta.pkl; None for bare bins."""
+    meta = read_meta(data_dir)
+    if meta is not None:
+        return int(meta["vocab_size"])
+    char_meta = read_char_meta(data_dir)
+    return char_meta["vocab_size"] if char_meta else None

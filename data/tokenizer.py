@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
+
+from data.format import read_char_meta
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -78,3 +83,34 @@ def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
         unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
     )  # fmt: skip
     tokenizer.save_pretrained(out)
+
+
+@dataclass
+class Codec:
+    """Text to token ids and back, for one vocabulary."""
+
+    name: str
+    encode: Callable[[str], list[int]]
+    decode: Callable[[list[int]], str]
+
+
+def corpus_codec(data_dir: Path | None, vocab_size: int) -> Codec:
+    """The vocabulary a model was trained with: the character vocabulary of nanoGPT's meta.pkl in its corpus
+    folder, else GPT-2 BPE, which a model of GPT-2's 50,257 tokens must have."""
+    meta = read_char_meta(data_dir) if data_dir is not None else None
+    if meta is not None:
+        print(f"character vocabulary of {data_dir / 'meta.pkl'}", file=sys.stderr)
+        stoi, itos = meta["stoi"], meta["itos"]
+
+        def encode(text: str) -> list[int]:
+            unknown = sorted(set(text) - stoi.keys())
+            if unknown:
+                raise ValueError(f"characters {unknown} are not in the vocabulary of {data_dir / 'meta.pkl'}")
+            return [stoi[c] for c in text]
+
+        return Codec("char", encode, lambda ids: "".join(itos[i] for i in ids))
+    if vocab_size != VOCAB_SIZE:
+        where = f"{data_dir}/meta.pkl is not there" if data_dir is not None else "its corpus is not recorded"
+        raise ValueError(f"the model has {vocab_size} tokens, not GPT-2's {VOCAB_SIZE}, and {where}")
+    enc = gpt2_encoding()
+    return Codec("gpt2", lambda text: enc.encode(text, allowed_special={"<|endoftext|>"}), enc.decode)

@@ -1,8 +1,10 @@
 import os
+import pickle
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,7 +15,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="inheritune-hf-datasets-"))
 
 import train  # noqa: E402
-from data.shakespeare.prepare import prepare  # noqa: E402
+from data.shakespeare.prepare import prepare, shakespeare_texts  # noqa: E402
 from train import TrainConfig  # noqa: E402
 
 
@@ -48,3 +50,23 @@ def trained_reference(tiny_config, tmp_path) -> TrainConfig:
     cfg = tiny_config(n_layer=4, out_dir=str(tmp_path / "ref"), max_iters=20)
     train.train(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def char_data_root(tmp_path_factory) -> Path:
+    """A folder laid out as nanoGPT's repository: data/shakespeare_char made by nanoGPT's procedure (every
+    character of the text is a token; meta.pkl holds vocab_size, stoi and itos; 90/10 split; uint16 bins)."""
+    root = tmp_path_factory.mktemp("nanogpt")
+    out = root / "data" / "shakespeare_char"
+    out.mkdir(parents=True)
+    texts = shakespeare_texts()
+    text = texts["hamlet_gut"] + texts["twelfth_night_gut"]
+    chars = sorted(set(text))
+    stoi, itos = {c: i for i, c in enumerate(chars)}, dict(enumerate(chars))
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    split = int(0.9 * len(ids))
+    ids[:split].tofile(out / "train.bin")
+    ids[split:].tofile(out / "val.bin")
+    with open(out / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
+    return root

@@ -64,26 +64,29 @@ def test_metrics_are_per_matrix_over_a_batch():
     assert attention_mass(batch, eta=0.9).shape == (3, 1, 1)
 
 
-def sink_model(sink_layers: list[int], n_layer: int = 4) -> GPT:
-    """A random GPT whose `sink_layers` attend only to the first token in every head.
+def sink_model(sink_layers: list[int], n_layer: int = 4, heads: tuple[int, ...] = (0, 1, 2, 3)) -> GPT:
+    """A random GPT whose `sink_layers` attend only to the first token in the given heads (all by default).
 
-    Position 0 carries a large value in residual channel 0 that no other position has; the sink layers'
-    keys read channel 0 and their queries are a large constant, so every query scores the first key far
-    above the others.
+    Position 0 carries a large value in residual channel 0 that no other position has; a sink head's keys
+    read channel 0 and its queries are a large constant, so every query scores the first key far above
+    the others.
     """
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=64, n_layer=n_layer, n_head=4, n_embd=32, bias=True, dropout=0.0))
-    C = model.config.n_embd
+    C, hd = model.config.n_embd, model.config.n_embd // model.config.n_head
     with torch.no_grad():
         model.transformer.wte.weight[:, 0] = 0.0
         model.transformer.wpe.weight[:, 0] = 0.0
         model.transformer.wpe.weight[0, 0] = 100.0
         for layer in sink_layers:
             c_attn = model.transformer.h[layer].attn.c_attn
-            c_attn.weight[: 2 * C] = 0.0
-            c_attn.bias[:C] = 10.0
-            c_attn.bias[C : 2 * C] = 0.0
-            c_attn.weight[C : 2 * C, 0] = 1.0
+            for h in heads:
+                q, k = slice(h * hd, (h + 1) * hd), slice(C + h * hd, C + (h + 1) * hd)
+                c_attn.weight[q] = 0.0
+                c_attn.weight[k] = 0.0
+                c_attn.bias[q] = 10.0
+                c_attn.bias[k] = 0.0
+                c_attn.weight[k, 0] = 1.0
     return model
 
 
@@ -116,6 +119,19 @@ def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(
     assert result["suggestion"]["n_layer"] == 1
     assert result["suggestion"]["non_lazy_layers"] == [0, 2]
     assert "--layers 0,2" in result["suggestion"]["non_lazy_command"]
+
+
+def test_max_rank_is_the_largest_head_and_avg_mass_the_mean_head(shakespeare_dir, tmp_path):
+    """One sink head among three ordinary ones: the layer is not lazy, and MaxRank and AvgMass are the max
+    and the mean over heads that differ widely (a swap of the two would fail here)."""
+    source = save(sink_model([2], heads=(1,)), tmp_path / "ckpt.pt")
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    ranks, masses = result["rank"][2], result["mass"][2]
+    assert ranks[1] == 1.0 and masses[1] == 1.0 and min(ranks[0], ranks[2], ranks[3]) > 3.0  # 4, 1, 4, 4
+    assert result["max_rank"][2] == max(ranks) > sum(ranks) / 4 + 0.5  # 4 against a mean of 3.25
+    assert result["avg_mass"][2] == pytest.approx(sum(masses) / 4)
+    assert result["avg_mass"][2] < max(masses) - 1.0  # 12.25 against 16
+    assert 2 not in result["lazy_layers"]
 
 
 def test_sequences_are_reproducible(shakespeare_dir, tmp_path):

@@ -53,22 +53,47 @@ def test_export_gives_transformers_the_same_logits_and_tokens(tmp_path, bias):
     assert json.loads((tmp_path / "hf" / "inheritune.json").read_text())["source"] == source
 
 
-def test_loss_equals_what_train_reports_on_the_same_tokens(tiny_config, shakespeare_dir, tmp_path):
-    # A val split of exactly block_size + 1 tokens: every batch train.py draws from it is that one window.
+class ConsecutiveWindows:
+    """A val sampler that draws batch k's windows at offsets k*B*T, (k*B + 1)*T, ...: train.py's loss estimate
+    then covers the split's consecutive windows exactly once, as evaluation.py's loss does."""
+
+    def __init__(self, k: int, block_size: int) -> None:
+        self.k, self.block_size = k, block_size
+
+    def integers(self, low: int, high: int, size: int) -> np.ndarray:
+        first = self.k * size
+        return np.arange(first, first + size) * self.block_size
+
+
+def test_loss_equals_what_train_reports_on_a_split_of_many_windows(tiny_config, shakespeare_dir, tmp_path, monkeypatch):
+    cfg = tiny_config(data_dir=str(tmp_path / "data"), max_iters=10, eval_interval=10, eval_iters=6)
+    windows = cfg.eval_iters * cfg.batch_size  # 24 windows of 32 tokens
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(shakespeare_dir / "train.bin", data / "train.bin")
-    (data / "val.bin").write_bytes(np.array(open_tokens(shakespeare_dir, "val")[:33]).tobytes())
+    val = np.array(open_tokens(shakespeare_dir, "val")[: windows * cfg.block_size + 1])
+    (data / "val.bin").write_bytes(val.tobytes())
     write_meta(data, {"tokenizer": "gpt2", "vocab_size": 50257})
-    cfg = tiny_config(data_dir=str(data), max_iters=10, eval_interval=10)
+    real_rng = train.batch_rng
+    val_stream = train.EVAL_STREAMS["val"]
+
+    def sampler(seed, stream, iter_num, index):
+        return (
+            ConsecutiveWindows(index, cfg.block_size)
+            if stream == val_stream
+            else real_rng(seed, stream, iter_num, index)
+        )
+
+    monkeypatch.setattr(train, "batch_rng", sampler)
     reported = train.train(cfg)["val_loss"]
     out = tmp_path / "loss.json"
     argv = ["loss", "--ckpt", f"{cfg.out_dir}/ckpt.pt", "--data", str(data), "--device", "cpu", "--out", str(out)]
-    assert evaluation.main(argv) == 0
+    assert evaluation.main([*argv, "--batch_size", "5"]) == 0  # batches that do not align with train.py's
     result = json.loads(out.read_text())
-    assert result["tokens"] == 32
-    assert result["loss"] == pytest.approx(reported, abs=1e-6)
-    assert result["perplexity"] == pytest.approx(np.exp(reported), rel=1e-6)
+    assert result["tokens"] == windows * cfg.block_size
+    assert result["loss"] == pytest.approx(reported, abs=1e-5)
+    assert result["perplexity"] == pytest.approx(np.exp(reported), rel=1e-5)
+    assert 6.0 < result["loss"] < 10.5  # a trained model's loss, far from the untrained 10.8
 
 
 def test_loss_covers_the_split_once_and_is_deterministic(shakespeare_dir, tmp_path):

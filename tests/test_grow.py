@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import grow
+from model import Checkpoint
 
 
 def write_grow_config(tmp_path, cfg) -> Path:
@@ -48,6 +49,18 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     assert "round n=2: finished earlier" in capsys.readouterr().out
     assert {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)} == mtimes
     assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
+
+
+def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_reference, tmp_path, capsys):
+    ref = Checkpoint.load(Path(trained_reference.out_dir) / "ckpt.pt")
+    ref.best_val_loss = 100.0  # a target the first round reaches, to show where the target comes from
+    ref.save(tmp_path / "ref.pt")
+    config = write_grow_config(tmp_path, trained_reference)
+    args = ["--ref", str(tmp_path / "ref.pt"), "--config", str(config), "--out_dir", str(tmp_path / "g")]
+    assert grow.main(args) == 0
+    state = json.loads((tmp_path / "g" / "grow.json").read_text())
+    assert state["target"] == 100.0 and [r["layers"] for r in state["rounds"]] == [2]
+    assert "target val loss 100.0000 (4-layer reference" in capsys.readouterr().out
 
 
 def test_growth_without_a_reference_checkpoint_is_a_clear_error(tmp_path, capsys):

@@ -38,7 +38,7 @@ def test_student_blocks_equal_the_reference_blocks_bit_for_bit():
 
 def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
     ref = reference()
-    student = build_student(ref, InheritSpec(layers=(0, 1, 2), parts=("attn",), embeddings=False, ln_f=False), seed=7)
+    student = build_student(ref, InheritSpec(layers=(0, 1, 2), parts=("attn",)), seed=7)
     torch.manual_seed(7)
     scratch = GPT(GPTConfig(**{**asdict(ref.config), "n_layer": 3})).state_dict()
     s, r = student.state_dict(), ref.state_dict()
@@ -52,6 +52,24 @@ def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
     assert s["transformer.h.0.mlp.c_proj.weight"].std().item() == pytest.approx(0.02 / 6**0.5, rel=0.05)
 
 
+def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh():
+    """LLM-Inheritune's GPT-2 script copies the blocks and wte/lm_head only: --parts wte,attn,mlp,ln."""
+    ref = reference()
+    student = build_student(ref, make_spec(6, 3, parts="wte,attn,mlp,ln"), seed=7)
+    torch.manual_seed(7)
+    scratch = GPT(GPTConfig(**{**asdict(ref.config), "n_layer": 3})).state_dict()
+    s, r = student.state_dict(), ref.state_dict()
+    for key in ("transformer.wte.weight", "lm_head.weight", "transformer.h.2.attn.c_attn.weight",
+                "transformer.h.2.ln_2.weight", "transformer.h.1.mlp.c_fc.bias"):  # fmt: skip
+        assert torch.equal(s[key], r[key]), key
+    for key in ("transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"):
+        assert torch.equal(s[key], scratch[key]) and not torch.equal(s[key], r[key]), key
+    assert student.lm_head.weight is student.transformer.wte.weight
+    position_only = build_student(ref, make_spec(6, 3, parts="wpe"), seed=7).state_dict()
+    assert torch.equal(position_only["transformer.wpe.weight"], r["transformer.wpe.weight"])
+    assert torch.equal(position_only["transformer.wte.weight"], scratch["transformer.wte.weight"])
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -62,7 +80,7 @@ def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
         (dict(n_layer=None, layers="3,1"), "keep the reference's order"),
         (dict(n_layer=None, layers="0-x"), "bad layer list"),
         (dict(n_layer=3, layers="0-1"), "n_layer 3 does not match the 2 layers"),
-        (dict(n_layer=3, parts="attn,ffn"), "unknown parts"),
+        (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from wte,wpe,attn,mlp,ln,ln_f"),
     ],
 )
 def test_bad_requests_stop_with_a_clear_message(kwargs, message):
@@ -119,10 +137,10 @@ def test_train_inherits_in_one_step_and_records_provenance(trained_reference, ti
     last = train.train(cfg)
     ckpt = Checkpoint.load(tmp_path / "student" / "ckpt.pt")
     assert ckpt.model_args["n_layer"] == 2
-    assert ckpt.inherit["source"] == ref_ckpt and ckpt.inherit["parts"] == ["attn", "mlp", "ln"]
+    assert ckpt.inherit["source"] == ref_ckpt and ckpt.inherit["parts"] == ["wte", "wpe", "attn", "mlp", "ln", "ln_f"]
     first = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()][0]
-    # The student starts well below an untrained model's loss (ln 50304 = 10.83): it inherited knowledge.
-    assert first["val_loss"] < math.log(50304) - 0.5 and last["val_loss"] < first["val_loss"]
+    # The student starts well below an untrained model's loss (ln 50257 = 10.82): it inherited knowledge.
+    assert first["val_loss"] < math.log(50257) - 0.5 and last["val_loss"] < first["val_loss"]
     with pytest.raises(InheritError, match="mismatched width"):
         train.train(tiny_config(init_from="inherit", inherit_from=ref_ckpt, n_layer=2, n_embd=64))
 

@@ -2,8 +2,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from model import GPT, GPTConfig, clean_state_dict, peak_flops_of
+import model as model_module
+from model import GPT, NANOGPT_FIELDS, GPTConfig, KVCache, clean_state_dict, peak_flops_of
 
 
 def tiny(**overrides) -> GPT:
@@ -11,6 +13,16 @@ def tiny(**overrides) -> GPT:
     cfg = dict(n_layer=3, n_head=4, n_embd=32, block_size=16, vocab_size=100, bias=True, dropout=0.0)
     cfg.update(overrides)
     return GPT(GPTConfig(**cfg)).eval()
+
+
+def shift_logits(model: GPT, shift: float) -> None:
+    """Add `shift` to every real token's logit, as OpenAI's GPT-2 logits sit far below zero: ln_f emits a
+    constant 1 in channel 0, and every real token's head row reads that channel with weight `shift`."""
+    with torch.no_grad():
+        model.transformer.ln_f.weight[0] = 0.0
+        model.transformer.ln_f.bias[0] = 1.0
+        model.lm_head.weight[: model.config.vocab_size, 0] = shift
+        model.lm_head.weight[model.config.vocab_size :] = 0.0  # padding rows as Hugging Face's import leaves them
 
 
 def test_vocab_is_padded_to_a_multiple_of_64():
@@ -35,12 +47,25 @@ def test_forward_returns_full_logits_with_targets_and_last_position_without():
     model = tiny()
     idx, targets = torch.randint(0, 100, (2, 2, 16))
     logits, loss = model(idx, targets)
-    assert logits.shape == (2, 16, 128) and loss.dim() == 0
+    assert logits.shape == (2, 16, 100) and loss.dim() == 0  # the real vocabulary, not the 128 padded rows
     last, none = model(idx)
-    assert none is None and last.shape == (2, 1, 128)
+    assert none is None and last.shape == (2, 1, 100)
     torch.testing.assert_close(last[:, 0], logits[:, -1])
-    # An untrained model is close to uniform over the padded vocabulary.
-    assert abs(loss.item() - math.log(128)) < 0.1
+    # An untrained model is close to uniform over the real vocabulary: the padding takes no probability.
+    assert abs(loss.item() - math.log(100)) < 0.1
+
+
+@pytest.mark.parametrize("shift", [-30.0, 0.0, 40.0])
+def test_padding_never_takes_part_in_the_loss_whatever_the_logits(shift):
+    model = tiny(vocab_size=70)  # 58 padding rows
+    shift_logits(model, shift)
+    idx, targets = torch.randint(0, 70, (2, 4, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape[-1] == 70
+    assert logits.mean().item() == pytest.approx(shift, abs=5.0)  # logits far from zero where shifted
+    expected = F.cross_entropy(logits.reshape(-1, 70), targets.reshape(-1))  # over the real vocabulary only
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-6)
+    assert loss.item() < math.log(70) + 1.0  # the zero-logit padding rows would make it ~ -shift at -30
 
 
 def test_sequence_longer_than_block_size_is_refused():
@@ -55,21 +80,43 @@ def test_residual_projections_use_gpt2_scaled_init():
     assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
-def test_attention_probs_are_causal_distributions_that_reproduce_the_forward_pass():
-    model = tiny()
+@pytest.mark.parametrize("inverse_layer", [False, True])
+def test_attention_probs_are_causal_distributions_that_reproduce_the_forward_pass(inverse_layer):
+    model = tiny(scale_attn_by_inverse_layer_idx=inverse_layer)
     idx = torch.randint(0, 100, (2, 16))
     att = model.attention_probs(idx)
     assert att.shape == (3, 2, 4, 16, 16)
     torch.testing.assert_close(att.sum(-1), torch.ones(3, 2, 4, 16))
     assert torch.all(att.triu(diagonal=1) == 0)
     x = model._embed(idx)
-    block = model.transformer.h[0]
-    torch.testing.assert_close(block(x, return_attn=True)[0], block(x)[0], atol=1e-5, rtol=1e-5)
+    for block in model.transformer.h:  # every layer: each has its own scale when scaled by inverse layer index
+        torch.testing.assert_close(block(x, return_attn=True)[0], block(x)[0], atol=1e-5, rtol=1e-5)
+        x = block(x)[0]
 
 
-@pytest.mark.parametrize("temperature,top_k", [(0.0, None), (1.0, None), (0.8, 5)])
-def test_kv_cache_generation_equals_full_recomputation(temperature, top_k):
-    model = tiny()
+def test_inverse_layer_scaling_divides_each_layers_logits_by_its_index_plus_one():
+    model = tiny(scale_attn_by_inverse_layer_idx=True)
+    with torch.no_grad():  # sharp attention: logits of several units, where the scale changes the result
+        for block in model.transformer.h:
+            block.attn.c_attn.weight.mul_(20.0)
+    idx = torch.randint(0, 100, (2, 16))
+    probs = model.attention_probs(idx)
+    x = model._embed(idx)
+    for layer, block in enumerate(model.transformer.h):
+        q, k, _ = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
+        q, k = (t.view(2, 16, 4, 8).transpose(1, 2) for t in (q, k))
+        logits = (q @ k.transpose(-2, -1)) / math.sqrt(8) / (layer + 1)
+        expected = logits.masked_fill(torch.ones(16, 16).triu(1).bool(), float("-inf")).softmax(-1)
+        torch.testing.assert_close(probs[layer], expected, atol=1e-6, rtol=1e-5)
+        if layer > 0:  # and the scale matters at this sharpness
+            unscaled = (logits * (layer + 1)).masked_fill(torch.ones(16, 16).triu(1).bool(), float("-inf"))
+            assert (unscaled.softmax(-1) - expected).abs().max() > 0.1
+        x = block(x)[0]
+
+
+@pytest.mark.parametrize("temperature,top_k,inverse_layer", [(0.0, None, False), (1.0, None, True), (0.8, 5, True)])
+def test_kv_cache_generation_equals_full_recomputation(temperature, top_k, inverse_layer):
+    model = tiny(scale_attn_by_inverse_layer_idx=inverse_layer)
     idx = torch.randint(0, 100, (2, 5))
     # 30 new tokens run past block_size 16: the cropped-window path is exercised too.
     out = [
@@ -81,28 +128,28 @@ def test_kv_cache_generation_equals_full_recomputation(temperature, top_k):
 
 
 def test_kv_cache_logits_equal_full_forward_logits():
-    model = tiny()
+    model = tiny(scale_attn_by_inverse_layer_idx=True)
     idx = torch.randint(0, 100, (1, 12))
-    from model import KVCache
-
     cache = KVCache(model.config, 1, idx.device, torch.float32)
     x = model._embed(idx[:, :8])
-    for i, block in enumerate(model.transformer.h):
-        x, _ = block(x, cache, i)
+    for block in model.transformer.h:
+        x, _ = block(x, cache)
     cache.length = 8
     x = model._embed(idx[:, 8:], start=8)  # a 4-token chunk: the explicit-mask path
-    for i, block in enumerate(model.transformer.h):
-        x, _ = block(x, cache, i)
+    for block in model.transformer.h:
+        x, _ = block(x, cache)
     full, _ = model(idx, idx)
-    torch.testing.assert_close(model._logits(x), full[:, 8:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model._logits(x)[..., :100], full[:, 8:], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_tokens_are_never_sampled():
     model = tiny(vocab_size=70)  # padded to 128
+    shift_logits(model, -30.0)  # real logits far below the padding rows' zero
     with torch.no_grad():
-        model.lm_head.weight[70:] = 10.0  # make every padding row the likeliest token
-    out = model.generate(torch.zeros(4, 1, dtype=torch.long), 20, temperature=1.0)
-    assert out.max().item() < 70
+        model.lm_head.weight[70:] = 10.0  # and every padding row the likeliest token
+    for temperature, top_k in ((1.0, None), (2.0, 100), (0.0, None)):
+        out = model.generate(torch.zeros(4, 1, dtype=torch.long), 20, temperature=temperature, top_k=top_k)
+        assert out.max().item() < 70
 
 
 def test_nanogpt_style_state_dict_loads():
@@ -127,9 +174,49 @@ def test_optimizer_decays_matrices_only():
     assert n == sum(p.numel() for p in model.parameters())
 
 
-def test_mfu_uses_6n_plus_attention_flops():
+def test_mfu_is_nanogpts_6n_plus_attention_flops_per_sequence():
     model = tiny()
     cfg = model.config
     flops = 6 * model.get_num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
-    assert model.estimate_mfu(tokens_per_iter=1000, dt=0.5, peak_flops=1e12) == pytest.approx(flops * 2000 / 1e12)
+    # nanoGPT's signature: sequences of block_size tokens per iteration, seconds per iteration; A100 peak.
+    assert model.estimate_mfu(10, 0.5) == pytest.approx(flops * 16 * 10 / 0.5 / 312e12)
+    assert model.estimate_mfu(10, 0.5, peak_flops=1e12) == pytest.approx(flops * 16 * 10 / 0.5 / 1e12)
     assert peak_flops_of(torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+     ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-40GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
+     ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None), ("NVIDIA GeForce RTX 4090", None)],
+)  # fmt: skip
+def test_peak_flops_match_the_exact_device_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_flops_of(torch.device("cuda")) == peak
+
+
+def test_crop_block_size_keeps_the_first_positions():
+    model = tiny()
+    idx = torch.randint(0, 100, (2, 8))
+    before, _ = model(idx, idx)
+    model.crop_block_size(8)
+    assert model.config.block_size == 8 and model.transformer.wpe.weight.shape == (8, 32)
+    torch.testing.assert_close(model(idx, idx)[0], before)
+    with pytest.raises(ValueError, match="cannot grow block_size"):
+        model.crop_block_size(9)
+
+
+def test_model_args_are_nanogpts_unless_an_option_differs():
+    assert set(GPTConfig(vocab_size=65).model_args()) == set(NANOGPT_FIELDS)
+    args = GPTConfig(scale_attn_by_inverse_layer_idx=True).model_args()
+    assert set(args) == {*NANOGPT_FIELDS, "scale_attn_by_inverse_layer_idx"}
+    assert GPTConfig.from_model_args(args) == GPTConfig(scale_attn_by_inverse_layer_idx=True)
+    # nanoGPT's 50304 is GPT-2's vocabulary padded; this project's first checkpoints recorded the padding.
+    assert GPTConfig.from_model_args({**args, "vocab_size": 50304}).vocab_size == 50257
+    assert GPTConfig.from_model_args({**args, "padded_vocab_size": 50304}).vocab_size == 50257
+
+
+def test_from_pretrained_refuses_overrides_other_than_dropout():
+    with pytest.raises(ValueError, match="only dropout can be overridden"):
+        GPT.from_pretrained("gpt2", dict(n_layer=2))
+    assert model_module.GPT.from_pretrained.__doc__.startswith("nanoGPT's API")

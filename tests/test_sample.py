@@ -1,7 +1,12 @@
+import pickle
+from pathlib import Path
+
 import pytest
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import sample
 import train
+from tests.test_train import NANOGPT_CHAR_CONFIG
 
 
 @pytest.fixture
@@ -17,28 +22,69 @@ def run_sample(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def texts_of(out: str) -> list[str]:
+    """The samples of sample.py's output: each printed, then a line of dashes."""
+    return [text.removesuffix("\n") for text in out.split("---------------\n")[:-1]]
+
+
 def test_sampling_is_reproducible_and_continues_the_prompt(trained_out_dir, capsys):
     args = (f"--out_dir={trained_out_dir}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=20", "--seed=7")
     code, first, _ = run_sample(capsys, *args)
     assert code == 0
-    texts = first.split("---------------\n")[:-1]
+    texts = texts_of(first)
     assert len(texts) == 3 and all(t.startswith("ROMEO:") for t in texts)
     assert len(set(texts)) > 1  # different samples within one call
     _, second, _ = run_sample(capsys, *args)
     assert first == second
 
 
-def test_prompt_from_file_and_greedy_decoding(trained_out_dir, tmp_path, capsys):
+def test_prompt_from_file_and_greedy_decoding_from_a_checkpoint_path(trained_out_dir, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Enter HAMLET.")
     code, out, _ = run_sample(
-        capsys, f"--ckpt={trained_out_dir}/best.pt", f"--start=FILE:{prompt}", "--temperature=0", "--num_samples=2"
-    )
+        capsys, f"--init_from={trained_out_dir}/best.pt", f"--start=FILE:{prompt}", "--temperature=0",
+        "--num_samples=2", "--compile=False",
+    )  # fmt: skip
     assert code == 0
-    a, b = out.split("---------------\n")[:2]
+    a, b = texts_of(out)
     assert a.startswith("Enter HAMLET.") and a == b
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+def test_compiled_blocks_sample_exactly_what_eager_ones_do(tiny_config, tmp_path, capsys):
+    cfg = tiny_config(n_layer=1, max_iters=2, eval_interval=2)
+    train.train(cfg)
+    capsys.readouterr()
+    args = (f"--out_dir={cfg.out_dir}", "--start=ROMEO:", "--max_new_tokens=12", "--temperature=0")
+    eager, compiled = (run_sample(capsys, *args, f"--compile={flag}")[1] for flag in ("False", "True"))
+    assert eager == compiled and len(texts_of(eager)) == 2
+
+
+def test_a_character_level_model_decodes_through_its_corpus_meta_pkl(char_data_root, monkeypatch, capsys):
+    monkeypatch.chdir(char_data_root)  # nanoGPT finds data/<config['dataset']>/meta.pkl from here
+    (char_data_root / "config.py").write_text(NANOGPT_CHAR_CONFIG + "max_iters = 20\nout_dir = 'out-char-sample'\n")
+    assert train.main(["config.py", "--always_save_checkpoint=True"]) == 0
+    capsys.readouterr()
+    code, out, err = run_sample(capsys, "--out_dir=out-char-sample", "--start=HAMLET:", "--max_new_tokens=40")
+    assert code == 0, err
+    meta = pickle.loads((char_data_root / "data" / "shakespeare_char" / "meta.pkl").read_bytes())
+    for text in texts_of(out):
+        assert text.startswith("HAMLET:") and len(text) == len("HAMLET:") + 40
+        assert set(text) <= set(meta["stoi"])
+    assert "character vocabulary of data/shakespeare_char/meta.pkl" in err
+    code, _, err = run_sample(capsys, "--out_dir=out-char-sample", "--start=HAMLET: ✓")
+    assert code == 1 and "['✓'] are not in the vocabulary" in err
+
+
+def test_a_hugging_face_folder_samples_gpt2_text(tmp_path, capsys):
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)).save_pretrained(tmp_path / "hf")
+    code, out, _ = run_sample(capsys, f"--init_from={tmp_path / 'hf'}", "--start=Hello", "--max_new_tokens=5")
+    assert code == 0 and all(t.startswith("Hello") for t in texts_of(out))
+
+
+def test_missing_checkpoint_and_bad_flags_are_clear_errors(tmp_path, capsys):
     code, _, err = run_sample(capsys, f"--out_dir={tmp_path}")
     assert code == 1 and "not found" in err
+    with pytest.raises(SystemExit):
+        sample.main(["--compile=yes"])
+    assert "expected True or False, got 'yes'" in capsys.readouterr().err
+    assert Path(sample.__file__).name == "sample.py"

@@ -1,3 +1,4 @@
+import errno
 import json
 import math
 import os
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+import runs
 import train
 from data.format import write_meta
-from model import GPT, Checkpoint, CheckpointError, GPTConfig
+from model import GPT, NANOGPT_FIELDS, Checkpoint, CheckpointError, GPTConfig, load_model, load_weights
 from train import ConfigError, NonFiniteLossError, TrainConfig, get_lr, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +49,7 @@ def test_config_file_and_overrides(tmp_path):
 def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
     path = tmp_path / "c.py"
     path.write_text("n_layers = 4\n")
-    with pytest.raises(ConfigError, match="unknown config key 'n_layers'.*valid keys: out_dir, data_dir"):
+    with pytest.raises(ConfigError, match="unknown config key 'n_layers'.*valid keys: out_dir, dataset, data_dir"):
         parse_config([str(path)])
     with pytest.raises(ConfigError, match="unknown config key 'lr'"):
         parse_config(["--lr=1e-3"])
@@ -62,11 +64,13 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
         ("--dtype=fp8", "dtype must be 'auto' or one of"),
         ("--batch_size=0", "batch_size must be at least 1"),
         ("n_layer=4", "config file n_layer=4 not found"),
+        ("--backend=mpi", "backend must be 'auto', 'nccl' or 'gloo'"),
+        ("--dataset=shakespeare", "dataset 'shakespeare' .* and data_dir 'elsewhere' name different folders"),
     ],
 )
 def test_bad_values_stop_with_a_clear_error(arg, message):
     with pytest.raises(ConfigError, match=message):
-        parse_config([arg])
+        parse_config([arg, "--data_dir=elsewhere"] if arg.startswith("--dataset") else [arg])
 
 
 def test_command_line_reports_config_errors_without_traceback():
@@ -76,6 +80,54 @@ def test_command_line_reports_config_errors_without_traceback():
     assert result.returncode == 2
     assert result.stderr.startswith("error: unknown config key 'n_layers'")
     assert "Traceback" not in result.stderr
+
+
+# Every key of nanoGPT's train.py, with its default value, in a config file as nanoGPT's are written.
+NANOGPT_DEFAULTS = """
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False
+always_save_checkpoint = True
+init_from = 'scratch'
+wandb_log = False
+wandb_project = 'owt'
+wandb_run_name = 'gpt2'
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8
+batch_size = 12
+block_size = 1024
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0
+bias = False
+learning_rate = 6e-4
+max_iters = 600000
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000
+min_lr = 6e-5
+backend = 'nccl'
+device = 'cuda'
+dtype = 'bfloat16'
+compile = True
+"""
+
+
+def test_every_key_of_nanogpts_train_py_is_accepted(tmp_path):
+    path = tmp_path / "nanogpt_defaults.py"
+    path.write_text("import time\n" + NANOGPT_DEFAULTS + "wandb_run_name = 'ft-' + str(time.time())\n")
+    cfg = parse_config([str(path)])
+    assert cfg.data_dir == os.path.join("data", "openwebtext") and cfg.backend == "nccl"
+    assert cfg.gradient_accumulation_steps == 40 and cfg.wandb_run_name.startswith("ft-")
+    assert parse_config([str(path), "--dataset=/abs/corpus"]).data_dir == "/abs/corpus"  # os.path.join's rule
+    assert parse_config([str(path), "--dataset=", "--data_dir=data/x"]).dataset == "x"
 
 
 def test_shipped_configs_parse():
@@ -100,7 +152,7 @@ def test_loss_falls_on_shakespeare(tiny_config):
     last = train.train(cfg)
     evals = [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]
     assert [r["iter"] for r in evals] == [0, 40]
-    assert evals[0]["val_loss"] == pytest.approx(math.log(50304), abs=0.2)
+    assert evals[0]["val_loss"] == pytest.approx(math.log(50257), abs=0.2)  # uniform over the real vocabulary
     assert last["val_loss"] < evals[0]["val_loss"] - 2.0
     saved = json.loads((Path(cfg.out_dir) / "config.json").read_text())
     assert saved["config"] == asdict(cfg)
@@ -116,8 +168,8 @@ def test_checkpoint_round_trip(tiny_config):
     best = Checkpoint.load(Path(cfg.out_dir) / "best.pt")
     evals = [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]
     assert best.best_val_loss == min(r["val_loss"] for r in evals[1:])
-    model = GPT(GPTConfig(**ckpt.model_args))
-    model.load_state_dict(ckpt.model)
+    model = GPT(GPTConfig.from_model_args(ckpt.model_args))
+    load_weights(model, ckpt.model)
     cfg_eval = tiny_config(init_from=str(Path(cfg.out_dir) / "ckpt.pt"), eval_only=True, out_dir=cfg.out_dir + "-eval")
     again = train.train(cfg_eval)
     assert again["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-6)
@@ -141,7 +193,7 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, tmp_path):
     one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8)
     train.train(one)
-    two = tiny_config(out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8)
+    two = tiny_config(out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8, backend="gloo", peak_flops=1e12)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd + as_args(two), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -155,6 +207,10 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_con
     b = Checkpoint.load(tmp_path / "two" / "ckpt.pt").model
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+    # MFU is one process's FLOP/s over one device's peak: half of the global tokens per second here.
+    model, _ = load_model(tmp_path / "two" / "ckpt.pt")
+    for r in [r for r in metrics(tmp_path / "two") if r["kind"] == "train"]:
+        assert r["mfu"] == pytest.approx(model.flops_per_token() * r["tokens_per_s"] / 2 / 1e12, rel=1e-6)
 
 
 def test_global_batch_must_split_evenly_over_processes(tiny_config, tmp_path):
@@ -268,7 +324,141 @@ def test_bins_without_meta_are_read_as_gpt2(tiny_config, tmp_path, capsys):
     for split in ("train", "val"):
         (data / f"{split}.bin").write_bytes(tokens.astype(np.uint16).tobytes())
     train.train(tiny_config(data_dir=str(data), max_iters=2))
-    assert "has no meta.json; reading its bins as GPT-2 uint16 tokens" in capsys.readouterr().out
+    assert "has no meta.json or meta.pkl; reading its bins as GPT-2 tokens" in capsys.readouterr().out
+
+
+# A shrunk copy of nanoGPT's config/train_shakespeare_char.py, with its keys and style.
+NANOGPT_CHAR_CONFIG = """
+out_dir = 'out-shakespeare-char'
+eval_interval = 10
+eval_iters = 4
+log_interval = 5
+always_save_checkpoint = False
+wandb_log = False
+wandb_project = 'shakespeare-char'
+wandb_run_name = 'mini-gpt'
+dataset = 'shakespeare_char'
+gradient_accumulation_steps = 1
+batch_size = 16
+block_size = 64
+n_layer = 2
+n_head = 2
+n_embd = 64
+dropout = 0.2
+learning_rate = 1e-2
+max_iters = 40
+lr_decay_iters = 40
+min_lr = 1e-3
+beta2 = 0.99
+warmup_iters = 5
+device = 'cpu'
+compile = False
+"""
+
+
+@pytest.fixture
+def char_run(char_data_root, monkeypatch) -> Path:
+    """nanoGPT's character-level Shakespeare, trained by train.py from nanoGPT's repository layout."""
+    monkeypatch.chdir(char_data_root)
+    (char_data_root / "train_shakespeare_char.py").write_text(NANOGPT_CHAR_CONFIG)
+    assert train.main(["train_shakespeare_char.py"]) == 0
+    return char_data_root / "out-shakespeare-char"
+
+
+def test_a_character_level_corpus_trains_with_its_own_vocabulary(char_run, char_data_root):
+    meta = pickle.loads((char_data_root / "data" / "shakespeare_char" / "meta.pkl").read_bytes())
+    evals = [r for r in metrics(char_run) if r["kind"] == "eval"]
+    assert evals[0]["val_loss"] == pytest.approx(math.log(meta["vocab_size"]), abs=0.3)  # uniform over the chars
+    assert evals[-1]["val_loss"] < math.log(meta["vocab_size"]) - 1.0  # learned the characters' statistics
+    raw = torch.load(char_run / "ckpt.pt", weights_only=True)
+    assert raw["model_args"]["vocab_size"] == meta["vocab_size"]
+
+
+def test_checkpoints_load_as_nanogpt_loads_them(char_run, char_data_root):
+    """nanoGPT's sample.py: GPTConfig(**model_args) with its fields, load_state_dict of the tensors as they
+    are, and the character vocabulary found at data/<config['dataset']>/meta.pkl."""
+    raw = torch.load(char_run / "ckpt.pt", weights_only=True)
+    assert set(raw["model_args"]) <= set(NANOGPT_FIELDS)
+    assert raw["model"]["transformer.wte.weight"].shape == (raw["model_args"]["vocab_size"], 64)
+    assert raw["model"]["lm_head.weight"].shape == raw["model"]["transformer.wte.weight"].shape
+    assert (Path("data") / raw["config"]["dataset"] / "meta.pkl").exists()
+
+
+def test_always_save_checkpoint_false_saves_only_when_val_improves(trained_reference, tiny_config, tmp_path):
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    # A learning rate this high wrecks the trained model: the val loss only rises after iter 0.
+    common = dict(init_from=ref, n_layer=4, learning_rate=0.3, min_lr=0.3, warmup_iters=0, max_iters=6, eval_interval=2)
+    train.train(tiny_config(out_dir=str(tmp_path / "only_best"), always_save_checkpoint=False, **common))
+    val = [r["val_loss"] for r in metrics(tmp_path / "only_best") if r["kind"] == "eval"]
+    assert val[0] < min(val[1:])
+    assert not (tmp_path / "only_best" / "ckpt.pt").exists()
+    train.train(tiny_config(out_dir=str(tmp_path / "always"), always_save_checkpoint=True, **common))
+    assert Checkpoint.load(tmp_path / "always" / "ckpt.pt").iter_num == 6
+
+
+def test_a_model_with_more_positions_is_cropped_to_block_size(trained_reference, tiny_config, tmp_path):
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    cfg = tiny_config(init_from=ref, block_size=16, max_iters=2, eval_interval=2, out_dir=str(tmp_path / "c"))
+    train.train(cfg)
+    ckpt = Checkpoint.load(tmp_path / "c" / "ckpt.pt")
+    assert ckpt.model_args["block_size"] == 16 and ckpt.model["transformer.wpe.weight"].shape == (16, 32)
+
+
+def test_a_meta_pkl_that_carries_code_is_refused_without_running_it(tiny_config, char_data_root, tmp_path):
+    global MARKER
+    MARKER = str(tmp_path / "pwned")
+    data = tmp_path / "evil_char"
+    data.mkdir()
+    for split in ("train", "val"):
+        (data / f"{split}.bin").write_bytes(
+            (char_data_root / "data" / "shakespeare_char" / f"{split}.bin").read_bytes()
+        )
+    (data / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": 65, "stoi": RunsCode(), "itos": {}}))
+    with pytest.raises(ValueError, match="only plain dicts, strings and numbers"):
+        train.train(tiny_config(data_dir=str(data)))
+    assert not Path(MARKER).exists()
+
+
+def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    Checkpoint(model={"w": torch.ones(3)}, model_args={}, iter_num=1).save(tmp_path / "ckpt.pt")
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")  # gcsfuse, s3fs
+
+    monkeypatch.setattr(os, "link", no_links)
+    runs.mark_best(tmp_path)
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
+    Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=2).save(tmp_path / "ckpt.pt")
+    assert Checkpoint.load(tmp_path / "best.pt").iter_num == 1
+    assert not (tmp_path / "best.pt.tmp").exists()
+
+
+def test_every_process_stops_when_one_holds_non_finite_weights(tmp_path):
+    script = tmp_path / "diverge_on_rank_1.py"
+    script.write_text(f"""
+import os, sys, torch, torch.distributed as dist
+sys.path.insert(0, {str(ROOT)!r})
+from model import GPT, GPTConfig
+from train import NonFiniteLossError, Runtime, stop_if_weights_diverged
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=10))
+if rank == 1:
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+try:
+    stop_if_weights_diverged(model, Runtime(rank, 2, torch.device("cpu"), torch.float32), 5)
+    print(f"rank {{rank}} went on")
+except NonFiniteLossError as e:
+    print(f"rank {{rank}} stopped: {{e}}")
+dist.destroy_process_group()
+""")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rank 0 stopped: parameters became NaN/inf by iter 5" in result.stdout
+    assert "rank 1 stopped" in result.stdout and "went on" not in result.stdout
 
 
 def test_wandb_logs_offline_without_network(tiny_config):

@@ -1,9 +1,10 @@
-# Two entry points on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Two entry points on a fresh machine: `make demo` (the main job) and `make test` (the test suite);
+# `make demo-cpt` shows continual pre-training, replay and a scaling fit.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo demo-cpt test lint clean
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,21 @@ demo: $(VENV)/installed
 		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
 	$(PY) analyze.py --ckpt out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
 		--out out-demo/analysis
+
+# Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo` has not) continued on
+# the Python standard library with 0% and 25% replay, against the same model from scratch; then a scaling
+# sweep from scratch (2, 4, 8 layers; the 8 is that baseline) and its fit.
+demo-cpt: $(VENV)/installed
+	$(PY) data/shakespeare/prepare.py
+	$(PY) data/python/prepare.py
+	test -f out-shakespeare/ckpt.pt || $(PY) train.py config/train_shakespeare.py
+	$(PY) train.py config/cpt_shakespeare_python.py
+	$(PY) train.py config/cpt_shakespeare_python_replay25.py
+	$(PY) scaling.py sweep --config config/scratch_python.py --n_layer 2,4,8 --out_dir out-cpt/sweep
+	$(PY) runs.py compare "CPT, no replay=out-cpt/replay0" "CPT, 25% replay=out-cpt/replay25" \
+		"scratch=out-cpt/sweep/L8" --corpus data/python,data/shakespeare --out out-cpt/cpt.png \
+		--title "Shakespeare reference continued on Python (2 CPU cores)"
+	$(PY) scaling.py fit out-cpt/sweep/L2 out-cpt/sweep/L4 out-cpt/sweep/L8 --out out-cpt/fit --compute 1e15
 
 test: $(VENV)/installed
 	$(PY) -m ruff check .

@@ -15,37 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from data.format import write_atomic
 from model import Checkpoint, CheckpointError
-from runs import RunError, format_table, plot_curves, read_run, summary
+from runs import RunError, format_table, launch_training, plot_curves, read_run, summary
 from train import ConfigError, parse_config
-
-
-def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
-    if nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    else:
-        launcher = [sys.executable]
-    return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
-
-
-def round_finished(round_dir: Path) -> bool:
-    return (round_dir / "config.json").exists() and read_run(round_dir).finished()
-
-
-def run_round(args: argparse.Namespace, n: int, round_dir: Path) -> int:
-    """Train (or resume) round n; returns train.py's exit code."""
-    resume = (round_dir / "ckpt.pt").exists()
-    init = ["--init_from=resume"] if resume else ["--init_from=inherit", f"--inherit_from={args.ref}"]
-    cmd = train_command(args.config, args.nproc, [*args.overrides, f"--n_layer={n}", f"--out_dir={round_dir}", *init])
-    print(f"round n={n}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
-    return subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -98,11 +75,11 @@ def grow(args: argparse.Namespace) -> int:
             print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
         else:
             t0 = time.time()
-            if not round_finished(round_dir):
-                code = run_round(args, n, round_dir)
-                if code != 0:
-                    print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
-                    return 1
+            init = ["--init_from=inherit", f"--inherit_from={args.ref}"]
+            code = launch_training(args.config, round_dir, [*args.overrides, f"--n_layer={n}"], init, args.nproc)
+            if code != 0:
+                print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
+                return 1
             row = {**summary(f"inheritune n={n}", read_run(round_dir)), "time_s": round(time.time() - t0, 1)}
             row["gap"] = row["val_loss"] - target
             done[n] = row

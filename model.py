@@ -235,6 +235,11 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
+    def get_num_non_embedding_params(self) -> int:
+        """N of the scaling laws: every parameter but the token and position embeddings (and the head tied to
+        them), so N measures the network rather than its vocabulary."""
+        return self.get_num_params() - self.transformer.wte.weight.numel()
+
     def crop_block_size(self, block_size: int) -> None:
         """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
         if block_size > self.config.block_size:
@@ -409,6 +414,15 @@ class Checkpoint:
     optimizer: dict | None = None  # AdamW state, to resume
     scaler: dict | None = None  # GradScaler state of float16 runs, to resume
     inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
+    init: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
+
+    def tokens_seen(self) -> int | None:
+        """Tokens this model has been trained on: its run's steps x tokens per step (nanoGPT's keys of its
+        config), and those its own starting model had seen; None where the config does not say."""
+        if not self.config or not {"batch_size", "gradient_accumulation_steps", "block_size"} <= self.config.keys():
+            return None
+        per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]
+        return self.iter_num * per_step + ((self.init or {}).get("tokens_seen") or 0)
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:

@@ -1,15 +1,18 @@
 """Training runs on disk, and their comparison.
 
     python runs.py compare "reference=out-shakespeare" "student=out-demo/inheritune" --out cmp.png
+    python runs.py compare cpt=out-cpt/replay0 scratch=out-cpt/sweep/L8 --corpus data/python,data/shakespeare
 
 A run folder (train.py's out_dir) holds:
-  config.json    {"config": the resolved training config, "model": {"model_args", "params"},
-                  "inherit": how a student was built, or null}, written when the run starts
+  config.json    {"config": the resolved training config, "model": {"model_args", "params",
+                  "non_embedding_params"}, "inherit": how a student was built, "init": the trained model
+                  the run continued from, with the tokens it had seen (both null where none)}
   metrics.jsonl  one JSON object per line: {"kind": "train" | "eval", "iter", "tokens", "train_loss",
-                 "lr", ...}; eval lines add "val_loss", train lines "ms_per_iter", "tokens_per_s", "mfu"
+                 "lr", ...}; eval lines add "val_loss" (of the mixture) and "val_losses" (of each corpus),
+                 train lines "ms_per_iter", "tokens_per_s", "mfu"
   ckpt.pt        the latest checkpoint, best.pt the one of the lowest val loss (model.Checkpoint)
 train.py writes it through this module; the growth loop, scaling fits and `compare` read it through
-`read_run`, which never loads a checkpoint.
+`read_run`, which never loads a checkpoint, and launch their runs through `launch_training`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +38,8 @@ class RunError(ValueError):
 # ----------------------------------------------------------------------------- writing (train.py)
 
 
-def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None) -> None:
-    record = {"config": config, "model": model, "inherit": inherit}
+def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None, init: dict | None) -> None:
+    record = {"config": config, "model": model, "inherit": inherit, "init": init}
     write_atomic(out_dir / CONFIG_FILE, (json.dumps(record, indent=2) + "\n").encode())
 
 
@@ -76,8 +80,9 @@ def mark_best(out_dir: Path) -> None:
 class Run:
     out_dir: Path
     config: dict  # the training config
-    model: dict  # model_args and parameter count
+    model: dict  # model_args and parameter counts
     inherit: dict | None
+    init: dict | None
     records: list[dict]  # metrics.jsonl, in order
 
     @property
@@ -94,6 +99,15 @@ class Run:
         """Whether the run evaluated at its last step, max_iters."""
         return bool(self.evals) and self.last_eval["iter"] >= self.config["max_iters"]
 
+    def val_loss(self, record: dict, corpus: str = "") -> float:
+        """An eval's val loss: of the training mixture, or of one corpus (training or held-out)."""
+        if not corpus:
+            return record["val_loss"]
+        if corpus not in record.get("val_losses", {}):
+            known = ", ".join(record.get("val_losses", {})) or "none"
+            raise RunError(f"{self.out_dir} evaluates no corpus {corpus!r} (its corpora: {known})")
+        return record["val_losses"][corpus]
+
 
 def read_run(out_dir: str | Path) -> Run:
     out_dir = Path(out_dir)
@@ -103,46 +117,80 @@ def read_run(out_dir: str | Path) -> Run:
             raise RunError(f"{path} not found: is {out_dir} a training run's out_dir?")
     record = json.loads(config_path.read_text())
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    return Run(out_dir, record["config"], record["model"], record["inherit"], records)
+    return Run(out_dir, record["config"], record["model"], record["inherit"], record["init"], records)
+
+
+# ----------------------------------------------------------------------------- launching
+
+
+def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
+    """train.py with a config and overrides, under torchrun when nproc > 1."""
+    if nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    else:
+        launcher = [sys.executable]
+    return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
+
+
+def launch_training(config: str, out_dir: Path, overrides: list[str], init: list[str], nproc: int) -> int:
+    """Train a run in out_dir as train.py's own process(es): nothing when it has finished, resumed from its
+    checkpoint when it was interrupted, else started with the `init` overrides. Returns the exit code."""
+    if (out_dir / CONFIG_FILE).exists() and read_run(out_dir).finished():
+        print(f"{out_dir}: finished earlier")
+        return 0
+    resume = (out_dir / "ckpt.pt").exists()
+    start = ["--init_from=resume"] if resume else init
+    cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
+    print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
+    return subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
 
 
 # ----------------------------------------------------------------------------- comparing
 
 
-def summary(name: str, run: Run) -> dict:
+def summary(name: str, run: Run, corpora: tuple[str, ...] = ()) -> dict:
+    """The table row of a run: its size and final val loss (of the mixture, and of each corpus asked for)."""
     last = run.last_eval
-    return {
+    row = {
         "model": name, "layers": run.model["model_args"]["n_layer"], "params": run.model["params"],
         "steps": last["iter"], "tokens": last["tokens"], "val_loss": last["val_loss"],
     }  # fmt: skip
+    return row | ({"val_losses": {c: run.val_loss(last, c) for c in corpora}} if corpora else {})
 
 
-def format_table(rows: list[dict], target: float | None = None) -> str:
+def format_table(rows: list[dict], target: float | None = None, corpora: tuple[str, ...] = ()) -> str:
     head = f"{'model':<28} {'layers':>6} {'params':>9} {'steps':>7} {'val loss':>9}"
+    head += "".join(f" {Path(c).name[:12]:>12}" for c in corpora)
     lines = [head + (f" {'gap':>8}" if target is not None else ""), "-" * (len(head) + (9 if target else 0))]
     for r in rows:
         line = f"{r['model']:<28} {r['layers']:>6} {r['params'] / 1e6:>8.2f}M {r['steps']:>7} {r['val_loss']:>9.4f}"
+        line += "".join(f" {r['val_losses'][c]:>12.4f}" for c in corpora)
         lines.append(line + (f" {r['val_loss'] - target:>+8.4f}" if target is not None else ""))
     return "\n".join(lines)
 
 
-def plot_curves(runs: dict[str, Run], out: Path, target: float | None = None, title: str = "") -> None:
+def plot_curves(
+    runs: dict[str, Run], out: Path, target: float | None = None, title: str = "", corpora: tuple[str, ...] = ()
+) -> None:
+    """Val loss against step of every run: of the mixture, or one panel per corpus asked for."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, run in runs.items():
-        evals = [r for r in run.evals if r["iter"] > 0]
-        ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], marker="o", ms=3, label=name)
-    if target is not None:
-        ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = corpora or ("",)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, corpus in zip(axes[0], panels, strict=True):
+        for name, run in runs.items():
+            evals = [r for r in run.evals if r["iter"] > 0]
+            ax.plot([r["iter"] for r in evals], [run.val_loss(r, corpus) for r in evals], marker="o", ms=3, label=name)
+        if target is not None:
+            ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"validation loss on {corpus}" if corpus else "validation loss")
+        ax.set_title(f"{title}: {Path(corpus).name}" if title and corpus else title or Path(corpus).name)
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -151,16 +199,17 @@ def plot_curves(runs: dict[str, Run], out: Path, target: float | None = None, ti
 
 def compare_main(args: argparse.Namespace) -> int:
     named = dict(r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs)
+    corpora = tuple(c for c in args.corpus.split(",") if c)
     try:
         runs = {name: read_run(out_dir) for name, out_dir in named.items()}
-        rows = [summary(name, run) for name, run in runs.items()]
+        rows = [summary(name, run, corpora) for name, run in runs.items()]
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_table(rows))
+    print(format_table(rows, corpora=corpora))
     if args.out:
         out = Path(args.out)
-        plot_curves(runs, out, title=args.title)
+        plot_curves(runs, out, title=args.title, corpora=corpora)
         write_atomic(out.with_suffix(".json"), (json.dumps(rows, indent=2) + "\n").encode())
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
@@ -175,6 +224,8 @@ def main(argv: list[str]) -> int:
     compare.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order")
     compare.add_argument("--out", default="", help="PNG of the val-loss curves; the table goes beside it as .json")
     compare.add_argument("--title", default="")
+    compare.add_argument("--corpus", default="", help="comma-separated corpora (data_dir paths as in the runs' "
+                         "configs): their val losses beside the mixture's, one plot panel each")  # fmt: skip
     args = p.parse_args(argv)
     return compare_main(args)
 

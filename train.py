@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data.batches import batch_rng, get_batch
-from data.format import corpus_vocab_size
+from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
 from inherit import InheritError, inherit
 from model import (
@@ -44,6 +44,7 @@ from model import (
     peak_flops_of,
     resolve_device_name,
     resolve_dtype,
+    source_sha256,
 )
 from runs import MetricsLog, mark_best, write_config
 
@@ -69,10 +70,17 @@ class TrainConfig:
     # Give either (both must name the same folder). It holds train.bin, val.bin and meta.json (this project's
     # prepare scripts) or nanoGPT's meta.pkl (a character vocabulary), or only the bins (GPT-2 tokens).
     dataset: str = ""
-    data_dir: str = ""
+    # A mixture of corpora by weight: {"data/target": 0.8, "data/openwebtext": 0.2} in a config file,
+    # data/target:0.8,data/openwebtext:0.2 on the command line. Each row of every batch comes from a corpus
+    # drawn by weight; the val loss is the weighted mean of the corpora's. (dataset: the first corpus.)
+    data_dir: str | dict[str, float] = ""
+    eval_data_dirs: str = ""  # corpora evaluated at every eval but not trained on, comma-separated (forgetting)
     # 'scratch', 'resume' (out_dir/ckpt.pt), 'inherit' (a student of inherit_from, see below), a checkpoint
     # path, or a Hugging Face GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder)
     init_from: str = "scratch"
+    # Tokens the init_from model was trained on (D_p of continual pre-training's scaling law), recorded with
+    # the run; 0: what its checkpoint records (this project's do), unknown for Hugging Face models.
+    init_tokens_seen: int = 0
     eval_interval: int = 2000
     eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
     eval_only: bool = False  # evaluate once and exit
@@ -121,6 +129,9 @@ class TrainConfig:
     peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: the known value of the GPU (model.PEAK_FLOPS)
 
     def __post_init__(self) -> None:
+        if isinstance(self.data_dir, str) and ("," in self.data_dir or weight_of(self.data_dir) is not None):
+            self.data_dir = parse_mixture(self.data_dir)
+        self._check_corpora()
         self._resolve_corpus()
         positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
         for key in positive + ("eval_interval", "eval_iters", "log_interval"):
@@ -137,22 +148,67 @@ class TrainConfig:
         if self.max_iters < 0 or self.warmup_iters < 0:
             raise ConfigError("max_iters and warmup_iters must be non-negative")
 
+    def _check_corpora(self) -> None:
+        if isinstance(self.data_dir, dict):
+            if not self.data_dir:
+                raise ConfigError("data_dir is an empty mixture: name at least one corpus")
+            bad = {path: w for path, w in self.data_dir.items() if not (math.isfinite(w) and w > 0)}
+            if bad:
+                raise ConfigError(f"mixture weights must be positive numbers, got {bad}")
+        both = set(self.mixture) & set(self.held_out)
+        if both:
+            raise ConfigError(f"{sorted(both)} in both data_dir and eval_data_dirs: a corpus trained on is evaluated")
+
     def _resolve_corpus(self) -> None:
         """Fill in whichever of dataset / data_dir was not given, so that checkpoints carry both (nanoGPT's
-        sample.py finds a character vocabulary through config['dataset'])."""
+        sample.py finds a character vocabulary through config['dataset']; a mixture's is its first corpus)."""
         if not self.dataset and not self.data_dir:
             self.dataset = "openwebtext"  # nanoGPT's default
+        first = next(iter(self.data_dir)) if isinstance(self.data_dir, dict) else self.data_dir
         named = os.path.abspath(os.path.join("data", self.dataset)) if self.dataset else None
-        if self.data_dir and named and named != os.path.abspath(self.data_dir):
+        if first and named and named != os.path.abspath(first):
             raise ConfigError(
-                f"dataset {self.dataset!r} (folder {named}) and data_dir {self.data_dir!r} name different "
+                f"dataset {self.dataset!r} (folder {named}) and data_dir {first!r} name different "
                 "folders: give one of them"
             )
         if not self.data_dir:
             self.data_dir = os.path.join("data", self.dataset)
         elif not self.dataset:
-            inside = os.path.relpath(os.path.abspath(self.data_dir), os.path.abspath("data"))
-            self.dataset = inside if not inside.startswith("..") else os.path.abspath(self.data_dir)
+            inside = os.path.relpath(os.path.abspath(first), os.path.abspath("data"))
+            self.dataset = inside if not inside.startswith("..") else os.path.abspath(first)
+
+    @property
+    def mixture(self) -> dict[str, float]:
+        """The training corpora and their weights, summing to 1 (one corpus: weight 1)."""
+        if isinstance(self.data_dir, str):
+            return {self.data_dir: 1.0} if self.data_dir else {}
+        total = sum(self.data_dir.values())
+        return {path: weight / total for path, weight in self.data_dir.items()}
+
+    @property
+    def held_out(self) -> list[str]:
+        """The corpora of eval_data_dirs: evaluated, never trained on."""
+        return [path.strip() for path in self.eval_data_dirs.split(",") if path.strip()]
+
+
+def weight_of(item: str) -> float | None:
+    """The weight of 'path:weight', or None where the part after the last ':' is no number."""
+    _, sep, weight = item.rpartition(":")
+    try:
+        return float(weight) if sep else None
+    except ValueError:
+        return None
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """'data/target:0.8,data/openwebtext:0.2' -> {'data/target': 0.8, 'data/openwebtext': 0.2}."""
+    mixture = {}
+    for item in (part.strip() for part in text.split(",")):
+        weight = weight_of(item)
+        if weight is None:
+            raise ConfigError(f"data_dir mixture item {item!r} has no weight: write it as path:weight, e.g. {item}:0.5")
+        mixture[item.rpartition(":")[0]] = weight
+    return mixture
 
 
 # ----------------------------------------------------------------------------- config
@@ -168,11 +224,17 @@ def check_type(key: str, value: object) -> object:
     if key not in hints:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
     expected = hints[key]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not expected:
-        raise ConfigError(f"{key} must be {expected.__name__}, got {type(value).__name__} {value!r}")
-    return value
+    for option in typing.get_args(expected) or (expected,):  # a union's members, or the one type
+        if option is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if typing.get_origin(option) is dict and isinstance(value, dict):
+            numbers = all(isinstance(w, int | float) and not isinstance(w, bool) for w in value.values())
+            if all(isinstance(k, str) for k in value) and numbers:
+                return {k: float(w) for k, w in value.items()}
+        if type(value) is option:
+            return value
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in typing.get_args(expected) or (expected,))
+    raise ConfigError(f"{key} must be {names}, got {type(value).__name__} {value!r}")
 
 
 def parse_override(arg: str) -> tuple[str, object]:
@@ -183,8 +245,8 @@ def parse_override(arg: str) -> tuple[str, object]:
     expected = typing.get_type_hints(TrainConfig).get(key)
     if expected is None:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
-    if expected is str:
-        return key, raw
+    if str in (typing.get_args(expected) or (expected,)):
+        return key, raw  # data_dir's mixture form is parsed by TrainConfig
     try:
         return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -261,8 +323,17 @@ def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, Checkpoint | None, dict | None]:
-    """The model to train, the checkpoint it resumes from (or None), and its Inheritune provenance."""
+@dataclass
+class Start:
+    """Where a run's model comes from."""
+
+    model: GPT
+    resume: Checkpoint | None  # the checkpoint a resumed run continues (optimizer state and all)
+    inherit: dict | None  # how a student was built from its reference (inherit.provenance)
+    init: dict | None  # the trained model a run continues from (continual pre-training), with its D_p
+
+
+def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     if cfg.init_from == "scratch":
         model_args = dict(
             n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
@@ -270,22 +341,26 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> tuple[GPT, Checkpoint | No
             scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
-        return GPT(GPTConfig(**model_args)), None, None
+        return Start(GPT(GPTConfig(**model_args)), None, None, None)
     if cfg.init_from == "inherit":
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
-        ckpt = None
+        start = Start(model, None, origin, None)
+    elif cfg.init_from == "resume":
+        model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
+        start = Start(model, ckpt, ckpt.inherit, ckpt.init)
     else:
-        source = Path(cfg.out_dir) / "ckpt.pt" if cfg.init_from == "resume" else cfg.init_from
-        model, ckpt = load_model(source, dropout=cfg.dropout)
-        origin = ckpt.inherit if ckpt else None
+        model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
+        tokens_seen = cfg.init_tokens_seen or (ckpt.tokens_seen() if ckpt else None)
+        init = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
+        start = Start(model, None, ckpt.inherit if ckpt else None, init)
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
         model.crop_block_size(cfg.block_size)
-    return model, (ckpt if cfg.init_from == "resume" else None), origin
+    return start
 
 
 # ----------------------------------------------------------------------------- data
@@ -298,7 +373,7 @@ def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) 
     batches = []
     for micro in range(local_steps):
         rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, rt.rank * local_steps + micro)
-        x, y = get_batch(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, vocab_size, rng)
+        x, y = get_batch(cfg.mixture, "train", cfg.batch_size, cfg.block_size, vocab_size, rng)
         batches.append((to_device(x, rt.device), to_device(y, rt.device)))
     return batches
 
@@ -309,12 +384,25 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def data_vocab_size(data_dir: str) -> int:
-    vocab_size = corpus_vocab_size(Path(data_dir))
-    if vocab_size is None:
-        print(f"warning: {data_dir} has no meta.json or meta.pkl; reading its bins as GPT-2 tokens (nanoGPT's way)")
-        return GPT2_VOCAB_SIZE
-    return vocab_size
+def corpora_vocab_size(cfg: TrainConfig) -> int:
+    """The vocabulary that every corpus of the run shares (training and held-out ones), checked before any
+    training: each folder there, and all tokenized alike."""
+    vocabularies = {}
+    for data_dir in [*cfg.mixture, *cfg.held_out]:
+        if not Path(data_dir).is_dir():
+            raise ConfigError(f"corpus folder {data_dir} not found")
+        vocabularies[data_dir] = corpus_vocabulary(Path(data_dir))
+        if vocabularies[data_dir] is None:
+            print(f"warning: {data_dir} has no meta.json or meta.pkl; reading its bins as GPT-2 tokens (nanoGPT's way)")
+            vocabularies[data_dir] = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE}
+    first, *others = vocabularies
+    for data_dir in others:
+        if vocabularies[data_dir] != vocabularies[first]:
+            raise ConfigError(
+                f"corpora with different tokenizers cannot mix: {first} has {vocabularies[first]}, "
+                f"{data_dir} has {vocabularies[data_dir]}"
+            )
+    return vocabularies[first]["vocab_size"]
 
 
 # ----------------------------------------------------------------------------- one step, and the loss estimate
@@ -360,32 +448,48 @@ def train_step(
     return total / len(batches)
 
 
+@dataclass
+class Losses:
+    train: float  # on the training mixture
+    val: float  # the mixture's: its corpora's val losses, weighted as they are trained on
+    corpora: dict[str, float]  # the val loss of each corpus, training and held-out ones
+
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.train, self.val, *self.corpora.values()))
+
+
 @torch.no_grad()
-def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) -> dict[str, float]:
-    """Mean loss over the same eval_iters batches of each split at every eval, for any world size."""
+def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) -> Losses:
+    """Mean losses over the same eval_iters batches at every eval, for any world size: of the training split
+    of the mixture, and of the val split of every corpus on its own."""
     model.eval()
-    losses = {}
-    for split, stream in EVAL_STREAMS.items():
-        total = torch.zeros(2, device=rt.device)  # sum of losses, number of batches
-        for k in range(rt.rank, cfg.eval_iters, rt.world_size):
-            rng = batch_rng(cfg.seed, stream, 0, k)
-            x, y = get_batch(cfg.data_dir, split, cfg.batch_size, cfg.block_size, vocab_size, rng)
-            with autocast_context(rt.device, rt.dtype):
-                _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
-            total += torch.stack([loss.float(), torch.ones((), device=rt.device)])
-        if rt.ddp:
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        losses[split] = (total[0] / total[1]).item()
+    train_loss = mean_loss(model, cfg, rt, vocab_size, cfg.mixture, "train")
+    corpora = {d: mean_loss(model, cfg, rt, vocab_size, d, "val") for d in [*cfg.mixture, *cfg.held_out]}
     model.train()
-    return losses
+    val = sum(weight * corpora[data_dir] for data_dir, weight in cfg.mixture.items())
+    return Losses(train_loss, val, corpora)
+
+
+def mean_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int, corpora, split: str) -> float:
+    total = torch.zeros(2, device=rt.device)  # sum of losses, number of batches
+    for k in range(rt.rank, cfg.eval_iters, rt.world_size):
+        rng = batch_rng(cfg.seed, EVAL_STREAMS[split], 0, k)
+        x, y = get_batch(corpora, split, cfg.batch_size, cfg.block_size, vocab_size, rng)
+        with autocast_context(rt.device, rt.dtype):
+            _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
+        total += torch.stack([loss.float(), torch.ones((), device=rt.device)])
+    if rt.ddp:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return (total[0] / total[1]).item()
 
 
 # ----------------------------------------------------------------------------- stopping: divergence and signals
 
 
-def stop_if_diverged(loss: float, iter_num: int) -> None:
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(f"loss is {loss} at iter {iter_num}; training stopped, last good checkpoint kept")
+def stop_if_diverged(losses: list[float], iter_num: int) -> None:
+    bad = [loss for loss in losses if not math.isfinite(loss)]
+    if bad:
+        raise NonFiniteLossError(f"loss is {bad[0]} at iter {iter_num}; training stopped, last good checkpoint kept")
 
 
 def stop_if_weights_diverged(model: torch.nn.Module, rt: Runtime, iter_num: int) -> None:
@@ -442,8 +546,9 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             f"{rt.world_size} processes; the global batch must split evenly"
         )
     out_dir = Path(cfg.out_dir)
-    data_vocab = data_vocab_size(cfg.data_dir)
-    model, ckpt, origin = build_model(cfg, data_vocab)
+    data_vocab = corpora_vocab_size(cfg)
+    start = build_model(cfg, data_vocab)
+    model, ckpt = start.model, start.resume
     vocab_size = model.config.vocab_size
     if data_vocab > vocab_size:
         raise ConfigError(f"{cfg.data_dir} has a vocabulary of {data_vocab}, larger than the model's {vocab_size}")
@@ -464,8 +569,9 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     if rt.master:
         out_dir.mkdir(parents=True, exist_ok=True)
         print_config(cfg, rt, model, tokens_per_iter)
-        facts = {"model_args": model.config.model_args(), "params": model.get_num_params()}
-        write_config(out_dir, asdict(cfg), facts, origin)
+        facts = {"model_args": model.config.model_args(), "params": model.get_num_params(),
+                 "non_embedding_params": model.get_num_non_embedding_params()}  # fmt: skip
+        write_config(out_dir, asdict(cfg), facts, start.inherit, start.init)
     metrics = MetricsLog(out_dir, iter_num if resuming else None) if rt.master else None
     wandb_run = start_wandb(cfg) if rt.master and cfg.wandb_log else None
 
@@ -481,7 +587,8 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     def checkpoint(is_best: bool) -> None:
         Checkpoint.of(
             raw_model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
-            config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss, inherit=origin,
+            config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss,
+            inherit=start.inherit, init=start.init,
         ).save(out_dir / "ckpt.pt")  # fmt: skip
         if is_best:
             mark_best(out_dir)
@@ -497,17 +604,19 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         due = iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters
         if due and not (resuming and iter_num == start_iter and not cfg.eval_only):
             losses = estimate_loss(model, cfg, rt, vocab_size)
-            stop_if_diverged(max(losses.values()), iter_num)
+            stop_if_diverged([losses.train, losses.val, *losses.corpora.values()], iter_num)
             stop_if_weights_diverged(raw_model, rt, iter_num)
-            last_eval = {"kind": "eval", "iter": iter_num, "tokens": iter_num * tokens_per_iter,
-                         "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr}  # fmt: skip
+            last_eval = {"kind": "eval", "iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr,
+                         "train_loss": losses.train, "val_loss": losses.val, "val_losses": losses.corpora}  # fmt: skip
             if rt.master:
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                each = ", ".join(f"{name} {loss:.4f}" for name, loss in losses.corpora.items())
+                print(f"step {iter_num}: train loss {losses.train:.4f}, val loss {losses.val:.4f}"
+                      + (f" ({each})" if len(losses.corpora) > 1 else ""))  # fmt: skip
                 metrics.write(last_eval)
                 if wandb_run:
-                    wandb_run.log(last_eval, step=iter_num)
-                is_best = losses["val"] < best_val_loss
-                best_val_loss = min(best_val_loss, losses["val"])
+                    wandb_run.log(wandb_record(last_eval), step=iter_num)
+                is_best = losses.val < best_val_loss
+                best_val_loss = min(best_val_loss, losses.val)
                 if iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
                     checkpoint(is_best)
             t0, t0_iter = time.time(), iter_num  # ms/iter times training steps, not evals or saves
@@ -531,7 +640,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             t1 = time.time()
             dt = (t1 - t0) / (iter_num - t0_iter)
             t0, t0_iter = t1, iter_num
-            stop_if_diverged(lossf, iter_num)
+            stop_if_diverged([lossf], iter_num)
             if rt.master:
                 mfu = raw_model.estimate_mfu(sequences_per_process, dt, peak) if peak else None
                 mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
@@ -555,6 +664,12 @@ def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int
     print(f"processes: {rt.world_size}, device: {rt.device}, dtype: {str(rt.dtype).removeprefix('torch.')}")
     print(f"model: {model.config.n_layer} layers, {model.get_num_params() / 1e6:.2f}M parameters")
     print(f"tokens per iteration: {tokens_per_iter:,}")
+
+
+def wandb_record(record: dict) -> dict:
+    """A metrics record with each corpus's val loss as its own chart, val_loss/<corpus>."""
+    flat = {k: v for k, v in record.items() if k != "val_losses"}
+    return flat | {f"val_loss/{name}": loss for name, loss in record.get("val_losses", {}).items()}
 
 
 def start_wandb(cfg: TrainConfig) -> object:

@@ -8,6 +8,7 @@ folder with a meta.json is complete. nanoGPT's character-level corpora carry a `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -89,10 +90,14 @@ def read_char_meta(data_dir: Path) -> dict | None:
     return meta
 
 
-def corpus_vocab_size(data_dir: Path) -> int | None:
-    """The vocabulary of a prepared corpus: from meta.json, or nanoGPT's meta.pkl; None for bare bins."""
+def corpus_vocabulary(data_dir: Path) -> dict | None:
+    """What a corpus's token ids mean, {"tokenizer", "vocab_size"}: from meta.json, or nanoGPT's meta.pkl
+    (its characters, named by a hash of them); None for bare bins (nanoGPT's GPT-2 corpora)."""
     meta = read_meta(data_dir)
     if meta is not None:
-        return int(meta["vocab_size"])
-    char_meta = read_char_meta(data_dir)
-    return char_meta["vocab_size"] if char_meta else None
+        return {"tokenizer": meta["tokenizer"], "vocab_size": int(meta["vocab_size"])}
+    chars = read_char_meta(data_dir)
+    if chars is None:
+        return None
+    digest = hashlib.sha256(json.dumps(sorted(chars["stoi"].items())).encode()).hexdigest()[:12]
+    return {"tokenizer": f"characters-{digest}", "vocab_size": chars["vocab_size"]}

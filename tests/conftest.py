@@ -15,6 +15,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="inheritune-hf-datasets-"))
 
 import train  # noqa: E402
+from data.python.prepare import prepare as prepare_python  # noqa: E402
 from data.shakespeare.prepare import prepare, shakespeare_texts  # noqa: E402
 from train import TrainConfig  # noqa: E402
 
@@ -24,6 +25,14 @@ def shakespeare_dir(tmp_path_factory) -> Path:
     """The real embedded corpus, prepared once per test session."""
     out = tmp_path_factory.mktemp("shakespeare")
     prepare(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def python_dir(tmp_path_factory) -> Path:
+    """A second real corpus in GPT-2 tokens: the Python standard library's sources (15M tokens in ~4 s)."""
+    out = tmp_path_factory.mktemp("python")
+    prepare_python(out, test_size=0.05, seed=2357, max_tokens=None, num_threads=2)
     return out
 
 

@@ -3,6 +3,7 @@ import json
 import pytest
 
 import runs
+import train
 
 
 def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path, capsys):
@@ -31,3 +32,20 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
     assert f"{tmp_path}/config.json not found" in capsys.readouterr().err
     with pytest.raises(runs.RunError, match="not found"):
         runs.read_run(tmp_path)
+
+
+def test_compare_puts_each_corpus_of_a_mixture_beside_the_weighted_loss(tiny_config, python_dir, tmp_path, capsys):
+    shakespeare = tiny_config().data_dir
+    cfg = tiny_config(data_dir={str(python_dir): 0.5, shakespeare: 0.5}, max_iters=4, eval_interval=2)
+    train.train(cfg)
+    capsys.readouterr()
+    out = tmp_path / "cmp.png"
+    assert (
+        runs.main(["compare", f"mix={cfg.out_dir}", "--corpus", f"{python_dir},{shakespeare}", "--out", str(out)]) == 0
+    )
+    row = json.loads(out.with_suffix(".json").read_text())[0]
+    last = runs.read_run(cfg.out_dir).last_eval
+    assert row["val_losses"] == last["val_losses"] and row["val_loss"] == last["val_loss"]
+    assert f"{row['val_losses'][str(python_dir)]:.4f}" in capsys.readouterr().out
+    assert runs.main(["compare", f"mix={cfg.out_dir}", "--corpus", "data/elsewhere"]) == 1
+    assert "evaluates no corpus 'data/elsewhere'" in capsys.readouterr().err

@@ -32,7 +32,12 @@ def train_losses(out_dir) -> dict[int, float]:
 
 
 def as_args(cfg: TrainConfig) -> list[str]:
-    return [f"--{k}={v}" for k, v in asdict(cfg).items()]
+    """The command line of a config; a mixture as path:weight,path:weight."""
+
+    def text(v) -> str:
+        return ",".join(f"{path}:{weight}" for path, weight in v.items()) if isinstance(v, dict) else str(v)
+
+    return [f"--{k}={text(v)}" for k, v in asdict(cfg).items()]
 
 
 # ----------------------------------------------------------------------------- config
@@ -190,10 +195,12 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     assert len(iters) == len(set(iters)), "a resumed run must not log an iteration twice"
 
 
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, tmp_path):
-    one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8)
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, python_dir, tmp_path):
+    mixture = {tiny_config().data_dir: 0.5, str(python_dir): 0.5}  # rows drawn from two corpora, as with replay
+    one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8, data_dir=mixture)
     train.train(one)
-    two = tiny_config(out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8, backend="gloo", peak_flops=1e12)
+    two = tiny_config(out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8, data_dir=mixture, backend="gloo",
+                      peak_flops=1e12)  # fmt: skip
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd + as_args(two), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -201,6 +208,8 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_con
     assert "processes: 2" in result.stdout
     l1, l2 = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
     assert l1.keys() == l2.keys()
+    evals = [[r for r in metrics(tmp_path / run) if r["kind"] == "eval"][-1] for run in ("one", "two")]
+    assert evals[0]["val_losses"] == pytest.approx(evals[1]["val_losses"], abs=1e-4)
     for it in l1:
         assert l2[it] == pytest.approx(l1[it], abs=1e-4)
     a = Checkpoint.load(tmp_path / "one" / "ckpt.pt").model

@@ -1,0 +1,144 @@
+"""Weighted data mixtures and continual pre-training (CPT): replay, held-out corpora, and what a run records
+of the trained model it continues from."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from data.batches import batch_rng, get_batch
+from data.format import write_meta
+from model import Checkpoint, source_sha256
+from tests.conftest import char_data_root  # noqa: F401 (a fixture this module uses)
+from train import ConfigError, parse_config
+
+
+def metrics(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def token_range_corpus(path: Path, low: int, high: int) -> str:
+    """A corpus whose every token id lies in [low, high): the rows of a batch tell which corpus they are from."""
+    path.mkdir()
+    tokens = np.random.default_rng(low).integers(low, high, 20_000).astype(np.uint16)
+    for split in ("train", "val"):
+        (path / f"{split}.bin").write_bytes(tokens.tobytes())
+    write_meta(path, {"tokenizer": "gpt2", "vocab_size": 50257})
+    return str(path)
+
+
+def test_each_row_comes_from_a_corpus_drawn_by_weight_deterministically(tmp_path):
+    a = token_range_corpus(tmp_path / "a", 0, 1000)
+    b = token_range_corpus(tmp_path / "b", 1000, 2000)
+    mixture = {a: 3.0, b: 1.0}
+    rows_from_a = []
+    for k in range(300):
+        x, _ = get_batch(mixture, "train", 8, 16, 50257, batch_rng(0, 0, k, 0))
+        from_a = (x < 1000).all(dim=1)
+        assert torch.all(from_a | (x >= 1000).all(dim=1))  # every row is one corpus's window
+        rows_from_a.append(from_a.float().mean().item())
+        again, _ = get_batch(mixture, "train", 8, 16, 50257, batch_rng(0, 0, k, 0))
+        assert torch.equal(x, again)
+    assert np.mean(rows_from_a) == pytest.approx(0.75, abs=0.03)
+    # One corpus written as a mixture draws exactly what the plain corpus does.
+    assert torch.equal(get_batch({a: 1.0}, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0],
+                       get_batch(a, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0])  # fmt: skip
+
+
+def test_mixtures_in_a_config_file_and_on_the_command_line(tmp_path, shakespeare_dir, python_dir):
+    config = tmp_path / "mix.py"
+    config.write_text(f"data_dir = {{{str(python_dir)!r}: 4, {str(shakespeare_dir)!r}: 1}}\n")
+    from_file = parse_config([str(config)])
+    from_line = parse_config([f"--data_dir={python_dir}:0.8,{shakespeare_dir}:0.2"])
+    assert from_file.mixture == from_line.mixture == {str(python_dir): 0.8, str(shakespeare_dir): 0.2}
+    assert from_line.dataset == str(python_dir)  # nanoGPT's dataset: the first corpus
+    assert parse_config([f"--data_dir={python_dir}"]).mixture == {str(python_dir): 1.0}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--data_dir=data/a:0.5,data/b"], "'data/b' has no weight: write it as path:weight"),
+     (["--data_dir=data/a:0.5,data/b:0"], "mixture weights must be positive numbers, got {'data/b': 0.0}"),
+     (["--data_dir=data/a:1,data/b:-2"], "must be positive"),
+     (["--data_dir=data/a:1,data/b:1", "--eval_data_dirs=data/b"], "in both data_dir and eval_data_dirs")],
+)  # fmt: skip
+def test_bad_mixtures_stop_with_one_line_before_training(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_a_missing_corpus_or_another_tokenizer_stops_before_any_training(tiny_config, tmp_path, char_data_root):  # noqa: F811
+    with pytest.raises(ConfigError, match="corpus folder .*/nowhere not found"):
+        train.train(tiny_config(data_dir=tiny_config().data_dir + f":0.5,{tmp_path}/nowhere:0.5"))
+    chars = str(char_data_root / "data" / "shakespeare_char")
+    with pytest.raises(ConfigError, match="corpora with different tokenizers cannot mix: .*'characters-"):
+        train.train(tiny_config(eval_data_dirs=chars))
+    assert not (tmp_path / "out").exists()
+
+
+def mixed(tiny_config, shakespeare_dir, python_dir, **overrides):
+    return tiny_config(data_dir={str(python_dir): 0.75, str(shakespeare_dir): 0.25}, **overrides)
+
+
+def test_every_eval_reports_each_corpus_and_the_weighted_mean(tiny_config, shakespeare_dir, python_dir, tmp_path):
+    held_out = token_range_corpus(tmp_path / "held_out", 0, 50257)
+    cfg = mixed(tiny_config, shakespeare_dir, python_dir, eval_data_dirs=held_out, max_iters=10, eval_interval=10)
+    train.train(cfg)
+    for record in [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]:
+        losses = record["val_losses"]
+        assert list(losses) == [str(python_dir), str(shakespeare_dir), held_out]
+        assert record["val_loss"] == pytest.approx(0.75 * losses[str(python_dir)] + 0.25 * losses[str(shakespeare_dir)])
+    python_loss, shakespeare_loss = losses[str(python_dir)], losses[str(shakespeare_dir)]
+    assert abs(python_loss - shakespeare_loss) > 0.1  # two corpora, measured apart
+    assert losses[held_out] > math.log(50257) - 0.5  # uniform random tokens: nothing to learn
+
+
+def test_a_resumed_mixture_run_continues_exactly(tiny_config, shakespeare_dir, python_dir, tmp_path):
+    straight = mixed(tiny_config, shakespeare_dir, python_dir, out_dir=str(tmp_path / "straight"))
+    train.train(straight)
+    train.train(mixed(tiny_config, shakespeare_dir, python_dir, out_dir=str(tmp_path / "split"), max_iters=10))
+    train.train(mixed(tiny_config, shakespeare_dir, python_dir, out_dir=str(tmp_path / "split"), init_from="resume"))
+    a = Checkpoint.load(tmp_path / "straight" / "ckpt.pt").model
+    b = Checkpoint.load(tmp_path / "split" / "ckpt.pt").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_continual_pretraining_records_its_source_and_the_tokens_it_had_seen(
+    trained_reference, tiny_config, shakespeare_dir, python_dir, tmp_path
+):
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    tokens_per_step = trained_reference.batch_size * trained_reference.gradient_accumulation_steps * 32
+    cpt = tiny_config(init_from=ref, data_dir=str(python_dir), eval_data_dirs=str(shakespeare_dir),
+                      max_iters=10, eval_interval=10, out_dir=str(tmp_path / "cpt"))  # fmt: skip
+    train.train(cpt)
+    ckpt = Checkpoint.load(tmp_path / "cpt" / "ckpt.pt")
+    assert ckpt.init == {"source": ref, "source_sha256": source_sha256(ref), "tokens_seen": 20 * tokens_per_step}
+    assert json.loads((tmp_path / "cpt" / "config.json").read_text())["init"] == ckpt.init
+    assert ckpt.tokens_seen() == 30 * tokens_per_step  # D_p and its own tokens
+    first = metrics(tmp_path / "cpt")[0]
+    # The source's knowledge before any CPT step: well below an untrained model's ln 50257 = 10.82.
+    assert first["val_losses"][str(shakespeare_dir)] < math.log(50257) - 1.0
+    again = tiny_config(init_from=str(tmp_path / "cpt" / "ckpt.pt"), data_dir=str(python_dir), max_iters=2,
+                        eval_interval=2, out_dir=str(tmp_path / "again"))  # fmt: skip
+    train.train(again)
+    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").init["tokens_seen"] == 30 * tokens_per_step
+    resumed = tiny_config(init_from="resume", data_dir=str(python_dir), max_iters=4, out_dir=str(tmp_path / "again"))
+    train.train(resumed)
+    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").init["tokens_seen"] == 30 * tokens_per_step
+
+
+def test_d_p_of_a_model_whose_checkpoint_does_not_record_it_comes_from_the_config(tiny_config, python_dir, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(tmp_path / "hf")
+    cfg = tiny_config(init_from=str(tmp_path / "hf"), data_dir=str(python_dir), max_iters=2, eval_interval=2)
+    train.train(cfg)
+    assert Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt").init["tokens_seen"] is None  # unknown, said so
+    cfg = tiny_config(init_from=str(tmp_path / "hf"), data_dir=str(python_dir), max_iters=2, eval_interval=2,
+                      init_tokens_seen=9_000_000_000, out_dir=str(tmp_path / "given"))  # fmt: skip
+    train.train(cfg)
+    assert Checkpoint.load(tmp_path / "given" / "ckpt.pt").init["tokens_seen"] == 9_000_000_000

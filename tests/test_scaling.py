@@ -1,0 +1,141 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+import scaling
+from scaling import ScalingError
+
+CHINCHILLA = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # Hoffmann et al.'s constants
+CPT = {**CHINCHILLA, "B": 2000.0, "beta": 0.4, "gamma": 0.15}
+
+
+def synthetic(params: dict, seed: int, d_range=(1e7, 1e11), noise: float = 0.001) -> scaling.Points:
+    """Losses of the law at 7 sizes x 9 token counts, each times exp(normal(0, noise))."""
+    rng = np.random.default_rng(seed)
+    rows = [(n, d, scaling.predict(params, n, d) * np.exp(rng.normal(0, noise)), run)
+            for run, n in enumerate(np.geomspace(1e6, 1e9, 7)) for d in np.geomspace(*d_range, 9)]  # fmt: skip
+    return scaling.to_points(rows)
+
+
+def assert_recovered(found: dict, true: dict) -> None:
+    for key, value in true.items():
+        if key in ("A", "B"):
+            assert found[key] == pytest.approx(value, rel=0.05), key
+        else:
+            assert found[key] == pytest.approx(value, abs=0.02 if key == "E" else 0.01), key
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chinchilla_parameters_are_recovered_from_noisy_points(seed):
+    best, _ = scaling.fit(synthetic(CHINCHILLA, seed), "chinchilla")
+    assert_recovered(scaling.public(best, "chinchilla"), CHINCHILLA)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpt_parameters_are_recovered_given_the_scratch_law(seed):
+    base = {"form": "chinchilla", "params": CHINCHILLA}
+    best, _ = scaling.fit(synthetic(CPT, seed, d_range=(1e6, 1e10)), "cpt", base)
+    found = scaling.public(best, "cpt")
+    assert_recovered(found, CPT)
+    assert {k: found[k] for k in ("E", "A", "alpha")} == pytest.approx({k: CHINCHILLA[k] for k in ("E", "A", "alpha")})
+
+
+@pytest.mark.parametrize("params", [CHINCHILLA, CPT])
+def test_compute_optimal_size_minimises_the_loss_at_fixed_compute(params):
+    for compute in (1e18, 1e21, 1e24):
+        n_opt, d_opt = scaling.compute_optimal(params, compute)
+        assert 6 * n_opt * d_opt == pytest.approx(compute)
+
+        def loss_at(log_n: float, compute: float = compute) -> float:
+            return float(scaling.predict(params, np.exp(log_n), compute / 6 / np.exp(log_n)))
+
+        numeric = minimize_scalar(loss_at, bounds=(np.log(1e3), np.log(1e15)), method="bounded")
+        assert np.log(n_opt) == pytest.approx(numeric.x, abs=1e-3)
+
+
+def test_compute_optimal_refuses_a_law_without_an_interior_optimum():
+    with pytest.raises(ScalingError, match="no compute-optimal size"):
+        scaling.compute_optimal({**CPT, "gamma": 0.5}, 1e20)
+
+
+def test_points_that_cannot_tell_sizes_apart_are_flagged_and_give_no_compute_optimum(tmp_path, capsys):
+    """As in make demo-cpt's sweep: losses that follow the tokens but not the model size."""
+    lines = [f"{n},{d},{2.0 + 400 / d**0.3},{n}" for n in (4e5, 8e5, 1.6e6) for d in np.geomspace(1e4, 2e5, 6)]
+    csv = write_csv(tmp_path / "points.csv", "N,D,loss,run\n" + "\n".join(lines) + "\n")
+    assert (
+        scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--compute", "1e15", "--bootstrap", "0"])
+        == 0
+    )
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert result["warnings"] == [
+        "the points do not constrain the term A / N^alpha (model size): it is below 0.1% of the loss everywhere"
+    ]
+    assert "compute_optimal" not in result
+    assert "no compute-optimal size: it needs both terms" in capsys.readouterr().out
+
+
+def write_csv(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("N,D\n1,2\n", "no column loss"), ("N,D,loss\n1e6,1e9,abc\n", "must be numbers"),
+     ("N,D,loss\n1e6,-5,3.2\n", "positive and finite"), ("N,D,loss\n", "no points"), ("", "no column D, N, loss")],
+)  # fmt: skip
+def test_a_bad_csv_is_named_in_one_line(tmp_path, capsys, text, message):
+    csv = write_csv(tmp_path / "points.csv", text)
+    assert scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / "fit")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "fit" / "fit.json").exists()
+
+
+def test_fit_command_writes_the_law_its_uncertainty_and_plots(tmp_path, capsys):
+    points = synthetic(CHINCHILLA, seed=2)
+    rows = "".join(f"{n},{d},{v},{r}\n" for n, d, v, r in zip(points.n, points.d, points.loss, points.run, strict=True))
+    csv = write_csv(tmp_path / "points.csv", "N,D,loss,run\n" + rows)
+    argv = ["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--bootstrap", "20", "--compute", "1e21"]
+    assert scaling.main(argv) == 0
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert result["form"] == "chinchilla" and result["n_points"] == 63 and result["n_runs"] == 7
+    assert_recovered(result["params"], CHINCHILLA)
+    assert result["residuals"]["rms"] < 0.003  # the noise is 0.001 in log L
+    for key, (low, high) in result["bootstrap"].items():
+        assert low <= result["params"][key] <= high, key
+    assert result["compute_optimal"]["N"] == pytest.approx(scaling.compute_optimal(CHINCHILLA, 1e21)[0], rel=0.1)
+    assert (tmp_path / "fit" / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert "compute 1e+21 FLOPs: N_opt" in capsys.readouterr().out
+    cpt = ["fit", "--csv", csv, "--form", "cpt", "--out", str(tmp_path / "cpt"), "--bootstrap", "0"]
+    assert scaling.main(cpt) == 1 and "--base" in capsys.readouterr().err
+    assert scaling.main([*cpt, "--base", str(tmp_path / "fit" / "fit.json")]) == 0
+
+
+def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
+    cfg = tiny_config(max_iters=8, lr_decay_iters=8, eval_interval=2)
+    config = tmp_path / "sweep.py"
+    keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
+            "gradient_accumulation_steps", "warmup_iters", "eval_interval", "eval_iters", "log_interval",
+            "max_iters")  # fmt: skip
+    config.write_text("".join(f"{k} = {getattr(cfg, k)!r}\n" for k in keep))
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--config", str(config), "--n_layer", "1,2", "--out_dir", str(out)]
+    assert scaling.main(argv) == 0
+    runs = sorted(str(p) for p in out.iterdir())
+    assert [Path(r).name for r in runs] == ["L1", "L2"]
+    mtimes = [(Path(r) / "ckpt.pt").stat().st_mtime_ns for r in runs]
+    assert scaling.main(argv) == 0  # a rerun trains nothing
+    assert [(Path(r) / "ckpt.pt").stat().st_mtime_ns for r in runs] == mtimes
+    assert "L2: finished earlier" in capsys.readouterr().out
+    points = scaling.points_from_runs(runs, final=False, corpus="")
+    assert len(points) == 8 and sorted(set(points.d.tolist())) == [512.0, 1024.0, 1536.0, 2048.0]
+    assert scaling.points_from_runs(runs, final=True, corpus="").d.tolist() == [2048.0, 2048.0]
+    fit = ["fit", *runs, "--out", str(tmp_path / "fit"), "--bootstrap", "5"]
+    assert scaling.main(fit) == 0
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["n_runs"] == 2
+    with pytest.raises(ScalingError, match="no val loss of corpus 'elsewhere'"):
+        scaling.points_from_runs(runs, final=True, corpus="elsewhere")

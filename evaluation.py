@@ -27,16 +27,17 @@ import numpy as np
 import torch
 
 from data.format import open_tokens, write_atomic
-from data.tokenizer import EOT_TOKEN, save_hf_tokenizer
+from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, hf_tokenizer_name, load_hf_tokenizer, save_hf_tokenizer
 from model import (
     GPT,
     CheckpointError,
     autocast_context,
+    is_hf_source,
     load_model,
     resolve_device_name,
     resolve_dtype,
     source_sha256,
-    to_hf_gpt2,
+    to_hf,
 )
 
 CKPT_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder"
@@ -47,11 +48,22 @@ NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-nor
 
 
 def export(source: str, out: Path) -> None:
-    """A Hugging Face GPT-2 folder: weights, tokenizer files, and inheritune.json with where it came from."""
+    """A Hugging Face folder (GPT-2, or the Llama family's), its tokenizer's files, and inheritune.json with
+    where it came from. The tokenizer is the one the model was trained with: GPT-2's, built offline, or the
+    Hugging Face tokenizer its checkpoint records (its reference's) or its own folder carries."""
     model, ckpt = load_model(source)
+    own = str(source) if is_hf_source(str(source)) else ""
+    name = hf_tokenizer_name(ckpt.tokenizer if ckpt else None, own, model.config.vocab_size)
+    if not name and model.config.vocab_size != VOCAB_SIZE:
+        raise CheckpointError(f"{source}: no Hugging Face tokenizer is known for its {model.config.vocab_size} tokens")
     out.mkdir(parents=True, exist_ok=True)
-    to_hf_gpt2(model, EOT_TOKEN).save_pretrained(out)
-    save_hf_tokenizer(out, model.config.block_size)
+    if name:
+        tokenizer = load_hf_tokenizer(name)
+        tokenizer.save_pretrained(out)
+        to_hf(model, tokenizer.eos_token_id).save_pretrained(out)
+    else:
+        save_hf_tokenizer(out, model.config.block_size)
+        to_hf(model, EOT_TOKEN).save_pretrained(out)
     origin = {"source": str(source), "sha256": source_sha256(source)}
     if ckpt is not None:
         origin |= {"iter_num": ckpt.iter_num, "best_val_loss": ckpt.best_val_loss, "inherit": ckpt.inherit}

@@ -6,9 +6,10 @@ student with CONFIG, stop at the first whose final val loss matches the referenc
 
 Each round n trains in out_dir/n{n} by running train.py (torchrun when --nproc > 1) with
 init_from='inherit' and n_layer=n; the config's max_iters is T. The target is the reference's
-best_val_loss, read from its checkpoint (or --target). The table goes to out_dir/grow.json and the val
-curves of every round to out_dir/grow.png. Rerunning the same command after an interruption skips
-finished rounds and resumes an unfinished one from its checkpoint. Overrides for train.py go after `--`.
+best_val_loss, read from its checkpoint, or --target (a Hugging Face reference records none). The
+table goes to out_dir/grow.json and the val curves of every round to out_dir/grow.png. Rerunning the
+same command after an interruption skips finished rounds and resumes an unfinished one from its
+checkpoint. Overrides for train.py go after `--`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from data.format import write_atomic
-from model import Checkpoint, CheckpointError
+from model import Checkpoint, CheckpointError, is_hf_source
 from runs import RunError, format_table, launch_training, plot_curves, read_run, summary
 from train import ConfigError, parse_config
 
@@ -29,7 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="grow.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ref", required=True, help="reference checkpoint; its best_val_loss is the target")
+    p.add_argument("--ref", required=True, help="reference: a checkpoint (its best_val_loss is the target) or a "
+                   "Hugging Face model (give --target)")  # fmt: skip
     p.add_argument("--config", required=True, help="training config of each round (its max_iters is T)")
     p.add_argument("--start", type=int, default=0, help="first depth; default: half the reference's layers")
     p.add_argument("--step", type=int, default=2)
@@ -49,13 +51,24 @@ def main(argv: list[str]) -> int:
         return 1
 
 
+def reference_facts(source: str) -> tuple[int, float | None]:
+    """The reference's depth and best val loss, without loading its weights: from its checkpoint through a
+    memory map, or from a Hugging Face model's config (which records no val loss)."""
+    if is_hf_source(source):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir()).num_hidden_layers, None
+    ref = Checkpoint.load(source, weights=False)
+    return ref.model_args["n_layer"], ref.best_val_loss
+
+
 def grow(args: argparse.Namespace) -> int:
-    ref = Checkpoint.load(args.ref, weights=False)
+    ref_layers, ref_loss = reference_facts(args.ref)
     cfg = parse_config([args.config, *args.overrides])
-    ref_layers = ref.model_args["n_layer"]
-    target = args.target if args.target is not None else ref.best_val_loss
+    target = args.target if args.target is not None else ref_loss
     if target is None or target == float("inf"):
-        print(f"error: {args.ref} records no val loss; give --target", file=sys.stderr)
+        print(f"error: {args.ref} records no val loss; give --target (e.g. its loss by evaluation.py loss)",
+              file=sys.stderr)  # fmt: skip
         return 1
     start = args.start or max(1, ref_layers // 2)
     if not 1 <= start <= ref_layers or args.step < 1:

@@ -3,13 +3,15 @@
     python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --out out-student/ckpt.pt
     python inherit.py --ref gpt2-medium --layers 0-11,14 --parts wte,wpe,attn,mlp,ln_f --out student.pt
     python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --parts wte,attn,mlp,ln --out authors.pt
+    python inherit.py --ref openlm-research/open_llama_3b --n_layer 13 --out out-openllama-13/student.pt
 
-By default the student copies all of the reference's parts: its token and position embeddings (and so
-the tied head), blocks layers[0..n-1] and final layernorm. --parts chooses (the last example is the
-authors' own student, which leaves the position embedding and final layernorm fresh); everything not
+By default the student copies all of the reference's parts: its token embedding and head (one tensor in
+GPT-2), its position embedding if it has one (GPT-2's; Llama's are rotary), blocks layers[0..n-1] and its
+final norm. --parts chooses (the third example is the authors' own GPT-2 student, which leaves the
+position embedding and final layernorm fresh; theirs of OpenLLaMA is head,attn,mlp,ln); everything not
 inherited is initialised exactly as a model trained from scratch with the same seed. The reference is
-this project's checkpoint, a nanoGPT / LLM-Inheritune GPT-2 checkpoint, or a Hugging Face GPT-2 (`gpt2`,
-`gpt2-medium`, `gpt2-large`, `gpt2-xl`, or a local model folder, read offline).
+this project's checkpoint, a nanoGPT / LLM-Inheritune GPT-2 checkpoint, or a Hugging Face model: GPT-2
+(`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) or the Llama family, by hub id or local folder.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, Checkpoint, CheckpointError, load_model, source_sha256
+from model import GPT, Checkpoint, CheckpointError, GPTConfig, load_model, source_sha256
 
 # The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
 BLOCK_PARTS = {
@@ -29,12 +31,7 @@ BLOCK_PARTS = {
     "mlp": ("mlp.c_fc", "mlp.c_proj"),
     "ln": ("ln_1", "ln_2"),
 }
-MODEL_PARTS = {
-    "wte": ("transformer.wte.", "lm_head."),  # the token embedding and the head tied to it
-    "wpe": ("transformer.wpe.",),
-    "ln_f": ("transformer.ln_f.",),
-}
-ALL_PARTS = "wte,wpe,attn,mlp,ln,ln_f"
+MODEL_PARTS = ("wte", "head", "wpe", "ln_f")
 
 
 class InheritError(ValueError):
@@ -46,7 +43,7 @@ class InheritSpec:
     """What a student takes from its reference."""
 
     layers: tuple[int, ...]  # reference blocks, in order; student block i is reference block layers[i]
-    parts: tuple[str, ...] = tuple(ALL_PARTS.split(","))  # of BLOCK_PARTS and MODEL_PARTS
+    parts: tuple[str, ...]  # of BLOCK_PARTS and MODEL_PARTS
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -61,16 +58,31 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return tuple(layers)
 
 
-def parse_parts(text: str) -> tuple[str, ...]:
+def parts_of(config: GPTConfig) -> tuple[str, ...]:
+    """Every part a model of this config has: wte, its head if untied, wpe if learned, ln_f, the blocks'."""
+    model_parts = ["wte", *([] if config.tie_embeddings else ["head"]), *([] if config.rope else ["wpe"]), "ln_f"]
+    return (*model_parts, *BLOCK_PARTS)
+
+
+def parse_parts(text: str, config: GPTConfig) -> tuple[str, ...]:
+    """'all', or a comma-separated list of the reference's parts."""
+    if text.strip() == "all":
+        return parts_of(config)
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
-    unknown = [p for p in parts if p not in BLOCK_PARTS | MODEL_PARTS]
+    unknown = [p for p in parts if p not in (*MODEL_PARTS, *BLOCK_PARTS)]
     if unknown or not parts:
-        raise InheritError(f"unknown parts {unknown or text!r}; choose from {ALL_PARTS}")
+        known = ", ".join(("all", *MODEL_PARTS, *BLOCK_PARTS))
+        raise InheritError(f"unknown parts {unknown or text!r}; choose from {known}")
+    if "wpe" in parts and config.rope:
+        raise InheritError("the reference has rotary position embeddings, no wpe to inherit")
+    if "head" in parts and config.tie_embeddings:
+        raise InheritError("the reference's head is its token embedding (tied): inherit wte")
     return parts
 
 
-def make_spec(ref_layers: int, n_layer: int | None, layers: str = "", parts: str = ALL_PARTS) -> InheritSpec:
-    """Check a request against a reference of ref_layers blocks; n_layer alone means blocks 0..n-1."""
+def make_spec(ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str = "all") -> InheritSpec:
+    """Check a request against a reference; n_layer alone means blocks 0..n-1."""
+    ref_layers = ref.n_layer
     chosen = parse_layers(layers) if layers else None
     if chosen is None:
         if n_layer is None:
@@ -89,7 +101,7 @@ def make_spec(ref_layers: int, n_layer: int | None, layers: str = "", parts: str
         raise InheritError(f"layers {list(chosen)} repeat a layer")
     if list(chosen) != sorted(chosen):
         raise InheritError(f"layers {list(chosen)} must keep the reference's order")
-    return InheritSpec(layers=chosen, parts=parse_parts(parts))
+    return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
 
 
 def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0) -> GPT:
@@ -98,8 +110,12 @@ def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float 
     student = GPT(replace(ref.config, n_layer=len(spec.layers), dropout=dropout))
     state = student.state_dict()
     ref_state = ref.state_dict()
+    prefixes = {
+        "wte": ("transformer.wte.", "lm_head.") if ref.config.tie_embeddings else ("transformer.wte.",),
+        "head": ("lm_head.",), "wpe": ("transformer.wpe.",), "ln_f": ("transformer.ln_f.",),
+    }  # fmt: skip
     for part in [p for p in spec.parts if p in MODEL_PARTS]:
-        for key in [k for k in state if k.startswith(MODEL_PARTS[part])]:
+        for key in [k for k in state if k.startswith(prefixes[part])]:
             state[key] = ref_state[key]
     for i, j in enumerate(spec.layers):
         for part in [p for p in spec.parts if p in BLOCK_PARTS]:
@@ -137,7 +153,7 @@ def inherit(
     ref, ref_ckpt = load_model(source)
     if width is not None:
         check_width(ref, *width)
-    spec = make_spec(ref.config.n_layer, **request)
+    spec = make_spec(ref.config, **request)
     return build_student(ref, spec, seed, dropout), provenance(source, ref, ref_ckpt, spec)
 
 
@@ -151,8 +167,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ref", required=True, help="reference: checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
     p.add_argument("--layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
-    p.add_argument("--parts", default=ALL_PARTS, help="what to copy: wte (token embedding and tied head), wpe, "
-                   "ln_f, and of each block attn, mlp, ln; the authors' student: wte,attn,mlp,ln")  # fmt: skip
+    p.add_argument("--parts", default="all", help="what to copy: all, or any of wte (token embedding, and the head "
+                   "when tied), head (an untied head), wpe, ln_f, and of each block attn, mlp, ln")  # fmt: skip
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from data.format import atomic_write
 
@@ -55,10 +56,35 @@ class GPTConfig:
     # Attention logits of layer l also divided by l + 1 (Hugging Face's GPT2Config option of this name),
     # as the Inheritune authors trained their GPT-2s.
     scale_attn_by_inverse_layer_idx: bool = False
+    # The Llama family (Llama, OpenLLaMA, TinyLlama, SmolLM, Qwen2); the defaults are GPT-2's.
+    norm: str = "layernorm"  # or "rmsnorm"
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"  # or "swiglu": silu(gate) * up, gate and up computed together by c_fc
+    intermediate_size: int = 0  # width of the MLP; 0: 4 * n_embd
+    rope: bool = False  # rotary position embeddings instead of the learned wpe
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # Llama 3's: factor, low_freq_factor, high_freq_factor, original_max_...
+    n_kv_head: int = 0  # key/value heads, shared by groups of query heads (GQA); 0: n_head
+    tie_embeddings: bool = True  # the head shares wte's weights (GPT-2); False: a head of its own (Llama)
+    qkv_bias: bool = False  # biases on the query, key and value projections only (Qwen2)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        if self.norm not in ("layernorm", "rmsnorm") or self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"norm must be layernorm or rmsnorm and mlp gelu or swiglu, got {self.norm}, {self.mlp}")
+        if self.n_head % self.kv_heads != 0:
+            raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
+        if self.rope and self.head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head size, got {self.head_dim}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
 
     @property
     def padded_vocab_size(self) -> int:
@@ -86,45 +112,96 @@ class GPTConfig:
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's cannot drop only the bias)."""
 
-    def __init__(self, ndim: int, bias: bool) -> None:
+    def __init__(self, ndim: int, bias: bool, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Llama's norm: x / rms(x), computed in float32, times a gain."""
+
+    def __init__(self, ndim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return LayerNorm(config.n_embd, config.bias, config.norm_eps)
+
+
+def rope_frequencies(config: GPTConfig) -> torch.Tensor:
+    """The inverse frequencies of rotary embeddings, with Llama 3's long-context rescaling if configured."""
+    dim = config.head_dim
+    inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+    if not config.rope_scaling:
+        return inv_freq
+    s = config.rope_scaling  # Llama 3.1: stretch long wavelengths by factor, keep short ones, blend between
+    low_wavelen = s["original_max_position_embeddings"] / s["low_freq_factor"]
+    high_wavelen = s["original_max_position_embeddings"] / s["high_freq_factor"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / s["factor"], inv_freq)
+    smooth = (s["original_max_position_embeddings"] / wavelen - s["low_freq_factor"]) / (
+        s["high_freq_factor"] - s["low_freq_factor"]
+    )
+    blended = (1 - smooth) * scaled / s["factor"] + smooth * scaled
+    return torch.where((wavelen >= high_wavelen) & (wavelen <= low_wavelen), blended, scaled)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i + d/2}) of each head by position-dependent angles (Llama's layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
 
 
 class KVCache:
-    """Keys and values of every layer for incremental decoding, preallocated up to block_size."""
+    """Keys and values of every layer for incremental decoding, preallocated up to `length` positions."""
 
-    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+    def __init__(self, config: GPTConfig, batch_size: int, length: int, device: torch.device, dtype: torch.dtype):
+        shape = (batch_size, config.kv_heads, length, config.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.length = 0  # positions filled so far
 
 
+Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos and sin of the positions being computed
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        qkv = (self.n_head + 2 * self.n_kv_head) * self.head_dim  # queries, then keys, then values
+        self.c_attn = nn.Linear(config.n_embd, qkv, bias=config.bias or config.qkv_bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.n_head = config.n_head
         self.dropout = config.dropout
         self.layer = layer  # this block's index: its slot in the KV cache
-        self.scale = 1.0 / math.sqrt(config.n_embd // config.n_head)
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         if config.scale_attn_by_inverse_layer_idx:
             self.scale /= layer + 1
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False
+        self, x: torch.Tensor, rope: Rope = None, cache: KVCache | None = None, return_attn: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        sizes = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim)
+        q, k, v = self.c_attn(x).split(sizes, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         start = 0
         if cache is not None:
             start = cache.length
@@ -132,22 +209,26 @@ class CausalSelfAttention(nn.Module):
             cache.v[self.layer][:, :, start : start + T] = v
             k, v = cache.k[self.layer][:, :, : start + T], cache.v[self.layer][:, :, : start + T]
         att = None
+        gqa = self.n_kv_head != self.n_head
         if return_attn:
             att = self.attention_probs(q, k, start)
-            y = self.attn_dropout(att) @ v
+            y = self.attn_dropout(att) @ v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         elif start == 0:
             dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale, enable_gqa=gqa
+            )
         else:
             # is_causal aligns the mask top-left, which is wrong when queries start at position `start`.
             mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), att
 
     def attention_probs(self, q: torch.Tensor, k: torch.Tensor, start: int) -> torch.Tensor:
         """The post-softmax attention matrix that scaled_dot_product_attention computes internally."""
         T, S = q.size(-2), k.size(-2)
+        k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # each key head serves a group of queries
         scores = (q @ k.transpose(-2, -1)) * self.scale
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=start)
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
@@ -156,27 +237,32 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        hidden = config.intermediate_size or 4 * config.n_embd
+        self.swiglu = config.mlp == "swiglu"
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.swiglu else hidden, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            gate, up = self.c_fc(x).chunk(2, dim=-1)
+            return self.dropout(self.c_proj(F.silu(gate) * up))
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False
+        self, x: torch.Tensor, rope: Rope = None, cache: KVCache | None = None, return_attn: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a, att = self.attn(self.ln_1(x), cache, return_attn)
+        a, att = self.attn(self.ln_1(x), rope, cache, return_attn)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, att
@@ -189,14 +275,21 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=make_norm(config),
             )
         )
+        if not config.rope:
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        if config.rope:  # cos and sin of every position's angles, [f, f] per head as Llama lays them out
+            angles = torch.outer(torch.arange(config.block_size).float(), rope_frequencies(config)).repeat(1, 2)
+            self.register_buffer("rope_cos", angles.cos(), persistent=False)
+            self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        self.gradient_checkpointing = False  # recompute each block in the backward pass: less memory, more time
         # Added to the logits: -inf on the padding rows, so that they never take part in the loss or in
         # sampling whatever their weights (Hugging Face's GPT-2 leaves them zero: logit 0 would outweigh
         # OpenAI's real logits, which sit around -60..-100). Folded into the head's matrix product as its
@@ -222,37 +315,45 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, model_type: str, override_args: dict | None = None) -> GPT:
         """nanoGPT's API: OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') through transformers;
-        a local Hugging Face folder works too. Only dropout can be overridden."""
+        a local Hugging Face folder works too (GPT-2 or the Llama family). Only dropout can be overridden."""
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        return load_hf_gpt2(model_type, override_args.get("dropout", 0.0))
+        return load_hf(model_type, override_args.get("dropout", 0.0))
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position embedding is left out by default, as in the GPT-2 papers' counts."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and not self.config.rope:
             n -= self.transformer.wpe.weight.numel()
         return n
 
     def get_num_non_embedding_params(self) -> int:
-        """N of the scaling laws: every parameter but the token and position embeddings (and the head tied to
-        them), so N measures the network rather than its vocabulary."""
-        return self.get_num_params() - self.transformer.wte.weight.numel()
+        """N of the scaling laws: every parameter but the token and position embeddings and the head, so N
+        measures the network rather than its vocabulary."""
+        untied_head = 0 if self.config.tie_embeddings else self.lm_head.weight.numel()
+        return self.get_num_params() - self.transformer.wte.weight.numel() - untied_head
 
     def crop_block_size(self, block_size: int) -> None:
         """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
         if block_size > self.config.block_size:
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if self.config.rope:
+            self.rope_cos, self.rope_sin = self.rope_cos[:block_size], self.rope_sin[:block_size]
+        else:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
-    def _embed(self, idx: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def _embed(self, idx: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, Rope]:
+        """Token (and learned position) embeddings of positions start.., and their rotary angles if any."""
         T = idx.size(1)
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
+        x = self.transformer.wte(idx)
+        if self.config.rope:
+            return self.transformer.drop(x), (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        return self.transformer.drop(x + self.transformer.wpe(pos)), None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits over the padded vocabulary, -inf on the padding."""
@@ -265,9 +366,12 @@ class GPT(nn.Module):
 
         Without targets only the last position's logits are computed (all that sampling needs).
         """
-        x = self._embed(idx)
+        x, rope = self._embed(idx)
         for block in self.transformer.h:
-            x, _ = block(x)
+            if self.gradient_checkpointing and self.training:
+                x, _ = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x, _ = block(x, rope)
         if targets is None:
             return self._real_tokens(self._logits(x[:, [-1], :])), None
         logits = self._logits(x)
@@ -283,10 +387,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def attention_probs(self, idx: torch.Tensor) -> torch.Tensor:
         """Post-softmax attention of every layer and head: a (n_layer, B, n_head, T, T) tensor."""
-        x = self._embed(idx)
+        x, rope = self._embed(idx)
         maps = []
         for block in self.transformer.h:
-            x, att = block(x, return_attn=True)
+            x, att = block(x, rope, return_attn=True)
             maps.append(att)
         return torch.stack(maps)
 
@@ -325,23 +429,24 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Sample max_new_tokens continuations of idx (B, T); tokens beyond vocab_size are never drawn.
 
-        With the KV cache each new token costs one position's forward pass. Once the context reaches
-        block_size, the window is cropped to the last block_size tokens and recomputed, since learned
-        position embeddings shift with the window.
+        With the KV cache each new token costs one position's forward pass; the cache holds only the
+        positions this call can reach. Once the context reaches block_size, the window is cropped to the
+        last block_size tokens and recomputed, since positions shift with the window.
         """
         block_size = self.config.block_size
         cache = None
-        for _ in range(max_new_tokens):
-            if use_kv_cache and cache is not None and cache.length < block_size:
-                x = self._embed(idx[:, -1:], start=cache.length)
+        for step in range(max_new_tokens):
+            if use_kv_cache and cache is not None and cache.length < cache.k[0].size(2):
+                x, rope = self._embed(idx[:, -1:], start=cache.length)
             else:
                 idx_cond = idx[:, -block_size:]
                 if use_kv_cache:
-                    cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype)
-                x = self._embed(idx_cond)
+                    room = min(block_size, idx_cond.size(1) + max_new_tokens - step)
+                    cache = KVCache(self.config, idx.size(0), room, idx.device, self.lm_head.weight.dtype)
+                x, rope = self._embed(idx_cond)
             n_new = x.size(1)
             for block in self.transformer.h:
-                x, _ = block(x, cache)
+                x, _ = block(x, rope, cache)
             if cache is not None:
                 cache.length += n_new
             logits = self._logits(x[:, -1, :])[:, : self.config.vocab_size]
@@ -415,6 +520,7 @@ class Checkpoint:
     scaler: dict | None = None  # GradScaler state of float16 runs, to resume
     inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
     init: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
+    tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
 
     def tokens_seen(self) -> int | None:
         """Tokens this model has been trained on: its run's steps x tokens per step (nanoGPT's keys of its
@@ -496,7 +602,7 @@ def load_model(
     the model only, so a large model is not held twice."""
     source = str(source)
     if is_hf_source(source):
-        return load_hf_gpt2(source, dropout).to(device), None
+        return load_hf(source, dropout).to(device), None
     ckpt = Checkpoint.load(source)
     model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
     load_weights(model, ckpt.model)
@@ -518,40 +624,54 @@ def source_sha256(source: str | Path) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------- Hugging Face GPT-2, both ways
+# ----------------------------------------------------------------------------- Hugging Face, both ways
 
 HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
 
 
 def is_hf_source(source: str) -> bool:
-    return source in HF_GPT2_NAMES or (Path(source).is_dir() and (Path(source) / "config.json").is_file())
+    """A Hugging Face model: OpenAI's GPT-2 names, a local folder with config.json, or a hub id (owner/name)
+    that is no local path."""
+    path = Path(source)
+    hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
+    return source in HF_GPT2_NAMES or (path.is_dir() and (path / "config.json").is_file()) or hub_id
 
 
-def check_hf_gpt2_config(config, source: str) -> None:
-    """Stop with one line naming every setting of a transformers GPT2Config that this GPT cannot reproduce.
-    (reorder_and_upcast_attn only computes the same attention in float32, so it is accepted.)"""
-    cannot = {
-        "activation_function": config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
-        "layer_norm_epsilon": config.layer_norm_epsilon != 1e-5,
-        "scale_attn_weights": not config.scale_attn_weights,
-        "n_inner": config.n_inner not in (None, 4 * config.n_embd),
-        "add_cross_attention": config.add_cross_attention,
-        "tie_word_embeddings": not config.tie_word_embeddings,
-    }
-    settings = [f"{name}={getattr(config, name)!r}" for name, unsupported in cannot.items() if unsupported]
+def load_hf(source: str, dropout: float = 0.0) -> GPT:
+    """A Hugging Face causal LM (hub name, or a local folder read offline) as this project's GPT: GPT-2, or
+    a Llama-family model (Llama, OpenLLaMA, TinyLlama, SmolLM, Qwen2)."""
+    from transformers import AutoModelForCausalLM  # imported only here: it is slow to import
+
+    local = Path(source).is_dir()
+    hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+    if hf.config.model_type == "gpt2":
+        return from_hf_gpt2(hf, source, dropout)
+    if hf.config.model_type in LLAMA_FAMILY:
+        return from_hf_llama(hf, source, dropout)
+    known = ", ".join(("gpt2", *LLAMA_FAMILY))
+    raise CheckpointError(f"{source}: a {hf.config.model_type} model; this GPT reproduces {known}")
+
+
+def check_hf_config(source: str, cannot: dict[str, bool], config) -> None:
+    """Stop with one line naming every setting of a transformers config that this GPT cannot reproduce."""
+    settings = [f"{name}={getattr(config, name, None)!r}" for name, unsupported in cannot.items() if unsupported]
     if settings:
         raise CheckpointError(f"{source}: this GPT cannot reproduce the Hugging Face setting {', '.join(settings)}")
 
 
-def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
-    """A Hugging Face GPT-2 (hub name, or a local folder read offline) as this project's GPT."""
-    from transformers import GPT2LMHeadModel  # imported only here: it is slow to import
-
-    hf = GPT2LMHeadModel.from_pretrained(source, local_files_only=Path(source).is_dir())
+def from_hf_gpt2(hf, source: str, dropout: float) -> GPT:
     c = hf.config
-    check_hf_gpt2_config(c, source)
+    check_hf_config(source, {  # (reorder_and_upcast_attn only computes the same attention in float32)
+        "activation_function": c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
+        "layer_norm_epsilon": c.layer_norm_epsilon != 1e-5,
+        "scale_attn_weights": not c.scale_attn_weights,
+        "n_inner": c.n_inner not in (None, 4 * c.n_embd),
+        "add_cross_attention": c.add_cross_attention,
+        "tie_word_embeddings": not c.tie_word_embeddings,
+    }, c)  # fmt: skip
     config = GPTConfig(
         n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions, vocab_size=c.vocab_size,
         bias=True, dropout=dropout, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
@@ -566,17 +686,81 @@ def load_hf_gpt2(source: str, dropout: float = 0.0) -> GPT:
     return model
 
 
-def to_hf_gpt2(model: GPT, eot_token: int):
-    """The same network as a transformers GPT2LMHeadModel: Conv1D weights transposed, vocabulary padding
-    removed, zero biases where the model has none."""
+def llama_rope_scaling(rope: dict) -> dict | None:
+    """Llama 3's rope scaling, the one rescaling this GPT reproduces; None for plain RoPE."""
+    if rope.get("rope_type", "default") == "default":
+        return None
+    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    return {k: rope[k] for k in keys}
+
+
+def from_hf_llama(hf, source: str, dropout: float) -> GPT:
+    c = hf.config
+    rope = c.rope_parameters or {}
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    check_hf_config(source, {
+        "hidden_act": c.hidden_act != "silu",
+        "head_dim": head_dim * c.num_attention_heads != c.hidden_size,
+        "rope_parameters": rope.get("rope_type", "default") not in ("default", "llama3"),
+        "attention_bias": getattr(c, "attention_bias", False),  # Llama's puts one on the output too
+        "mlp_bias": getattr(c, "mlp_bias", False),
+        "use_sliding_window": getattr(c, "use_sliding_window", False),
+    }, c)  # fmt: skip
+    config = GPTConfig(
+        n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size,
+        block_size=c.max_position_embeddings, vocab_size=c.vocab_size, dropout=dropout, bias=False,
+        norm="rmsnorm", norm_eps=c.rms_norm_eps, mlp="swiglu", intermediate_size=c.intermediate_size,
+        rope=True, rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=llama_rope_scaling(rope),
+        n_kv_head=c.num_key_value_heads, tie_embeddings=c.tie_word_embeddings, qkv_bias=c.model_type == "qwen2",
+    )  # fmt: skip
+    model = GPT(config)
+    load_weights(model, {ours: hf.state_dict()[theirs] for ours, theirs in llama_names(config).items()} | {
+        f"transformer.h.{i}.{ours}": torch.cat([hf.state_dict()[f"model.layers.{i}.{t}"] for t in theirs])
+        for i in range(config.n_layer) for ours, theirs in llama_fused(config).items()
+    })  # fmt: skip
+    return model
+
+
+def llama_names(config: GPTConfig) -> dict[str, str]:
+    """This GPT's tensors that are one Hugging Face Llama tensor each: ours -> theirs."""
+    names = {"transformer.wte.weight": "model.embed_tokens.weight", "lm_head.weight": "lm_head.weight",
+             "transformer.ln_f.weight": "model.norm.weight"}  # fmt: skip
+    for i in range(config.n_layer):
+        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
+        names |= {ours + "ln_1.weight": theirs + "input_layernorm.weight",
+                  ours + "ln_2.weight": theirs + "post_attention_layernorm.weight",
+                  ours + "attn.c_proj.weight": theirs + "self_attn.o_proj.weight",
+                  ours + "mlp.c_proj.weight": theirs + "mlp.down_proj.weight"}  # fmt: skip
+    return names
+
+
+def llama_fused(config: GPTConfig) -> dict[str, tuple[str, ...]]:
+    """Tensors of each block that this GPT fuses, row blocks in order: ours -> theirs."""
+    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    fused = {"attn.c_attn.weight": tuple(f"{t}.weight" for t in qkv),
+             "mlp.c_fc.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}  # fmt: skip
+    if config.qkv_bias:
+        fused["attn.c_attn.bias"] = tuple(f"{t}.bias" for t in qkv)
+    return fused
+
+
+def to_hf(model: GPT, eos_token: int):
+    """The same network as a transformers model: GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM."""
+    return to_hf_llama(model, eos_token) if model.config.rope else to_hf_gpt2(model, eos_token)
+
+
+def to_hf_gpt2(model: GPT, eos_token: int):
+    """Conv1D weights transposed, vocabulary padding removed, zero biases where the model has none."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     c = model.config
+    if c.norm != "layernorm" or c.mlp != "gelu" or c.n_kv_head or not c.tie_embeddings:
+        raise CheckpointError("a GPT-2 with Llama options has no Hugging Face GPT-2 equivalent")
     config = GPT2Config(
         vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu_new", layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=eot_token, eos_token_id=eot_token, tie_word_embeddings=True,
-        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+        activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, bos_token_id=eos_token, eos_token_id=eos_token, tie_word_embeddings=True,
+        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx, n_inner=c.intermediate_size or None,
     )  # fmt: skip
     hf = GPT2LMHeadModel(config)
     ours = {}
@@ -593,4 +777,34 @@ def to_hf_gpt2(model: GPT, eot_token: int):
         else:
             raise CheckpointError(f"no weight for {key} in the model")
     hf.load_state_dict(state)
+    return hf.eval()
+
+
+def to_hf_llama(model: GPT, eos_token: int):
+    """Fused tensors split back into Hugging Face's, vocabulary padding removed."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    c = model.config
+    if c.norm != "rmsnorm" or c.mlp != "swiglu" or c.bias or c.scale_attn_by_inverse_layer_idx:
+        raise CheckpointError("a rotary GPT without Llama's other choices has no Hugging Face Llama equivalent")
+    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if c.qkv_bias else (LlamaConfig, LlamaForCausalLM)
+    rope = {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else {"rope_type": "default"}
+    config = config_class(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.intermediate_size or 4 * c.n_embd,
+        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
+        max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
+        rope_parameters={**rope, "rope_theta": c.rope_theta}, hidden_act="silu", eos_token_id=eos_token,
+    )  # fmt: skip
+    ours = model.state_dict()
+    for key in VOCAB_ROWS:
+        ours[key] = ours[key][: c.vocab_size]
+    state = {theirs: ours[mine] for mine, theirs in llama_names(c).items()}
+    hidden = c.intermediate_size or 4 * c.n_embd
+    sizes = {"attn": [c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], "mlp": [hidden, hidden]}
+    for i in range(c.n_layer):
+        for mine, theirs in llama_fused(c).items():
+            parts = ours[f"transformer.h.{i}.{mine}"].split(sizes[mine.split(".")[0]], dim=0)
+            state |= {f"model.layers.{i}.{t}": part for t, part in zip(theirs, parts, strict=True)}
+    hf = model_class(config)
+    hf.load_state_dict({k: v.contiguous() for k, v in state.items()})
     return hf.eval()

@@ -7,7 +7,8 @@
 --init_from is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint path, or a Hugging Face GPT-2 ('gpt2',
 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder). Text is encoded with the vocabulary the model
 was trained with: the character vocabulary of nanoGPT's meta.pkl in the corpus folder its checkpoint
-records (config['dataset'], as nanoGPT looks it up), else GPT-2 BPE, loaded offline.
+records (config['dataset'], as nanoGPT looks it up), or the Hugging Face tokenizer of its corpus or of
+its Hugging Face folder (the Llama family), else GPT-2 BPE, loaded offline.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from pathlib import Path
 
 import torch
 
-from data.tokenizer import corpus_codec
-from model import Checkpoint, CheckpointError, autocast_context, load_model, resolve_device_name, resolve_dtype
+from data.tokenizer import corpus_codec, hf_tokenizer_name
+from model import (
+    Checkpoint,
+    CheckpointError,
+    autocast_context,
+    is_hf_source,
+    load_model,
+    resolve_device_name,
+    resolve_dtype,
+)
 
 
 def parse_bool(text: str) -> bool:
@@ -68,7 +77,9 @@ def sample(args: argparse.Namespace) -> list[str]:
     if args.compile:
         for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
             block.compile(dynamic=True)
-    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size)
+    own = str(source) if is_hf_source(str(source)) else ""
+    name = hf_tokenizer_name(ckpt.tokenizer if ckpt else None, own, model.config.vocab_size)
+    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size, fallback=name)
     ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
+from data.tokenizer import same_vocabulary, source_tokenizer
 from inherit import InheritError, inherit
 from model import (
     DTYPES,
@@ -40,6 +41,7 @@ from model import (
     CheckpointError,
     GPTConfig,
     autocast_context,
+    is_hf_source,
     load_model,
     peak_flops_of,
     resolve_device_name,
@@ -105,9 +107,10 @@ class TrainConfig:
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
     inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
-    # What the student copies: wte (token embedding, and so the tied head), wpe (position embedding), ln_f
-    # (final layernorm), and of each inherited block attn, mlp, ln. The authors' code: 'wte,attn,mlp,ln'.
-    inherit_parts: str = "wte,wpe,attn,mlp,ln,ln_f"
+    # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
+    # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
+    # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
+    inherit_parts: str = "all"
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -125,6 +128,7 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
     compile: bool = True
+    gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
     seed: int = 1337
     peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: the known value of the GPU (model.PEAK_FLOPS)
 
@@ -331,6 +335,7 @@ class Start:
     resume: Checkpoint | None  # the checkpoint a resumed run continues (optimizer state and all)
     inherit: dict | None  # how a student was built from its reference (inherit.provenance)
     init: dict | None  # the trained model a run continues from (continual pre-training), with its D_p
+    tokenizer: dict | None  # the vocabulary the model was trained with, where known
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
@@ -341,21 +346,21 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
-        return Start(GPT(GPTConfig(**model_args)), None, None, None)
+        return Start(GPT(GPTConfig(**model_args)), None, None, None, None)
     if cfg.init_from == "inherit":
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
-        start = Start(model, None, origin, None)
+        start = Start(model, None, origin, None, tokenizer_of(cfg.inherit_from, None))
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
-        start = Start(model, ckpt, ckpt.inherit, ckpt.init)
+        start = Start(model, ckpt, ckpt.inherit, ckpt.init, ckpt.tokenizer)
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or (ckpt.tokens_seen() if ckpt else None)
         init = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
-        start = Start(model, None, ckpt.inherit if ckpt else None, init)
+        start = Start(model, None, ckpt.inherit if ckpt else None, init, tokenizer_of(cfg.init_from, ckpt))
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -384,7 +389,15 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def corpora_vocab_size(cfg: TrainConfig) -> int:
+def tokenizer_of(source: str, ckpt: Checkpoint | None) -> dict | None:
+    """The vocabulary a trained model was trained with: its checkpoint's record, or the tokenizer its Hugging
+    Face folder carries; None where unknown."""
+    if is_hf_source(source):
+        return source_tokenizer(source)
+    return (ckpt or Checkpoint.load(source, weights=False)).tokenizer
+
+
+def corpora_vocabulary(cfg: TrainConfig) -> dict:
     """The vocabulary that every corpus of the run shares (training and held-out ones), checked before any
     training: each folder there, and all tokenized alike."""
     vocabularies = {}
@@ -402,7 +415,7 @@ def corpora_vocab_size(cfg: TrainConfig) -> int:
                 f"corpora with different tokenizers cannot mix: {first} has {vocabularies[first]}, "
                 f"{data_dir} has {vocabularies[data_dir]}"
             )
-    return vocabularies[first]["vocab_size"]
+    return vocabularies[first]
 
 
 # ----------------------------------------------------------------------------- one step, and the loss estimate
@@ -546,12 +559,20 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             f"{rt.world_size} processes; the global batch must split evenly"
         )
     out_dir = Path(cfg.out_dir)
-    data_vocab = corpora_vocab_size(cfg)
-    start = build_model(cfg, data_vocab)
+    corpus_vocab = corpora_vocabulary(cfg)
+    start = build_model(cfg, corpus_vocab["vocab_size"])
     model, ckpt = start.model, start.resume
     vocab_size = model.config.vocab_size
-    if data_vocab > vocab_size:
-        raise ConfigError(f"{cfg.data_dir} has a vocabulary of {data_vocab}, larger than the model's {vocab_size}")
+    if not same_vocabulary(start.tokenizer, corpus_vocab):
+        raise ConfigError(
+            f"the model was trained with the tokenizer {start.tokenizer['tokenizer']}, {cfg.data_dir} was made with "
+            f"{corpus_vocab['tokenizer']}: prepare it with prepare.py --tokenizer {start.tokenizer['tokenizer']}"
+        )
+    if corpus_vocab["vocab_size"] > vocab_size:
+        raise ConfigError(
+            f"{cfg.data_dir} has a vocabulary of {corpus_vocab['vocab_size']}, larger than the model's {vocab_size}"
+        )
+    model.gradient_checkpointing = cfg.gradient_checkpointing
     resuming = ckpt is not None
     iter_num = ckpt.iter_num if resuming else 0
     best_val_loss = ckpt.best_val_loss if resuming else float("inf")
@@ -588,7 +609,7 @@ def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         Checkpoint.of(
             raw_model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
             config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss,
-            inherit=start.inherit, init=start.init,
+            inherit=start.inherit, init=start.init, tokenizer=corpus_vocab,
         ).save(out_dir / "ckpt.pt")  # fmt: skip
         if is_best:
             mark_best(out_dir)

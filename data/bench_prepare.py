@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the repo root's modules
 from data.check import scan_bin  # noqa: E402
-from data.tokenizer import gpt2_encoding  # noqa: E402
+from data.tokenizer import EOT_TOKEN, gpt2_encoding  # noqa: E402
 
 DOC_CHARS = 4000
 
@@ -125,7 +125,9 @@ def measure(cmd: list[str], env: dict) -> tuple[float, int]:
 
 def bins_digest(out_dir: Path) -> tuple[dict[str, str], int]:
     """sha256 of each split's bin and the total number of tokens."""
-    scans = {split: scan_bin(out_dir / f"{split}.bin", hashes=True) for split in ("train", "val")}
+    scans = {
+        split: scan_bin(out_dir / f"{split}.bin", True, np.dtype(np.uint16), EOT_TOKEN) for split in ("train", "val")
+    }
     return {split: s["sha256"] for split, s in scans.items()}, sum(s["tokens"] for s in scans.values())
 
 

@@ -2,9 +2,9 @@
 
     python data/check.py data/openwebtext [--no_hash]
 
-Checks each split named in meta.json: the bin exists and holds exactly the recorded number of uint16
-tokens, every token id is below the vocab size, the number of <|endoftext|> tokens equals the number of
-documents, and the sha256 matches. A bare nanoGPT folder (bins, no meta.json) gets the checks that need
+Checks each split named in meta.json: the bin exists and holds exactly the recorded number of tokens of
+its dtype, every token id is below the vocab size, the number of end-of-document tokens equals the number
+of documents, and the sha256 matches. A bare nanoGPT folder (bins, no meta.json) gets the checks that need
 no record: whole tokens and ids below GPT-2's vocab size. Reads the bins in chunks, so memory stays flat.
 Exits 1 and names every problem when the folder is not sound.
 """
@@ -19,33 +19,33 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root's modules
-from data.format import DTYPE, read_meta  # noqa: E402
+from data.format import read_meta, token_dtype  # noqa: E402
 from data.tokenizer import EOT_TOKEN, VOCAB_SIZE  # noqa: E402
 
 CHUNK_TOKENS = 1 << 26  # 128 MiB of uint16 per read
 
 
-def scan_bin(path: Path, hashes: bool) -> dict:
-    """Token count, largest id, <|endoftext|> count and (optionally) sha256 of a bin, read in chunks."""
+def scan_bin(path: Path, hashes: bool, dtype: np.dtype, eot_token: int) -> dict:
+    """Token count, largest id, end-of-document count and (optionally) sha256 of a bin, read in chunks."""
     digest = hashlib.sha256()
     tokens, max_id, eot = 0, -1, 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_TOKENS * DTYPE().itemsize):
+        while chunk := f.read(CHUNK_TOKENS * dtype.itemsize):
             if hashes:
                 digest.update(chunk)
-            ids = np.frombuffer(chunk[: len(chunk) // 2 * 2], dtype=DTYPE)
+            ids = np.frombuffer(chunk[: len(chunk) // dtype.itemsize * dtype.itemsize], dtype=dtype)
             tokens += len(ids)
             if len(ids):
                 max_id = max(max_id, int(ids.max()))
-            eot += int(np.count_nonzero(ids == EOT_TOKEN))
+            eot += int(np.count_nonzero(ids == eot_token))
     return {"bytes": path.stat().st_size, "tokens": tokens, "max_id": max_id, "eot": eot,
             "sha256": digest.hexdigest() if hashes else None}  # fmt: skip
 
 
-def split_problems(name: str, found: dict, recorded: dict | None, vocab_size: int) -> list[str]:
+def split_problems(name: str, found: dict, recorded: dict | None, vocab_size: int, dtype: np.dtype) -> list[str]:
     problems = []
-    if found["bytes"] % DTYPE().itemsize:
-        problems.append(f"{name}.bin is {found['bytes']} bytes, not a whole number of uint16 tokens (truncated?)")
+    if found["bytes"] % dtype.itemsize:
+        problems.append(f"{name}.bin is {found['bytes']} bytes, not a whole number of {dtype.name} tokens (truncated?)")
     if found["max_id"] >= vocab_size:
         problems.append(f"{name}.bin holds token id {found['max_id']}, outside the vocabulary of {vocab_size}")
     if recorded is None:
@@ -64,14 +64,15 @@ def check_folder(data_dir: Path, hashes: bool = True) -> tuple[dict, list[str]]:
     meta = read_meta(data_dir)
     recorded = meta["splits"] if meta else {"train": None, "val": None}
     vocab_size = int(meta["vocab_size"]) if meta else VOCAB_SIZE
+    dtype, eot_token = token_dtype(meta), (meta or {}).get("eot_token", EOT_TOKEN)
     found, problems = {}, []
     for name in recorded:
         path = data_dir / f"{name}.bin"
         if not path.is_file():
             problems.append(f"{path} is missing")
             continue
-        found[name] = scan_bin(path, hashes)
-        problems += split_problems(name, found[name], recorded[name], vocab_size)
+        found[name] = scan_bin(path, hashes, dtype, eot_token)
+        problems += split_problems(name, found[name], recorded[name], vocab_size, dtype)
     return found, problems
 
 

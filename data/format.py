@@ -1,6 +1,7 @@
-"""The prepared-corpus format: `train.bin` / `val.bin` (flat uint16 token ids) and `meta.json`.
+"""The prepared-corpus format: `train.bin` / `val.bin` (flat token ids) and `meta.json`.
 
-The bins are nanoGPT's format; meta.json records the tokenizer, vocab size and token counts. Every
+The bins are nanoGPT's format: uint16 ids, or uint32 for a vocabulary beyond 65,536 tokens (Llama 3's);
+meta.json records the tokenizer, vocab size, dtype and token counts. Every
 file is written under a temporary name and renamed into place, and meta.json is written last, so a
 folder with a meta.json is complete. nanoGPT's character-level corpora carry a `meta.pkl` instead
 (`vocab_size`, `stoi`, `itos`); a folder with neither holds GPT-2 tokens, as nanoGPT's openwebtext.
@@ -19,7 +20,17 @@ from typing import BinaryIO
 
 import numpy as np
 
-DTYPE = np.uint16
+DTYPE = np.uint16  # nanoGPT's, and that of any vocabulary up to 65,536 tokens
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+
+
+def token_dtype(meta: dict | None) -> np.dtype:
+    """The dtype of a corpus's bins: meta.json's, or nanoGPT's uint16 for a folder without one."""
+    return np.dtype(meta.get("dtype", "uint16")) if meta else np.dtype(DTYPE)
 
 
 @contextmanager
@@ -57,7 +68,7 @@ def open_tokens(data_dir: Path, split: str) -> np.memmap:
     path = Path(data_dir) / f"{split}.bin"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: prepare the corpus first (python data/<corpus>/prepare.py)")
-    return np.memmap(path, dtype=DTYPE, mode="r")
+    return np.memmap(path, dtype=token_dtype(read_meta(data_dir)), mode="r")
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -91,11 +102,13 @@ def read_char_meta(data_dir: Path) -> dict | None:
 
 
 def corpus_vocabulary(data_dir: Path) -> dict | None:
-    """What a corpus's token ids mean, {"tokenizer", "vocab_size"}: from meta.json, or nanoGPT's meta.pkl
-    (its characters, named by a hash of them); None for bare bins (nanoGPT's GPT-2 corpora)."""
+    """What a corpus's token ids mean, {"tokenizer", "vocab_size"} (and, for a Hugging Face tokenizer, a
+    "tokenizer_fingerprint" of its vocabulary): from meta.json, or nanoGPT's meta.pkl (its characters,
+    named by a hash of them); None for bare bins (nanoGPT's GPT-2 corpora)."""
     meta = read_meta(data_dir)
     if meta is not None:
-        return {"tokenizer": meta["tokenizer"], "vocab_size": int(meta["vocab_size"])}
+        keys = ("tokenizer", "tokenizer_fingerprint", "vocab_size")
+        return {k: meta[k] for k in keys if k in meta}
     chars = read_char_meta(data_dir)
     if chars is None:
         return None

@@ -26,35 +26,34 @@ from pathlib import Path
 
 import numpy as np
 
-from data.format import DTYPE, read_meta, write_meta
-from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, gpt2_encoding
+from data.format import read_meta, write_meta
+from data.tokenizer import Encoder, encoder_for, gpt2_encoder
 
 BATCH_DOCS = 512  # documents per tokenization task: large enough to amortise the hand-off between threads
 INPUT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """GPT-2 tokens of the documents, each followed by <|endoftext|>, as one uint16 array; and the end
-    offset of each document in it."""
-    enc = gpt2_encoding()
-    # encode_to_numpy with no special tokens is encode_ordinary, but hands back a numpy buffer instead
-    # of building a Python int per token while holding the GIL.
-    docs = [enc.encode_to_numpy(text, disallowed_special=()) for text in texts]
+def encode_documents(texts: list[str], encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """The documents' tokens, each followed by the end-of-document token, as one array of the encoder's
+    dtype; and the end offset of each document in it."""
+    docs = encoder.encode(texts)
     ends = np.cumsum([len(doc) + 1 for doc in docs])
-    eot = np.array([EOT_TOKEN], dtype=docs[0].dtype if docs else np.uint32)
-    return np.concatenate([part for doc in docs for part in (doc, eot)]).astype(DTYPE), ends
+    eot = np.array([encoder.eot], dtype=encoder.dtype)
+    return np.concatenate([part for doc in docs for part in (doc, eot)]).astype(encoder.dtype), ends
 
 
 Batches = Iterator[tuple[str, list[str]]]
 
 
-def tokenize_in_order(batches: Batches, num_threads: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def tokenize_in_order(
+    batches: Batches, num_threads: int, encoder: Encoder
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(split, tokens, document ends) of each batch, in input order, computed on `num_threads` threads
     with at most 2 * num_threads batches in flight."""
     with ThreadPoolExecutor(num_threads) as pool:
         pending: deque = deque()
         for split, texts in batches:
-            pending.append((split, pool.submit(encode_documents, texts)))
+            pending.append((split, pool.submit(encode_documents, texts, encoder)))
             if len(pending) >= 2 * num_threads:
                 split, future = pending.popleft()
                 yield split, *future.result()
@@ -139,12 +138,15 @@ def write_corpus(
     meta: dict,
     max_train_tokens: int | None,
     total_documents: int | None = None,
+    encoder: Encoder | None = None,
 ) -> dict:
     """Tokenize the batches into train.bin and val.bin, then write meta.json; returns the meta.
 
     `batches(full)` yields (split, texts) and skips a split once it is in `full`: that is how the
     training split stops at `max_train_tokens`, cut after the first document that reaches it.
-    `total_documents`, where the source knows it, gives the progress line a percentage and time left."""
+    `total_documents`, where the source knows it, gives the progress line a percentage and time left.
+    The encoder is GPT-2 BPE unless given."""
+    encoder = encoder or gpt2_encoder()
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in ("meta.json", "train.bin", "val.bin"):  # from here until the end the folder is incomplete
         (out_dir / old).unlink(missing_ok=True)
@@ -152,7 +154,7 @@ def write_corpus(
     full: set[str] = set()
     progress = Progress(total_documents)
     try:
-        for split, tokens, ends in tokenize_in_order(batches(full), num_threads):
+        for split, tokens, ends in tokenize_in_order(batches(full), num_threads, encoder):
             if split in full:
                 continue  # tokenized ahead before the split filled up
             n_docs = len(ends)
@@ -176,7 +178,7 @@ def write_corpus(
         raise ValueError(f"the {empty[0]} split is empty: too few documents for --test_size / --fraction")
     for writer in writers.values():
         writer.commit()
-    meta = {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "dtype": "uint16", **meta, "splits": counts}
+    meta = {**encoder.meta, "eot_token": encoder.eot, **meta, "splits": counts}
     write_meta(out_dir, meta)
     return meta
 
@@ -302,6 +304,8 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
     group.add_argument("--fraction", type=float, help="keep this share of the training documents (e.g. 0.001)")
     group.add_argument("--max_tokens", type=int, help="keep training documents until they hold this many tokens")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (BPE, offline), or a Hugging Face tokenizer: a "
+                   "local folder (read offline) or a hub name, e.g. a Llama-family reference's")  # fmt: skip
     hub_options(p)
     args = p.parse_args(argv)
     if args.num_proc < 1:
@@ -340,6 +344,7 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
         return 0
     start = time.perf_counter()
     try:
+        encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
         if args.input:
             ds = load_local_dataset(args.input, args.text_field, args.num_proc)
             batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
@@ -348,7 +353,7 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
             batches, total, source = open_hub_or_explain(open_hub, args)
         meta = source | {"test_size": args.test_size, "seed": args.seed}
         meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
-        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total)
+        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total, encoder)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,6 @@
-"""The GPT-2 BPE tokenizer, loaded without touching the network; every prepare script and sample.py use it.
+"""Tokenizers: GPT-2 BPE, loaded without touching the network, and any Hugging Face tokenizer (a local
+folder, or a hub name when online) for the Llama family. Prepare scripts encode with them, sample.py
+decodes, and meta.json records which one made a corpus.
 
 tiktoken.get_encoding("gpt2") downloads its vocabulary at first use, which hangs or fails without
 network. So: tiktoken's own `gpt2` encoding when its cache already holds the files (checked here,
@@ -10,6 +12,7 @@ checked against the sha256 tiktoken itself expects for r50k_base. Both give iden
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -18,16 +21,20 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from data.format import read_char_meta
+from data.format import dtype_for, read_char_meta, read_meta
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 EOT_TOKEN = 50256
 VOCAB_SIZE = 50257
+# fingerprint() of GPT-2's vocabulary as Hugging Face lays it out (byte-level strings): the identity of a
+# "gpt2" corpus, so that it matches a Hugging Face GPT-2 folder's own tokenizer (tests compute it again).
+GPT2_FINGERPRINT = "918393005af2d885"
 
 # The files tiktoken_ext.openai_public.gpt2 reads, and the sha256 it checks them against.
 TIKTOKEN_GPT2_FILES = {
@@ -85,6 +92,106 @@ def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
     tokenizer.save_pretrained(out)
 
 
+# ----------------------------------------------------------------------------- Hugging Face tokenizers
+
+
+def load_hf_tokenizer(name: str):
+    """A fast Hugging Face tokenizer from a local folder (read offline) or a hub name."""
+    from transformers import AutoTokenizer  # imported only here: it is slow to import
+
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).is_dir())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}") from e
+
+
+def fingerprint(tokenizer) -> str:
+    """A tokenizer's identity wherever its files live: a hash of its vocabulary, token -> id."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(vocab.encode()).hexdigest()[:16]
+
+
+def source_tokenizer(source: str) -> dict | None:
+    """The vocabulary record of a Hugging Face model folder that carries its tokenizer, else None."""
+    folder = Path(source)
+    if not (folder.is_dir() and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model"))):
+        return None
+    tokenizer = load_hf_tokenizer(source)
+    return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
+
+
+def same_vocabulary(a: dict | None, b: dict | None) -> bool:
+    """Whether two vocabulary records ({"tokenizer", "tokenizer_fingerprint"?, "vocab_size"}) name one
+    tokenizer: by fingerprint ("gpt2" has GPT-2's), else by name; unknown (None) agrees with anything."""
+    if a is None or b is None:
+        return True
+
+    def identity(record: dict) -> str:
+        gpt2 = GPT2_FINGERPRINT if record["tokenizer"] == "gpt2" else record["tokenizer"]
+        return record.get("tokenizer_fingerprint", gpt2)
+
+    return identity(a) == identity(b)
+
+
+def hf_tokenizer_name(record: dict | None, hf_source: str, vocab_size: int) -> str:
+    """The Hugging Face tokenizer a model goes with: the one its vocabulary record names, or, with no
+    record, its own Hugging Face folder or name (hf_source); '' where it is GPT-2's BPE or characters."""
+    if record is not None:
+        name = record.get("tokenizer", "gpt2")
+        return "" if name == "gpt2" or name.startswith("characters-") else name
+    return "" if vocab_size == VOCAB_SIZE else hf_source
+
+
+# ----------------------------------------------------------------------------- encoding corpora
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """How a prepare script turns documents into ids: each document's tokens, then `eot`."""
+
+    encode: Callable[[list[str]], list[np.ndarray]]
+    eot: int
+    meta: dict  # what meta.json records: tokenizer, tokenizer_fingerprint (Hugging Face), vocab_size, dtype
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.meta["dtype"])
+
+
+def gpt2_encoder() -> Encoder:
+    enc = gpt2_encoding()
+    # encode_to_numpy with no special tokens is encode_ordinary, but hands back a numpy buffer instead of
+    # building a Python int per token while holding the GIL.
+    encode = lambda texts: [enc.encode_to_numpy(text, disallowed_special=()) for text in texts]  # noqa: E731
+    return Encoder(encode, EOT_TOKEN, {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE, "dtype": "uint16"})
+
+
+def hf_encoder(name: str) -> Encoder:
+    """A Hugging Face tokenizer, batched (its Rust core encodes without the GIL), without special tokens;
+    documents end with its end-of-sequence token, as Llama's pretraining data."""
+    tokenizer = load_hf_tokenizer(name)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer {name!r} has no end-of-sequence token to end documents with")
+    vocab_size = len(tokenizer)
+    dtype = dtype_for(vocab_size)
+
+    def encode(texts: list[str]) -> list[np.ndarray]:
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [np.asarray(doc, dtype=dtype) for doc in ids]
+
+    meta = {"tokenizer": name, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": vocab_size,
+            "dtype": dtype.name}  # fmt: skip
+    return Encoder(encode, tokenizer.eos_token_id, meta)
+
+
+def encoder_for(tokenizer: str) -> Encoder:
+    """GPT-2 BPE ('' or 'gpt2'), or the Hugging Face tokenizer of that folder or name."""
+    return gpt2_encoder() if tokenizer in ("", "gpt2") else hf_encoder(tokenizer)
+
+
+# ----------------------------------------------------------------------------- decoding, for sampling
+
+
 @dataclass
 class Codec:
     """Text to token ids and back, for one vocabulary."""
@@ -94,10 +201,16 @@ class Codec:
     decode: Callable[[list[int]], str]
 
 
-def corpus_codec(data_dir: Path | None, vocab_size: int) -> Codec:
+def corpus_codec(data_dir: Path | None, vocab_size: int, fallback: str = "") -> Codec:
     """The vocabulary a model was trained with: the character vocabulary of nanoGPT's meta.pkl in its corpus
-    folder, else GPT-2 BPE, which a model of GPT-2's 50,257 tokens must have."""
+    folder, or the Hugging Face tokenizer its meta.json names, or `fallback` (a model folder's own
+    tokenizer), else GPT-2 BPE, which a model of GPT-2's 50,257 tokens must have."""
     meta = read_char_meta(data_dir) if data_dir is not None else None
+    named = (read_meta(data_dir) or {}).get("tokenizer", "gpt2") if data_dir is not None else "gpt2"
+    hf_name = named if named != "gpt2" else fallback
+    if meta is None and hf_name:
+        tokenizer = load_hf_tokenizer(hf_name)
+        return Codec(hf_name, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.decode)
     if meta is not None:
         print(f"character vocabulary of {data_dir / 'meta.pkl'}", file=sys.stderr)
         stoi, itos = meta["stoi"], meta["itos"]

@@ -78,14 +78,14 @@ def test_kv_cache_logits_on_the_gpu_equal_the_full_forward_pass(trained_referenc
     model, _ = load_model(Path(trained_reference.out_dir) / "ckpt.pt", "cuda")
     model.eval()
     idx = torch.randint(0, 50257, (1, 24), device="cuda")
-    cache = KVCache(model.config, 1, idx.device, torch.float32)
+    cache = KVCache(model.config, 1, 24, idx.device, torch.float32)
     with torch.no_grad():
-        x = model._embed(idx[:, :16])
+        x, rope = model._embed(idx[:, :16])
         for block in model.transformer.h:
-            x, _ = block(x, cache)
+            x, _ = block(x, rope, cache)
         cache.length = 16
-        x = model._embed(idx[:, 16:], start=16)  # the explicit-mask kernel path
+        x, rope = model._embed(idx[:, 16:], start=16)  # the explicit-mask kernel path
         for block in model.transformer.h:
-            x, _ = block(x, cache)
+            x, _ = block(x, rope, cache)
         full, _ = model(idx, idx)
     torch.testing.assert_close(model._logits(x)[..., : model.config.vocab_size], full[:, 16:], atol=1e-4, rtol=1e-4)

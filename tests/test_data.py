@@ -4,7 +4,15 @@ import numpy as np
 
 from data.format import open_tokens
 from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
-from data.tokenizer import gpt2_encoding
+from data.tokenizer import (
+    GPT2_FINGERPRINT,
+    fingerprint,
+    gpt2_encoding,
+    load_hf_tokenizer,
+    same_vocabulary,
+    save_hf_tokenizer,
+    source_tokenizer,
+)
 
 
 def test_offline_tokenizer_gives_gpt2_ids():
@@ -27,3 +35,12 @@ def test_shakespeare_split_is_by_whole_works(shakespeare_dir):
     assert meta["splits"]["train"]["documents"] == 39 and meta["vocab_size"] == 50257
     assert int((train == enc.eot_token).sum()) == 39 and int((val == enc.eot_token).sum()) == 3
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.1
+
+
+def test_gpt2_corpora_and_hugging_face_gpt2_tokenizers_are_one_vocabulary(tmp_path):
+    save_hf_tokenizer(tmp_path, 1024)
+    record = source_tokenizer(str(tmp_path))
+    assert record["tokenizer_fingerprint"] == fingerprint(load_hf_tokenizer(str(tmp_path))) == GPT2_FINGERPRINT
+    assert same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, record)
+    assert not same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, {**record, "tokenizer_fingerprint": "x"})
+    assert same_vocabulary(None, record)  # unknown agrees

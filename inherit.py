@@ -135,12 +135,13 @@ def check_width(ref: GPT, n_embd: int, n_head: int) -> None:
         )
 
 
-def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint | None, spec: InheritSpec) -> dict:
+def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec) -> dict:
     return {
         "source": str(source),
         "source_sha256": source_sha256(source),
         "reference_n_layer": ref.config.n_layer,
-        "reference_val_loss": ref_ckpt.best_val_loss if ref_ckpt else None,
+        "reference_val_loss": ref_ckpt.best_val_loss,
+        "reference_tokenizer": ref_ckpt.tokenizer,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
     }
 

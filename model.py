@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from data.format import atomic_write
+from data.tokenizer import source_tokenizer
 
 # Dense bf16 tensor-core peak FLOP/s (without sparsity, from the vendors' data sheets) of the devices whose
 # exact names torch.cuda.get_device_name gives; PCIe and NVL parts run slower clocks than SXM ones. Other
@@ -594,15 +595,15 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return cleaned
 
 
-def load_model(
-    source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0
-) -> tuple[GPT, Checkpoint | None]:
-    """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face GPT-2, and
-    the checkpoint it came from without its weights (None for Hugging Face models): the weights live in
-    the model only, so a large model is not held twice."""
+def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, Checkpoint]:
+    """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face model, and
+    what is known of it, as a Checkpoint without weights (they live in the model only, so a large model is
+    not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
     source = str(source)
     if is_hf_source(source):
-        return load_hf(source, dropout).to(device), None
+        model = load_hf(source, dropout).to(device)
+        tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
+        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer)
     ckpt = Checkpoint.load(source)
     model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
     load_weights(model, ckpt.model)

@@ -24,7 +24,6 @@ from model import (
     Checkpoint,
     CheckpointError,
     autocast_context,
-    is_hf_source,
     load_model,
     resolve_device_name,
     resolve_dtype,
@@ -60,9 +59,9 @@ def read_prompt(start: str) -> str:
     return start
 
 
-def corpus_folder(ckpt: Checkpoint | None) -> Path | None:
+def corpus_folder(ckpt: Checkpoint) -> Path | None:
     """The corpus a checkpoint was trained on: data_dir, or nanoGPT's data/<dataset>."""
-    config = ckpt.config if ckpt is not None and ckpt.config else {}
+    config = ckpt.config or {}
     if config.get("data_dir"):
         return Path(config["data_dir"])
     return Path("data", config["dataset"]) if config.get("dataset") else None
@@ -77,9 +76,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     if args.compile:
         for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
             block.compile(dynamic=True)
-    own = str(source) if is_hf_source(str(source)) else ""
-    name = hf_tokenizer_name(ckpt.tokenizer if ckpt else None, own, model.config.vocab_size)
-    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size, fallback=name)
+    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size, fallback=hf_tokenizer_name(ckpt.tokenizer))
     ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")

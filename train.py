@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
-from data.tokenizer import same_vocabulary, source_tokenizer
+from data.tokenizer import same_vocabulary
 from inherit import InheritError, inherit
 from model import (
     DTYPES,
@@ -41,7 +41,6 @@ from model import (
     CheckpointError,
     GPTConfig,
     autocast_context,
-    is_hf_source,
     load_model,
     peak_flops_of,
     resolve_device_name,
@@ -352,15 +351,15 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
-        start = Start(model, None, origin, None, tokenizer_of(cfg.inherit_from, None))
+        start = Start(model, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
         start = Start(model, ckpt, ckpt.inherit, ckpt.init, ckpt.tokenizer)
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
-        tokens_seen = cfg.init_tokens_seen or (ckpt.tokens_seen() if ckpt else None)
+        tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
         init = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
-        start = Start(model, None, ckpt.inherit if ckpt else None, init, tokenizer_of(cfg.init_from, ckpt))
+        start = Start(model, None, ckpt.inherit, init, ckpt.tokenizer)
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -387,14 +386,6 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
-
-
-def tokenizer_of(source: str, ckpt: Checkpoint | None) -> dict | None:
-    """The vocabulary a trained model was trained with: its checkpoint's record, or the tokenizer its Hugging
-    Face folder carries; None where unknown."""
-    if is_hf_source(source):
-        return source_tokenizer(source)
-    return (ckpt or Checkpoint.load(source, weights=False)).tokenizer
 
 
 def corpora_vocabulary(cfg: TrainConfig) -> dict:

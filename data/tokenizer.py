@@ -112,34 +112,36 @@ def fingerprint(tokenizer) -> str:
 
 
 def source_tokenizer(source: str) -> dict | None:
-    """The vocabulary record of a Hugging Face model folder that carries its tokenizer, else None."""
+    """The vocabulary record of a Hugging Face model: of the tokenizer its folder carries (fingerprinted), or
+    of a hub model's own tokenizer (by its name, read only when used); None for a folder without one."""
     folder = Path(source)
-    if not (folder.is_dir() and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model"))):
+    if not folder.is_dir():
+        return {"tokenizer": source}
+    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
         return None
     tokenizer = load_hf_tokenizer(source)
     return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
 
 
 def same_vocabulary(a: dict | None, b: dict | None) -> bool:
-    """Whether two vocabulary records ({"tokenizer", "tokenizer_fingerprint"?, "vocab_size"}) name one
-    tokenizer: by fingerprint ("gpt2" has GPT-2's), else by name; unknown (None) agrees with anything."""
+    """Whether two vocabulary records ({"tokenizer", "tokenizer_fingerprint"?, "vocab_size"?}) name one
+    tokenizer: by fingerprint where both have one ("gpt2" has GPT-2's), else by name; unknown (None)
+    agrees with anything."""
     if a is None or b is None:
         return True
 
-    def identity(record: dict) -> str:
-        gpt2 = GPT2_FINGERPRINT if record["tokenizer"] == "gpt2" else record["tokenizer"]
-        return record.get("tokenizer_fingerprint", gpt2)
+    def print_of(record: dict) -> str | None:
+        return record.get("tokenizer_fingerprint", GPT2_FINGERPRINT if record["tokenizer"] == "gpt2" else None)
 
-    return identity(a) == identity(b)
+    if print_of(a) and print_of(b):
+        return print_of(a) == print_of(b)
+    return a["tokenizer"] == b["tokenizer"]
 
 
-def hf_tokenizer_name(record: dict | None, hf_source: str, vocab_size: int) -> str:
-    """The Hugging Face tokenizer a model goes with: the one its vocabulary record names, or, with no
-    record, its own Hugging Face folder or name (hf_source); '' where it is GPT-2's BPE or characters."""
-    if record is not None:
-        name = record.get("tokenizer", "gpt2")
-        return "" if name == "gpt2" or name.startswith("characters-") else name
-    return "" if vocab_size == VOCAB_SIZE else hf_source
+def hf_tokenizer_name(record: dict | None) -> str:
+    """The Hugging Face tokenizer a vocabulary record names; '' for GPT-2's BPE, characters, or unknown."""
+    name = (record or {}).get("tokenizer", "gpt2")
+    return "" if name == "gpt2" or name.startswith("characters-") else name
 
 
 # ----------------------------------------------------------------------------- encoding corpora

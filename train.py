@@ -693,6 +693,11 @@ def start_wandb(cfg: TrainConfig) -> object:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip() + "\n\nconfig keys and their defaults (TrainConfig in train.py says what each means):")
+        for f in fields(TrainConfig):
+            print(f"  {f.name} = {f.default!r}")
+        return 0
     try:
         cfg = parse_config(argv)
         train(cfg)

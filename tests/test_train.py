@@ -135,6 +135,13 @@ def test_every_key_of_nanogpts_train_py_is_accepted(tmp_path):
     assert parse_config([str(path), "--dataset=", "--data_dir=data/x"]).dataset == "x"
 
 
+def test_help_lists_every_key_with_its_default(capsys):
+    assert train.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "torchrun --standalone" in out and "  always_save_checkpoint = True" in out
+    assert "  inherit_parts = 'all'" in out
+
+
 def test_shipped_configs_parse():
     for path in sorted((ROOT / "config").glob("*.py")):
         parse_config([str(path)])

@@ -305,3 +305,13 @@ def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     trained = json.loads(out.read_text())["loss"]
     assert evaluation.main(["loss", "--ckpt", str(folder), *argv[3:], "--device", "cpu", "--out", str(out)]) == 0
     assert trained < json.loads(out.read_text())["loss"] - 0.5  # training on Shakespeare helped on Shakespeare
+
+
+def test_zero_shot_tasks_run_on_a_llama_with_its_own_tokenizer(tmp_path, bpe_folder, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the local task's data_files are relative to the repo
+    folder = llama_folder(tmp_path, bpe_folder)
+    out = tmp_path / "tasks.json"
+    argv = ["tasks", "--ckpt", str(folder), "--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks",
+            "--limit", "4", "--batch_size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert evaluation.main(argv) == 0
+    assert json.loads(out.read_text())["tasks"]["tiny_qa"]["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)

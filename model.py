@@ -1,5 +1,6 @@
-"""A GPT-2 language model in one file: the network, where it runs, its checkpoint format, and its
-conversion to and from Hugging Face's GPT-2.
+"""A GPT language model in one file: GPT-2, and the options of the Llama family (RMSNorm, SwiGLU, rotary
+embeddings, grouped key/value heads, an untied head); where it runs; its checkpoint format; and its
+conversion to and from Hugging Face's GPT-2, Llama and Qwen2.
 
 Parameter names follow nanoGPT (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ``lm_head``...),
 so nanoGPT-style checkpoints load directly:
@@ -27,7 +28,7 @@ from data.format import atomic_write
 from data.tokenizer import source_tokenizer
 
 # Dense bf16 tensor-core peak FLOP/s (without sparsity, from the vendors' data sheets) of the devices whose
-# exact names torch.cuda.get_device_name gives; PCIe and NVL parts run slower clocks than SXM ones. Other
+# exact names torch.cuda.get_device_name gives; PCIe and NVL parts have lower peaks than SXM ones. Other
 # devices (MIG slices included) have no entry: give train.py's peak_flops to see their MFU.
 PEAK_FLOPS = {
     "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12,
@@ -715,10 +716,12 @@ def from_hf_llama(hf, source: str, dropout: float) -> GPT:
         n_kv_head=c.num_key_value_heads, tie_embeddings=c.tie_word_embeddings, qkv_bias=c.model_type == "qwen2",
     )  # fmt: skip
     model = GPT(config)
-    load_weights(model, {ours: hf.state_dict()[theirs] for ours, theirs in llama_names(config).items()} | {
-        f"transformer.h.{i}.{ours}": torch.cat([hf.state_dict()[f"model.layers.{i}.{t}"] for t in theirs])
-        for i in range(config.n_layer) for ours, theirs in llama_fused(config).items()
-    })  # fmt: skip
+    theirs = hf.state_dict()
+    state = {mine: theirs[name] for mine, name in llama_names(config).items()}
+    for i in range(config.n_layer):
+        for mine, names in llama_fused(config).items():
+            state[f"transformer.h.{i}.{mine}"] = torch.cat([theirs[f"model.layers.{i}.{name}"] for name in names])
+    load_weights(model, state)
     return model
 
 

@@ -1,7 +1,8 @@
-"""Train a GPT-2, on one process or many (DDP).
+"""Train a GPT (GPT-2, or the Llama family from a Hugging Face reference), on one process or many (DDP).
 
     python train.py config/train_shakespeare.py --max_iters=100
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large.py
+    python train.py config/cpt_gpt2_replay5.py          # continual pre-training on a mixture with replay
 
 Config files are plain Python assignments to the keys of TrainConfig below; `--key=value` arguments
 override them. The resolved config is printed, saved to out_dir/config.json and stored in every
@@ -457,9 +458,6 @@ class Losses:
     train: float  # on the training mixture
     val: float  # the mixture's: its corpora's val losses, weighted as they are trained on
     corpora: dict[str, float]  # the val loss of each corpus, training and held-out ones
-
-    def finite(self) -> bool:
-        return all(math.isfinite(v) for v in (self.train, self.val, *self.corpora.values()))
 
 
 @torch.no_grad()

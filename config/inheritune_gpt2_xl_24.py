@@ -1,5 +1,7 @@
 # Inheritune (the authors' setup): a 24-layer student of the 48-layer GPT-2 xl reference trained by
 # config/train_gpt2_xl.py, trained on the same data for the same 100K steps.
+# 100K steps x 49,152 tokens per step (48 sequences x 1024) = 4.9B tokens; config/train_gpt2.py says
+# how to keep the global batch on another number of GPUs.
 #   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_xl_24.py
 # Sweep n by editing n_layer, or let the growth loop do it:
 #   python grow.py --ref out-gpt2_xl/ckpt.pt --config config/inheritune_gpt2_xl_24.py --nproc 8

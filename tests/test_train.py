@@ -147,6 +147,30 @@ def test_shipped_configs_parse():
         parse_config([str(path)])
 
 
+@pytest.mark.parametrize("size,n_layer,n_head,n_embd,student", [
+    ("medium", 24, 16, 1024, 16), ("large", 36, 20, 1280, 18), ("xl", 48, 25, 1600, 24),
+])  # fmt: skip
+def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, student):
+    """References, students and baselines: 48 x 1024 = 49,152 tokens per step, inverse-layer scaling, 100K
+    steps (2x baselines 200K), the authors' optimizer, and each model of its published shape."""
+    runs_of = {
+        f"train_gpt2_{size}": (n_layer, 100_000),
+        f"inheritune_gpt2_{size}_{student}": (student, 100_000),
+        f"scratch_gpt2_{size}_{student}": (student, 100_000),
+        f"scratch_gpt2_{size}_{student}_2x": (student, 200_000),
+    }
+    for name, (depth, steps) in runs_of.items():
+        cfg = parse_config([str(ROOT / "config" / f"{name}.py")])
+        assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size == 49_152, name
+        for gpus in (1, 2, 4, 8):
+            assert cfg.gradient_accumulation_steps % gpus == 0, (name, gpus)
+        assert (cfg.n_layer, cfg.n_head, cfg.n_embd) == (depth, n_head, n_embd), name
+        assert (cfg.max_iters, cfg.lr_decay_iters, cfg.warmup_iters) == (steps, steps, 2000), name
+        assert (cfg.learning_rate, cfg.min_lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (2e-4, 1e-5, 0.1, 0.9, 0.95)
+        assert cfg.scale_attn_by_inverse_layer_idx and not cfg.bias and cfg.dropout == 0.0 and cfg.dtype == "bfloat16"
+        assert cfg.init_from == ("inherit" if name.startswith("inheritune") else "scratch"), name
+
+
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
     cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
     assert get_lr(0, cfg) == pytest.approx(1 / 11)

@@ -274,16 +274,17 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
-                ln_f=make_norm(config),
-            )
-        )
+        # nanoGPT's order of modules: initialisation draws from the seeded generator in this order, so a seed
+        # gives the GPT-2 that nanoGPT's GPT gives.
+        modules = dict(wte=nn.Embedding(config.padded_vocab_size, config.n_embd))
         if not config.rope:
-            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules |= dict(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        )
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2

@@ -80,6 +80,17 @@ def test_residual_projections_use_gpt2_scaled_init():
     assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
+def test_a_seed_initialises_gpt2_in_nanogpts_order():
+    """Initialisation draws from the seeded generator module by module: in nanoGPT's order (wpe right after
+    wte), a seed gives the weights nanoGPT's GPT gives, and runs from scratch stay what they were."""
+    model = tiny(n_layer=1, bias=False)
+    block = ["ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight",
+             "mlp.c_proj.weight"]  # fmt: skip
+    expected = ["transformer.wte.weight", "transformer.wpe.weight", *(f"transformer.h.0.{b}" for b in block),
+                "transformer.ln_f.weight", "lm_head.weight"]  # fmt: skip
+    assert list(model.state_dict()) == expected  # modules are built, and then initialised, in this order
+
+
 @pytest.mark.parametrize("inverse_layer", [False, True])
 def test_attention_probs_are_causal_distributions_that_reproduce_the_forward_pass(inverse_layer):
     model = tiny(scale_attn_by_inverse_layer_idx=inverse_layer)

@@ -90,13 +90,16 @@ def test_the_same_tanh_gelu_under_its_other_name_and_float32_attention_are_accep
 
 
 def llm_inheritune_checkpoint(hf: GPT2LMHeadModel, path) -> None:
-    """The checkpoint LLM-Inheritune's GPT-2 script writes: nanoGPT's layout under torch.compile's prefix,
-    50304 rows of (trained, here large) padding, and its own key in model_args."""
+    """The checkpoint LLM-Inheritune's GPT-2 script writes: nanoGPT's layout under torch.compile's prefix, the
+    causal mask its attention registers as a buffer named bias in every layer, 50304 rows of (trained, here
+    large) padding, and its own key in model_args."""
     state = {}
     for key, value in hf.state_dict().items():
         if key.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")):
             value = value.t()
         state[f"_orig_mod.{key}"] = value
+    mask = torch.tril(torch.ones(hf.config.n_positions, hf.config.n_positions)).view(1, 1, *[hf.config.n_positions] * 2)
+    state |= {f"_orig_mod.transformer.h.{layer}.attn.bias": mask for layer in range(hf.config.n_layer)}
     wte = torch.cat([hf.transformer.wte.weight.detach(), torch.full((47, 64), 5.0)])
     state["_orig_mod.transformer.wte.weight"] = state["_orig_mod.lm_head.weight"] = wte
     c = hf.config

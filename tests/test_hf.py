@@ -98,7 +98,8 @@ def llm_inheritune_checkpoint(hf: GPT2LMHeadModel, path) -> None:
         if key.endswith(("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")):
             value = value.t()
         state[f"_orig_mod.{key}"] = value
-    mask = torch.tril(torch.ones(hf.config.n_positions, hf.config.n_positions)).view(1, 1, *[hf.config.n_positions] * 2)
+    positions = hf.config.n_positions
+    mask = torch.tril(torch.ones(positions, positions)).view(1, 1, positions, positions)
     state |= {f"_orig_mod.transformer.h.{layer}.attn.bias": mask for layer in range(hf.config.n_layer)}
     wte = torch.cat([hf.transformer.wte.weight.detach(), torch.full((47, 64), 5.0)])
     state["_orig_mod.transformer.wte.weight"] = state["_orig_mod.lm_head.weight"] = wte

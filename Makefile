@@ -24,7 +24,7 @@ demo: $(VENV)/installed
 	$(PY) runs.py compare "reference (8 layers)=out-shakespeare" "Inheritune (4 of 8)=out-demo/inheritune" \
 		"scratch (4)=out-demo/scratch" "scratch (4), 2x steps=out-demo/scratch-2x" \
 		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
-	$(PY) analyze.py --ckpt out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
+	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
 		--out out-demo/analysis
 
 # Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo` has not) continued on

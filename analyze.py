@@ -1,7 +1,7 @@
 """Find the lazy layers of a trained GPT: attention rank and single-column mass per layer and head.
 
-    python analyze.py --ckpt out-gpt2_large/ckpt.pt --data data/openwebtext --out out-analysis
-    python analyze.py --ckpt out-shakespeare/ckpt.pt --data data/shakespeare --compare out-student/ckpt.pt
+    python analyze.py --model out-gpt2_large/ckpt.pt --data data/openwebtext --out out-analysis
+    python analyze.py --model out-shakespeare/ckpt.pt --data data/shakespeare --compare out-student/ckpt.pt
 
 For each T x T post-softmax attention matrix A (one head, one sequence):
 - rank k*(tau): the fewest singular values of A that hold a fraction tau of sum(s_i^2);
@@ -16,7 +16,6 @@ layers (Inheritune, arXiv 2404.08634). Writes analysis.json, layers.png and head
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -27,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from checkpoint import CheckpointError, load_model
 from data.batches import get_batch
-from data.format import write_atomic
-from model import GPT, CheckpointError, load_model, resolve_device_name
+from model import GPT
+from runtime import resolve_device_name, write_json
 
 # A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
 # exactly 0.9 of its energy in 90 of 100 singular values, and rounding must not make that 91.
@@ -100,9 +100,11 @@ def head_statistics(model: GPT, seqs: torch.Tensor, settings: Settings, device: 
         metrics_s += time.perf_counter() - t1
         print(f"  sequences {min(start + settings.batch_size, len(seqs))}/{len(seqs)}", flush=True)
     return {
-        "rank": (rank_sum / len(seqs)).tolist(), "mass": (mass_sum / len(seqs)).tolist(),
-        "forward_seconds": round(forward_s, 2), "metrics_seconds": round(metrics_s, 2),
-    }  # fmt: skip
+        "rank": (rank_sum / len(seqs)).tolist(),
+        "mass": (mass_sum / len(seqs)).tolist(),
+        "forward_seconds": round(forward_s, 2),
+        "metrics_seconds": round(metrics_s, 2),
+    }
 
 
 def lazy_layers(max_rank: list[float], lazy_rank: float) -> list[int]:
@@ -114,13 +116,13 @@ def suggest_student(source: str, n_layer: int, lazy: list[int]) -> dict:
     active = [layer for layer in range(n_layer) if layer not in lazy]
     n = lazy[0] if lazy else n_layer
     suggestion = {"n_layer": max(n, 1), "non_lazy_layers": active}
-    base = ["python", "inherit.py", "--ref", source]
+    base = ["python", "inherit.py", "--inherit_from", source]
     out = f"out-student-{suggestion['n_layer']}/student.pt"
     suggestion["command"] = shlex.join([*base, "--n_layer", str(suggestion["n_layer"]), "--out", out])
     if active and active != list(range(len(active))):
         layers = ",".join(str(layer) for layer in active)
         out = f"out-student-nonlazy-{len(active)}/student.pt"
-        suggestion["non_lazy_command"] = shlex.join([*base, "--layers", layers, "--out", out])
+        suggestion["non_lazy_command"] = shlex.join([*base, "--inherit_layers", layers, "--out", out])
     return suggestion
 
 
@@ -221,7 +223,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="analyze.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
+    p.add_argument("--model", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
     p.add_argument("--data", required=True, help="prepared corpus folder; sequences come from its val.bin")
     p.add_argument("--compare", default="", help="a second model, analyzed on the same sequences and plotted beside")
     p.add_argument("--num_seqs", type=int, default=100)
@@ -249,7 +251,7 @@ def main(argv: list[str]) -> int:
     device = resolve_device_name(args.device)
     results = []
     try:
-        for source in [args.ckpt, args.compare] if args.compare else [args.ckpt]:
+        for source in [args.model, args.compare] if args.compare else [args.model]:
             result = analyze_model(source, settings, device, args.lazy_rank)
             print(format_table(result))
             print(describe_suggestion(result))
@@ -261,7 +263,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     analysis = {"settings": vars(settings) | {"lazy_rank": args.lazy_rank}, "models": results}
-    write_atomic(out / "analysis.json", (json.dumps(analysis, indent=2) + "\n").encode())
+    write_json(out / "analysis.json", analysis)
     plot_layers(results, out / "layers.png")
     plot_heads(results, out / "heads.png")
     print(f"wrote {out / 'analysis.json'}, {out / 'layers.png'} and {out / 'heads.png'}")

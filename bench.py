@@ -9,7 +9,7 @@ Variants, each in a fresh process so that peak memory and compile caches are its
   plain     a plain nanoGPT-style loop on the same model: forward, backward, clip, unfused AdamW step
 The step runs on random tokens, so no prepared corpus is needed and data loading is not timed.
 Arguments other than the benchmark's own are config files and --key=value overrides, as for train.py.
-MFU is against --bench_peak_flops (or the config's peak_flops), else the device's known peak (model.PEAK_FLOPS,
+MFU is against --bench_peak_flops (or the config's peak_flops), else the device's known peak (runtime.PEAK_FLOPS,
 by exact device name); on other devices it is against the matmul throughput measured here, and says so.
 On a GPU, GPT-2 medium as the paper trains it (bf16, compile on, 49,152 tokens per step):
     python bench.py config/train_gpt2_medium.py --variants=eager,compiled --steps=20
@@ -26,8 +26,10 @@ import time
 
 import torch
 
-from model import GPT, GPTConfig, autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
-from train import TrainConfig, parse_config, train_step
+from configurator import TrainConfig, parse_config
+from model import GPT, GPTConfig
+from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
+from train import train_step
 
 VARIANTS = ("eager", "compiled", "plain")
 
@@ -72,11 +74,16 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     device = torch.device(resolve_device_name(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
-    model = GPT(
-        GPTConfig(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
-                  bias=cfg.bias, dropout=cfg.dropout,
-                  scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx)
-    ).to(device)  # fmt: skip
+    config = GPTConfig(
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        block_size=cfg.block_size,
+        bias=cfg.bias,
+        dropout=cfg.dropout,
+        scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
+    )
+    model = GPT(config).to(device)
     accum = cfg.gradient_accumulation_steps
     gen = torch.Generator().manual_seed(0)
     batches = [
@@ -110,11 +117,18 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tokens = accum * cfg.batch_size * cfg.block_size
-    queue.put(
-        dict(variant=variant, ms_per_iter=1000 * dt, tokens_per_s=tokens / dt, peak_mem=peak_mem,
-             flops=model.flops_per_token() * tokens / dt, warmup_s=warmup_s, device=str(device),
-             dtype=str(dtype).removeprefix("torch."), params=model.get_num_params())
-    )  # fmt: skip
+    result = dict(
+        variant=variant,
+        ms_per_iter=1000 * dt,
+        tokens_per_s=tokens / dt,
+        peak_mem=peak_mem,
+        flops=model.flops_per_token() * tokens / dt,
+        warmup_s=warmup_s,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        params=model.get_num_params(),
+    )
+    queue.put(result)
 
 
 def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
@@ -154,10 +168,13 @@ def main(argv: list[str]) -> int:
             print(f"error: variant {variant} failed (exit code {proc.exitcode})", file=sys.stderr)
             return 1
         r = queue.get(timeout=10)
-        print(f"{variant:<10} {r['ms_per_iter']:>10.1f} {r['tokens_per_s']:>12,.0f} {100 * r['flops'] / peak:>6.1f}% "
-              f"{r['peak_mem'] / 2**20:>7,.0f} MiB {r['warmup_s']:>9.1f}")  # fmt: skip
-    print(f"device {r['device']}, dtype {r['dtype']}, {r['params'] / 1e6:.2f}M parameters; "
-          f"peak mem is {'CUDA max allocated' if r['device'].startswith('cuda') else 'process peak RSS'}")  # fmt: skip
+        mfu = 100 * r["flops"] / peak
+        print(
+            f"{variant:<10} {r['ms_per_iter']:>10.1f} {r['tokens_per_s']:>12,.0f} {mfu:>6.1f}% "
+            f"{r['peak_mem'] / 2**20:>7,.0f} MiB {r['warmup_s']:>9.1f}"
+        )
+    memory = "CUDA max allocated" if r["device"].startswith("cuda") else "process peak RSS"
+    print(f"device {r['device']}, dtype {r['dtype']}, {r['params'] / 1e6:.2f}M parameters; peak mem is {memory}")
     return 0
 
 

@@ -1,14 +1,15 @@
 """Evaluate checkpoints: export to Hugging Face, loss on any corpus, zero-shot tasks, a side-by-side table.
 
-    python evaluation.py export --ckpt out-student/ckpt.pt --out hf-student
-    python evaluation.py loss --ckpt out-student/ckpt.pt --data data/openwebtext --out results/student-loss.json
-    python evaluation.py tasks --ckpt out-student/ckpt.pt --out results/student-tasks.json
+    python evaluation.py export --model out-student/ckpt.pt --out hf-student
+    python evaluation.py loss --model out-student/ckpt.pt --data data/openwebtext --out results/student-loss.json
+    python evaluation.py tasks --model out-student/ckpt.pt --out results/student-tasks.json
     python evaluation.py table reference=results/ref-tasks.json student=results/student-tasks.json
 
-`--ckpt` accepts what inherit.py accepts: this project's checkpoints, nanoGPT checkpoints, Hugging Face
-GPT-2 (`gpt2`, `gpt2-medium`, ... or a local folder). `tasks` runs lm-evaluation-harness (optional:
-`pip install "lm_eval[hf]"`) on the exported model; the paper reports acc on ARC-Easy, PIQA, SciQ and
-LAMBADA and acc_norm on HellaSwag.
+`--model` accepts every model source (checkpoint.load_model): this project's checkpoints, nanoGPT
+checkpoints, Hugging Face GPT-2 (`gpt2`, `gpt2-medium`, ...) or Llama-family models (a hub id or a local
+folder). `export` writes GPT-2 as GPT2LMHeadModel and the Llama family as Llama/Qwen2. `tasks` runs
+lm-evaluation-harness (optional: `pip install "lm_eval[hf]"`) on the exported model; the paper reports acc
+on ARC-Easy, PIQA, SciQ and LAMBADA and acc_norm on HellaSwag.
 """
 
 from __future__ import annotations
@@ -26,20 +27,14 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from data.format import open_tokens, write_atomic
+from checkpoint import CheckpointError, load_model, source_sha256
+from data.format import open_tokens
 from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, hf_tokenizer_name, load_hf_tokenizer, save_hf_tokenizer
-from model import (
-    GPT,
-    CheckpointError,
-    autocast_context,
-    load_model,
-    resolve_device_name,
-    resolve_dtype,
-    source_sha256,
-    to_hf,
-)
+from hf import ConversionError, to_hf
+from model import GPT
+from runtime import autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
 
-CKPT_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder"
+MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
 NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-normalised likelihood)
 
@@ -62,20 +57,26 @@ def export(source: str, out: Path) -> None:
     else:
         save_hf_tokenizer(out, model.config.block_size)
         to_hf(model, EOT_TOKEN).save_pretrained(out)
-    origin = {"source": str(source), "sha256": source_sha256(source), "iter_num": ckpt.iter_num,
-              "best_val_loss": ckpt.best_val_loss, "inherit": ckpt.inherit, "init": ckpt.init}  # fmt: skip
-    write_atomic(out / "inheritune.json", (json.dumps(origin, indent=2) + "\n").encode())
+    origin = {
+        "source": str(source),
+        "sha256": source_sha256(source),
+        "iter_num": ckpt.iter_num,
+        "best_val_loss": ckpt.best_val_loss,
+        "inherit": ckpt.inherit,
+        "continued_from": ckpt.continued_from,
+    }
+    write_json(out / "inheritune.json", origin)
 
 
 def export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="folder: config.json, model.safetensors, tokenizer files")
 
 
 def export_main(args: argparse.Namespace) -> int:
     try:
-        export(args.ckpt, Path(args.out))
-    except (CheckpointError, OSError) as e:
+        export(args.model, Path(args.out))
+    except (CheckpointError, ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")
@@ -123,7 +124,7 @@ def corpus_loss(
 
 
 def loss_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
     p.add_argument("--split", default="val")
     p.add_argument("--max_tokens", type=int, default=0, help="only the split's first N tokens (0: all of it)")
@@ -136,7 +137,7 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
 def loss_main(args: argparse.Namespace) -> int:
     device = torch.device(resolve_device_name(args.device))
     try:
-        model, _ = load_model(args.ckpt, device)
+        model, _ = load_model(args.model, device)
         tokens = open_tokens(Path(args.data), args.split)
         tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
         dtype = resolve_dtype(args.dtype, device)
@@ -144,12 +145,14 @@ def loss_main(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result = {"ckpt": args.ckpt, "data": args.data, "split": args.split} | result
-    print(f"{args.ckpt} on {args.data}/{args.split}.bin: loss {result['loss']:.4f}, "
-          f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens")  # fmt: skip
+    result = {"model": args.model, "data": args.data, "split": args.split} | result
+    print(
+        f"{args.model} on {args.data}/{args.split}.bin: loss {result['loss']:.4f}, "
+        f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
+        write_json(args.out, result)
     return 0
 
 
@@ -219,14 +222,20 @@ def run_tasks(
     with tempfile.TemporaryDirectory() as folder:
         export(source, Path(folder))
         output = lm_eval.simple_evaluate(
-            model="hf", model_args={"pretrained": folder, "dtype": "float32"}, tasks=names,
-            task_manager=task_manager, limit=limit, batch_size=batch_size, device=device, log_samples=False,
-        )  # fmt: skip
+            model="hf",
+            model_args={"pretrained": folder, "dtype": "float32"},
+            tasks=names,
+            task_manager=task_manager,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            log_samples=False,
+        )
     tasks = {}
     for name in names:
         metrics = {k.split(",")[0]: v for k, v in output["results"][name].items() if "," in k and "stderr" not in k}
         tasks[name] = metrics
-    return {"ckpt": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
+    return {"model": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
 
 
 def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
@@ -268,7 +277,7 @@ def format_task_table(rows: dict[str, dict]) -> str:
 
 
 def tasks_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help=CKPT_HELP)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
     p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
     p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
@@ -280,15 +289,15 @@ def tasks_arguments(p: argparse.ArgumentParser) -> None:
 def tasks_main(args: argparse.Namespace) -> int:
     names = [t for t in args.tasks.split(",") if t]
     try:
-        result = run_tasks(args.ckpt, names, args.include_path, args.limit, args.batch_size,
-                           resolve_device_name(args.device))  # fmt: skip
+        device = resolve_device_name(args.device)
+        result = run_tasks(args.model, names, args.include_path, args.limit, args.batch_size, device)
     except (ImportError, ValueError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(format_task_table({args.ckpt: result}))
-    out = Path(args.out) if args.out else Path(args.ckpt).with_suffix(".tasks.json")
+    print(format_task_table({args.model: result}))
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
+    write_json(out, result)
     print(f"wrote {out}")
     return 0
 
@@ -297,8 +306,8 @@ def tasks_main(args: argparse.Namespace) -> int:
 
 
 def table_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", nargs="+", help="NAME=FILE.json from the `tasks` or `loss` command (repeat a NAME "
-                   "to join its loss and its tasks)")  # fmt: skip
+    results_help = "NAME=FILE.json from the `tasks` or `loss` command (repeat a NAME to join its loss and its tasks)"
+    p.add_argument("results", nargs="+", help=results_help)
     p.add_argument("--out", default="", help="also write the markdown table here")
 
 
@@ -320,7 +329,7 @@ def table_main(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "export": (export_arguments, export_main, "write a checkpoint as a Hugging Face GPT-2 folder"),
+    "export": (export_arguments, export_main, "write a model as a Hugging Face folder (GPT-2, Llama or Qwen2)"),
     "loss": (loss_arguments, loss_main, "next-token loss of a checkpoint on a corpus"),
     "tasks": (tasks_arguments, tasks_main, "zero-shot tasks with lm-evaluation-harness"),
     "table": (table_arguments, table_main, "several checkpoints' results side by side"),
@@ -328,14 +337,7 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="evaluation.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = p.add_subparsers(dest="command", required=True)
-    for name, (add_arguments, _, help_text) in COMMANDS.items():
-        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
-    args = p.parse_args(argv)
-    return COMMANDS[args.command][1](args)
+    return run_command("evaluation.py", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Inheritune's growth loop: inherit n = start, start + step, ... layers from the reference, train each
 student with CONFIG, stop at the first whose final val loss matches the reference's.
 
-    python grow.py --ref out-gpt2_medium/ckpt.pt --config config/inheritune_gpt2_medium_16.py \
+    python grow.py --inherit_from out-gpt2_medium/ckpt.pt --config config/inheritune_gpt2_medium_16.py \
         --start 12 --step 2 --nproc 8 --out_dir out-grow-medium -- --eval_iters=100
 
 Each round n trains in out_dir/n{n} by running train.py (torchrun when --nproc > 1) with
@@ -20,18 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-from data.format import write_atomic
-from model import Checkpoint, CheckpointError, is_hf_source
+from checkpoint import Checkpoint, CheckpointError
+from configurator import ConfigError, parse_config
+from hf import is_hf_source
 from runs import RunError, format_table, launch_training, plot_curves, read_run, summary
-from train import ConfigError, parse_config
+from runtime import write_json
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="grow.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ref", required=True, help="reference: a checkpoint (its best_val_loss is the target) or a "
-                   "Hugging Face model (give --target)")  # fmt: skip
+    source_help = "the reference: a checkpoint (its best_val_loss is the target) or a Hugging Face model "
+    source_help += "(then give --target)"
+    p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--config", required=True, help="training config of each round (its max_iters is T)")
     p.add_argument("--start", type=int, default=0, help="first depth; default: half the reference's layers")
     p.add_argument("--step", type=int, default=2)
@@ -63,12 +65,12 @@ def reference_facts(source: str) -> tuple[int, float | None]:
 
 
 def grow(args: argparse.Namespace) -> int:
-    ref_layers, ref_loss = reference_facts(args.ref)
+    ref_layers, ref_loss = reference_facts(args.inherit_from)
     cfg = parse_config([args.config, *args.overrides])
     target = args.target if args.target is not None else ref_loss
     if target is None or target == float("inf"):
-        print(f"error: {args.ref} records no val loss; give --target (e.g. its loss by evaluation.py loss)",
-              file=sys.stderr)  # fmt: skip
+        reason = f"{args.inherit_from} records no val loss; give --target (e.g. its loss by evaluation.py loss)"
+        print(f"error: {reason}", file=sys.stderr)
         return 1
     start = args.start or max(1, ref_layers // 2)
     if not 1 <= start <= ref_layers or args.step < 1:
@@ -79,7 +81,7 @@ def grow(args: argparse.Namespace) -> int:
     state_path = out_dir / "grow.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"target": target, "rounds": []}
     done = {r["layers"]: r for r in state["rounds"]}
-    print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.ref}); T = {cfg.max_iters} steps")
+    print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
 
     n = start
     while True:
@@ -88,7 +90,7 @@ def grow(args: argparse.Namespace) -> int:
             print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
         else:
             t0 = time.time()
-            init = ["--init_from=inherit", f"--inherit_from={args.ref}"]
+            init = ["--init_from=inherit", f"--inherit_from={args.inherit_from}"]
             code = launch_training(args.config, round_dir, [*args.overrides, f"--n_layer={n}"], init, args.nproc)
             if code != 0:
                 print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
@@ -97,7 +99,7 @@ def grow(args: argparse.Namespace) -> int:
             row["gap"] = row["val_loss"] - target
             done[n] = row
             state["rounds"].append(row)
-            write_atomic(state_path, (json.dumps(state, indent=2) + "\n").encode())
+            write_json(state_path, state)
         if done[n]["val_loss"] <= target or n >= ref_layers:
             break
         n = min(n + args.step, ref_layers)

@@ -1,13 +1,15 @@
 """Inheritune: build an n-layer student from a trained reference.
 
-    python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --out out-student/ckpt.pt
-    python inherit.py --ref gpt2-medium --layers 0-11,14 --parts wte,wpe,attn,mlp,ln_f --out student.pt
-    python inherit.py --ref out-gpt2_large/ckpt.pt --n_layer 18 --parts wte,attn,mlp,ln --out authors.pt
-    python inherit.py --ref openlm-research/open_llama_3b --n_layer 13 --out out-openllama-13/student.pt
+    python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --out out-student/ckpt.pt
+    python inherit.py --inherit_from gpt2-medium --inherit_layers 0-11,14 --inherit_parts wte,wpe,attn,mlp,ln_f \
+        --out student.pt
+    python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --inherit_parts wte,attn,mlp,ln \
+        --out authors.pt
+    python inherit.py --inherit_from openlm-research/open_llama_3b --n_layer 13 --out out-openllama-13/student.pt
 
 By default the student copies all of the reference's parts: its token embedding and head (one tensor in
 GPT-2), its position embedding if it has one (GPT-2's; Llama's are rotary), blocks layers[0..n-1] and its
-final norm. --parts chooses (the third example is the authors' own GPT-2 student, which leaves the
+final norm. --inherit_parts chooses (the third example is the authors' own GPT-2 student, which leaves the
 position embedding and final layernorm fresh; theirs of OpenLLaMA is head,attn,mlp,ln); everything not
 inherited is initialised exactly as a model trained from scratch with the same seed. The reference is
 this project's checkpoint, a nanoGPT / LLM-Inheritune GPT-2 checkpoint, or a Hugging Face model: GPT-2
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from model import GPT, Checkpoint, CheckpointError, GPTConfig, load_model, source_sha256
+from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
+from hf import ConversionError
+from model import GPT, GPTConfig
 
 # The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
 BLOCK_PARTS = {
@@ -112,8 +116,10 @@ def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float 
     ref_state = ref.state_dict()
     prefixes = {
         "wte": ("transformer.wte.", "lm_head.") if ref.config.tie_embeddings else ("transformer.wte.",),
-        "head": ("lm_head.",), "wpe": ("transformer.wpe.",), "ln_f": ("transformer.ln_f.",),
-    }  # fmt: skip
+        "head": ("lm_head.",),
+        "wpe": ("transformer.wpe.",),
+        "ln_f": ("transformer.ln_f.",),
+    }
     for part in [p for p in spec.parts if p in MODEL_PARTS]:
         for key in [k for k in state if k.startswith(prefixes[part])]:
             state[key] = ref_state[key]
@@ -165,25 +171,28 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="inherit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ref", required=True, help="reference: checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
+    source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
+    parts_help = "what to copy: all, or any of wte (token embedding, and the head when tied), head (an untied head), "
+    parts_help += "wpe, ln_f, and of each block attn, mlp, ln"
+    p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
-    p.add_argument("--layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
-    p.add_argument("--parts", default="all", help="what to copy: all, or any of wte (token embedding, and the head "
-                   "when tied), head (an untied head), wpe, ln_f, and of each block attn, mlp, ln")  # fmt: skip
+    p.add_argument("--inherit_layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
+    p.add_argument("--inherit_parts", default="all", help=parts_help)
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
-    request = dict(n_layer=args.n_layer, layers=args.layers, parts=args.parts)
+    request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     try:
-        student, origin = inherit(args.ref, request, args.seed)
-    except (InheritError, CheckpointError, OSError) as e:
+        student, origin = inherit(args.inherit_from, request, args.seed)
+    except (InheritError, CheckpointError, ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Checkpoint.of(student, inherit=origin).save(out)
     size = f"{student.config.n_layer} layers, {student.get_num_params() / 1e6:.2f}M parameters"
-    print(f"student: {size}, from the {origin['reference_n_layer']}-layer {args.ref}: layers {origin['layers']}")
+    reference = f"the {origin['reference_n_layer']}-layer {args.inherit_from}"
+    print(f"student: {size}, from {reference}: layers {origin['layers']}")
     print(f"wrote {out}; train it with: python train.py CONFIG --init_from={out}")
     return 0
 

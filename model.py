@@ -1,49 +1,34 @@
 """A GPT language model in one file: GPT-2, and the options of the Llama family (RMSNorm, SwiGLU, rotary
-embeddings, grouped key/value heads, an untied head); where it runs; its checkpoint format; and its
-conversion to and from Hugging Face's GPT-2, Llama and Qwen2.
+embeddings, grouped key/value heads, an untied head). It imports nothing of the project.
 
 Parameter names follow nanoGPT (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ``lm_head``...),
-so nanoGPT-style checkpoints load directly:
+so nanoGPT-style checkpoints load directly (checkpoint.py reads every model source):
 
-    from model import GPT, load_model
-    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", or a Hugging Face folder
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128))
     logits, loss = model(idx, targets)
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from data.format import atomic_write
-from data.tokenizer import source_tokenizer
-
-# Dense bf16 tensor-core peak FLOP/s (without sparsity, from the vendors' data sheets) of the devices whose
-# exact names torch.cuda.get_device_name gives; PCIe and NVL parts have lower peaks than SXM ones. Other
-# devices (MIG slices included) have no entry: give train.py's peak_flops to see their MFU.
-PEAK_FLOPS = {
-    "NVIDIA A100-SXM4-40GB": 312e12, "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA A100-PCIE-40GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12,
-    "NVIDIA H100 80GB HBM3": 989e12,  # SXM5
-    "NVIDIA H100 PCIe": 756e12, "NVIDIA H100 NVL": 835e12,
-    "NVIDIA H200": 989e12, "NVIDIA H200 NVL": 835e12, "NVIDIA GH200 480GB": 989e12,
-}  # fmt: skip
-A100_PEAK_FLOPS = PEAK_FLOPS["NVIDIA A100-SXM4-80GB"]  # nanoGPT's estimate_mfu is relative to it
+# nanoGPT's estimate_mfu is relative to the A100's dense bf16 peak (runtime.PEAK_FLOPS has other devices').
+A100_PEAK_FLOPS = 312e12
 
 # nanoGPT's GPTConfig fields: its model_args hold exactly these (see GPTConfig.model_args).
 NANOGPT_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
 # nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint
 # that records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
 NANOGPT_PADDED_GPT2_VOCAB, GPT2_VOCAB = 50304, 50257
+VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # one row per token, padded in the model
 
 
 @dataclass
@@ -322,7 +307,12 @@ class GPT(nn.Module):
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        return load_hf(model_type, override_args.get("dropout", 0.0))
+        from hf import read_hf  # the conversion's own module, which imports nothing of the project
+
+        config_args, state = read_hf(model_type)
+        model = cls(GPTConfig(**config_args, dropout=override_args.get("dropout", 0.0)))
+        load_weights(model, state)
+        return model
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position embedding is left out by default, as in the GPT-2 papers' counts."""
@@ -331,11 +321,19 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def get_num_non_embedding_params(self) -> int:
+    def get_num_scaling_params(self) -> int:
         """N of the scaling laws: every parameter but the token and position embeddings and the head, so N
-        measures the network rather than its vocabulary."""
+        measures the network rather than its vocabulary (Kaplan et al.'s non-embedding count)."""
         untied_head = 0 if self.config.tie_embeddings else self.lm_head.weight.numel()
         return self.get_num_params() - self.transformer.wte.weight.numel() - untied_head
+
+    def unpadded_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict with vocab_size rows of wte and lm_head, the padding left out, as checkpoints and
+        Hugging Face models hold them (load_weights pads them again)."""
+        state = self.state_dict()
+        for key in VOCAB_ROWS:
+            state[key] = state[key][: self.config.vocab_size]
+        return state
 
     def crop_block_size(self, block_size: int) -> None:
         """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
@@ -469,108 +467,7 @@ class GPT(nn.Module):
         return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
 
 
-# ----------------------------------------------------------------------------- where the model runs
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device_name(name: str) -> str:
-    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'; any other name as given."""
-    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on GPUs that have it, float16 on other GPUs, float32 elsewhere; or the named dtype."""
-    if name != "auto":
-        return DTYPES[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def autocast_context(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
-    """Mixed precision for bf16/fp16; float32 runs as it is. Shared by training, sampling and evaluation."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def peak_flops_of(device: torch.device) -> float | None:
-    """Peak bf16 FLOP/s of a known accelerator, or None where it is unknown (CPUs, other GPUs)."""
-    return PEAK_FLOPS.get(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
-
-
-@dataclass
-class Checkpoint:
-    """The checkpoint format: what `ckpt.pt`, `best.pt` and student files hold. On disk it is a plain dict
-    of these keys (nanoGPT's keys, so a nanoGPT checkpoint is one), written atomically and read with
-    `torch.load(weights_only=True)`, so a checkpoint can never run code."""
-
-    model_args: dict  # GPTConfig.model_args(): nanoGPT's GPTConfig(**model_args) rebuilds the network
-    model: dict[str, torch.Tensor] | None = None  # state dict, nanoGPT's names, vocab_size rows of wte and
-    # lm_head (without the padding, as nanoGPT's from_pretrained builds GPT-2); None when read without weights
-    iter_num: int = 0  # optimizer steps taken
-    best_val_loss: float | None = None  # lowest val loss at an eval so far
-    config: dict | None = None  # the training run's config (train.py's TrainConfig)
-    optimizer: dict | None = None  # AdamW state, to resume
-    scaler: dict | None = None  # GradScaler state of float16 runs, to resume
-    inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
-    init: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
-    tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
-
-    def tokens_seen(self) -> int | None:
-        """Tokens this model has been trained on: its run's steps x tokens per step (nanoGPT's keys of its
-        config), and those its own starting model had seen; None where the config does not say."""
-        if not self.config or not {"batch_size", "gradient_accumulation_steps", "block_size"} <= self.config.keys():
-            return None
-        per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]
-        return self.iter_num * per_step + ((self.init or {}).get("tokens_seen") or 0)
-
-    @classmethod
-    def of(cls, model: GPT, **state) -> Checkpoint:
-        weights = model.state_dict()
-        for key in VOCAB_ROWS:
-            weights[key] = weights[key][: model.config.vocab_size]
-        return cls(model_args=model.config.model_args(), model=weights, **state)
-
-    def save(self, path: str | Path) -> None:
-        """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""
-        state = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-        with atomic_write(Path(path)) as f:
-            torch.save(state, f)
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu", weights: bool = True) -> Checkpoint:
-        """Read a checkpoint; with weights=False only what describes it, from a memory map: the tensors
-        are never read, so this costs milliseconds even for GPT-2 xl with its optimizer state."""
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} not found")
-        try:
-            state = torch.load(path, map_location=map_location, weights_only=True, mmap=not weights)
-        except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
-            reason = "truncated, corrupt, or not a weights-only checkpoint"
-            raise CheckpointError(f"cannot load {path} ({reason}): {e}") from e
-        missing = {"model", "model_args"} - state.keys()
-        if missing:
-            raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
-        known = {f.name for f in fields(cls)}
-        ckpt = cls(**{k: v for k, v in state.items() if k in known})
-        if isinstance(ckpt.best_val_loss, torch.Tensor):  # nanoGPT stores the loss estimate's tensor
-            ckpt.best_val_loss = ckpt.best_val_loss.item()
-        if not weights:
-            ckpt.model = ckpt.optimizer = ckpt.scaler = None
-        return ckpt
-
-
-VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # one row per token, padded in the model
+# ----------------------------------------------------------------------------- loading a state dict
 
 
 def load_weights(model: GPT, state_dict: dict[str, torch.Tensor]) -> None:
@@ -595,221 +492,3 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             continue  # old nanoGPT's registered causal-mask buffer, not a parameter
         cleaned[key] = value
     return cleaned
-
-
-def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, Checkpoint]:
-    """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face model, and
-    what is known of it, as a Checkpoint without weights (they live in the model only, so a large model is
-    not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
-    source = str(source)
-    if is_hf_source(source):
-        model = load_hf(source, dropout).to(device)
-        tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
-        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer)
-    ckpt = Checkpoint.load(source)
-    model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
-    load_weights(model, ckpt.model)
-    ckpt.model = None
-    return model.to(device), ckpt
-
-
-def source_sha256(source: str | Path) -> str:
-    """sha256 of a checkpoint file, or of a Hugging Face folder's weights; '' for a hub name."""
-    path = Path(source)
-    if path.is_dir():
-        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), None)
-    if path is None or not path.is_file():
-        return ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- Hugging Face, both ways
-
-HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-# Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
-HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
-
-
-def is_hf_source(source: str) -> bool:
-    """A Hugging Face model: OpenAI's GPT-2 names, a local folder with config.json, or a hub id (owner/name)
-    that is no local path."""
-    path = Path(source)
-    hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
-    return source in HF_GPT2_NAMES or (path.is_dir() and (path / "config.json").is_file()) or hub_id
-
-
-def load_hf(source: str, dropout: float = 0.0) -> GPT:
-    """A Hugging Face causal LM (hub name, or a local folder read offline) as this project's GPT: GPT-2, or
-    a Llama-family model (Llama, OpenLLaMA, TinyLlama, SmolLM, Qwen2)."""
-    from transformers import AutoModelForCausalLM  # imported only here: it is slow to import
-
-    local = Path(source).is_dir()
-    hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
-    if hf.config.model_type == "gpt2":
-        return from_hf_gpt2(hf, source, dropout)
-    if hf.config.model_type in LLAMA_FAMILY:
-        return from_hf_llama(hf, source, dropout)
-    known = ", ".join(("gpt2", *LLAMA_FAMILY))
-    raise CheckpointError(f"{source}: a {hf.config.model_type} model; this GPT reproduces {known}")
-
-
-def check_hf_config(source: str, cannot: dict[str, bool], config) -> None:
-    """Stop with one line naming every setting of a transformers config that this GPT cannot reproduce."""
-    settings = [f"{name}={getattr(config, name, None)!r}" for name, unsupported in cannot.items() if unsupported]
-    if settings:
-        raise CheckpointError(f"{source}: this GPT cannot reproduce the Hugging Face setting {', '.join(settings)}")
-
-
-def from_hf_gpt2(hf, source: str, dropout: float) -> GPT:
-    c = hf.config
-    check_hf_config(source, {  # (reorder_and_upcast_attn only computes the same attention in float32)
-        "activation_function": c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
-        "layer_norm_epsilon": c.layer_norm_epsilon != 1e-5,
-        "scale_attn_weights": not c.scale_attn_weights,
-        "n_inner": c.n_inner not in (None, 4 * c.n_embd),
-        "add_cross_attention": c.add_cross_attention,
-        "tie_word_embeddings": not c.tie_word_embeddings,
-    }, c)  # fmt: skip
-    config = GPTConfig(
-        n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions, vocab_size=c.vocab_size,
-        bias=True, dropout=dropout, scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
-    )  # fmt: skip
-    model = GPT(config)
-    state = {}
-    for key, value in hf.state_dict().items():
-        if key.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # causal-mask buffers in older transformers versions
-        state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
-    load_weights(model, state)
-    return model
-
-
-def llama_rope_scaling(rope: dict) -> dict | None:
-    """Llama 3's rope scaling, the one rescaling this GPT reproduces; None for plain RoPE."""
-    if rope.get("rope_type", "default") == "default":
-        return None
-    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-    return {k: rope[k] for k in keys}
-
-
-def from_hf_llama(hf, source: str, dropout: float) -> GPT:
-    c = hf.config
-    rope = c.rope_parameters or {}
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    check_hf_config(source, {
-        "hidden_act": c.hidden_act != "silu",
-        "head_dim": head_dim * c.num_attention_heads != c.hidden_size,
-        "rope_parameters": rope.get("rope_type", "default") not in ("default", "llama3"),
-        "attention_bias": getattr(c, "attention_bias", False),  # Llama's puts one on the output too
-        "mlp_bias": getattr(c, "mlp_bias", False),
-        "use_sliding_window": getattr(c, "use_sliding_window", False),
-    }, c)  # fmt: skip
-    config = GPTConfig(
-        n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size,
-        block_size=c.max_position_embeddings, vocab_size=c.vocab_size, dropout=dropout, bias=False,
-        norm="rmsnorm", norm_eps=c.rms_norm_eps, mlp="swiglu", intermediate_size=c.intermediate_size,
-        rope=True, rope_theta=rope.get("rope_theta", 10000.0), rope_scaling=llama_rope_scaling(rope),
-        n_kv_head=c.num_key_value_heads, tie_embeddings=c.tie_word_embeddings, qkv_bias=c.model_type == "qwen2",
-    )  # fmt: skip
-    model = GPT(config)
-    theirs = hf.state_dict()
-    state = {mine: theirs[name] for mine, name in llama_names(config).items()}
-    for i in range(config.n_layer):
-        for mine, names in llama_fused(config).items():
-            state[f"transformer.h.{i}.{mine}"] = torch.cat([theirs[f"model.layers.{i}.{name}"] for name in names])
-    load_weights(model, state)
-    return model
-
-
-def llama_names(config: GPTConfig) -> dict[str, str]:
-    """This GPT's tensors that are one Hugging Face Llama tensor each: ours -> theirs."""
-    names = {"transformer.wte.weight": "model.embed_tokens.weight", "lm_head.weight": "lm_head.weight",
-             "transformer.ln_f.weight": "model.norm.weight"}  # fmt: skip
-    for i in range(config.n_layer):
-        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
-        names |= {ours + "ln_1.weight": theirs + "input_layernorm.weight",
-                  ours + "ln_2.weight": theirs + "post_attention_layernorm.weight",
-                  ours + "attn.c_proj.weight": theirs + "self_attn.o_proj.weight",
-                  ours + "mlp.c_proj.weight": theirs + "mlp.down_proj.weight"}  # fmt: skip
-    return names
-
-
-def llama_fused(config: GPTConfig) -> dict[str, tuple[str, ...]]:
-    """Tensors of each block that this GPT fuses, row blocks in order: ours -> theirs."""
-    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
-    fused = {"attn.c_attn.weight": tuple(f"{t}.weight" for t in qkv),
-             "mlp.c_fc.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight")}  # fmt: skip
-    if config.qkv_bias:
-        fused["attn.c_attn.bias"] = tuple(f"{t}.bias" for t in qkv)
-    return fused
-
-
-def to_hf(model: GPT, eos_token: int):
-    """The same network as a transformers model: GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM."""
-    return to_hf_llama(model, eos_token) if model.config.rope else to_hf_gpt2(model, eos_token)
-
-
-def to_hf_gpt2(model: GPT, eos_token: int):
-    """Conv1D weights transposed, vocabulary padding removed, zero biases where the model has none."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    c = model.config
-    if c.norm != "layernorm" or c.mlp != "gelu" or c.n_kv_head or not c.tie_embeddings:
-        raise CheckpointError("a GPT-2 with Llama options has no Hugging Face GPT-2 equivalent")
-    config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        activation_function="gelu_new", layer_norm_epsilon=c.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=eos_token, eos_token_id=eos_token, tie_word_embeddings=True,
-        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx, n_inner=c.intermediate_size or None,
-    )  # fmt: skip
-    hf = GPT2LMHeadModel(config)
-    ours = {}
-    for key, value in model.state_dict().items():
-        if key in VOCAB_ROWS:
-            value = value[: c.vocab_size]
-        ours[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
-    state = {}
-    for key, template in hf.state_dict().items():
-        if key in ours:
-            state[key] = ours[key].to(template.dtype).contiguous()
-        elif key.endswith(".bias") and not c.bias:
-            state[key] = torch.zeros_like(template)
-        else:
-            raise CheckpointError(f"no weight for {key} in the model")
-    hf.load_state_dict(state)
-    return hf.eval()
-
-
-def to_hf_llama(model: GPT, eos_token: int):
-    """Fused tensors split back into Hugging Face's, vocabulary padding removed."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    c = model.config
-    if c.norm != "rmsnorm" or c.mlp != "swiglu" or c.bias or c.scale_attn_by_inverse_layer_idx:
-        raise CheckpointError("a rotary GPT without Llama's other choices has no Hugging Face Llama equivalent")
-    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if c.qkv_bias else (LlamaConfig, LlamaForCausalLM)
-    rope = {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else {"rope_type": "default"}
-    config = config_class(
-        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.intermediate_size or 4 * c.n_embd,
-        num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
-        max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-        rope_parameters={**rope, "rope_theta": c.rope_theta}, hidden_act="silu", eos_token_id=eos_token,
-    )  # fmt: skip
-    ours = model.state_dict()
-    for key in VOCAB_ROWS:
-        ours[key] = ours[key][: c.vocab_size]
-    state = {theirs: ours[mine] for mine, theirs in llama_names(c).items()}
-    hidden = c.intermediate_size or 4 * c.n_embd
-    sizes = {"attn": [c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], "mlp": [hidden, hidden]}
-    for i in range(c.n_layer):
-        for mine, theirs in llama_fused(c).items():
-            parts = ours[f"transformer.h.{i}.{mine}"].split(sizes[mine.split(".")[0]], dim=0)
-            state |= {f"model.layers.{i}.{t}": part for t, part in zip(theirs, parts, strict=True)}
-    hf = model_class(config)
-    hf.load_state_dict({k: v.contiguous() for k, v in state.items()})
-    return hf.eval()

@@ -5,12 +5,12 @@
 
 A run folder (train.py's out_dir) holds:
   config.json    {"config": the resolved training config, "model": {"model_args", "params",
-                  "non_embedding_params"}, "inherit": how a student was built, "init": the trained model
-                  the run continued from, with the tokens it had seen (both null where none)}
+                  "scaling_params"}, "inherit": how a student was built, "continued_from": the trained
+                  model the run continued from, with the tokens it had seen (both null where none)}
   metrics.jsonl  one JSON object per line: {"kind": "train" | "eval", "iter", "tokens", "train_loss",
                  "lr", ...}; eval lines add "val_loss" (of the mixture) and "val_losses" (of each corpus),
                  train lines "ms_per_iter", "tokens_per_s", "mfu"
-  ckpt.pt        the latest checkpoint, best.pt the one of the lowest val loss (model.Checkpoint)
+  ckpt.pt        the latest checkpoint, best.pt the one of the lowest val loss (checkpoint.Checkpoint)
 train.py writes it through this module; the growth loop, scaling fits and `compare` read it through
 `read_run`, which never loads a checkpoint, and launch their runs through `launch_training`.
 """
@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.format import write_atomic
+from runtime import atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 
@@ -38,9 +38,10 @@ class RunError(ValueError):
 # ----------------------------------------------------------------------------- writing (train.py)
 
 
-def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None, init: dict | None) -> None:
-    record = {"config": config, "model": model, "inherit": inherit, "init": init}
-    write_atomic(out_dir / CONFIG_FILE, (json.dumps(record, indent=2) + "\n").encode())
+def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None, continued_from: dict | None) -> None:
+    write_json(
+        out_dir / CONFIG_FILE, {"config": config, "model": model, "inherit": inherit, "continued_from": continued_from}
+    )
 
 
 class MetricsLog:
@@ -52,7 +53,8 @@ class MetricsLog:
             # Drop what an interrupted run logged after its last checkpoint: resumed curves stay single-valued.
             lines = self.path.read_text().splitlines()
             kept = [line for line in lines if json.loads(line)["iter"] <= resume_iter]
-            write_atomic(self.path, "".join(line + "\n" for line in kept).encode())
+            with atomic_file(self.path) as f:
+                f.write("".join(line + "\n" for line in kept).encode())
         elif resume_iter is None:
             self.path.write_text("")
 
@@ -82,7 +84,7 @@ class Run:
     config: dict  # the training config
     model: dict  # model_args and parameter counts
     inherit: dict | None
-    init: dict | None
+    continued_from: dict | None
     records: list[dict]  # metrics.jsonl, in order
 
     @property
@@ -116,8 +118,11 @@ def read_run(out_dir: str | Path) -> Run:
         if not path.exists():
             raise RunError(f"{path} not found: is {out_dir} a training run's out_dir?")
     record = json.loads(config_path.read_text())
+    if "init" in record:  # run folders written before 2026-12 used older names of two keys
+        record["continued_from"] = record.pop("init")
+        record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
     records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    return Run(out_dir, record["config"], record["model"], record["inherit"], record["init"], records)
+    return Run(out_dir, record["config"], record["model"], record["inherit"], record["continued_from"], records)
 
 
 # ----------------------------------------------------------------------------- launching
@@ -152,9 +157,13 @@ def summary(name: str, run: Run, corpora: tuple[str, ...] = ()) -> dict:
     """The table row of a run: its size and final val loss (of the mixture, and of each corpus asked for)."""
     last = run.last_eval
     row = {
-        "model": name, "layers": run.model["model_args"]["n_layer"], "params": run.model["params"],
-        "steps": last["iter"], "tokens": last["tokens"], "val_loss": last["val_loss"],
-    }  # fmt: skip
+        "model": name,
+        "layers": run.model["model_args"]["n_layer"],
+        "params": run.model["params"],
+        "steps": last["iter"],
+        "tokens": last["tokens"],
+        "val_loss": last["val_loss"],
+    }
     return row | ({"val_losses": {c: run.val_loss(last, c) for c in corpora}} if corpora else {})
 
 
@@ -210,24 +219,24 @@ def compare_main(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         plot_curves(runs, out, title=args.title, corpora=corpora)
-        write_atomic(out.with_suffix(".json"), (json.dumps(rows, indent=2) + "\n").encode())
+        write_json(out.with_suffix(".json"), rows)
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
+def compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order")
+    p.add_argument("--out", default="", help="PNG of the val-loss curves; the table goes beside it as .json")
+    p.add_argument("--title", default="")
+    corpus_help = "comma-separated corpora (data_dir paths as in the runs' configs): their val losses beside the "
+    p.add_argument("--corpus", default="", help=corpus_help + "mixture's, one plot panel each")
+
+
+COMMANDS = {"compare": (compare_arguments, compare_main, "table and val-loss plot of several runs")}
+
+
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="runs.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = p.add_subparsers(dest="command", required=True)
-    compare = commands.add_parser("compare", help="table and val-loss plot of several runs")
-    compare.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order")
-    compare.add_argument("--out", default="", help="PNG of the val-loss curves; the table goes beside it as .json")
-    compare.add_argument("--title", default="")
-    compare.add_argument("--corpus", default="", help="comma-separated corpora (data_dir paths as in the runs' "
-                         "configs): their val losses beside the mixture's, one plot panel each")  # fmt: skip
-    args = p.parse_args(argv)
-    return compare_main(args)
+    return run_command("runs.py", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

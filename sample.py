@@ -1,11 +1,12 @@
 """Sample text from a trained model, with nanoGPT's sample.py options.
 
     python sample.py --out_dir=out-shakespeare --start="ROMEO:" --num_samples=2 --max_new_tokens=100
-    python sample.py --init_from=out-shakespeare/best.pt --start=FILE:prompt.txt --temperature=0
-    python sample.py --init_from=gpt2-xl --start="The lazy layers of a deep network"
+    python sample.py --model=out-shakespeare/best.pt --start=FILE:prompt.txt --temperature=0
+    python sample.py --model=gpt2-xl --start="The lazy layers of a deep network"
 
---init_from is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint path, or a Hugging Face GPT-2 ('gpt2',
-'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder). Text is encoded with the vocabulary the model
+--model (nanoGPT's --init_from, which works too) is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint
+path, or a Hugging Face model (GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'; or the Llama family
+by hub id or local folder). Text is encoded with the vocabulary the model
 was trained with: the character vocabulary of nanoGPT's meta.pkl in the corpus folder its checkpoint
 records (config['dataset'], as nanoGPT looks it up), or the Hugging Face tokenizer of its corpus or of
 its Hugging Face folder (the Llama family), else GPT-2 BPE, loaded offline.
@@ -19,15 +20,9 @@ from pathlib import Path
 
 import torch
 
+from checkpoint import Checkpoint, CheckpointError, load_model
 from data.tokenizer import corpus_codec, hf_tokenizer_name
-from model import (
-    Checkpoint,
-    CheckpointError,
-    autocast_context,
-    load_model,
-    resolve_device_name,
-    resolve_dtype,
-)
+from runtime import autocast_context, resolve_device_name, resolve_dtype
 
 
 def parse_bool(text: str) -> bool:
@@ -39,8 +34,9 @@ def parse_bool(text: str) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init_from", default="resume", help="'resume' (out_dir/ckpt.pt), a checkpoint, or a HF GPT-2")
-    p.add_argument("--out_dir", default="out", help="training folder, read with --init_from=resume")
+    model_help = "'resume' (out_dir/ckpt.pt), a checkpoint, or a Hugging Face model; --init_from is nanoGPT's name"
+    p.add_argument("--model", "--init_from", dest="model", default="resume", help=model_help)
+    p.add_argument("--out_dir", default="out", help="training folder, read with --model=resume")
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')
     p.add_argument("--num_samples", type=int, default=2)
     p.add_argument("--max_new_tokens", type=int, default=200)
@@ -70,7 +66,7 @@ def corpus_folder(ckpt: Checkpoint) -> Path | None:
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
-    source = Path(args.out_dir) / "ckpt.pt" if args.init_from == "resume" else args.init_from
+    source = Path(args.out_dir) / "ckpt.pt" if args.model == "resume" else args.model
     model, ckpt = load_model(source, device)
     model.eval()
     if args.compile:

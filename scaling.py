@@ -31,8 +31,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp, softmax
 
-from data.format import write_atomic
 from runs import RunError, launch_training, read_run
+from runtime import run_command, write_json
 
 HUBER_DELTA = 1e-3
 STARTS = 16  # L-BFGS runs, from the best points of the grid
@@ -40,9 +40,13 @@ BOOTSTRAP_STARTS = 4  # the same for each refit of the bootstrap, besides the fu
 FREE = {"chinchilla": ("e", "a", "alpha", "b", "beta"), "cpt": ("b", "beta", "gamma")}
 # Starting points of L-BFGS, as in Hoffmann et al.'s grid (coarser in the exponents).
 GRID = {
-    "e": (-1.0, 0.0, 1.0), "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0), "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
-    "alpha": (0.2, 0.5, 1.0), "beta": (0.2, 0.5, 1.0), "gamma": (-0.5, 0.0, 0.5),
-}  # fmt: skip
+    "e": (-1.0, 0.0, 1.0),
+    "a": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "b": (0.0, 5.0, 10.0, 15.0, 20.0, 25.0),
+    "alpha": (0.2, 0.5, 1.0),
+    "beta": (0.2, 0.5, 1.0),
+    "gamma": (-0.5, 0.0, 0.5),
+}
 
 
 class ScalingError(ValueError):
@@ -71,13 +75,13 @@ def points_from_runs(run_dirs: list[str], final: bool, corpus: str) -> Points:
     rows = []
     for index, out_dir in enumerate(run_dirs):
         run = read_run(out_dir)
-        if "non_embedding_params" not in run.model:
-            raise ScalingError(f"{out_dir}: config.json records no non_embedding_params (an older run?)")
+        if run.model.get("scaling_params") is None:
+            raise ScalingError(f"{out_dir}: config.json records no scaling_params (an older run?)")
         evals = [r for r in run.evals if r["tokens"] > 0]
         if not evals:
             raise ScalingError(f"{out_dir} has no eval after its first step")
         for record in evals[-1:] if final else evals:
-            rows.append((run.model["non_embedding_params"], record["tokens"], loss_of(record, corpus, out_dir), index))
+            rows.append((run.model["scaling_params"], record["tokens"], loss_of(record, corpus, out_dir), index))
     return to_points(rows)
 
 
@@ -97,8 +101,10 @@ def points_from_csv(path: str) -> Points:
             reader = csv.DictReader(f)
             missing = {"N", "D", "loss"} - set(reader.fieldnames or [])
             if missing:
-                raise ScalingError(f"{path}: no column {', '.join(sorted(missing))} (need N,D,loss; found "
-                                   f"{','.join(reader.fieldnames or []) or 'nothing'})")  # fmt: skip
+                raise ScalingError(
+                    f"{path}: no column {', '.join(sorted(missing))} (need N,D,loss; found "
+                    f"{','.join(reader.fieldnames or []) or 'nothing'})"
+                )
             rows = [(float(r["N"]), float(r["D"]), float(r["loss"]), r.get("run") or i) for i, r in enumerate(reader)]
     except ValueError as e:
         if isinstance(e, ScalingError):
@@ -125,9 +131,13 @@ def to_points(rows: list[tuple]) -> Points:
 
 def log_terms(p: dict[str, float], log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
     """log E, log(A / N^alpha), log(B / (D^beta N^gamma)) per point: the form is their log-sum-exp."""
-    return np.stack([
-        np.full_like(log_n, p["e"]), p["a"] - p["alpha"] * log_n, p["b"] - p["beta"] * log_d - p["gamma"] * log_n,
-    ])  # fmt: skip
+    return np.stack(
+        [
+            np.full_like(log_n, p["e"]),
+            p["a"] - p["alpha"] * log_n,
+            p["b"] - p["beta"] * log_d - p["gamma"] * log_n,
+        ]
+    )
 
 
 def objective(x: np.ndarray, names: tuple[str, ...], fixed: dict, log_n, log_d, log_loss) -> tuple[float, np.ndarray]:
@@ -138,9 +148,13 @@ def objective(x: np.ndarray, names: tuple[str, ...], fixed: dict, log_n, log_d, 
     weight = softmax(terms, axis=0)  # d(log-sum-exp) / d(term)
     dr = np.clip(r, -HUBER_DELTA, HUBER_DELTA)  # d(huber) / d(r)
     partial = {
-        "e": weight[0], "a": weight[1], "alpha": -weight[1] * log_n,
-        "b": weight[2], "beta": -weight[2] * log_d, "gamma": -weight[2] * log_n,
-    }  # fmt: skip
+        "e": weight[0],
+        "a": weight[1],
+        "alpha": -weight[1] * log_n,
+        "b": weight[2],
+        "beta": -weight[2] * log_d,
+        "gamma": -weight[2] * log_n,
+    }
     return float(huber(HUBER_DELTA, r).sum()), np.array([(dr * partial[name]).sum() for name in names])
 
 
@@ -227,8 +241,12 @@ def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples:
     fits = []
     for _ in range(samples):
         drawn = rng.choice(runs, size=len(runs), replace=True)
-        sample = Points(*(np.concatenate([getattr(points.subset(points.run == r), f) for r in drawn])
-                          for f in ("n", "d", "loss", "run")))  # fmt: skip
+        sample = Points(
+            *(
+                np.concatenate([getattr(points.subset(points.run == r), f) for r in drawn])
+                for f in ("n", "d", "loss", "run")
+            )
+        )
         if len(np.unique(sample.n)) < 2 or len(sample) < len(names):
             continue  # one model size says nothing about the N terms
         starts = [np.array([best[name] for name in names]), *best_of_grid(sample, form, fixed, BOOTSTRAP_STARTS)]
@@ -293,8 +311,14 @@ def plot_fit(points: Points, result: dict, base: dict | None, out: Path) -> None
     laws |= {"scratch (--base)": base["params"]} if base else {}
     if not laws:
         frontier.set_axis_off()
-        frontier.text(0.5, 0.5, "no compute-optimal frontier:\nthe points do not constrain\nthe law's terms",
-                      ha="center", va="center", transform=frontier.transAxes)  # fmt: skip
+        frontier.text(
+            0.5,
+            0.5,
+            "no compute-optimal frontier:\nthe points do not constrain\nthe law's terms",
+            ha="center",
+            va="center",
+            transform=frontier.transAxes,
+        )
     for j, (name, params) in enumerate(laws.items()):
         try:
             n_opt, d_opt = compute_optimal(params, c)
@@ -324,19 +348,29 @@ def fit_main(args: argparse.Namespace) -> int:
         params = public(best, args.form)
         residuals = np.log(points.loss) - np.log(predict(params, points.n, points.d))
         result = {
-            "form": args.form, "formula": FORMULAS[args.form], "params": params,
-            "n_points": len(points), "n_runs": int(len(np.unique(points.run))), "huber_loss": loss,
+            "form": args.form,
+            "formula": FORMULAS[args.form],
+            "params": params,
+            "n_points": len(points),
+            "n_runs": int(len(np.unique(points.run))),
+            "huber_loss": loss,
             "residuals": {"rms": float(np.sqrt(np.mean(residuals**2))), "max": float(np.abs(residuals).max())},
             "bootstrap": bootstrap(points, args.form, base, best, args.bootstrap, args.seed),
             "base": args.base or None,
-            "points": [{"N": float(n), "D": float(d), "loss": float(v), "residual": float(r)}
-                       for n, d, v, r in zip(points.n, points.d, points.loss, residuals, strict=True)],
-        }  # fmt: skip
+            "points": [
+                {"N": float(n), "D": float(d), "loss": float(v), "residual": float(r)}
+                for n, d, v, r in zip(points.n, points.d, points.loss, residuals, strict=True)
+            ],
+        }
         result["warnings"] = unconstrained(params, points)
         if args.compute and not result["warnings"]:
             n_opt, d_opt = compute_optimal(params, args.compute)
-            result["compute_optimal"] = {"C": args.compute, "N": float(n_opt), "D": float(d_opt),
-                                         "loss": float(predict(params, n_opt, d_opt))}  # fmt: skip
+            result["compute_optimal"] = {
+                "C": args.compute,
+                "N": float(n_opt),
+                "D": float(d_opt),
+                "loss": float(predict(params, n_opt, d_opt)),
+            }
     except (ScalingError, RunError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -350,7 +384,7 @@ def fit_main(args: argparse.Namespace) -> int:
         print("no compute-optimal size: it needs both terms of the law, and the fit lacks one")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "fit.json", (json.dumps(result, indent=2) + "\n").encode())
+    write_json(out / "fit.json", result)
     plot_fit(points, result, base, out / "fit.png")
     print(f"wrote {out / 'fit.json'} and {out / 'fit.png'}")
     return 0
@@ -370,7 +404,7 @@ def int_list(text: str) -> list[int]:
 
 
 def sweep_main(args: argparse.Namespace) -> int:
-    """Every (n_layer, max_iters) of the grid in its own run folder, skipped when finished and resumed when
+    """every (n_layer, max_iters) of the grid in its own run folder, skipped when finished and resumed when
     interrupted; the schedule of each run decays over its own max_iters."""
     runs = []
     for n_layer, max_iters in itertools.product(args.n_layer, args.max_iters or [0]):
@@ -390,12 +424,7 @@ def sweep_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="scaling.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = p.add_subparsers(dest="command", required=True)
-    f = commands.add_parser("fit", help="fit a scaling law to run folders or a CSV of points")
+def fit_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("runs", nargs="*", help="training run folders (train.py out_dir)")
     f.add_argument("--csv", default="", help="points instead of runs: columns N,D,loss (optional run)")
     f.add_argument("--form", choices=sorted(FORMULAS), default="chinchilla")
@@ -406,7 +435,9 @@ def main(argv: list[str]) -> int:
     f.add_argument("--compute", type=float, default=0.0, help="also print the compute-optimal N and D for C FLOPs")
     f.add_argument("--seed", type=int, default=0, help="of the bootstrap")
     f.add_argument("--out", required=True, help="folder for fit.json and fit.png")
-    s = commands.add_parser("sweep", help="train a grid of runs to fit", description=sweep_main.__doc__)
+
+
+def sweep_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--config", required=True, help="train.py config of every run")
     s.add_argument("--n_layer", type=int_list, required=True, help="depths, e.g. 2,4,8")
     s.add_argument("--max_iters", type=int_list, default=None, help="steps, e.g. 100,200 (default: the config's)")
@@ -414,8 +445,16 @@ def main(argv: list[str]) -> int:
     s.add_argument("--out_dir", required=True, help="one sub-folder per run: L{n_layer}[_T{max_iters}]")
     s.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun when above 1)")
     s.add_argument("overrides", nargs="*", help="--key=value overrides for train.py, after a '--'")
-    args = p.parse_args(argv)
-    return fit_main(args) if args.command == "fit" else sweep_main(args)
+
+
+COMMANDS = {
+    "fit": (fit_arguments, fit_main, "fit a scaling law to run folders or a CSV of points"),
+    "sweep": (sweep_arguments, sweep_main, "train a grid of runs to fit, " + sweep_main.__doc__),
+}
+
+
+def main(argv: list[str]) -> int:
+    return run_command("scaling.py", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -4,22 +4,22 @@
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large.py
     python train.py config/cpt_gpt2_replay5.py          # continual pre-training on a mixture with replay
 
-Config files are plain Python assignments to the keys of TrainConfig below; `--key=value` arguments
-override them. The resolved config is printed, saved to out_dir/config.json and stored in every
-checkpoint. Batches are a pure function of (seed, iteration, micro-batch index), so a resumed run,
-or a run on another number of processes with the same global batch, sees exactly the same data.
+Config files are plain Python assignments to the keys of TrainConfig (configurator.py, which says what
+each key means); `--key=value` arguments override them. The resolved config is printed, saved to
+out_dir/config.json and stored in every checkpoint. Batches are a pure function of (seed, iteration,
+micro-batch index), so a resumed run, or a run on another number of processes with the same global batch,
+sees exactly the same data.
+
+Read top to bottom: where the model comes from, the data of a step, one step, the loss estimate, when to
+stop, then the run itself (`run`: set-up, and the loop with its eval, checkpoint and log steps).
 """
 
 from __future__ import annotations
 
-import ast
 import math
-import os
-import runpy
 import signal
 import sys
 import time
-import types
 import typing
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -30,301 +30,27 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
+from configurator import ConfigError, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
 from data.tokenizer import same_vocabulary
+from hf import ConversionError
 from inherit import InheritError, inherit
-from model import (
-    DTYPES,
-    GPT,
-    Checkpoint,
-    CheckpointError,
-    GPTConfig,
-    autocast_context,
-    load_model,
-    peak_flops_of,
-    resolve_device_name,
-    resolve_dtype,
-    source_sha256,
-)
+from model import GPT, GPTConfig
 from runs import MetricsLog, mark_best, write_config
+from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
-
-
-class ConfigError(ValueError):
-    """A config that cannot be run: unknown key, wrong type, or an impossible value."""
 
 
 class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss or the weights became NaN or infinite."""
 
 
-@dataclass
-class TrainConfig:
-    """Every key of nanoGPT's train.py, with nanoGPT's meaning, and this project's own."""
-
-    # I/O
-    out_dir: str = "out"
-    # The corpus: nanoGPT's `dataset` names the folder data/<dataset>; `data_dir` is the folder itself, anywhere.
-    # Give either (both must name the same folder). It holds train.bin, val.bin and meta.json (this project's
-    # prepare scripts) or nanoGPT's meta.pkl (a character vocabulary), or only the bins (GPT-2 tokens).
-    dataset: str = ""
-    # A mixture of corpora by weight: {"data/target": 0.8, "data/openwebtext": 0.2} in a config file,
-    # data/target:0.8,data/openwebtext:0.2 on the command line. Each row of every batch comes from a corpus
-    # drawn by weight; the val loss is the weighted mean of the corpora's. (dataset: the first corpus.)
-    data_dir: str | dict[str, float] = ""
-    eval_data_dirs: str = ""  # corpora evaluated at every eval but not trained on, comma-separated (forgetting)
-    # 'scratch', 'resume' (out_dir/ckpt.pt), 'inherit' (a student of inherit_from, see below), a checkpoint
-    # path, or a Hugging Face GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder)
-    init_from: str = "scratch"
-    # Tokens the init_from model was trained on (D_p of continual pre-training's scaling law), recorded with
-    # the run; 0: what its checkpoint records (this project's do), unknown for Hugging Face models.
-    init_tokens_seen: int = 0
-    eval_interval: int = 2000
-    eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
-    eval_only: bool = False  # evaluate once and exit
-    log_interval: int = 1
-    always_save_checkpoint: bool = True  # save ckpt.pt at every eval; False: only when the val loss improves
-    # logging
-    wandb_log: bool = False
-    wandb_project: str = "inheritune"
-    wandb_run_name: str = "run"
-    wandb_mode: str = "offline"  # 'offline' needs no network (`wandb sync` later), 'online', 'disabled'
-    # data
-    batch_size: int = 12  # micro-batch size of one process
-    block_size: int = 1024  # a model from a checkpoint with more positions is cropped to it, as in nanoGPT
-    gradient_accumulation_steps: int = 40  # micro-batches per step over ALL processes
-    # model (ignored when the model comes from a checkpoint, except dropout)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = False
-    scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
-    # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
-    inherit_from: str = ""
-    inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
-    # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
-    # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
-    # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
-    inherit_parts: str = "all"
-    # AdamW
-    learning_rate: float = 6e-4
-    max_iters: int = 600000
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    # learning-rate schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters
-    decay_lr: bool = True
-    warmup_iters: int = 2000
-    lr_decay_iters: int = 600000
-    min_lr: float = 6e-5
-    # system
-    backend: str = "auto"  # DDP backend: 'nccl', 'gloo'; 'auto': nccl on CUDA, gloo on CPU
-    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
-    dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
-    compile: bool = True
-    gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
-    seed: int = 1337
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: the known value of the GPU (model.PEAK_FLOPS)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.data_dir, str) and ("," in self.data_dir or weight_of(self.data_dir) is not None):
-            self.data_dir = parse_mixture(self.data_dir)
-        self._check_corpora()
-        self._resolve_corpus()
-        positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
-        for key in positive + ("eval_interval", "eval_iters", "log_interval"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.wandb_mode not in ("offline", "online", "disabled"):
-            raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
-        if self.backend not in ("auto", "nccl", "gloo"):
-            raise ConfigError(f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.max_iters < 0 or self.warmup_iters < 0:
-            raise ConfigError("max_iters and warmup_iters must be non-negative")
-
-    def _check_corpora(self) -> None:
-        if isinstance(self.data_dir, dict):
-            if not self.data_dir:
-                raise ConfigError("data_dir is an empty mixture: name at least one corpus")
-            bad = {path: w for path, w in self.data_dir.items() if not (math.isfinite(w) and w > 0)}
-            if bad:
-                raise ConfigError(f"mixture weights must be positive numbers, got {bad}")
-        both = set(self.mixture) & set(self.held_out)
-        if both:
-            raise ConfigError(f"{sorted(both)} in both data_dir and eval_data_dirs: a corpus trained on is evaluated")
-
-    def _resolve_corpus(self) -> None:
-        """Fill in whichever of dataset / data_dir was not given, so that checkpoints carry both (nanoGPT's
-        sample.py finds a character vocabulary through config['dataset']; a mixture's is its first corpus)."""
-        if not self.dataset and not self.data_dir:
-            self.dataset = "openwebtext"  # nanoGPT's default
-        first = next(iter(self.data_dir)) if isinstance(self.data_dir, dict) else self.data_dir
-        named = os.path.abspath(os.path.join("data", self.dataset)) if self.dataset else None
-        if first and named and named != os.path.abspath(first):
-            raise ConfigError(
-                f"dataset {self.dataset!r} (folder {named}) and data_dir {first!r} name different "
-                "folders: give one of them"
-            )
-        if not self.data_dir:
-            self.data_dir = os.path.join("data", self.dataset)
-        elif not self.dataset:
-            inside = os.path.relpath(os.path.abspath(first), os.path.abspath("data"))
-            self.dataset = inside if not inside.startswith("..") else os.path.abspath(first)
-
-    @property
-    def mixture(self) -> dict[str, float]:
-        """The training corpora and their weights, summing to 1 (one corpus: weight 1)."""
-        if isinstance(self.data_dir, str):
-            return {self.data_dir: 1.0} if self.data_dir else {}
-        total = sum(self.data_dir.values())
-        return {path: weight / total for path, weight in self.data_dir.items()}
-
-    @property
-    def held_out(self) -> list[str]:
-        """The corpora of eval_data_dirs: evaluated, never trained on."""
-        return [path.strip() for path in self.eval_data_dirs.split(",") if path.strip()]
-
-
-def weight_of(item: str) -> float | None:
-    """The weight of 'path:weight', or None where the part after the last ':' is no number."""
-    _, sep, weight = item.rpartition(":")
-    try:
-        return float(weight) if sep else None
-    except ValueError:
-        return None
-
-
-def parse_mixture(text: str) -> dict[str, float]:
-    """'data/target:0.8,data/openwebtext:0.2' -> {'data/target': 0.8, 'data/openwebtext': 0.2}."""
-    mixture = {}
-    for item in (part.strip() for part in text.split(",")):
-        weight = weight_of(item)
-        if weight is None:
-            raise ConfigError(f"data_dir mixture item {item!r} has no weight: write it as path:weight, e.g. {item}:0.5")
-        mixture[item.rpartition(":")[0]] = weight
-    return mixture
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def config_keys() -> str:
-    return ", ".join(f.name for f in fields(TrainConfig))
-
-
-def check_type(key: str, value: object) -> object:
-    """The value converted to the declared type of key, or a ConfigError that names both."""
-    hints = typing.get_type_hints(TrainConfig)
-    if key not in hints:
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
-    expected = hints[key]
-    for option in typing.get_args(expected) or (expected,):  # a union's members, or the one type
-        if option is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if typing.get_origin(option) is dict and isinstance(value, dict):
-            numbers = all(isinstance(w, int | float) and not isinstance(w, bool) for w in value.values())
-            if all(isinstance(k, str) for k in value) and numbers:
-                return {k: float(w) for k, w in value.items()}
-        if type(value) is option:
-            return value
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in typing.get_args(expected) or (expected,))
-    raise ConfigError(f"{key} must be {names}, got {type(value).__name__} {value!r}")
-
-
-def parse_override(arg: str) -> tuple[str, object]:
-    """`--key=value` -> (key, value); strings are taken as they are, other types as Python literals."""
-    key, sep, raw = arg.removeprefix("--").partition("=")
-    if not sep:
-        raise ConfigError(f"expected --key=value, got {arg!r}")
-    expected = typing.get_type_hints(TrainConfig).get(key)
-    if expected is None:
-        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
-    if str in (typing.get_args(expected) or (expected,)):
-        return key, raw  # data_dir's mixture form is parsed by TrainConfig
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        raise ConfigError(f"{key} must be {expected.__name__}, got {raw!r}") from None
-
-
-def read_config_file(path: str) -> dict[str, object]:
-    """The assignments of a config file, run in a namespace of its own (never in this module's)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"config file {path} not found")
-    namespace = runpy.run_path(path)
-    return {
-        k: v
-        for k, v in namespace.items()
-        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
-    }
-
-
-def parse_config(argv: list[str]) -> TrainConfig:
-    """Defaults, then each config file in order, then --key=value overrides."""
-    values: dict[str, object] = {}
-    for arg in argv:
-        if arg.startswith("--"):
-            key, value = parse_override(arg)
-            values[key] = value
-        else:
-            values.update(read_config_file(arg))
-    return TrainConfig(**{key: check_type(key, value) for key, value in values.items()})
-
-
-# ----------------------------------------------------------------------------- distributed setup
-
-
-@dataclass
-class Runtime:
-    """Where this process runs: its rank among all processes, its device and its precision."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-    dtype: torch.dtype
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def ddp(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_runtime(cfg: TrainConfig) -> Runtime:
-    """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU)."""
-    device_name = resolve_device_name(cfg.device)
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1:
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if device_name.startswith("cuda"):
-            device_name = f"cuda:{local_rank}"
-            torch.cuda.set_device(device_name)
-        auto = "nccl" if device_name.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=auto if cfg.backend == "auto" else cfg.backend)
-    device = torch.device(device_name)
-    return Runtime(rank, world_size, device, resolve_dtype(cfg.dtype, device))
-
-
-def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    if rt.ddp:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t = t / rt.world_size
-    return t
-
-
-# ----------------------------------------------------------------------------- model
+# ----------------------------------------------------------------------------- where the model comes from
 
 
 @dataclass
@@ -334,17 +60,24 @@ class Start:
     model: GPT
     resume: Checkpoint | None  # the checkpoint a resumed run continues (optimizer state and all)
     inherit: dict | None  # how a student was built from its reference (inherit.provenance)
-    init: dict | None  # the trained model a run continues from (continual pre-training), with its D_p
+    continued_from: dict | None  # the trained model a run continues (continual pre-training), with its D_p
     tokenizer: dict | None  # the vocabulary the model was trained with, where known
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
+    """The model of init_from: from scratch (seeded), a student of inherit_from, out_dir's checkpoint to
+    resume, or any model source to continue from; cropped to block_size."""
     if cfg.init_from == "scratch":
         model_args = dict(
-            n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
-            bias=cfg.bias, dropout=cfg.dropout, vocab_size=vocab_size,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_embd=cfg.n_embd,
+            block_size=cfg.block_size,
+            bias=cfg.bias,
+            dropout=cfg.dropout,
+            vocab_size=vocab_size,
             scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
-        )  # fmt: skip
+        )
         torch.manual_seed(cfg.seed)
         return Start(GPT(GPTConfig(**model_args)), None, None, None, None)
     if cfg.init_from == "inherit":
@@ -355,12 +88,12 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         start = Start(model, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
-        start = Start(model, ckpt, ckpt.inherit, ckpt.init, ckpt.tokenizer)
+        start = Start(model, ckpt, ckpt.inherit, ckpt.continued_from, ckpt.tokenizer)
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
-        init = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
-        start = Start(model, None, ckpt.inherit, init, ckpt.tokenizer)
+        source = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
+        start = Start(model, None, ckpt.inherit, source, ckpt.tokenizer)
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -389,7 +122,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def corpora_vocabulary(cfg: TrainConfig) -> dict:
+def shared_vocabulary(cfg: TrainConfig) -> dict:
     """The vocabulary that every corpus of the run shares (training and held-out ones), checked before any
     training: each folder there, and all tokenized alike."""
     vocabularies = {}
@@ -408,6 +141,20 @@ def corpora_vocabulary(cfg: TrainConfig) -> dict:
                 f"{data_dir} has {vocabularies[data_dir]}"
             )
     return vocabularies[first]
+
+
+def check_vocabulary(start: Start, vocab: dict, cfg: TrainConfig) -> None:
+    """The model reads the corpora's token ids as they were meant: same tokenizer, no id beyond its vocabulary."""
+    if not same_vocabulary(start.tokenizer, vocab):
+        raise ConfigError(
+            f"the model was trained with the tokenizer {start.tokenizer['tokenizer']}, {cfg.data_dir} was made with "
+            f"{vocab['tokenizer']}: prepare it with prepare.py --tokenizer {start.tokenizer['tokenizer']}"
+        )
+    if vocab["vocab_size"] > start.model.config.vocab_size:
+        raise ConfigError(
+            f"{cfg.data_dir} has a vocabulary of {vocab['vocab_size']}, larger than the model's "
+            f"{start.model.config.vocab_size}"
+        )
 
 
 # ----------------------------------------------------------------------------- one step, and the loss estimate
@@ -531,140 +278,197 @@ class StopSignal:
 
 def train(cfg: TrainConfig) -> dict:
     """Run training as configured; returns the last eval record."""
-    rt = setup_runtime(cfg)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend)
     stop = StopSignal()
     try:
-        return _train(cfg, rt, stop)
+        return run(cfg, rt, stop)
     finally:
         stop.restore()
         if rt.ddp:
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
+@dataclass
+class State:
+    """A run in progress: what its checkpoint holds, and a resumed run restores."""
+
+    model: GPT  # the bare model: neither compiled nor wrapped by DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # float16's loss scaling; disabled otherwise
+    iter_num: int  # optimizer steps taken
+    best_val_loss: float
+
+
+def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     if cfg.gradient_accumulation_steps % rt.world_size:
         raise ConfigError(
             f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by the "
             f"{rt.world_size} processes; the global batch must split evenly"
         )
-    out_dir = Path(cfg.out_dir)
-    corpus_vocab = corpora_vocabulary(cfg)
-    start = build_model(cfg, corpus_vocab["vocab_size"])
-    model, ckpt = start.model, start.resume
-    vocab_size = model.config.vocab_size
-    if not same_vocabulary(start.tokenizer, corpus_vocab):
-        raise ConfigError(
-            f"the model was trained with the tokenizer {start.tokenizer['tokenizer']}, {cfg.data_dir} was made with "
-            f"{corpus_vocab['tokenizer']}: prepare it with prepare.py --tokenizer {start.tokenizer['tokenizer']}"
-        )
-    if corpus_vocab["vocab_size"] > vocab_size:
-        raise ConfigError(
-            f"{cfg.data_dir} has a vocabulary of {corpus_vocab['vocab_size']}, larger than the model's {vocab_size}"
-        )
-    model.gradient_checkpointing = cfg.gradient_checkpointing
-    resuming = ckpt is not None
-    iter_num = ckpt.iter_num if resuming else 0
-    best_val_loss = ckpt.best_val_loss if resuming else float("inf")
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-
-    model.to(rt.device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device.type)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
-    if resuming:
-        optimizer.load_state_dict(ckpt.optimizer)
-        if ckpt.scaler is not None:
-            scaler.load_state_dict(ckpt.scaler)
-    del ckpt  # free the host copy of the optimizer state before training
-
-    if rt.master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        print_config(cfg, rt, model, tokens_per_iter)
-        facts = {"model_args": model.config.model_args(), "params": model.get_num_params(),
-                 "non_embedding_params": model.get_num_non_embedding_params()}  # fmt: skip
-        write_config(out_dir, asdict(cfg), facts, start.inherit, start.init)
-    metrics = MetricsLog(out_dir, iter_num if resuming else None) if rt.master else None
-    wandb_run = start_wandb(cfg) if rt.master and cfg.wandb_log else None
-
-    raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
+    vocab = shared_vocabulary(cfg)
+    start = build_model(cfg, vocab["vocab_size"])
+    check_vocabulary(start, vocab, cfg)
+    state = initial_state(cfg, rt, start)
+    resumed_at = state.iter_num if start.resume else None
+    start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
+    progress = Progress(cfg, rt, state.model, start, resumed_at)
+    model = torch.compile(state.model) if cfg.compile else state.model
     train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else model
-    peak = cfg.peak_flops or peak_flops_of(rt.device)
-    if rt.master and peak is None and rt.device.type == "cuda":
-        print(f"no peak FLOP/s known for {torch.cuda.get_device_name(rt.device)}: set peak_flops to see MFU")
-    sequences_per_process = cfg.batch_size * cfg.gradient_accumulation_steps // rt.world_size
-
-    def checkpoint(is_best: bool) -> None:
-        Checkpoint.of(
-            raw_model, optimizer=optimizer.state_dict(), scaler=scaler.state_dict() if scaler.is_enabled() else None,
-            config=asdict(cfg), iter_num=iter_num, best_val_loss=best_val_loss,
-            inherit=start.inherit, init=start.init, tokenizer=corpus_vocab,
-        ).save(out_dir / "ckpt.pt")  # fmt: skip
-        if is_best:
-            mark_best(out_dir)
+    vocab_size = state.model.config.vocab_size
 
     last_eval: dict = {}
-    start_iter = t0_iter = iter_num
-    t0 = time.time()
     while True:
-        lr = get_lr(iter_num, cfg)
-        for group in optimizer.param_groups:
+        lr = get_lr(state.iter_num, cfg)
+        for group in state.optimizer.param_groups:
             group["lr"] = lr
         # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
-        due = iter_num % cfg.eval_interval == 0 or iter_num == cfg.max_iters
-        if due and not (resuming and iter_num == start_iter and not cfg.eval_only):
-            losses = estimate_loss(model, cfg, rt, vocab_size)
-            stop_if_diverged([losses.train, losses.val, *losses.corpora.values()], iter_num)
-            stop_if_weights_diverged(raw_model, rt, iter_num)
-            last_eval = {"kind": "eval", "iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr,
-                         "train_loss": losses.train, "val_loss": losses.val, "val_losses": losses.corpora}  # fmt: skip
-            if rt.master:
-                each = ", ".join(f"{name} {loss:.4f}" for name, loss in losses.corpora.items())
-                print(f"step {iter_num}: train loss {losses.train:.4f}, val loss {losses.val:.4f}"
-                      + (f" ({each})" if len(losses.corpora) > 1 else ""))  # fmt: skip
-                metrics.write(last_eval)
-                if wandb_run:
-                    wandb_run.log(wandb_record(last_eval), step=iter_num)
-                is_best = losses.val < best_val_loss
-                best_val_loss = min(best_val_loss, losses.val)
-                if iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
-                    checkpoint(is_best)
-            t0, t0_iter = time.time(), iter_num  # ms/iter times training steps, not evals or saves
-        if cfg.eval_only or iter_num >= cfg.max_iters:
+        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
+        if due and not (state.iter_num == resumed_at and not cfg.eval_only):
+            last_eval = evaluate(model, state, cfg, rt, lr)
+            progress.eval(last_eval)
+            is_best = last_eval["val_loss"] < state.best_val_loss
+            state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])
+            if rt.master and state.iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
+                save_checkpoint(state, cfg, start, vocab, is_best)
+        if cfg.eval_only or state.iter_num >= cfg.max_iters:
             break
         if stop.requested(rt):
-            stop_if_weights_diverged(raw_model, rt, iter_num)
+            stop_if_weights_diverged(state.model, rt, state.iter_num)
             if rt.master:
-                checkpoint(is_best=False)
-                print(f"stopped by signal at iter {iter_num}; checkpoint saved, continue with --init_from=resume")
+                save_checkpoint(state, cfg, start, vocab, is_best=False)
+                print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
             break
 
         # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
-        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, iter_num, rt.rank]).generate_state(1)[0]))
-        batches = step_batches(cfg, rt, vocab_size, iter_num)
-        loss = train_step(train_model, optimizer, scaler, batches, autocast_context(rt.device, rt.dtype), cfg.grad_clip)
-        iter_num += 1
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
+        batches = step_batches(cfg, rt, vocab_size, state.iter_num)
+        ctx = autocast_context(rt.device, rt.dtype)
+        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip)
+        state.iter_num += 1
 
-        if iter_num % cfg.log_interval == 0:
+        if state.iter_num % cfg.log_interval == 0:
             lossf = all_reduce_mean(loss, rt).item()
-            t1 = time.time()
-            dt = (t1 - t0) / (iter_num - t0_iter)
-            t0, t0_iter = t1, iter_num
-            stop_if_diverged([lossf], iter_num)
-            if rt.master:
-                mfu = raw_model.estimate_mfu(sequences_per_process, dt, peak) if peak else None
-                mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
-                print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}")  # fmt: skip
-                record = {"kind": "train", "iter": iter_num, "tokens": iter_num * tokens_per_iter,
-                          "train_loss": lossf, "lr": lr, "ms_per_iter": 1000 * dt,
-                          "tokens_per_s": tokens_per_iter / dt, "mfu": mfu}  # fmt: skip
-                metrics.write(record)
-                if wandb_run:
-                    wandb_run.log(record, step=iter_num)
-    if wandb_run:
-        wandb_run.finish()
+            stop_if_diverged([lossf], state.iter_num)
+            progress.step(state.iter_num, lossf, lr)
+    progress.finish()
     return last_eval
+
+
+def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
+    """The model on its device with its optimizer: fresh, or, resuming, as the checkpoint left them."""
+    model = start.model.to(rt.device)
+    model.gradient_checkpointing = cfg.gradient_checkpointing
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device.type)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
+    ckpt = start.resume
+    if ckpt is None:
+        return State(model, optimizer, scaler, 0, float("inf"))
+    optimizer.load_state_dict(ckpt.optimizer)
+    if ckpt.scaler is not None:
+        scaler.load_state_dict(ckpt.scaler)
+    return State(model, optimizer, scaler, ckpt.iter_num, ckpt.best_val_loss)
+
+
+def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime, lr: float) -> dict:
+    """The eval step, on every process: the loss estimates, checked finite, as the eval record."""
+    losses = estimate_loss(model, cfg, rt, state.model.config.vocab_size)
+    stop_if_diverged([losses.train, losses.val, *losses.corpora.values()], state.iter_num)
+    stop_if_weights_diverged(state.model, rt, state.iter_num)
+    tokens = state.iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    return {
+        "kind": "eval",
+        "iter": state.iter_num,
+        "tokens": tokens,
+        "lr": lr,
+        "train_loss": losses.train,
+        "val_loss": losses.val,
+        "val_losses": losses.corpora,
+    }
+
+
+def save_checkpoint(state: State, cfg: TrainConfig, start: Start, vocab: dict, is_best: bool) -> None:
+    """The checkpoint step (master process only): out_dir/ckpt.pt, and best.pt when its val loss is the best."""
+    out_dir = Path(cfg.out_dir)
+    Checkpoint.of(
+        state.model,
+        optimizer=state.optimizer.state_dict(),
+        scaler=state.scaler.state_dict() if state.scaler.is_enabled() else None,
+        config=asdict(cfg),
+        iter_num=state.iter_num,
+        best_val_loss=state.best_val_loss,
+        inherit=start.inherit,
+        continued_from=start.continued_from,
+        tokenizer=vocab,
+    ).save(out_dir / "ckpt.pt")
+    if is_best:
+        mark_best(out_dir)
+
+
+class Progress:
+    """The log step: what the master process prints and records (out_dir/config.json at the start, then every
+    eval and log line in metrics.jsonl and wandb), and the clock that times the training steps."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: Start, resumed_at: int | None) -> None:
+        self.rt, self.model = rt, model
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+        self.sequences_per_process = cfg.batch_size * cfg.gradient_accumulation_steps // rt.world_size
+        self.peak = cfg.peak_flops or peak_flops_of(rt.device)
+        self.metrics, self.wandb = None, None
+        if rt.master:
+            out_dir = Path(cfg.out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            print_config(cfg, rt, model, self.tokens_per_iter)
+            facts = {
+                "model_args": model.config.model_args(),
+                "params": model.get_num_params(),
+                "scaling_params": model.get_num_scaling_params(),
+            }
+            write_config(out_dir, asdict(cfg), facts, start.inherit, start.continued_from)
+            self.metrics = MetricsLog(out_dir, resumed_at)
+            self.wandb = start_wandb(cfg) if cfg.wandb_log else None
+            if self.peak is None and rt.device.type == "cuda":
+                print(f"no peak FLOP/s known for {torch.cuda.get_device_name(rt.device)}: set peak_flops to see MFU")
+        self.restart_clock(resumed_at or 0)
+
+    def restart_clock(self, iter_num: int) -> None:
+        """ms/iter times training steps only, not evals or checkpoints."""
+        self.t0, self.t0_iter = time.time(), iter_num
+
+    def eval(self, record: dict) -> None:
+        if self.rt.master:
+            losses = record["val_losses"]
+            each = ", ".join(f"{name} {loss:.4f}" for name, loss in losses.items())
+            print(
+                f"step {record['iter']}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}"
+                + (f" ({each})" if len(losses) > 1 else "")
+            )
+            self.record(record)
+        self.restart_clock(record["iter"])
+
+    def step(self, iter_num: int, loss: float, lr: float) -> None:
+        now = time.time()
+        dt = (now - self.t0) / (iter_num - self.t0_iter)
+        self.t0, self.t0_iter = now, iter_num
+        if not self.rt.master:
+            return
+        mfu = self.model.estimate_mfu(self.sequences_per_process, dt, self.peak) if self.peak else None
+        mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
+        print(
+            f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
+            f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}"
+        )
+        tokens = iter_num * self.tokens_per_iter
+        throughput = {"ms_per_iter": 1000 * dt, "tokens_per_s": self.tokens_per_iter / dt, "mfu": mfu}
+        self.record({"kind": "train", "iter": iter_num, "tokens": tokens, "train_loss": loss, "lr": lr} | throughput)
+
+    def record(self, record: dict) -> None:
+        self.metrics.write(record)
+        if self.wandb:
+            self.wandb.log(wandb_record(record), step=record["iter"])
+
+    def finish(self) -> None:
+        if self.wandb:
+            self.wandb.finish()
 
 
 def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int) -> None:
@@ -692,14 +496,15 @@ def start_wandb(cfg: TrainConfig) -> object:
 
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
-        print(__doc__.strip() + "\n\nconfig keys and their defaults (TrainConfig in train.py says what each means):")
+        print(__doc__.strip())
+        print("\nconfig keys and their defaults (TrainConfig in configurator.py says what each means):")
         for f in fields(TrainConfig):
             print(f"  {f.name} = {f.default!r}")
         return 0
     try:
         cfg = parse_config(argv)
         train(cfg)
-    except (ConfigError, CheckpointError, InheritError, NonFiniteLossError, OSError, ValueError) as e:
+    except (ConfigError, CheckpointError, ConversionError, InheritError, NonFiniteLossError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     return 0

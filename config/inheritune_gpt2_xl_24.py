@@ -4,7 +4,7 @@
 # how to keep the global batch on another number of GPUs.
 #   torchrun --standalone --nproc_per_node=8 train.py config/inheritune_gpt2_xl_24.py
 # Sweep n by editing n_layer, or let the growth loop do it:
-#   python grow.py --ref out-gpt2_xl/ckpt.pt --config config/inheritune_gpt2_xl_24.py --nproc 8
+#   python grow.py --inherit_from out-gpt2_xl/ckpt.pt --config config/inheritune_gpt2_xl_24.py --nproc 8
 from config.train_gpt2_xl import *  # noqa: F403
 
 out_dir = "out-inheritune_gpt2_xl_24"

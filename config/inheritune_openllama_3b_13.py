@@ -9,8 +9,9 @@
 # Steps: the authors' run took 191,000 micro-batches = 23,875 steps = 391M tokens, 0.39 of an epoch of the 1B
 # subset; an epoch is 61,035 steps, and the paper's 8 epochs are max_iters = 488,281.
 # Sweep n with n_layer or inherit_layers, or with the growth loop; a hub reference records no val loss, so give
-# the target, e.g. the reference's own loss on this data (evaluation.py loss --ckpt openlm-research/open_llama_3b):
-#   python grow.py --ref openlm-research/open_llama_3b --config config/inheritune_openllama_3b_13.py --target LOSS
+# the target, e.g. the reference's own loss on this data (evaluation.py loss --model openlm-research/open_llama_3b):
+#   python grow.py --inherit_from openlm-research/open_llama_3b --config config/inheritune_openllama_3b_13.py \
+#       --target LOSS
 out_dir = "out-inheritune-openllama-3b-13"
 init_from = "inherit"
 inherit_from = "openlm-research/open_llama_3b"  # or a local folder of it
@@ -21,9 +22,14 @@ n_embd = 3200
 # fresh: "head,attn,mlp,ln".
 inherit_parts = "all"
 data_dir = {
-    "data/redpajama/arxiv": 2.5, "data/redpajama/book": 4.5, "data/redpajama/c4": 15.0, "data/redpajama/cc": 67.0,
-    "data/redpajama/github": 4.5, "data/redpajama/stackexchange": 2.0, "data/redpajama/wikipedia": 4.5,
-}  # fmt: skip
+    "data/redpajama/arxiv": 2.5,
+    "data/redpajama/book": 4.5,
+    "data/redpajama/c4": 15.0,
+    "data/redpajama/cc": 67.0,
+    "data/redpajama/github": 4.5,
+    "data/redpajama/stackexchange": 2.0,
+    "data/redpajama/wikipedia": 4.5,
+}
 
 block_size = 2048
 batch_size = 1  # per GPU

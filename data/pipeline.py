@@ -304,8 +304,12 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
     group.add_argument("--fraction", type=float, help="keep this share of the training documents (e.g. 0.001)")
     group.add_argument("--max_tokens", type=int, help="keep training documents until they hold this many tokens")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2 (BPE, offline), or a Hugging Face tokenizer: a "
-                   "local folder (read offline) or a hub name, e.g. a Llama-family reference's")  # fmt: skip
+    p.add_argument(
+        "--tokenizer",
+        default="gpt2",
+        help="gpt2 (BPE, offline), or a Hugging Face tokenizer: a "
+        "local folder (read offline) or a hub name, e.g. a Llama-family reference's",
+    )
     hub_options(p)
     args = p.parse_args(argv)
     if args.num_proc < 1:

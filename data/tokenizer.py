@@ -37,12 +37,11 @@ VOCAB_SIZE = 50257
 GPT2_FINGERPRINT = "918393005af2d885"
 
 # The files tiktoken_ext.openai_public.gpt2 reads, and the sha256 it checks them against.
+TIKTOKEN_GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 TIKTOKEN_GPT2_FILES = {
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe":
-        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json":
-        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-}  # fmt: skip
+    TIKTOKEN_GPT2_URL + "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    TIKTOKEN_GPT2_URL + "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
 
 
 def tiktoken_cache_dir() -> Path | None:
@@ -86,9 +85,12 @@ def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
         vocab_file=str(RANKS_PATH), pattern=r50k_pat_str, extra_special_tokens={"<|endoftext|>": EOT_TOKEN}
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=converter.converted(), model_max_length=model_max_length,
-        unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-    )  # fmt: skip
+        tokenizer_object=converter.converted(),
+        model_max_length=model_max_length,
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
     tokenizer.save_pretrained(out)
 
 
@@ -181,8 +183,12 @@ def hf_encoder(name: str) -> Encoder:
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [np.asarray(doc, dtype=dtype) for doc in ids]
 
-    meta = {"tokenizer": name, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": vocab_size,
-            "dtype": dtype.name}  # fmt: skip
+    meta = {
+        "tokenizer": name,
+        "tokenizer_fingerprint": fingerprint(tokenizer),
+        "vocab_size": vocab_size,
+        "dtype": dtype.name,
+    }
     return Encoder(encode, tokenizer.eos_token_id, meta)
 
 

@@ -15,9 +15,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="inheritune-hf-datasets-"))
 
 import train  # noqa: E402
+from configurator import TrainConfig  # noqa: E402
 from data.python.prepare import prepare as prepare_python  # noqa: E402
 from data.shakespeare.prepare import prepare, shakespeare_texts  # noqa: E402
-from train import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +42,25 @@ def tiny_config(shakespeare_dir, tmp_path):
 
     def make(**overrides) -> TrainConfig:
         values = dict(
-            out_dir=str(tmp_path / "out"), data_dir=str(shakespeare_dir), device="cpu", compile=False,
-            n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, gradient_accumulation_steps=2,
-            learning_rate=3e-3, warmup_iters=2, max_iters=20, lr_decay_iters=20, min_lr=3e-4,
-            eval_interval=10, eval_iters=4, log_interval=1,
-        )  # fmt: skip
+            out_dir=str(tmp_path / "out"),
+            data_dir=str(shakespeare_dir),
+            device="cpu",
+            compile=False,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            block_size=32,
+            batch_size=4,
+            gradient_accumulation_steps=2,
+            learning_rate=3e-3,
+            warmup_iters=2,
+            max_iters=20,
+            lr_decay_iters=20,
+            min_lr=3e-4,
+            eval_interval=10,
+            eval_iters=4,
+            log_interval=1,
+        )
         values.update(overrides)
         return TrainConfig(**values)
 

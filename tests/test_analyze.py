@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from analyze import Settings, analyze_model, attention_mass, attention_rank, main
-from model import GPT, Checkpoint, GPTConfig
+from checkpoint import Checkpoint
+from model import GPT, GPTConfig
 
 T = 100
 
@@ -108,7 +109,7 @@ def test_forced_sink_layers_are_flagged_lazy(shakespeare_dir, tmp_path):
     assert result["avg_mass"][2] == result["avg_mass"][3] == 1.0
     assert result["suggestion"]["n_layer"] == 2
     assert result["suggestion"]["non_lazy_layers"] == [0, 1]
-    assert shlex.split(result["suggestion"]["command"])[2:6] == ["--ref", source, "--n_layer", "2"]
+    assert shlex.split(result["suggestion"]["command"])[2:6] == ["--inherit_from", source, "--n_layer", "2"]
     assert "non_lazy_command" not in result["suggestion"]
 
 
@@ -118,7 +119,7 @@ def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(
     assert result["lazy_layers"] == [1, 3]
     assert result["suggestion"]["n_layer"] == 1
     assert result["suggestion"]["non_lazy_layers"] == [0, 2]
-    assert "--layers 0,2" in result["suggestion"]["non_lazy_command"]
+    assert "--inherit_layers 0,2" in result["suggestion"]["non_lazy_command"]
 
 
 def test_max_rank_is_the_largest_head_and_avg_mass_the_mean_head(shakespeare_dir, tmp_path):
@@ -146,7 +147,7 @@ def test_command_writes_json_and_plots_and_compares(shakespeare_dir, tmp_path, c
     ref = save(sink_model([2, 3]), tmp_path / "ref.pt")
     student = save(sink_model([], n_layer=2), tmp_path / "student.pt")
     out = tmp_path / "analysis"
-    argv = ["--ckpt", ref, "--compare", student, "--data", str(shakespeare_dir), "--out", str(out)]
+    argv = ["--model", ref, "--compare", student, "--data", str(shakespeare_dir), "--out", str(out)]
     assert main([*argv, "--num_seqs", "4", "--seq_len", "32"]) == 0
     analysis = json.loads((out / "analysis.json").read_text())
     assert [m["source"] for m in analysis["models"]] == [ref, student]
@@ -162,7 +163,7 @@ def test_command_writes_json_and_plots_and_compares(shakespeare_dir, tmp_path, c
 )
 def test_bad_requests_fail_clearly(shakespeare_dir, tmp_path, capsys, extra, message):
     source = save(sink_model([]), tmp_path / "ckpt.pt")
-    argv = ["--ckpt", source, "--data", str(shakespeare_dir), "--out", str(tmp_path / "a"), *extra]
+    argv = ["--model", source, "--data", str(shakespeare_dir), "--out", str(tmp_path / "a"), *extra]
     try:
         code = main(argv)
     except SystemExit as e:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import train
+from checkpoint import Checkpoint, source_sha256
+from configurator import ConfigError, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import write_meta
-from model import Checkpoint, source_sha256
 from tests.conftest import char_data_root  # noqa: F401 (a fixture this module uses)
-from train import ConfigError, parse_config
 
 
 def metrics(out_dir) -> list[dict]:
@@ -45,8 +45,10 @@ def test_each_row_comes_from_a_corpus_drawn_by_weight_deterministically(tmp_path
         assert torch.equal(x, again)
     assert np.mean(rows_from_a) == pytest.approx(0.75, abs=0.03)
     # One corpus written as a mixture draws exactly what the plain corpus does.
-    assert torch.equal(get_batch({a: 1.0}, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0],
-                       get_batch(a, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0])  # fmt: skip
+    assert torch.equal(
+        get_batch({a: 1.0}, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0],
+        get_batch(a, "val", 4, 16, 50257, batch_rng(1, 2, 0, 3))[0],
+    )
 
 
 def test_mixtures_in_a_config_file_and_on_the_command_line(tmp_path, shakespeare_dir, python_dir):
@@ -61,11 +63,13 @@ def test_mixtures_in_a_config_file_and_on_the_command_line(tmp_path, shakespeare
 
 @pytest.mark.parametrize(
     "argv,message",
-    [(["--data_dir=data/a:0.5,data/b"], "'data/b' has no weight: write it as path:weight"),
-     (["--data_dir=data/a:0.5,data/b:0"], "mixture weights must be positive numbers, got {'data/b': 0.0}"),
-     (["--data_dir=data/a:1,data/b:-2"], "must be positive"),
-     (["--data_dir=data/a:1,data/b:1", "--eval_data_dirs=data/b"], "in both data_dir and eval_data_dirs")],
-)  # fmt: skip
+    [
+        (["--data_dir=data/a:0.5,data/b"], "'data/b' has no weight: write it as path:weight"),
+        (["--data_dir=data/a:0.5,data/b:0"], "mixture weights must be positive numbers, got {'data/b': 0.0}"),
+        (["--data_dir=data/a:1,data/b:-2"], "must be positive"),
+        (["--data_dir=data/a:1,data/b:1", "--eval_data_dirs=data/b"], "in both data_dir and eval_data_dirs"),
+    ],
+)
 def test_bad_mixtures_stop_with_one_line_before_training(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(argv)
@@ -112,23 +116,38 @@ def test_continual_pretraining_records_its_source_and_the_tokens_it_had_seen(
 ):
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     tokens_per_step = trained_reference.batch_size * trained_reference.gradient_accumulation_steps * 32
-    cpt = tiny_config(init_from=ref, data_dir=str(python_dir), eval_data_dirs=str(shakespeare_dir),
-                      max_iters=10, eval_interval=10, out_dir=str(tmp_path / "cpt"))  # fmt: skip
+    cpt = tiny_config(
+        init_from=ref,
+        data_dir=str(python_dir),
+        eval_data_dirs=str(shakespeare_dir),
+        max_iters=10,
+        eval_interval=10,
+        out_dir=str(tmp_path / "cpt"),
+    )
     train.train(cpt)
     ckpt = Checkpoint.load(tmp_path / "cpt" / "ckpt.pt")
-    assert ckpt.init == {"source": ref, "source_sha256": source_sha256(ref), "tokens_seen": 20 * tokens_per_step}
-    assert json.loads((tmp_path / "cpt" / "config.json").read_text())["init"] == ckpt.init
+    assert ckpt.continued_from == {
+        "source": ref,
+        "source_sha256": source_sha256(ref),
+        "tokens_seen": 20 * tokens_per_step,
+    }
+    assert json.loads((tmp_path / "cpt" / "config.json").read_text())["continued_from"] == ckpt.continued_from
     assert ckpt.tokens_seen() == 30 * tokens_per_step  # D_p and its own tokens
     first = metrics(tmp_path / "cpt")[0]
     # The source's knowledge before any CPT step: well below an untrained model's ln 50257 = 10.82.
     assert first["val_losses"][str(shakespeare_dir)] < math.log(50257) - 1.0
-    again = tiny_config(init_from=str(tmp_path / "cpt" / "ckpt.pt"), data_dir=str(python_dir), max_iters=2,
-                        eval_interval=2, out_dir=str(tmp_path / "again"))  # fmt: skip
+    again = tiny_config(
+        init_from=str(tmp_path / "cpt" / "ckpt.pt"),
+        data_dir=str(python_dir),
+        max_iters=2,
+        eval_interval=2,
+        out_dir=str(tmp_path / "again"),
+    )
     train.train(again)
-    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").init["tokens_seen"] == 30 * tokens_per_step
+    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").continued_from["tokens_seen"] == 30 * tokens_per_step
     resumed = tiny_config(init_from="resume", data_dir=str(python_dir), max_iters=4, out_dir=str(tmp_path / "again"))
     train.train(resumed)
-    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").init["tokens_seen"] == 30 * tokens_per_step
+    assert Checkpoint.load(tmp_path / "again" / "ckpt.pt").continued_from["tokens_seen"] == 30 * tokens_per_step
 
 
 def test_d_p_of_a_model_whose_checkpoint_does_not_record_it_comes_from_the_config(tiny_config, python_dir, tmp_path):
@@ -137,8 +156,14 @@ def test_d_p_of_a_model_whose_checkpoint_does_not_record_it_comes_from_the_confi
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64)).save_pretrained(tmp_path / "hf")
     cfg = tiny_config(init_from=str(tmp_path / "hf"), data_dir=str(python_dir), max_iters=2, eval_interval=2)
     train.train(cfg)
-    assert Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt").init["tokens_seen"] is None  # unknown, said so
-    cfg = tiny_config(init_from=str(tmp_path / "hf"), data_dir=str(python_dir), max_iters=2, eval_interval=2,
-                      init_tokens_seen=9_000_000_000, out_dir=str(tmp_path / "given"))  # fmt: skip
+    assert Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt").continued_from["tokens_seen"] is None  # unknown, said so
+    cfg = tiny_config(
+        init_from=str(tmp_path / "hf"),
+        data_dir=str(python_dir),
+        max_iters=2,
+        eval_interval=2,
+        init_tokens_seen=9_000_000_000,
+        out_dir=str(tmp_path / "given"),
+    )
     train.train(cfg)
-    assert Checkpoint.load(tmp_path / "given" / "ckpt.pt").init["tokens_seen"] == 9_000_000_000
+    assert Checkpoint.load(tmp_path / "given" / "ckpt.pt").continued_from["tokens_seen"] == 9_000_000_000

@@ -11,7 +11,8 @@ import analyze
 import evaluation
 import sample
 import train
-from model import Checkpoint, KVCache, load_model
+from checkpoint import Checkpoint, load_model
+from model import KVCache
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -22,8 +23,15 @@ def metrics(out_dir) -> list[dict]:
 
 @pytest.mark.parametrize("compile_model", [False, True])
 def test_bf16_training_on_the_gpu_lowers_the_loss_and_reports_mfu(tiny_config, compile_model):
-    cfg = tiny_config(device="cuda", dtype="bfloat16", compile=compile_model, max_iters=30, lr_decay_iters=30,
-                      eval_interval=30, peak_flops=1e12)  # fmt: skip
+    cfg = tiny_config(
+        device="cuda",
+        dtype="bfloat16",
+        compile=compile_model,
+        max_iters=30,
+        lr_decay_iters=30,
+        eval_interval=30,
+        peak_flops=1e12,
+    )
     last = train.train(cfg)
     records = metrics(cfg.out_dir)
     evals = [r for r in records if r["kind"] == "eval"]
@@ -64,7 +72,7 @@ def test_loss_and_sampling_on_the_gpu(trained_reference, shakespeare_dir, tmp_pa
     results = {}
     for device in ("cuda", "cpu"):
         out = tmp_path / f"{device}.json"
-        argv = ["loss", "--ckpt", source, "--data", str(shakespeare_dir), "--max_tokens", "4096", "--device", device]
+        argv = ["loss", "--model", source, "--data", str(shakespeare_dir), "--max_tokens", "4096", "--device", device]
         assert evaluation.main([*argv, "--out", str(out)]) == 0
         results[device] = json.loads(out.read_text())["loss"]
     assert results["cuda"] == pytest.approx(results["cpu"], abs=1e-4) and math.isfinite(results["cuda"])

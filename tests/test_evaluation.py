@@ -7,9 +7,10 @@ import torch
 
 import evaluation
 import train
+from checkpoint import Checkpoint, load_model
 from data.format import open_tokens, write_meta
 from data.tokenizer import gpt2_encoding
-from model import GPT, Checkpoint, GPTConfig, load_model
+from model import GPT, GPTConfig
 from tests.conftest import ROOT
 
 TEXTS = [
@@ -35,7 +36,7 @@ def test_export_gives_transformers_the_same_logits_and_tokens(tmp_path, bias):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = random_checkpoint(tmp_path / "ckpt.pt", bias)
-    assert evaluation.main(["export", "--ckpt", source, "--out", str(tmp_path / "hf")]) == 0
+    assert evaluation.main(["export", "--model", source, "--out", str(tmp_path / "hf")]) == 0
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
     ours, _ = load_model(source)
     ours.eval()
@@ -87,7 +88,7 @@ def test_loss_equals_what_train_reports_on_a_split_of_many_windows(tiny_config, 
     monkeypatch.setattr(train, "batch_rng", sampler)
     reported = train.train(cfg)["val_loss"]
     out = tmp_path / "loss.json"
-    argv = ["loss", "--ckpt", f"{cfg.out_dir}/ckpt.pt", "--data", str(data), "--device", "cpu", "--out", str(out)]
+    argv = ["loss", "--model", f"{cfg.out_dir}/ckpt.pt", "--data", str(data), "--device", "cpu", "--out", str(out)]
     assert evaluation.main([*argv, "--batch_size", "5"]) == 0  # batches that do not align with train.py's
     result = json.loads(out.read_text())
     assert result["tokens"] == windows * cfg.block_size
@@ -112,7 +113,7 @@ def test_loss_refuses_out_of_vocab_tokens(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     (data / "val.bin").write_bytes(np.array([1, 2, 60000, 3], np.uint16).tobytes())
-    assert evaluation.main(["loss", "--ckpt", source, "--data", str(data), "--device", "cpu"]) == 1
+    assert evaluation.main(["loss", "--model", source, "--data", str(data), "--device", "cpu"]) == 1
     assert "token id 60000 is outside the model's vocabulary of 50257" in capsys.readouterr().err
 
 
@@ -120,8 +121,23 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
     out = tmp_path / "tasks.json"
-    argv = ["tasks", "--ckpt", source, "--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks",
-            "--limit", "4", "--batch_size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    argv = [
+        "tasks",
+        "--model",
+        source,
+        "--tasks",
+        "tiny_qa",
+        "--include_path",
+        "tests/lm_eval_tasks",
+        "--limit",
+        "4",
+        "--batch_size",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert evaluation.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["limit"] == 4
@@ -133,7 +149,7 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
 
 def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, capsys):
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
-    argv = ["tasks", "--ckpt", source, "--tasks", "arc_easy,no_such_task", "--device", "cpu"]
+    argv = ["tasks", "--model", source, "--tasks", "arc_easy,no_such_task", "--device", "cpu"]
     assert evaluation.main(argv) == 1
     err = capsys.readouterr().err
     assert "task arc_easy: its data cannot be loaded" in err and "--include_path" in err
@@ -142,15 +158,26 @@ def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, ca
 
 def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     files = {
-        "ref-loss": {"loss": 2.853}, "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4},
-                                                              "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
-        "student-tasks": {"tasks": {"hellaswag": {"acc": 0.31, "acc_norm": 0.42}, "sciq": {"acc": 0.78},
-                                    "lambada_openai": {"acc": 0.3, "perplexity": 40.5}}},
-    }  # fmt: skip
+        "ref-loss": {"loss": 2.853},
+        "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4}, "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
+        "student-tasks": {
+            "tasks": {
+                "hellaswag": {"acc": 0.31, "acc_norm": 0.42},
+                "sciq": {"acc": 0.78},
+                "lambada_openai": {"acc": 0.3, "perplexity": 40.5},
+            }
+        },
+    }
     for name, record in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
-    argv = ["table", f"reference={tmp_path}/ref-loss.json", f"reference={tmp_path}/ref-tasks.json",
-            f"student={tmp_path}/student-tasks.json", "--out", str(tmp_path / "table.md")]  # fmt: skip
+    argv = [
+        "table",
+        f"reference={tmp_path}/ref-loss.json",
+        f"reference={tmp_path}/ref-tasks.json",
+        f"student={tmp_path}/student-tasks.json",
+        "--out",
+        str(tmp_path / "table.md"),
+    ]
     assert evaluation.main(argv) == 0
     lines = (tmp_path / "table.md").read_text().splitlines()
     header = (

@@ -5,14 +5,26 @@ import pytest
 import torch
 
 import grow
-from model import Checkpoint
+from checkpoint import Checkpoint
 
 
 def write_grow_config(tmp_path, cfg) -> Path:
     path = tmp_path / "grow_config.py"
-    keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
-            "gradient_accumulation_steps",
-            "warmup_iters", "eval_interval", "eval_iters", "log_interval")  # fmt: skip
+    keep = (
+        "data_dir",
+        "device",
+        "compile",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "batch_size",
+        "learning_rate",
+        "gradient_accumulation_steps",
+        "warmup_iters",
+        "eval_interval",
+        "eval_iters",
+        "log_interval",
+    )
     lines = [f"{k} = {getattr(cfg, k)!r}" for k in keep] + ["max_iters = 10", "lr_decay_iters = 10"]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -21,7 +33,7 @@ def write_grow_config(tmp_path, cfg) -> Path:
 def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
     config = write_grow_config(tmp_path, trained_reference)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
-    args = ["--ref", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--step", "1"]
+    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--step", "1"]
     assert grow.main([*args, "--target", "100"]) == 0
     state = json.loads((tmp_path / "g" / "grow.json").read_text())
     assert [r["layers"] for r in state["rounds"]] == [2]  # half the reference, matched at once
@@ -32,7 +44,7 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     config = write_grow_config(tmp_path, trained_reference)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "g"
-    args = ["--ref", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
+    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
     assert grow.main(args) == 0
     state = json.loads((out / "grow.json").read_text())
     assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth
@@ -56,7 +68,7 @@ def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_refere
     ref.best_val_loss = 100.0  # a target the first round reaches, to show where the target comes from
     ref.save(tmp_path / "ref.pt")
     config = write_grow_config(tmp_path, trained_reference)
-    args = ["--ref", str(tmp_path / "ref.pt"), "--config", str(config), "--out_dir", str(tmp_path / "g")]
+    args = ["--inherit_from", str(tmp_path / "ref.pt"), "--config", str(config), "--out_dir", str(tmp_path / "g")]
     assert grow.main(args) == 0
     state = json.loads((tmp_path / "g" / "grow.json").read_text())
     assert state["target"] == 100.0 and [r["layers"] for r in state["rounds"]] == [2]
@@ -64,7 +76,7 @@ def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_refere
 
 
 def test_growth_without_a_reference_checkpoint_is_a_clear_error(tmp_path, capsys):
-    args = ["--ref", str(tmp_path / "missing.pt"), "--config", "config/train_shakespeare.py"]
+    args = ["--inherit_from", str(tmp_path / "missing.pt"), "--config", "config/train_shakespeare.py"]
     assert grow.main([*args, "--out_dir", str(tmp_path / "g")]) == 1
     assert "missing.pt not found" in capsys.readouterr().err
 
@@ -80,6 +92,13 @@ def test_a_hugging_face_reference_needs_a_target_and_gives_its_depth(tmp_path, c
 
     GPT2LMHeadModel(GPT2Config(n_layer=6, n_head=2, n_embd=32, n_positions=32)).save_pretrained(tmp_path / "hf")
     assert grow.reference_facts(str(tmp_path / "hf")) == (6, None)
-    args = ["--ref", str(tmp_path / "hf"), "--config", "config/train_shakespeare.py", "--out_dir", str(tmp_path / "g")]
+    args = [
+        "--inherit_from",
+        str(tmp_path / "hf"),
+        "--config",
+        "config/train_shakespeare.py",
+        "--out_dir",
+        str(tmp_path / "g"),
+    ]
     assert grow.main(args) == 1
     assert "records no val loss; give --target" in capsys.readouterr().err

@@ -6,8 +6,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import inherit
+from checkpoint import Checkpoint, load_model
 from data.tokenizer import EOT_TOKEN
-from model import GPT, Checkpoint, CheckpointError, load_hf, load_model, to_hf
+from hf import ConversionError, to_hf
+from model import GPT
 
 VOCAB = 50257
 
@@ -36,7 +38,7 @@ def tokens(n: int = 2, t: int = 64) -> torch.Tensor:
 def test_loss_and_logits_equal_transformers_with_logits_far_from_zero(tmp_path, inverse_layer):
     hf = hf_gpt2(inverse_layer)
     hf.save_pretrained(tmp_path / "hf")
-    ours = load_hf(str(tmp_path / "hf")).eval()
+    ours = GPT.from_pretrained(str(tmp_path / "hf")).eval()
     assert ours.config.scale_attn_by_inverse_layer_idx is inverse_layer
     idx = tokens()
     with torch.no_grad():
@@ -57,7 +59,7 @@ def test_nanogpt_api_from_pretrained_reads_a_local_folder(tmp_path):
 @pytest.mark.parametrize("inverse_layer", [False, True])
 def test_export_writes_the_attention_setting_and_round_trips(tmp_path, inverse_layer):
     hf_gpt2(inverse_layer).save_pretrained(tmp_path / "hf")
-    ours = load_hf(str(tmp_path / "hf")).eval()
+    ours = GPT.from_pretrained(str(tmp_path / "hf")).eval()
     exported = to_hf(ours, EOT_TOKEN)
     assert exported.config.scale_attn_by_inverse_layer_idx is inverse_layer
     exported.save_pretrained(tmp_path / "back")
@@ -69,21 +71,25 @@ def test_export_writes_the_attention_setting_and_round_trips(tmp_path, inverse_l
 
 @pytest.mark.parametrize(
     "setting,text",
-    [(dict(n_inner=96), "n_inner=96"), (dict(scale_attn_weights=False), "scale_attn_weights=False"),
-     (dict(activation_function="relu"), "activation_function='relu'"), (dict(layer_norm_epsilon=1e-6), "1e-06"),
-     (dict(tie_word_embeddings=False), "tie_word_embeddings=False")],
-)  # fmt: skip
+    [
+        (dict(n_inner=96), "n_inner=96"),
+        (dict(scale_attn_weights=False), "scale_attn_weights=False"),
+        (dict(activation_function="relu"), "activation_function='relu'"),
+        (dict(layer_norm_epsilon=1e-6), "1e-06"),
+        (dict(tie_word_embeddings=False), "tie_word_embeddings=False"),
+    ],
+)
 def test_settings_this_model_cannot_reproduce_are_refused_in_one_line(tmp_path, setting, text):
     hf_gpt2(**setting).save_pretrained(tmp_path / "hf")
-    with pytest.raises(CheckpointError, match="cannot reproduce the Hugging Face setting") as e:
-        load_hf(str(tmp_path / "hf"))
+    with pytest.raises(ConversionError, match="cannot reproduce the Hugging Face setting") as e:
+        GPT.from_pretrained(str(tmp_path / "hf"))
     assert text in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_same_tanh_gelu_under_its_other_name_and_float32_attention_are_accepted(tmp_path):
     hf = hf_gpt2(activation_function="gelu_pytorch_tanh", reorder_and_upcast_attn=True)
     hf.save_pretrained(tmp_path / "hf")
-    ours = load_hf(str(tmp_path / "hf")).eval()
+    ours = GPT.from_pretrained(str(tmp_path / "hf")).eval()
     idx = tokens()
     with torch.no_grad():
         torch.testing.assert_close(ours(idx, idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-5)
@@ -104,10 +110,27 @@ def llm_inheritune_checkpoint(hf: GPT2LMHeadModel, path) -> None:
     wte = torch.cat([hf.transformer.wte.weight.detach(), torch.full((47, 64), 5.0)])
     state["_orig_mod.transformer.wte.weight"] = state["_orig_mod.lm_head.weight"] = wte
     c = hf.config
-    model_args = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions, bias=True,
-                      vocab_size=50304, dropout=0.0, scale_attn_by_inverse_layer_idx=True)  # fmt: skip
-    torch.save({"model": state, "optimizer": {}, "model_args": model_args, "iter_num": 100000,
-                "best_val_loss": torch.tensor(2.85), "config": {"dataset": "openwebtext"}}, path)  # fmt: skip
+    model_args = dict(
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.n_positions,
+        bias=True,
+        vocab_size=50304,
+        dropout=0.0,
+        scale_attn_by_inverse_layer_idx=True,
+    )
+    torch.save(
+        {
+            "model": state,
+            "optimizer": {},
+            "model_args": model_args,
+            "iter_num": 100000,
+            "best_val_loss": torch.tensor(2.85),
+            "config": {"dataset": "openwebtext"},
+        },
+        path,
+    )
 
 
 def test_llm_inheritune_checkpoints_load_with_transformers_logits_and_build_students(tmp_path):
@@ -122,7 +145,10 @@ def test_llm_inheritune_checkpoints_load_with_transformers_logits_and_build_stud
         logits, loss = ours.eval()(idx[:, :-1], idx[:, 1:])
     torch.testing.assert_close(logits, expected.logits[:, :-1], atol=1e-4, rtol=1e-5)
     assert loss.item() == pytest.approx(expected.loss.item(), abs=1e-5)  # the 47 padding rows take no part
-    assert inherit.main(["--ref", str(tmp_path / "ckpt.pt"), "--n_layer", "2", "--out", str(tmp_path / "s.pt")]) == 0
+    assert (
+        inherit.main(["--inherit_from", str(tmp_path / "ckpt.pt"), "--n_layer", "2", "--out", str(tmp_path / "s.pt")])
+        == 0
+    )
     student = Checkpoint.load(tmp_path / "s.pt")
     assert student.model_args["scale_attn_by_inverse_layer_idx"] is True
     assert student.inherit["reference_val_loss"] == pytest.approx(2.85)

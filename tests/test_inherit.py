@@ -9,8 +9,9 @@ import torch
 
 import inherit
 import train
+from checkpoint import Checkpoint, load_model
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
-from model import GPT, Checkpoint, GPTConfig, load_model
+from model import GPT, GPTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,14 +54,19 @@ def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
 
 
 def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh():
-    """LLM-Inheritune's GPT-2 script copies the blocks and wte/lm_head only: --parts wte,attn,mlp,ln."""
+    """LLM-Inheritune's GPT-2 script copies the blocks and wte/lm_head only: --inherit_parts wte,attn,mlp,ln."""
     ref = reference()
     student = build_student(ref, make_spec(ref.config, 3, parts="wte,attn,mlp,ln"), seed=7)
     torch.manual_seed(7)
     scratch = GPT(GPTConfig(**{**asdict(ref.config), "n_layer": 3})).state_dict()
     s, r = student.state_dict(), ref.state_dict()
-    for key in ("transformer.wte.weight", "lm_head.weight", "transformer.h.2.attn.c_attn.weight",
-                "transformer.h.2.ln_2.weight", "transformer.h.1.mlp.c_fc.bias"):  # fmt: skip
+    for key in (
+        "transformer.wte.weight",
+        "lm_head.weight",
+        "transformer.h.2.attn.c_attn.weight",
+        "transformer.h.2.ln_2.weight",
+        "transformer.h.1.mlp.c_fc.bias",
+    ):
         assert torch.equal(s[key], r[key]), key
     for key in ("transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"):
         assert torch.equal(s[key], scratch[key]) and not torch.equal(s[key], r[key]), key
@@ -117,7 +123,7 @@ def test_nanogpt_checkpoint_with_orig_mod_prefix_is_a_reference(tmp_path):
     path = tmp_path / "nanogpt.pt"
     state = {f"_orig_mod.{k}": v for k, v in ref.state_dict().items()}
     torch.save({"model": state, "model_args": asdict(ref.config), "iter_num": 5, "best_val_loss": 3.2}, path)
-    code = inherit.main(["--ref", str(path), "--n_layer", "3", "--out", str(tmp_path / "student.pt")])
+    code = inherit.main(["--inherit_from", str(path), "--n_layer", "3", "--out", str(tmp_path / "student.pt")])
     assert code == 0
     ckpt = Checkpoint.load(tmp_path / "student.pt")
     assert ckpt.inherit["layers"] == [0, 1, 2] and ckpt.inherit["reference_val_loss"] == 3.2
@@ -128,7 +134,7 @@ def test_nanogpt_checkpoint_with_orig_mod_prefix_is_a_reference(tmp_path):
 def test_cli_refuses_a_student_deeper_than_the_reference(tmp_path, capsys):
     path = tmp_path / "ref.pt"
     Checkpoint.of(reference()).save(path)
-    assert inherit.main(["--ref", str(path), "--n_layer", "8", "--out", str(tmp_path / "s.pt")]) == 1
+    assert inherit.main(["--inherit_from", str(path), "--n_layer", "8", "--out", str(tmp_path / "s.pt")]) == 1
     assert "asks for 8 layers but the reference has only 6" in capsys.readouterr().err
     assert not (tmp_path / "s.pt").exists()
 
@@ -150,7 +156,7 @@ def test_train_inherits_in_one_step_and_records_provenance(trained_reference, ti
 def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_config, tmp_path):
     student = tmp_path / "student.pt"
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
-    assert inherit.main(["--ref", ref, "--layers", "0,2", "--out", str(student)]) == 0
+    assert inherit.main(["--inherit_from", ref, "--inherit_layers", "0,2", "--out", str(student)]) == 0
     cfg = tiny_config(init_from=str(student), n_layer=2, out_dir=str(tmp_path / "s"), max_iters=4)
     train.train(cfg)
     assert Checkpoint.load(tmp_path / "s" / "ckpt.pt").inherit["layers"] == [0, 2]
@@ -160,4 +166,4 @@ def test_inherit_command_line_help_runs():
     import subprocess
 
     result = subprocess.run([sys.executable, "inherit.py", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0 and "--layers" in result.stdout
+    assert result.returncode == 0 and "--inherit_layers" in result.stdout

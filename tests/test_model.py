@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
-from model import GPT, NANOGPT_FIELDS, GPTConfig, KVCache, clean_state_dict, peak_flops_of
+from model import GPT, NANOGPT_FIELDS, GPTConfig, KVCache, clean_state_dict
+from runtime import peak_flops_of
 
 
 def tiny(**overrides) -> GPT:
@@ -84,10 +85,21 @@ def test_a_seed_initialises_gpt2_in_nanogpts_order():
     """Initialisation draws from the seeded generator module by module: in nanoGPT's order (wpe right after
     wte), a seed gives the weights nanoGPT's GPT gives, and runs from scratch stay what they were."""
     model = tiny(n_layer=1, bias=False)
-    block = ["ln_1.weight", "attn.c_attn.weight", "attn.c_proj.weight", "ln_2.weight", "mlp.c_fc.weight",
-             "mlp.c_proj.weight"]  # fmt: skip
-    expected = ["transformer.wte.weight", "transformer.wpe.weight", *(f"transformer.h.0.{b}" for b in block),
-                "transformer.ln_f.weight", "lm_head.weight"]  # fmt: skip
+    block = [
+        "ln_1.weight",
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "ln_2.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
+    ]
+    expected = [
+        "transformer.wte.weight",
+        "transformer.wpe.weight",
+        *(f"transformer.h.0.{b}" for b in block),
+        "transformer.ln_f.weight",
+        "lm_head.weight",
+    ]
     assert list(model.state_dict()) == expected  # modules are built, and then initialised, in this order
 
 
@@ -197,10 +209,17 @@ def test_mfu_is_nanogpts_6n_plus_attention_flops_per_sequence():
 
 @pytest.mark.parametrize(
     "name,peak",
-    [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
-     ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-40GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
-     ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None), ("NVIDIA GeForce RTX 4090", None)],
-)  # fmt: skip
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-40GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
 def test_peak_flops_match_the_exact_device_name(monkeypatch, name, peak):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert peak_flops_of(torch.device("cuda")) == peak

@@ -245,8 +245,16 @@ def test_redpajama_sources_get_their_share_of_the_budget(docs, tmp_path, capsys)
     for i, source in enumerate(("arxiv", "cc", "github")):
         (tmp_path / "in" / source).mkdir(parents=True)
         write_jsonl(tmp_path / "in" / source / "part.jsonl", [f"{source} {d}" for d in docs[i::3]])
-    argv = ["--input", str(tmp_path / "in"), "--out_dir", str(tmp_path / "out"), "--max_tokens", "4000",
-            "--test_size", "0.1"]  # fmt: skip
+    argv = [
+        "--input",
+        str(tmp_path / "in"),
+        "--out_dir",
+        str(tmp_path / "out"),
+        "--max_tokens",
+        "4000",
+        "--test_size",
+        "0.1",
+    ]
     assert redpajama.main(argv) == 0
     shares = {"arxiv": 2.5, "cc": 67.0, "github": 4.5}
     longest = max(len(gpt2_encoding().encode_ordinary(f"github {d}")) + 1 for d in docs)

@@ -42,9 +42,13 @@ def test_prompt_from_file_and_greedy_decoding_from_a_checkpoint_path(trained_out
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Enter HAMLET.")
     code, out, _ = run_sample(
-        capsys, f"--init_from={trained_out_dir}/best.pt", f"--start=FILE:{prompt}", "--temperature=0",
-        "--num_samples=2", "--compile=False",
-    )  # fmt: skip
+        capsys,
+        f"--init_from={trained_out_dir}/best.pt",
+        f"--start=FILE:{prompt}",
+        "--temperature=0",
+        "--num_samples=2",
+        "--compile=False",
+    )
     assert code == 0
     a, b = texts_of(out)
     assert a.startswith("Enter HAMLET.") and a == b

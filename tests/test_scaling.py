@@ -15,8 +15,11 @@ CPT = {**CHINCHILLA, "B": 2000.0, "beta": 0.4, "gamma": 0.15}
 def synthetic(params: dict, seed: int, d_range=(1e7, 1e11), noise: float = 0.001) -> scaling.Points:
     """Losses of the law at 7 sizes x 9 token counts, each times exp(normal(0, noise))."""
     rng = np.random.default_rng(seed)
-    rows = [(n, d, scaling.predict(params, n, d) * np.exp(rng.normal(0, noise)), run)
-            for run, n in enumerate(np.geomspace(1e6, 1e9, 7)) for d in np.geomspace(*d_range, 9)]  # fmt: skip
+    rows = [
+        (n, d, scaling.predict(params, n, d) * np.exp(rng.normal(0, noise)), run)
+        for run, n in enumerate(np.geomspace(1e6, 1e9, 7))
+        for d in np.geomspace(*d_range, 9)
+    ]
     return scaling.to_points(rows)
 
 
@@ -84,9 +87,14 @@ def write_csv(path: Path, text: str) -> str:
 
 @pytest.mark.parametrize(
     "text,message",
-    [("N,D\n1,2\n", "no column loss"), ("N,D,loss\n1e6,1e9,abc\n", "must be numbers"),
-     ("N,D,loss\n1e6,-5,3.2\n", "positive and finite"), ("N,D,loss\n", "no points"), ("", "no column D, N, loss")],
-)  # fmt: skip
+    [
+        ("N,D\n1,2\n", "no column loss"),
+        ("N,D,loss\n1e6,1e9,abc\n", "must be numbers"),
+        ("N,D,loss\n1e6,-5,3.2\n", "positive and finite"),
+        ("N,D,loss\n", "no points"),
+        ("", "no column D, N, loss"),
+    ],
+)
 def test_a_bad_csv_is_named_in_one_line(tmp_path, capsys, text, message):
     csv = write_csv(tmp_path / "points.csv", text)
     assert scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / "fit")]) == 1
@@ -118,9 +126,22 @@ def test_fit_command_writes_the_law_its_uncertainty_and_plots(tmp_path, capsys):
 def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
     cfg = tiny_config(max_iters=8, lr_decay_iters=8, eval_interval=2)
     config = tmp_path / "sweep.py"
-    keep = ("data_dir", "device", "compile", "n_head", "n_embd", "block_size", "batch_size", "learning_rate",
-            "gradient_accumulation_steps", "warmup_iters", "eval_interval", "eval_iters", "log_interval",
-            "max_iters")  # fmt: skip
+    keep = (
+        "data_dir",
+        "device",
+        "compile",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "batch_size",
+        "learning_rate",
+        "gradient_accumulation_steps",
+        "warmup_iters",
+        "eval_interval",
+        "eval_iters",
+        "log_interval",
+        "max_iters",
+    )
     config.write_text("".join(f"{k} = {getattr(cfg, k)!r}\n" for k in keep))
     out = tmp_path / "sweep"
     argv = ["sweep", "--config", str(config), "--n_layer", "1,2", "--out_dir", str(out)]

@@ -16,9 +16,11 @@ import torch
 
 import runs
 import train
+from checkpoint import Checkpoint, CheckpointError, load_model
+from configurator import ConfigError, TrainConfig, parse_config
 from data.format import write_meta
-from model import GPT, NANOGPT_FIELDS, Checkpoint, CheckpointError, GPTConfig, load_model, load_weights
-from train import ConfigError, NonFiniteLossError, TrainConfig, get_lr, parse_config
+from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
+from train import NonFiniteLossError, get_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,9 +149,14 @@ def test_shipped_configs_parse():
         parse_config([str(path)])
 
 
-@pytest.mark.parametrize("size,n_layer,n_head,n_embd,student", [
-    ("medium", 24, 16, 1024, 16), ("large", 36, 20, 1280, 18), ("xl", 48, 25, 1600, 24),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "size,n_layer,n_head,n_embd,student",
+    [
+        ("medium", 24, 16, 1024, 16),
+        ("large", 36, 20, 1280, 18),
+        ("xl", 48, 25, 1600, 24),
+    ],
+)
 def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, student):
     """References, students and baselines: 48 x 1024 = 49,152 tokens per step, inverse-layer scaling, 100K
     steps (2x baselines 200K), the authors' optimizer, and each model of its published shape."""
@@ -230,8 +237,9 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_con
     mixture = {tiny_config().data_dir: 0.5, str(python_dir): 0.5}  # rows drawn from two corpora, as with replay
     one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8, data_dir=mixture)
     train.train(one)
-    two = tiny_config(out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8, data_dir=mixture, backend="gloo",
-                      peak_flops=1e12)  # fmt: skip
+    two = tiny_config(
+        out_dir=str(tmp_path / "two"), max_iters=8, eval_interval=8, data_dir=mixture, backend="gloo", peak_flops=1e12
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd + as_args(two), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -300,15 +308,15 @@ def test_kill_during_save_leaves_the_old_checkpoint_loadable(tmp_path):
     script = f"""
 import os, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-import model
+import checkpoint
 real_save = torch.save
 def dying_save(obj, f):
     real_save(obj, f)
     f.flush()
     f.truncate(f.tell() // 2)
     os._exit(9)
-model.torch.save = dying_save
-model.Checkpoint(model={{"w": torch.ones(1_000_000)}}, model_args={{}}, iter_num=2).save({str(path)!r})
+checkpoint.torch.save = dying_save
+checkpoint.Checkpoint(model={{"w": torch.ones(1_000_000)}}, model_args={{}}, iter_num=2).save({str(path)!r})
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert result.returncode == 9
@@ -479,7 +487,8 @@ def test_every_process_stops_when_one_holds_non_finite_weights(tmp_path):
 import os, sys, torch, torch.distributed as dist
 sys.path.insert(0, {str(ROOT)!r})
 from model import GPT, GPTConfig
-from train import NonFiniteLossError, Runtime, stop_if_weights_diverged
+from runtime import Runtime
+from train import NonFiniteLossError, stop_if_weights_diverged
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=10))

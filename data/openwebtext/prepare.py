@@ -22,9 +22,12 @@ HUB_DATASET = "Skylion007/openwebtext"  # what nanoGPT's load_dataset("openwebte
 
 
 def hub_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--hub_revision", default=None,
-                   help="a revision of the hub dataset, e.g. refs/convert/parquet (its parquet export), "
-                        "for `datasets` versions that no longer run its loading script")  # fmt: skip
+    p.add_argument(
+        "--hub_revision",
+        default=None,
+        help="a revision of the hub dataset, e.g. refs/convert/parquet (its parquet export), "
+        "for `datasets` versions that no longer run its loading script",
+    )
 
 
 def open_hub(args: argparse.Namespace):

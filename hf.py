@@ -1,0 +1,247 @@
+"""Hugging Face conversion, both ways: a transformers causal LM (GPT-2, or the Llama family: Llama,
+OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one.
+
+    config_args, state = read_hf("gpt2-medium")    # GPTConfig arguments and a state dict in nanoGPT's names
+    to_hf(model, eos_token).save_pretrained("hf-student")
+
+It works on config arguments and state dicts and imports nothing of the project, so model.py can build
+from it (`GPT.from_pretrained`) and checkpoint.py can read Hugging Face sources through it. transformers
+is imported only inside the functions that use it: it is slow to import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
+HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
+
+
+class ConversionError(ValueError):
+    """A Hugging Face model this GPT cannot reproduce, or a GPT that has no Hugging Face equivalent."""
+
+
+def is_hf_source(source: str) -> bool:
+    """A Hugging Face model: OpenAI's GPT-2 names, a local folder with config.json, or a hub id (owner/name)
+    that is no local path."""
+    path = Path(source)
+    hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
+    return source in HF_GPT2_NAMES or (path.is_dir() and (path / "config.json").is_file()) or hub_id
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A Hugging Face causal LM (hub name, or a local folder read offline) as the GPTConfig arguments and the
+    state dict (this project's names, float32) of the same network."""
+    from transformers import AutoModelForCausalLM
+
+    local = Path(source).is_dir()
+    hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+    if hf.config.model_type == "gpt2":
+        return read_hf_gpt2(hf, source)
+    if hf.config.model_type in LLAMA_FAMILY:
+        return read_hf_llama(hf, source)
+    known = ", ".join(("gpt2", *LLAMA_FAMILY))
+    raise ConversionError(f"{source}: a {hf.config.model_type} model; this GPT reproduces {known}")
+
+
+def check_hf_config(source: str, cannot: dict[str, bool], config) -> None:
+    """Stop with one line naming every setting of a transformers config that this GPT cannot reproduce."""
+    settings = [f"{name}={getattr(config, name, None)!r}" for name, unsupported in cannot.items() if unsupported]
+    if settings:
+        raise ConversionError(f"{source}: this GPT cannot reproduce the Hugging Face setting {', '.join(settings)}")
+
+
+def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    c = hf.config
+    # (reorder_and_upcast_attn only computes the same attention in float32)
+    cannot = {
+        "activation_function": c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
+        "layer_norm_epsilon": c.layer_norm_epsilon != 1e-5,
+        "scale_attn_weights": not c.scale_attn_weights,
+        "n_inner": c.n_inner not in (None, 4 * c.n_embd),
+        "add_cross_attention": c.add_cross_attention,
+        "tie_word_embeddings": not c.tie_word_embeddings,
+    }
+    check_hf_config(source, cannot, c)
+    args = dict(
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.n_positions,
+        vocab_size=c.vocab_size,
+        bias=True,
+        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+    )
+    state = {}
+    for key, value in hf.state_dict().items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers in older transformers versions
+        state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
+    return args, state
+
+
+def llama_rope_scaling(rope: dict) -> dict | None:
+    """Llama 3's rope scaling, the one rescaling this GPT reproduces; None for plain RoPE."""
+    if rope.get("rope_type", "default") == "default":
+        return None
+    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    return {k: rope[k] for k in keys}
+
+
+def read_hf_llama(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    c = hf.config
+    rope = c.rope_parameters or {}
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    cannot = {
+        "hidden_act": c.hidden_act != "silu",
+        "head_dim": head_dim * c.num_attention_heads != c.hidden_size,
+        "rope_parameters": rope.get("rope_type", "default") not in ("default", "llama3"),
+        "attention_bias": getattr(c, "attention_bias", False),  # Llama's puts one on the output too
+        "mlp_bias": getattr(c, "mlp_bias", False),
+        "use_sliding_window": getattr(c, "use_sliding_window", False),
+    }
+    check_hf_config(source, cannot, c)
+    qkv_bias = c.model_type == "qwen2"
+    args = dict(
+        n_layer=c.num_hidden_layers,
+        n_head=c.num_attention_heads,
+        n_embd=c.hidden_size,
+        block_size=c.max_position_embeddings,
+        vocab_size=c.vocab_size,
+        bias=False,
+        norm="rmsnorm",
+        norm_eps=c.rms_norm_eps,
+        mlp="swiglu",
+        intermediate_size=c.intermediate_size,
+        rope=True,
+        rope_theta=rope.get("rope_theta", 10000.0),
+        rope_scaling=llama_rope_scaling(rope),
+        n_kv_head=c.num_key_value_heads,
+        tie_embeddings=c.tie_word_embeddings,
+        qkv_bias=qkv_bias,
+    )
+    theirs = hf.state_dict()
+    state = {mine: theirs[name] for mine, name in llama_names(c.num_hidden_layers).items()}
+    for i in range(c.num_hidden_layers):
+        for mine, names in llama_fused(qkv_bias).items():
+            state[f"transformer.h.{i}.{mine}"] = torch.cat([theirs[f"model.layers.{i}.{name}"] for name in names])
+    return args, state
+
+
+def llama_names(n_layer: int) -> dict[str, str]:
+    """This GPT's tensors that are one Hugging Face Llama tensor each: ours -> theirs."""
+    names = {
+        "transformer.wte.weight": "model.embed_tokens.weight",
+        "lm_head.weight": "lm_head.weight",
+        "transformer.ln_f.weight": "model.norm.weight",
+    }
+    for i in range(n_layer):
+        ours, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
+        names |= {
+            ours + "ln_1.weight": theirs + "input_layernorm.weight",
+            ours + "ln_2.weight": theirs + "post_attention_layernorm.weight",
+            ours + "attn.c_proj.weight": theirs + "self_attn.o_proj.weight",
+            ours + "mlp.c_proj.weight": theirs + "mlp.down_proj.weight",
+        }
+    return names
+
+
+def llama_fused(qkv_bias: bool) -> dict[str, tuple[str, ...]]:
+    """Tensors of each block that this GPT fuses, row blocks in order: ours -> theirs."""
+    qkv = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+    fused = {
+        "attn.c_attn.weight": tuple(f"{t}.weight" for t in qkv),
+        "mlp.c_fc.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    }
+    if qkv_bias:
+        fused["attn.c_attn.bias"] = tuple(f"{t}.bias" for t in qkv)
+    return fused
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def to_hf(model: torch.nn.Module, eos_token: int):
+    """The same network as a transformers model: GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM."""
+    return to_hf_llama(model, eos_token) if model.config.rope else to_hf_gpt2(model, eos_token)
+
+
+def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
+    """Conv1D weights transposed, vocabulary padding removed, zero biases where the model has none."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    if c.norm != "layernorm" or c.mlp != "gelu" or c.n_kv_head or not c.tie_embeddings:
+        raise ConversionError("a GPT-2 with Llama options has no Hugging Face GPT-2 equivalent")
+    config = GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.block_size,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        activation_function="gelu_new",
+        layer_norm_epsilon=c.norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eos_token,
+        eos_token_id=eos_token,
+        tie_word_embeddings=True,
+        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+        n_inner=c.intermediate_size or None,
+    )
+    hf = GPT2LMHeadModel(config)
+    ours = {k: v.t() if k.endswith(HF_TRANSPOSED) else v for k, v in model.unpadded_state_dict().items()}
+    state = {}
+    for key, template in hf.state_dict().items():
+        if key in ours:
+            state[key] = ours[key].to(template.dtype).contiguous()
+        elif key.endswith(".bias") and not c.bias:
+            state[key] = torch.zeros_like(template)
+        else:
+            raise ConversionError(f"no weight for {key} in the model")
+    hf.load_state_dict(state)
+    return hf.eval()
+
+
+def to_hf_llama(model: torch.nn.Module, eos_token: int):
+    """Fused tensors split back into Hugging Face's, vocabulary padding removed."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    c = model.config
+    if c.norm != "rmsnorm" or c.mlp != "swiglu" or c.bias or c.scale_attn_by_inverse_layer_idx:
+        raise ConversionError("a rotary GPT without Llama's other choices has no Hugging Face Llama equivalent")
+    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if c.qkv_bias else (LlamaConfig, LlamaForCausalLM)
+    rope = {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else {"rope_type": "default"}
+    hidden = c.intermediate_size or 4 * c.n_embd
+    config = config_class(
+        vocab_size=c.vocab_size,
+        hidden_size=c.n_embd,
+        intermediate_size=hidden,
+        num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head,
+        num_key_value_heads=c.kv_heads,
+        max_position_embeddings=c.block_size,
+        rms_norm_eps=c.norm_eps,
+        tie_word_embeddings=c.tie_embeddings,
+        rope_parameters={**rope, "rope_theta": c.rope_theta},
+        hidden_act="silu",
+        eos_token_id=eos_token,
+    )
+    ours = model.unpadded_state_dict()
+    state = {theirs: ours[mine] for mine, theirs in llama_names(c.n_layer).items()}
+    sizes = {"attn": [c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], "mlp": [hidden, hidden]}
+    for i in range(c.n_layer):
+        for mine, theirs in llama_fused(c.qkv_bias).items():
+            parts = ours[f"transformer.h.{i}.{mine}"].split(sizes[mine.split(".")[0]], dim=0)
+            state |= {f"model.layers.{i}.{t}": part for t, part in zip(theirs, parts, strict=True)}
+    hf = model_class(config)
+    hf.load_state_dict({k: v.contiguous() for k, v in state.items()})
+    return hf.eval()

@@ -1,0 +1,146 @@
+"""Where a run happens, shared by every command: the device and precision, the processes of a distributed
+run, the accelerators' peak FLOP/s, files written atomically, and the sub-command mechanism of the
+multi-command scripts. It imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+import torch.distributed as dist
+
+# Dense bf16 tensor-core peak FLOP/s (without sparsity, from the vendors' data sheets) of the devices whose
+# exact names torch.cuda.get_device_name gives; PCIe and NVL parts have lower peaks than SXM ones. Other
+# devices (MIG slices included) have no entry: give train.py's peak_flops to see their MFU.
+PEAK_FLOPS = {
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA H100 80GB HBM3": 989e12,  # SXM5
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA H200 NVL": 835e12,
+    "NVIDIA GH200 480GB": 989e12,
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+
+def resolve_device_name(name: str) -> str:
+    """'auto' -> 'cuda' where a GPU is visible, else 'cpu'; any other name as given."""
+    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on GPUs that have it, float16 on other GPUs, float32 elsewhere; or the named dtype."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
+    """Mixed precision for bf16/fp16; float32 runs as it is. Shared by training, sampling and evaluation."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def peak_flops_of(device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of a known accelerator, or None where it is unknown (CPUs, other GPUs)."""
+    return PEAK_FLOPS.get(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its rank among all processes, its device and its precision."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_runtime(device: str, dtype: str, backend: str) -> Runtime:
+    """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU)."""
+    device_name = resolve_device_name(device)
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world_size > 1:
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if device_name.startswith("cuda"):
+            device_name = f"cuda:{local_rank}"
+            torch.cuda.set_device(device_name)
+        auto = "nccl" if device_name.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=auto if backend == "auto" else backend)
+    resolved = torch.device(device_name)
+    return Runtime(rank, world_size, resolved, resolve_dtype(dtype, resolved))
+
+
+def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.ddp:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = t / rt.world_size
+    return t
+
+
+# ----------------------------------------------------------------------------- files
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: it is written as `path.tmp` and renamed into place only once
+    complete, so a crash at any moment leaves either the old file or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, record: object) -> None:
+    """`record` as indented JSON, written atomically."""
+    with atomic_file(path) as f:
+        f.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+# ----------------------------------------------------------------------------- commands
+
+# A sub-command: a function that adds its arguments to a parser, the function that runs it, and its help.
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+
+
+def run_command(prog: str, doc: str, commands: dict[str, Command], argv: list[str]) -> int:
+    """Parse `prog COMMAND [options]` for one of `commands`, run it and return its exit code."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _, help_text) in commands.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = p.parse_args(argv)
+    return commands[args.command][1](args)

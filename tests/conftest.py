@@ -20,6 +20,17 @@ from data.python.prepare import prepare as prepare_python  # noqa: E402
 from data.shakespeare.prepare import prepare, shakespeare_texts  # noqa: E402
 
 
+class CodeOnUnpickle:
+    """An object whose unpickling runs a shell command that creates `marker`: a loader that refuses it
+    without running code leaves no marker behind."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 @pytest.fixture(scope="session")
 def shakespeare_dir(tmp_path_factory) -> Path:
     """The real embedded corpus, prepared once per test session."""

@@ -1,9 +1,13 @@
+import errno
 import json
+import os
 
 import pytest
+import torch
 
 import runs
 import train
+from checkpoint import Checkpoint
 
 
 def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path, capsys):
@@ -49,3 +53,17 @@ def test_compare_puts_each_corpus_of_a_mixture_beside_the_weighted_loss(tiny_con
     assert f"{row['val_losses'][str(python_dir)]:.4f}" in capsys.readouterr().out
     assert runs.main(["compare", f"mix={cfg.out_dir}", "--corpus", "data/elsewhere"]) == 1
     assert "evaluates no corpus 'data/elsewhere'" in capsys.readouterr().err
+
+
+def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    Checkpoint(model={"w": torch.ones(3)}, model_args={}, iter_num=1).save(tmp_path / "ckpt.pt")
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")  # gcsfuse, s3fs
+
+    monkeypatch.setattr(os, "link", no_links)
+    runs.mark_best(tmp_path)
+    assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
+    Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=2).save(tmp_path / "ckpt.pt")
+    assert Checkpoint.load(tmp_path / "best.pt").iter_num == 1
+    assert not (tmp_path / "best.pt.tmp").exists()

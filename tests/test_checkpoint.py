@@ -1,0 +1,52 @@
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from checkpoint import Checkpoint, CheckpointError
+from tests.conftest import ROOT, CodeOnUnpickle
+
+
+def test_kill_during_save_leaves_the_old_checkpoint_loadable(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=1).save(path)
+    # The child dies abruptly half-way through writing a large checkpoint, as with SIGKILL.
+    script = f"""
+import os, sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+import checkpoint
+real_save = torch.save
+def dying_save(obj, f):
+    real_save(obj, f)
+    f.flush()
+    f.truncate(f.tell() // 2)
+    os._exit(9)
+checkpoint.torch.save = dying_save
+checkpoint.Checkpoint(model={{"w": torch.ones(1_000_000)}}, model_args={{}}, iter_num=2).save({str(path)!r})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert result.returncode == 9
+    assert (tmp_path / "ckpt.pt.tmp").exists()  # the half-written file exists, but under another name
+    ckpt = Checkpoint.load(path)
+    assert ckpt.iter_num == 1 and torch.equal(ckpt.model["w"], torch.zeros(3))
+
+
+def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    Checkpoint(model={"w": torch.ones(10000)}, model_args={}).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        Checkpoint.load(path)
+
+
+def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": CodeOnUnpickle(marker), "model_args": {}}, f)
+    with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
+        Checkpoint.load(path)
+    assert not marker.exists()

@@ -1,0 +1,125 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from configurator import ConfigError, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.py"
+    path.write_text("import math\nn_layer = 4\nlearning_rate = 1e-3\nmax_iters = 2 * 50\n_helper = 1\n")
+    cfg = parse_config([str(path), "--n_layer=6", "--compile=False", "--out_dir=123", "--min_lr=0"])
+    assert (cfg.n_layer, cfg.learning_rate, cfg.max_iters) == (6, 1e-3, 100)
+    assert cfg.compile is False and cfg.out_dir == "123" and cfg.min_lr == 0.0
+
+
+def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
+    path = tmp_path / "c.py"
+    path.write_text("n_layers = 4\n")
+    with pytest.raises(ConfigError, match="unknown config key 'n_layers'.*valid keys: out_dir, dataset, data_dir"):
+        parse_config([str(path)])
+    with pytest.raises(ConfigError, match="unknown config key 'lr'"):
+        parse_config(["--lr=1e-3"])
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("--n_layer=4.5", "n_layer must be int, got float 4.5"),
+        ("--compile=1", "compile must be bool, got int 1"),
+        ("--learning_rate=fast", "learning_rate must be float, got 'fast'"),
+        ("--dtype=fp8", "dtype must be 'auto' or one of"),
+        ("--batch_size=0", "batch_size must be at least 1"),
+        ("n_layer=4", "config file n_layer=4 not found"),
+        ("--backend=mpi", "backend must be 'auto', 'nccl' or 'gloo'"),
+        ("--dataset=shakespeare", "dataset 'shakespeare' .* and data_dir 'elsewhere' name different folders"),
+    ],
+)
+def test_bad_values_stop_with_a_clear_error(arg, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config([arg, "--data_dir=elsewhere"] if arg.startswith("--dataset") else [arg])
+
+
+# Every key of nanoGPT's train.py, with its default value, in a config file as nanoGPT's are written.
+NANOGPT_DEFAULTS = """
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False
+always_save_checkpoint = True
+init_from = 'scratch'
+wandb_log = False
+wandb_project = 'owt'
+wandb_run_name = 'gpt2'
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8
+batch_size = 12
+block_size = 1024
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0
+bias = False
+learning_rate = 6e-4
+max_iters = 600000
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+decay_lr = True
+warmup_iters = 2000
+lr_decay_iters = 600000
+min_lr = 6e-5
+backend = 'nccl'
+device = 'cuda'
+dtype = 'bfloat16'
+compile = True
+"""
+
+
+def test_every_key_of_nanogpts_train_py_is_accepted(tmp_path):
+    path = tmp_path / "nanogpt_defaults.py"
+    path.write_text("import time\n" + NANOGPT_DEFAULTS + "wandb_run_name = 'ft-' + str(time.time())\n")
+    cfg = parse_config([str(path)])
+    assert cfg.data_dir == os.path.join("data", "openwebtext") and cfg.backend == "nccl"
+    assert cfg.gradient_accumulation_steps == 40 and cfg.wandb_run_name.startswith("ft-")
+    assert parse_config([str(path), "--dataset=/abs/corpus"]).data_dir == "/abs/corpus"  # os.path.join's rule
+    assert parse_config([str(path), "--dataset=", "--data_dir=data/x"]).dataset == "x"
+
+
+def test_shipped_configs_parse():
+    for path in sorted((ROOT / "config").glob("*.py")):
+        parse_config([str(path)])
+
+
+@pytest.mark.parametrize(
+    "size,n_layer,n_head,n_embd,student",
+    [
+        ("medium", 24, 16, 1024, 16),
+        ("large", 36, 20, 1280, 18),
+        ("xl", 48, 25, 1600, 24),
+    ],
+)
+def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, student):
+    """References, students and baselines: 48 x 1024 = 49,152 tokens per step, inverse-layer scaling, 100K
+    steps (2x baselines 200K), the authors' optimizer, and each model of its published shape."""
+    runs_of = {
+        f"train_gpt2_{size}": (n_layer, 100_000),
+        f"inheritune_gpt2_{size}_{student}": (student, 100_000),
+        f"scratch_gpt2_{size}_{student}": (student, 100_000),
+        f"scratch_gpt2_{size}_{student}_2x": (student, 200_000),
+    }
+    for name, (depth, steps) in runs_of.items():
+        cfg = parse_config([str(ROOT / "config" / f"{name}.py")])
+        assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size == 49_152, name
+        for gpus in (1, 2, 4, 8):
+            assert cfg.gradient_accumulation_steps % gpus == 0, (name, gpus)
+        assert (cfg.n_layer, cfg.n_head, cfg.n_embd) == (depth, n_head, n_embd), name
+        assert (cfg.max_iters, cfg.lr_decay_iters, cfg.warmup_iters) == (steps, steps, 2000), name
+        assert (cfg.learning_rate, cfg.min_lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (2e-4, 1e-5, 0.1, 0.9, 0.95)
+        assert cfg.scale_attn_by_inverse_layer_idx and not cfg.bias and cfg.dropout == 0.0 and cfg.dtype == "bfloat16"
+        assert cfg.init_from == ("inherit" if name.startswith("inheritune") else "scratch"), name

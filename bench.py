@@ -27,7 +27,7 @@ import time
 import torch
 
 from configurator import TrainConfig, parse_config
-from model import GPT, GPTConfig
+from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import train_step
 
@@ -74,20 +74,11 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     device = torch.device(resolve_device_name(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
-    config = GPTConfig(
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
-        block_size=cfg.block_size,
-        bias=cfg.bias,
-        dropout=cfg.dropout,
-        scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
-    )
-    model = GPT(config).to(device)
+    model = GPT(GPTConfig(**cfg.scratch_model_args(GPT2_VOCAB))).to(device)
     accum = cfg.gradient_accumulation_steps
     gen = torch.Generator().manual_seed(0)
     batches = [
-        tuple(torch.randint(0, 50257, (cfg.batch_size, cfg.block_size), generator=gen).to(device) for _ in "xy")
+        tuple(torch.randint(0, GPT2_VOCAB, (cfg.batch_size, cfg.block_size), generator=gen).to(device) for _ in "xy")
         for _ in range(accum)
     ]
     ctx = autocast_context(device, dtype)

@@ -145,6 +145,19 @@ class TrainConfig:
             inside = os.path.relpath(os.path.abspath(first), os.path.abspath("data"))
             self.dataset = inside if not inside.startswith("..") else os.path.abspath(first)
 
+    def scratch_model_args(self, vocab_size: int) -> dict:
+        """GPTConfig's arguments for a model trained from scratch, as nanoGPT's train.py builds model_args."""
+        return dict(
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            n_embd=self.n_embd,
+            block_size=self.block_size,
+            bias=self.bias,
+            dropout=self.dropout,
+            vocab_size=vocab_size,
+            scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
+        )
+
     @property
     def mixture(self) -> dict[str, float]:
         """The training corpora and their weights, summing to 1 (one corpus: weight 1)."""

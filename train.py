@@ -68,18 +68,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     """The model of init_from: from scratch (seeded), a student of inherit_from, out_dir's checkpoint to
     resume, or any model source to continue from; cropped to block_size."""
     if cfg.init_from == "scratch":
-        model_args = dict(
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            n_embd=cfg.n_embd,
-            block_size=cfg.block_size,
-            bias=cfg.bias,
-            dropout=cfg.dropout,
-            vocab_size=vocab_size,
-            scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
-        )
         torch.manual_seed(cfg.seed)
-        return Start(GPT(GPTConfig(**model_args)), None, None, None, None)
+        return Start(GPT(GPTConfig(**cfg.scratch_model_args(vocab_size))), None, None, None, None)
     if cfg.init_from == "inherit":
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
@@ -300,6 +290,8 @@ class State:
 
 
 def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
+    """Set-up, then the loop: each iteration sets the learning rate, evaluates and checkpoints when due, stops
+    when done or signalled, else takes one optimizer step and logs it."""
     if cfg.gradient_accumulation_steps % rt.world_size:
         raise ConfigError(
             f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by the "

@@ -104,3 +104,33 @@ def char_data_root(tmp_path_factory) -> Path:
     with open(out / "meta.pkl", "wb") as f:
         pickle.dump({"vocab_size": len(chars), "itos": itos, "stoi": stoi}, f)
     return root
+
+
+# What a config file for the runs of grow.py or scaling.py sweep carries of a tiny config: everything but
+# the depth, which each run sets itself.
+SWEEP_KEYS = (
+    "data_dir",
+    "device",
+    "compile",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "batch_size",
+    "learning_rate",
+    "gradient_accumulation_steps",
+    "warmup_iters",
+    "eval_interval",
+    "eval_iters",
+    "log_interval",
+)
+
+
+def write_config_file(path: Path, cfg: TrainConfig, **values) -> Path:
+    """A config file of cfg's SWEEP_KEYS, then `values`."""
+    settings = {k: getattr(cfg, k) for k in SWEEP_KEYS} | values
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in settings.items()))
+    return path
+
+
+# lm-eval on the local tiny_qa task (tests/lm_eval_tasks), quick: `evaluation.py tasks --model M` + these.
+TINY_QA_ARGS = ["--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks", "--limit", "4", "--batch_size", "4"]

@@ -11,7 +11,7 @@ from checkpoint import Checkpoint, load_model
 from data.format import open_tokens, write_meta
 from data.tokenizer import gpt2_encoding
 from model import GPT, GPTConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_QA_ARGS
 
 TEXTS = [
     "Hello world",
@@ -121,23 +121,7 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
     out = tmp_path / "tasks.json"
-    argv = [
-        "tasks",
-        "--model",
-        source,
-        "--tasks",
-        "tiny_qa",
-        "--include_path",
-        "tests/lm_eval_tasks",
-        "--limit",
-        "4",
-        "--batch_size",
-        "4",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
+    argv = ["tasks", "--model", source, *TINY_QA_ARGS, "--device", "cpu", "--out", str(out)]
     assert evaluation.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["limit"] == 4

@@ -6,32 +6,11 @@ import torch
 
 import grow
 from checkpoint import Checkpoint
-
-
-def write_grow_config(tmp_path, cfg) -> Path:
-    path = tmp_path / "grow_config.py"
-    keep = (
-        "data_dir",
-        "device",
-        "compile",
-        "n_head",
-        "n_embd",
-        "block_size",
-        "batch_size",
-        "learning_rate",
-        "gradient_accumulation_steps",
-        "warmup_iters",
-        "eval_interval",
-        "eval_iters",
-        "log_interval",
-    )
-    lines = [f"{k} = {getattr(cfg, k)!r}" for k in keep] + ["max_iters = 10", "lr_decay_iters = 10"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from tests.conftest import write_config_file
 
 
 def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
-    config = write_grow_config(tmp_path, trained_reference)
+    config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--step", "1"]
     assert grow.main([*args, "--target", "100"]) == 0
@@ -41,7 +20,7 @@ def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
 
 
 def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference, tmp_path, capsys, monkeypatch):
-    config = write_grow_config(tmp_path, trained_reference)
+    config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "g"
     args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
@@ -67,7 +46,7 @@ def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_refere
     ref = Checkpoint.load(Path(trained_reference.out_dir) / "ckpt.pt")
     ref.best_val_loss = 100.0  # a target the first round reaches, to show where the target comes from
     ref.save(tmp_path / "ref.pt")
-    config = write_grow_config(tmp_path, trained_reference)
+    config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     args = ["--inherit_from", str(tmp_path / "ref.pt"), "--config", str(config), "--out_dir", str(tmp_path / "g")]
     assert grow.main(args) == 0
     state = json.loads((tmp_path / "g" / "grow.json").read_text())

@@ -37,6 +37,7 @@ from data.shakespeare.prepare import shakespeare_texts
 from data.tokenizer import fingerprint
 from hf import ConversionError, to_hf
 from model import GPT, GPTConfig, KVCache
+from tests.conftest import TINY_QA_ARGS
 
 
 @pytest.fixture(scope="session")
@@ -370,22 +371,6 @@ def test_zero_shot_tasks_run_on_a_llama_with_its_own_tokenizer(tmp_path, bpe_fol
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the local task's data_files are relative to the repo
     folder = llama_folder(tmp_path, bpe_folder)
     out = tmp_path / "tasks.json"
-    argv = [
-        "tasks",
-        "--model",
-        str(folder),
-        "--tasks",
-        "tiny_qa",
-        "--include_path",
-        "tests/lm_eval_tasks",
-        "--limit",
-        "4",
-        "--batch_size",
-        "4",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
+    argv = ["tasks", "--model", str(folder), *TINY_QA_ARGS, "--device", "cpu", "--out", str(out)]
     assert evaluation.main(argv) == 0
     assert json.loads(out.read_text())["tasks"]["tiny_qa"]["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)

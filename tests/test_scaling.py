@@ -7,6 +7,7 @@ from scipy.optimize import minimize_scalar
 
 import scaling
 from scaling import ScalingError
+from tests.conftest import write_config_file
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # Hoffmann et al.'s constants
 CPT = {**CHINCHILLA, "B": 2000.0, "beta": 0.4, "gamma": 0.15}
@@ -125,24 +126,7 @@ def test_fit_command_writes_the_law_its_uncertainty_and_plots(tmp_path, capsys):
 
 def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
     cfg = tiny_config(max_iters=8, lr_decay_iters=8, eval_interval=2)
-    config = tmp_path / "sweep.py"
-    keep = (
-        "data_dir",
-        "device",
-        "compile",
-        "n_head",
-        "n_embd",
-        "block_size",
-        "batch_size",
-        "learning_rate",
-        "gradient_accumulation_steps",
-        "warmup_iters",
-        "eval_interval",
-        "eval_iters",
-        "log_interval",
-        "max_iters",
-    )
-    config.write_text("".join(f"{k} = {getattr(cfg, k)!r}\n" for k in keep))
+    config = write_config_file(tmp_path / "sweep.py", cfg, max_iters=cfg.max_iters)
     out = tmp_path / "sweep"
     argv = ["sweep", "--config", str(config), "--n_layer", "1,2", "--out_dir", str(out)]
     assert scaling.main(argv) == 0

@@ -180,6 +180,11 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
     c = model.config
     if c.norm != "layernorm" or c.mlp != "gelu" or c.n_kv_head or not c.tie_embeddings:
         raise ConversionError("a GPT-2 with Llama options has no Hugging Face GPT-2 equivalent")
+    if c.scale_attn_by_inverse_layer_idx and c.scale_layer_idx is not None:
+        raise ConversionError(
+            f"its blocks keep the inverse-layer attention scales of reference blocks {c.scale_layer_idx}; "
+            "Hugging Face's GPT-2 scales block i by 1 / (i + 1) and cannot carry them"
+        )
     config = GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,

@@ -111,7 +111,12 @@ def make_spec(ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str 
 def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0) -> GPT:
     """A fresh model initialised as from scratch (same seed), with the inherited tensors copied in."""
     torch.manual_seed(seed)
-    student = GPT(replace(ref.config, n_layer=len(spec.layers), dropout=dropout))
+    # Each inherited block keeps its attention scale, which in GPT-2 with inverse-layer scaling depends on
+    # the block's depth in the reference, not in the student.
+    scales = (
+        [ref.config.layer_scale_index(j) for j in spec.layers] if ref.config.scale_attn_by_inverse_layer_idx else None
+    )
+    student = GPT(replace(ref.config, n_layer=len(spec.layers), dropout=dropout, scale_layer_idx=scales))
     state = student.state_dict()
     ref_state = ref.state_dict()
     prefixes = {

@@ -43,6 +43,9 @@ class GPTConfig:
     # Attention logits of layer l also divided by l + 1 (Hugging Face's GPT2Config option of this name),
     # as the Inheritune authors trained their GPT-2s.
     scale_attn_by_inverse_layer_idx: bool = False
+    # With that scaling, the l of each block's 1 / (l + 1) where it is not the block's own index: a student's
+    # blocks keep the scales of the reference blocks they were inherited from. None: block i uses i.
+    scale_layer_idx: list[int] | None = None
     # The Llama family (Llama, OpenLLaMA, TinyLlama, SmolLM, Qwen2); the defaults are GPT-2's.
     norm: str = "layernorm"  # or "rmsnorm"
     norm_eps: float = 1e-5
@@ -64,6 +67,12 @@ class GPTConfig:
             raise ValueError(f"n_head {self.n_head} is not a multiple of n_kv_head {self.kv_heads}")
         if self.rope and self.head_dim % 2:
             raise ValueError(f"rotary embeddings need an even head size, got {self.head_dim}")
+        if self.scale_layer_idx is not None:
+            self.scale_layer_idx = [int(i) for i in self.scale_layer_idx]
+            if len(self.scale_layer_idx) != self.n_layer or min(self.scale_layer_idx) < 0:
+                raise ValueError(f"scale_layer_idx needs one index >= 0 per layer, got {self.scale_layer_idx}")
+            if self.scale_layer_idx == list(range(self.n_layer)):
+                self.scale_layer_idx = None  # each block's own index: the default, as nanoGPT and HF lay it out
 
     @property
     def head_dim(self) -> int:
@@ -72,6 +81,10 @@ class GPTConfig:
     @property
     def kv_heads(self) -> int:
         return self.n_kv_head or self.n_head
+
+    def layer_scale_index(self, layer: int) -> int:
+        """The l of block `layer`'s inverse-layer attention scale 1 / (l + 1)."""
+        return layer if self.scale_layer_idx is None else self.scale_layer_idx[layer]
 
     @property
     def padded_vocab_size(self) -> int:
@@ -177,7 +190,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer  # this block's index: its slot in the KV cache
         self.scale = 1.0 / math.sqrt(self.head_dim)
         if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= layer + 1
+            self.scale /= config.layer_scale_index(layer) + 1
 
     def forward(
         self, x: torch.Tensor, rope: Rope = None, cache: KVCache | None = None, return_attn: bool = False

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 import sys
@@ -167,3 +168,57 @@ def test_inherit_command_line_help_runs():
 
     result = subprocess.run([sys.executable, "inherit.py", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "--inherit_layers" in result.stdout
+
+
+def inverse_layer_reference(n_layer: int = 4) -> GPT:
+    """A GPT-2 with inverse-layer attention scaling (every paper config) and sharp attention, so that a wrong
+    scale shows in the output."""
+    torch.manual_seed(5)
+    config = GPTConfig(n_layer=n_layer, n_head=2, n_embd=32, block_size=32, scale_attn_by_inverse_layer_idx=True)
+    model = GPT(config)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight.mul_(25.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("layers", ["0,3", "1-2", "3"])
+def test_inherited_blocks_compute_what_they_computed_in_the_reference(layers):
+    ref = inverse_layer_reference()
+    student = build_student(ref, make_spec(ref.config, None, layers=layers)).eval()
+    x = torch.randn(2, 16, 32) * 3.0
+    with torch.no_grad():
+        for i, j in enumerate(parse_layers(layers)):
+            ours, _ = student.transformer.h[i](x)
+            theirs, _ = ref.transformer.h[j](x)
+            assert torch.equal(ours, theirs), (i, j)
+            # The scale of the student's own depth, as it was before: a visibly different block.
+            at_student_depth = copy.deepcopy(student.transformer.h[i])
+            at_student_depth.attn.scale = 16**-0.5 / (i + 1)
+            assert i == j or (at_student_depth(x)[0] - theirs).abs().max() > 0.05
+
+
+def test_a_student_of_a_student_keeps_the_first_references_scales(tmp_path):
+    ref = inverse_layer_reference()
+    student = build_student(ref, make_spec(ref.config, None, layers="0,2,3"))
+    Checkpoint.of(student).save(tmp_path / "student.pt")
+    loaded, _ = load_model(tmp_path / "student.pt")
+    assert loaded.config.scale_layer_idx == [0, 2, 3]
+    grandchild = build_student(loaded, make_spec(loaded.config, None, layers="1-2")).eval()
+    assert grandchild.config.scale_layer_idx == [2, 3]
+    x = torch.randn(1, 8, 32) * 3.0
+    with torch.no_grad():
+        assert torch.equal(grandchild.transformer.h[1](x)[0], ref.eval().transformer.h[3](x)[0])
+
+
+def test_a_prefix_student_keeps_the_default_layout_and_a_reordered_one_is_not_exported_as_hf_gpt2():
+    from hf import ConversionError, to_hf
+
+    ref = inverse_layer_reference()
+    prefix = build_student(ref, make_spec(ref.config, 2))
+    assert prefix.config.scale_layer_idx is None and "scale_layer_idx" not in prefix.config.model_args()
+    to_hf(prefix, eos_token=50256)
+    with pytest.raises(ConversionError, match=r"reference blocks \[0, 3\]; Hugging Face's GPT-2 scales block i"):
+        to_hf(build_student(ref, make_spec(ref.config, None, layers="0,3")), eos_token=50256)
+    plain = reference(4)  # without inverse-layer scaling the block's depth does not matter
+    assert build_student(plain, make_spec(plain.config, None, layers="0,3")).config.scale_layer_idx is None

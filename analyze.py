@@ -248,9 +248,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings(args.data, args.num_seqs, args.seq_len, args.tau, args.eta, args.seed, args.batch_size)
-    device = resolve_device_name(args.device)
     results = []
     try:
+        device = resolve_device_name(args.device)
         for source in [args.model, args.compare] if args.compare else [args.model]:
             result = analyze_model(source, settings, device, args.lazy_rank)
             print(format_table(result))

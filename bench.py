@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from configurator import TrainConfig, parse_config
+from configurator import ConfigError, TrainConfig, parse_config
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import train_step
@@ -140,12 +140,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--bench_peak_flops", type=float, default=0.0, help="device peak FLOP/s for MFU")
     args, rest = parser.parse_known_args(argv)
-    cfg = parse_config(rest)
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
-    peak, peak_label = peak_for(cfg, args.bench_peak_flops)
+    try:
+        cfg = parse_config(rest)
+        peak, peak_label = peak_for(cfg, args.bench_peak_flops)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
     tokens = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     print(f"{cfg.n_layer} layers, width {cfg.n_embd}, {tokens:,} tokens/iter; MFU against {peak_label}")
     print(f"{'variant':<10} {'ms/iter':>10} {'tokens/s':>12} {'MFU':>7} {'peak mem':>10} {'warmup s':>9}")

@@ -135,8 +135,8 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loss_main(args: argparse.Namespace) -> int:
-    device = torch.device(resolve_device_name(args.device))
     try:
+        device = torch.device(resolve_device_name(args.device))
         model, _ = load_model(args.model, device)
         tokens = open_tokens(Path(args.data), args.split)
         tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens

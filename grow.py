@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         return grow(args)
-    except (CheckpointError, ConfigError, RunError) as e:
+    except (CheckpointError, ConfigError, RunError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

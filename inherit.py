@@ -1,10 +1,8 @@
 """Inheritune: build an n-layer student from a trained reference.
 
     python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --out out-student/ckpt.pt
-    python inherit.py --inherit_from gpt2-medium --inherit_layers 0-11,14 --inherit_parts wte,wpe,attn,mlp,ln_f \
-        --out student.pt
-    python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --inherit_parts wte,attn,mlp,ln \
-        --out authors.pt
+    python inherit.py --inherit_from gpt2-medium --inherit_layers 0-11,14 --out student.pt
+    python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --inherit_parts wte,attn,mlp,ln --out a.pt
     python inherit.py --inherit_from openlm-research/open_llama_3b --n_layer 13 --out out-openllama-13/student.pt
 
 By default the student copies all of the reference's parts: its token embedding and head (one tensor in

@@ -117,12 +117,17 @@ def read_run(out_dir: str | Path) -> Run:
     for path in (config_path, metrics_path):
         if not path.exists():
             raise RunError(f"{path} not found: is {out_dir} a training run's out_dir?")
-    record = json.loads(config_path.read_text())
-    if "init" in record:  # run folders written before 2026-12 used older names of two keys
-        record["continued_from"] = record.pop("init")
-        record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-    return Run(out_dir, record["config"], record["model"], record["inherit"], record["continued_from"], records)
+    try:
+        record = json.loads(config_path.read_text())
+        if "init" in record:  # run folders written before 2026-12 used older names of two keys
+            record["continued_from"] = record.pop("init")
+            record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
+        records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+        return Run(out_dir, record["config"], record["model"], record["inherit"], record["continued_from"], records)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RunError(
+            f"{out_dir} holds no readable run ({type(e).__name__}: {e}): is it a training run's out_dir?"
+        ) from e
 
 
 # ----------------------------------------------------------------------------- launching

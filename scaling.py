@@ -404,7 +404,7 @@ def int_list(text: str) -> list[int]:
 
 
 def sweep_main(args: argparse.Namespace) -> int:
-    """every (n_layer, max_iters) of the grid in its own run folder, skipped when finished and resumed when
+    """Every (n_layer, max_iters) of the grid in its own run folder, skipped when finished and resumed when
     interrupted; the schedule of each run decays over its own max_iters."""
     runs = []
     for n_layer, max_iters in itertools.product(args.n_layer, args.max_iters or [0]):
@@ -449,7 +449,7 @@ def sweep_arguments(s: argparse.ArgumentParser) -> None:
 
 COMMANDS = {
     "fit": (fit_arguments, fit_main, "fit a scaling law to run folders or a CSV of points"),
-    "sweep": (sweep_arguments, sweep_main, "train a grid of runs to fit, " + sweep_main.__doc__),
+    "sweep": (sweep_arguments, sweep_main, "train a grid of runs to fit, each in its own folder, resumable"),
 }
 
 

@@ -309,6 +309,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab_size = state.model.config.vocab_size
 
     last_eval: dict = {}
+    progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
     while True:
         lr = get_lr(state.iter_num, cfg)
         for group in state.optimizer.param_groups:
@@ -420,10 +421,9 @@ class Progress:
             self.wandb = start_wandb(cfg) if cfg.wandb_log else None
             if self.peak is None and rt.device.type == "cuda":
                 print(f"no peak FLOP/s known for {torch.cuda.get_device_name(rt.device)}: set peak_flops to see MFU")
-        self.restart_clock(resumed_at or 0)
 
     def restart_clock(self, iter_num: int) -> None:
-        """ms/iter times training steps only, not evals or checkpoints."""
+        """ms/iter times training steps only, not set-up, evals or checkpoints."""
         self.t0, self.t0_iter = time.time(), iter_num
 
     def eval(self, record: dict) -> None:

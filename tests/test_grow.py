@@ -81,3 +81,9 @@ def test_a_hugging_face_reference_needs_a_target_and_gives_its_depth(tmp_path, c
     ]
     assert grow.main(args) == 1
     assert "records no val loss; give --target" in capsys.readouterr().err
+
+
+def test_a_hub_reference_that_cannot_be_reached_is_one_clear_error(tmp_path, capsys):
+    args = ["--inherit_from", "nobody/no-such-model", "--config", "config/train_shakespeare.py"]
+    assert grow.main([*args, "--out_dir", str(tmp_path / "g")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")

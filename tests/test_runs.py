@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +68,13 @@ def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monk
     Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=2).save(tmp_path / "ckpt.pt")
     assert Checkpoint.load(tmp_path / "best.pt").iter_num == 1
     assert not (tmp_path / "best.pt.tmp").exists()
+
+
+@pytest.mark.parametrize("config", ["{not json", '{"config": {}}'])
+def test_a_folder_that_is_no_run_is_one_clear_error(trained_reference, tmp_path, capsys, config):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.jsonl").write_text((Path(trained_reference.out_dir) / "metrics.jsonl").read_text())
+    (broken / "config.json").write_text(config)
+    assert runs.main(["compare", f"x={broken}"]) == 1
+    assert "holds no readable run" in capsys.readouterr().err

@@ -1,7 +1,11 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from runtime import peak_flops_of
+from runtime import peak_flops_of, resolve_device_name
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -24,3 +28,24 @@ def test_peak_flops_match_the_exact_device_name(monkeypatch, name, peak):
 
 def test_cpus_have_no_known_peak():
     assert peak_flops_of(torch.device("cpu")) is None
+
+
+def test_commands_that_only_read_and_write_files_start_without_torch():
+    """Preparing and checking corpora, comparing runs and fitting scaling laws never import torch: a start
+    in 0.2 s instead of 2 s, and 190 MB less memory in every data worker."""
+    code = "import sys, configurator, data.check, data.pipeline, runs, scaling; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_cuda_device_without_a_gpu_is_one_clear_error(capsys):
+    import sample
+
+    with pytest.raises(ValueError, match="device 'cuda': no CUDA GPU is visible here"):
+        resolve_device_name("cuda")
+    assert sample.main(["--model=gpt2", "--device=cuda:1"]) == 1
+    assert (
+        capsys.readouterr().err == "error: device 'cuda:1': no CUDA GPU is visible here; use device 'cpu' or 'auto'\n"
+    )

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,7 @@ from scipy.optimize import minimize_scalar
 
 import scaling
 from scaling import ScalingError
-from tests.conftest import write_config_file
+from tests.conftest import ROOT, write_config_file
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # Hoffmann et al.'s constants
 CPT = {**CHINCHILLA, "B": 2000.0, "beta": 0.4, "gamma": 0.15}
@@ -144,3 +146,12 @@ def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["n_runs"] == 2
     with pytest.raises(ScalingError, match="no val loss of corpus 'elsewhere'"):
         scaling.points_from_runs(runs, final=True, corpus="elsewhere")
+
+
+@pytest.mark.parametrize("script", ["scaling.py", "runs.py", "evaluation.py"])
+def test_commands_run_without_docstrings(script):
+    """python -OO strips docstrings; the sub-command help must not be built from them."""
+    result = subprocess.run(
+        [sys.executable, "-OO", script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from configurator import TrainConfig
 from data.tokenizer import source_tokenizer
 from hf import HF_GPT2_NAMES, is_hf_source
 from model import GPT, GPTConfig, load_weights
@@ -34,6 +35,7 @@ class Checkpoint:
     model: dict[str, torch.Tensor] | None = None  # state dict, nanoGPT's names, vocab_size rows of wte and
     # lm_head (without the padding, as nanoGPT's from_pretrained builds GPT-2); None when read without weights
     iter_num: int = 0  # optimizer steps taken
+    tokens: int | None = None  # tokens the run has trained on, counted step by step (its batch may change on resume)
     best_val_loss: float | None = None  # lowest val loss at an eval so far
     config: dict | None = None  # the training run's config (configurator.TrainConfig)
     optimizer: dict | None = None  # AdamW state, to resume
@@ -43,12 +45,23 @@ class Checkpoint:
     tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
 
     def tokens_seen(self) -> int | None:
-        """Tokens this model has been trained on: its run's steps x tokens per step (nanoGPT's keys of its
-        config), and those its own starting model had seen; None where the config does not say."""
-        if not self.config or not {"batch_size", "gradient_accumulation_steps", "block_size"} <= self.config.keys():
+        """Tokens this model has been trained on: its run's own, and those of the model the run continued
+        from; None where either is unknown."""
+        own = self.tokens if self.tokens is not None else self.tokens_from_config()
+        before = 0 if self.continued_from is None else self.continued_from.get("tokens_seen")
+        return None if own is None or before is None else own + before
+
+    def tokens_from_config(self) -> int | None:
+        """The run's tokens for a checkpoint that does not count them (nanoGPT's, and this project's before
+        2026-12): steps x tokens per step, where the config is one train.py reads, whose
+        gradient_accumulation_steps counts the micro-batches of all processes. Others are unknown: that of
+        LLM-Inheritune's script holds a per-GPU count and not the number of GPUs."""
+        per_step_keys = {"batch_size", "gradient_accumulation_steps", "block_size"}
+        known_keys = {f.name for f in fields(TrainConfig)}
+        if not self.config or not per_step_keys <= self.config.keys() <= known_keys:
             return None
         per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]
-        return self.iter_num * per_step + ((self.continued_from or {}).get("tokens_seen") or 0)
+        return self.iter_num * per_step
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:

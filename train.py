@@ -286,6 +286,7 @@ class State:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # float16's loss scaling; disabled otherwise
     iter_num: int  # optimizer steps taken
+    tokens: int  # tokens trained on: the sum of every step's global batch
     best_val_loss: float
 
 
@@ -338,11 +339,12 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         ctx = autocast_context(rt.device, rt.dtype)
         loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip)
         state.iter_num += 1
+        state.tokens += cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
 
         if state.iter_num % cfg.log_interval == 0:
             lossf = all_reduce_mean(loss, rt).item()
             stop_if_diverged([lossf], state.iter_num)
-            progress.step(state.iter_num, lossf, lr)
+            progress.step(state.iter_num, state.tokens, lossf, lr)
     progress.finish()
     return last_eval
 
@@ -355,11 +357,16 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     ckpt = start.resume
     if ckpt is None:
-        return State(model, optimizer, scaler, 0, float("inf"))
+        return State(model, optimizer, scaler, 0, 0, float("inf"))
+    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
+    if tokens is None:
+        raise ConfigError(
+            f"{cfg.out_dir}/ckpt.pt records neither the tokens it was trained on nor a config that gives them"
+        )
     optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
-    return State(model, optimizer, scaler, ckpt.iter_num, ckpt.best_val_loss)
+    return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
 
 
 def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime, lr: float) -> dict:
@@ -367,11 +374,10 @@ def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime
     losses = estimate_loss(model, cfg, rt, state.model.config.vocab_size)
     stop_if_diverged([losses.train, losses.val, *losses.corpora.values()], state.iter_num)
     stop_if_weights_diverged(state.model, rt, state.iter_num)
-    tokens = state.iter_num * cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
     return {
         "kind": "eval",
         "iter": state.iter_num,
-        "tokens": tokens,
+        "tokens": state.tokens,
         "lr": lr,
         "train_loss": losses.train,
         "val_loss": losses.val,
@@ -388,6 +394,7 @@ def save_checkpoint(state: State, cfg: TrainConfig, start: Start, vocab: dict, i
         scaler=state.scaler.state_dict() if state.scaler.is_enabled() else None,
         config=asdict(cfg),
         iter_num=state.iter_num,
+        tokens=state.tokens,
         best_val_loss=state.best_val_loss,
         inherit=start.inherit,
         continued_from=start.continued_from,
@@ -437,7 +444,7 @@ class Progress:
             self.record(record)
         self.restart_clock(record["iter"])
 
-    def step(self, iter_num: int, loss: float, lr: float) -> None:
+    def step(self, iter_num: int, tokens: int, loss: float, lr: float) -> None:
         now = time.time()
         dt = (now - self.t0) / (iter_num - self.t0_iter)
         self.t0, self.t0_iter = now, iter_num
@@ -449,7 +456,6 @@ class Progress:
             f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
             f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}"
         )
-        tokens = iter_num * self.tokens_per_iter
         throughput = {"ms_per_iter": 1000 * dt, "tokens_per_s": self.tokens_per_iter / dt, "mfu": mfu}
         self.record({"kind": "train", "iter": iter_num, "tokens": tokens, "train_loss": loss, "lr": lr} | throughput)
 

@@ -50,3 +50,22 @@ def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(CheckpointError, match="not a weights-only checkpoint"):
         Checkpoint.load(path)
     assert not marker.exists()
+
+
+def test_tokens_seen_adds_the_source_models_and_unknown_stays_unknown():
+    ours = {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32, "data_dir": "data/python"}
+    counted = Checkpoint(model_args={}, config=ours, iter_num=10, tokens=5000)
+    assert counted.tokens_seen() == 5000
+    assert Checkpoint(model_args={}, config=ours, iter_num=10).tokens_seen() == 10 * 4 * 2 * 32  # nanoGPT's way
+    after_known = Checkpoint(model_args={}, tokens=5000, continued_from={"source": "a.pt", "tokens_seen": 7})
+    assert after_known.tokens_seen() == 5007
+    # A run that continued a Hugging Face model (which records no token count) has an unknown total, and so
+    # has any run continued from it: a chain never turns unknown into a number.
+    after_unknown = Checkpoint(model_args={}, tokens=5000, continued_from={"source": "gpt2", "tokens_seen": None})
+    assert after_unknown.tokens_seen() is None
+
+
+def test_llm_inheritunes_per_gpu_batch_gives_no_token_count():
+    """Their script keeps gradient_accumulation_steps per GPU and records no GPU count (3 GPUs: 3x off)."""
+    theirs = {"batch_size": 2, "gradient_accumulation_steps": 8, "block_size": 1024, "optimizer_name": "adamw"}
+    assert Checkpoint(model_args={}, config=theirs, iter_num=1000).tokens_seen() is None

@@ -127,7 +127,16 @@ def llm_inheritune_checkpoint(hf: GPT2LMHeadModel, path) -> None:
             "model_args": model_args,
             "iter_num": 100000,
             "best_val_loss": torch.tensor(2.85),
-            "config": {"dataset": "openwebtext"},
+            # their train_iniheritune.py's config: nanoGPT's keys with a per-GPU gradient_accumulation_steps
+            # and its own optimizer's keys
+            "config": {
+                "dataset": "openwebtext",
+                "batch_size": 2,
+                "gradient_accumulation_steps": 8,
+                "block_size": 1024,
+                "optimizer_name": "adamw",
+                "rho": 0.1,
+            },
         },
         path,
     )
@@ -139,6 +148,7 @@ def test_llm_inheritune_checkpoints_load_with_transformers_logits_and_build_stud
     ours, ckpt = load_model(tmp_path / "ckpt.pt")
     assert ours.config.vocab_size == VOCAB and ckpt.iter_num == 100000
     assert ckpt.best_val_loss == pytest.approx(2.85) and isinstance(ckpt.best_val_loss, float)  # a tensor there
+    assert ckpt.tokens_seen() is None  # their config cannot say how many GPUs shared a step
     idx = tokens()
     with torch.no_grad():
         expected = hf(idx, labels=idx)

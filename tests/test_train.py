@@ -115,6 +115,21 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     assert len(iters) == len(set(iters)), "a resumed run must not log an iteration twice"
 
 
+def test_a_resume_with_another_batch_counts_the_tokens_it_trained_on(tiny_config, tmp_path):
+    """10 steps of 2 micro-batches, then 10 of 4: D is their sum, not 20 steps of the last batch."""
+    train.train(tiny_config(max_iters=10, gradient_accumulation_steps=2))
+    train.train(tiny_config(max_iters=20, gradient_accumulation_steps=4, init_from="resume"))
+    micro_batch = 4 * 32  # batch_size x block_size of tiny_config
+    expected = 10 * 2 * micro_batch + 10 * 4 * micro_batch
+    ckpt = Checkpoint.load(Path(tiny_config().out_dir) / "ckpt.pt")
+    assert ckpt.tokens == ckpt.tokens_seen() == expected == 7680
+    last = metrics(tiny_config().out_dir)
+    assert [r["tokens"] for r in last if r["kind"] == "eval"] == [0, 10 * 2 * micro_batch, expected]
+    assert [r["tokens"] for r in last if r["iter"] == 11 and r["kind"] == "train"] == [
+        20 * micro_batch + 4 * micro_batch
+    ]
+
+
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, python_dir, tmp_path):
     mixture = {tiny_config().data_dir: 0.5, str(python_dir): 0.5}  # rows drawn from two corpora, as with replay
     one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8, data_dir=mixture)

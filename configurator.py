@@ -123,9 +123,18 @@ class TrainConfig:
             bad = {path: w for path, w in self.data_dir.items() if not (math.isfinite(w) and w > 0)}
             if bad:
                 raise ConfigError(f"mixture weights must be positive numbers, got {bad}")
-        both = set(self.mixture) & set(self.held_out)
+        # Folders compare as the folders they are, not as strings: data/python and ./data/python are one.
+        trained = {os.path.realpath(path): path for path in self.mixture}
+        held_out: dict[str, str] = {}
+        for path in self.held_out:
+            if os.path.realpath(path) in held_out:
+                raise ConfigError(f"eval_data_dirs names one folder twice: {held_out[os.path.realpath(path)]}, {path}")
+            held_out[os.path.realpath(path)] = path
+        both = [f"{trained[folder]} = {held_out[folder]}" for folder in trained.keys() & held_out.keys()]
         if both:
-            raise ConfigError(f"{sorted(both)} in both data_dir and eval_data_dirs: a corpus trained on is evaluated")
+            raise ConfigError(f"{both} in both data_dir and eval_data_dirs: a corpus trained on is evaluated")
+        if len(trained) < len(self.mixture):
+            raise ConfigError(f"data_dir names one folder twice: {list(self.mixture)}; give each corpus one weight")
 
     def _resolve_corpus(self) -> None:
         """Fill in whichever of dataset / data_dir was not given, so that checkpoints carry both (nanoGPT's
@@ -188,7 +197,10 @@ def parse_mixture(text: str) -> dict[str, float]:
         weight = weight_of(item)
         if weight is None:
             raise ConfigError(f"data_dir mixture item {item!r} has no weight: write it as path:weight, e.g. {item}:0.5")
-        mixture[item.rpartition(":")[0]] = weight
+        path = item.rpartition(":")[0]
+        if path in mixture:
+            raise ConfigError(f"data_dir names {path} twice: give each corpus one weight")
+        mixture[path] = weight
     return mixture
 
 

@@ -125,7 +125,7 @@ def shared_vocabulary(cfg: TrainConfig) -> dict:
             vocabularies[data_dir] = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE}
     first, *others = vocabularies
     for data_dir in others:
-        if vocabularies[data_dir] != vocabularies[first]:
+        if not same_vocabulary(vocabularies[data_dir], vocabularies[first]):  # by fingerprint, not by record
             raise ConfigError(
                 f"corpora with different tokenizers cannot mix: {first} has {vocabularies[first]}, "
                 f"{data_dir} has {vocabularies[data_dir]}"

@@ -68,6 +68,11 @@ def test_mixtures_in_a_config_file_and_on_the_command_line(tmp_path, shakespeare
         (["--data_dir=data/a:0.5,data/b:0"], "mixture weights must be positive numbers, got {'data/b': 0.0}"),
         (["--data_dir=data/a:1,data/b:-2"], "must be positive"),
         (["--data_dir=data/a:1,data/b:1", "--eval_data_dirs=data/b"], "in both data_dir and eval_data_dirs"),
+        # one folder under two spellings, or twice: never trained on and held out, never two weights
+        (["--data_dir=data/a", "--eval_data_dirs=./data/a"], r"\['data/a = ./data/a'\] in both data_dir and eval"),
+        (["--data_dir=data/a:0.4,data/b:0.2,data/a:0.4"], "data_dir names data/a twice: give each corpus one weight"),
+        (["--data_dir=data/a:0.5,./data/a:0.5"], "data_dir names one folder twice"),
+        (["--data_dir=data/a", "--eval_data_dirs=data/b,data/../data/b"], "eval_data_dirs names one folder twice"),
     ],
 )
 def test_bad_mixtures_stop_with_one_line_before_training(argv, message):
@@ -167,3 +172,19 @@ def test_d_p_of_a_model_whose_checkpoint_does_not_record_it_comes_from_the_confi
     )
     train.train(cfg)
     assert Checkpoint.load(tmp_path / "given" / "ckpt.pt").continued_from["tokens_seen"] == 9_000_000_000
+
+
+def test_one_tokenizer_in_two_folders_mixes(tiny_config, shakespeare_dir, python_dir, tmp_path):
+    """Vocabulary records are compared as tokenizers (by fingerprint), not as records: GPT-2 named "gpt2" in
+    one folder and by a Hugging Face folder's path in another is one vocabulary."""
+    from data.tokenizer import GPT2_FINGERPRINT
+
+    other = tmp_path / "python_hf_gpt2"
+    other.mkdir()
+    for split in ("train", "val"):
+        (other / f"{split}.bin").write_bytes((python_dir / f"{split}.bin").read_bytes())
+    meta = json.loads((python_dir / "meta.json").read_text())
+    meta |= {"tokenizer": "/models/gpt2-hf", "tokenizer_fingerprint": GPT2_FINGERPRINT}
+    write_meta(other, meta)
+    cfg = tiny_config(data_dir=f"{shakespeare_dir}:0.5,{other}:0.5")
+    assert train.shared_vocabulary(cfg)["vocab_size"] == 50257

@@ -1,4 +1,4 @@
-# The first Inheritune paper's low-data headline: a 13-layer, 1.5B student of OpenLLaMA-3B (26 layers, width
+# The first Inheritune paper's low-data headline: a 13-layer, 1.82B student of OpenLLaMA-3B (26 layers, width
 # 3200, 32 heads), trained on a 1B-token RedPajama subset on one GPU, with the authors' settings (their
 # LLM-Inheritune lit-gpt/Training/train.py): AdamW with its default betas (0.9, 0.999), lr 3e-4 after 1,000
 # warmup steps and then constant, weight decay 0.01, no gradient clipping, bf16, batch 8 sequences x 2048
@@ -50,6 +50,6 @@ log_interval = 10
 dtype = "bfloat16"
 compile = True
 # Recompute each block in the backward pass: the activations of one block at a time, for one more forward pass
-# (a third more arithmetic). Weights, gradients and AdamW state of the 1.5B student take 16 bytes per
-# parameter: 24 GB, which a 48 GB GPU (the authors' A6000) holds.
+# (a third more arithmetic). Weights, gradients and AdamW state of the 1.82B student take 16 bytes per
+# parameter: 29 GB, which a 48 GB GPU (the authors' A6000) holds.
 gradient_checkpointing = True

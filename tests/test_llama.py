@@ -374,3 +374,26 @@ def test_zero_shot_tasks_run_on_a_llama_with_its_own_tokenizer(tmp_path, bpe_fol
     argv = ["tasks", "--model", str(folder), *TINY_QA_ARGS, "--device", "cpu", "--out", str(out)]
     assert evaluation.main(argv) == 0
     assert json.loads(out.read_text())["tasks"]["tiny_qa"]["acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_the_low_data_config_states_its_students_size_and_memory():
+    """config/inheritune_openllama_3b_13.py: the student of OpenLLaMA-3B's first 13 blocks (its untied head,
+    SwiGLU width 8640, 32,000 tokens), counted by the model itself on the meta device."""
+    text = (Path(__file__).resolve().parents[1] / "config" / "inheritune_openllama_3b_13.py").read_text()
+    config = GPTConfig(
+        n_layer=13,
+        n_head=32,
+        n_embd=3200,
+        block_size=2048,
+        vocab_size=32000,
+        bias=False,
+        norm="rmsnorm",
+        mlp="swiglu",
+        intermediate_size=8640,
+        rope=True,
+        tie_embeddings=False,
+    )
+    with torch.device("meta"):
+        params = GPT(config).get_num_params()
+    assert 1.81e9 < params < 1.82e9
+    assert f"{params / 1e9:.2f}B student" in text and f"16 bytes per\n# parameter: {16 * params / 1e9:.0f} GB" in text

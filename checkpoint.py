@@ -65,7 +65,7 @@ class Checkpoint:
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:
-        return cls(model_args=model.config.model_args(), model=model.unpadded_state_dict(), **state)
+        return cls(model_args=model.config.model_args(), model=model.state_dict(), **state)
 
     def save(self, path: str | Path) -> None:
         """Write to a temporary file, then rename: a kill at any moment leaves the previous file intact."""

@@ -203,7 +203,7 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
         n_inner=c.intermediate_size or None,
     )
     hf = GPT2LMHeadModel(config)
-    ours = {k: v.t() if k.endswith(HF_TRANSPOSED) else v for k, v in model.unpadded_state_dict().items()}
+    ours = {k: v.t() if k.endswith(HF_TRANSPOSED) else v for k, v in model.state_dict().items()}
     state = {}
     for key, template in hf.state_dict().items():
         if key in ours:
@@ -240,7 +240,7 @@ def to_hf_llama(model: torch.nn.Module, eos_token: int):
         hidden_act="silu",
         eos_token_id=eos_token,
     )
-    ours = model.unpadded_state_dict()
+    ours = model.state_dict()
     state = {theirs: ours[mine] for mine, theirs in llama_names(c.n_layer).items()}
     sizes = {"attn": [c.n_embd, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim], "mlp": [hidden, hidden]}
     for i in range(c.n_layer):

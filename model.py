@@ -298,6 +298,11 @@ class GPT(nn.Module):
         mask = torch.zeros(config.padded_vocab_size)
         mask[config.vocab_size :] = float("-inf")
         self.register_buffer("vocab_mask", mask, persistent=False)
+        # The padding is a detail of the tensors, not of the model: state dicts hold vocab_size rows of wte and
+        # lm_head, as nanoGPT's GPT-2 and Hugging Face's do, and loading one pads it again. So nanoGPT's idiom
+        # GPT(GPTConfig(**ckpt["model_args"])).load_state_dict(ckpt["model"]) works on this project's files.
+        self.register_state_dict_post_hook(GPT._unpad_vocab_rows)
+        self.register_load_state_dict_pre_hook(GPT._pad_vocab_rows)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -340,13 +345,19 @@ class GPT(nn.Module):
         untied_head = 0 if self.config.tie_embeddings else self.lm_head.weight.numel()
         return self.get_num_params() - self.transformer.wte.weight.numel() - untied_head
 
-    def unpadded_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict with vocab_size rows of wte and lm_head, the padding left out, as checkpoints and
-        Hugging Face models hold them (load_weights pads them again)."""
-        state = self.state_dict()
+    @staticmethod
+    def _unpad_vocab_rows(module: GPT, state_dict: dict, prefix: str, local_metadata: dict) -> None:
         for key in VOCAB_ROWS:
-            state[key] = state[key][: self.config.vocab_size]
-        return state
+            state_dict[prefix + key] = state_dict[prefix + key][: module.config.vocab_size]
+
+    @staticmethod
+    def _pad_vocab_rows(module: GPT, state_dict: dict, prefix: str, *args) -> None:
+        """Zero rows up to the padded size, for a state dict of vocab_size rows (ours, HF's, nanoGPT's)."""
+        for key in (prefix + k for k in VOCAB_ROWS):
+            rows = state_dict.get(key)
+            missing = module.config.padded_vocab_size - rows.size(0) if rows is not None else 0
+            if missing > 0:
+                state_dict[key] = torch.cat([rows, rows.new_zeros(missing, rows.size(1))])
 
     def crop_block_size(self, block_size: int) -> None:
         """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
@@ -485,14 +496,8 @@ class GPT(nn.Module):
 
 def load_weights(model: GPT, state_dict: dict[str, torch.Tensor]) -> None:
     """Load a state dict of ours, nanoGPT's or LLM-Inheritune's into the model: prefixes and stored masks
-    are dropped, and a vocabulary shorter than the model's padded one gets zero padding rows."""
-    state = clean_state_dict(state_dict)
-    for key in VOCAB_ROWS:
-        rows = state[key]
-        missing = model.config.padded_vocab_size - rows.size(0)
-        if missing > 0:
-            state[key] = torch.cat([rows, rows.new_zeros(missing, rows.size(1))])
-    model.load_state_dict(state)
+    are dropped (the vocabulary's padding rows, if missing, are added by the model itself)."""
+    model.load_state_dict(clean_state_dict(state_dict))
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

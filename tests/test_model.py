@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import model as model_module
+from checkpoint import Checkpoint
 from model import GPT, NANOGPT_FIELDS, GPTConfig, KVCache, clean_state_dict
 
 
@@ -184,6 +185,23 @@ def test_nanogpt_style_state_dict_loads():
     target.load_state_dict(clean_state_dict(state))
     idx = torch.randint(0, 100, (1, 16))
     assert torch.equal(target(idx, idx)[0], source(idx, idx)[0])
+
+
+def test_nanogpts_loading_idiom_works_on_this_projects_checkpoints(tmp_path):
+    """nanoGPT's sample.py and train.py load with GPT(GPTConfig(**model_args)).load_state_dict(model): the
+    state dict holds the vocab_size rows a checkpoint stores, and loading pads them again."""
+    torch.manual_seed(0)
+    source = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)).eval()  # 50,257 tokens, 50,304 rows
+    shift_logits(source, -60.0)
+    state = source.state_dict()
+    assert state["lm_head.weight"].shape == state["transformer.wte.weight"].shape == (50257, 32)
+    Checkpoint.of(source).save(tmp_path / "ckpt.pt")
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    assert model.lm_head.weight.shape == (50304, 32) and model.lm_head.weight is model.transformer.wte.weight
+    idx = torch.randint(0, 50257, (2, 32))
+    assert torch.equal(model.eval()(idx, idx)[0], source(idx, idx)[0])
 
 
 def test_optimizer_decays_matrices_only():

@@ -158,14 +158,23 @@ def objective(x: np.ndarray, names: tuple[str, ...], fixed: dict, log_n, log_d, 
     return float(huber(HUBER_DELTA, r).sum()), np.array([(dr * partial[name]).sum() for name in names])
 
 
+# L-BFGS-B's default tolerances stop it at once here: its ftol is relative to max(|f|, 1) and the summed Huber
+# loss of good fits is ~1e-4, and its gtol (1e-5) is the size of the whole gradient. Stopped early, the fit's
+# compute-optimal size was off by 2x (Besiroglu et al. 2024 found the same in Hoffmann et al.'s own fit).
+LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000}
+
+
 def minimise(points: Points, form: str, fixed: dict, starts: list[np.ndarray]) -> tuple[dict, float]:
+    """The lowest optimum that L-BFGS converged to from the starts."""
     names = FREE[form]
     args = (names, fixed, np.log(points.n), np.log(points.d), np.log(points.loss))
     best = None
     for x0 in starts:
-        result = minimize(objective, x0, args=args, jac=True, method="L-BFGS-B")
-        if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
+        result = minimize(objective, x0, args=args, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
+        if result.success and np.isfinite(result.fun) and (best is None or result.fun < best.fun):
             best = result
+    if best is None:
+        raise ScalingError(f"L-BFGS converged from none of the {len(starts)} starting points: no fit to report")
     return {**fixed, **dict(zip(names, best.x.tolist(), strict=True))}, float(best.fun)
 
 
@@ -230,10 +239,11 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
     return found
 
 
-def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples: int, seed: int) -> dict:
+def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples: int, seed: int) -> tuple[dict, int]:
     """5th and 95th percentiles of each parameter over fits to runs drawn with replacement, each started
     from the full fit's optimum and from the best grid points of its own sample (the optimum alone would
-    keep every refit in its basin, and the intervals too narrow)."""
+    keep every refit in its basin, and the intervals too narrow); and how many resamples gave a fit (one
+    with a single model size, or where L-BFGS converges from no start, gives none)."""
     rng = np.random.default_rng(seed)
     runs = np.unique(points.run)
     names = FREE[form]
@@ -250,11 +260,14 @@ def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples:
         if len(np.unique(sample.n)) < 2 or len(sample) < len(names):
             continue  # one model size says nothing about the N terms
         starts = [np.array([best[name] for name in names]), *best_of_grid(sample, form, fixed, BOOTSTRAP_STARTS)]
-        params, _ = minimise(sample, form, fixed, starts)
+        try:
+            params, _ = minimise(sample, form, fixed, starts)
+        except ScalingError:
+            continue
         fits.append(public(params, form))
     if not fits:
-        return {}
-    return {key: [float(np.percentile([f[key] for f in fits], q)) for q in (5, 95)] for key in fits[0]}
+        return {}, 0
+    return {key: [float(np.percentile([f[key] for f in fits], q)) for q in (5, 95)] for key in fits[0]}, len(fits)
 
 
 def compute_optimal(params: dict[str, float], compute: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -279,6 +292,11 @@ def format_fit(result: dict) -> str:
         lines.append(f"  {key:<6} {value:>12.5g}{spread}")
     residuals = result["residuals"]
     lines.append(f"  residuals of log L: rms {residuals['rms']:.4f}, max |r| {residuals['max']:.4f}")
+    resamples = result["bootstrap_resamples"]
+    if resamples["drawn"]:
+        lines.append(
+            f"  intervals from {resamples['fitted']} of {resamples['drawn']} bootstrap resamples (the rest fit no law)"
+        )
     return "\n".join(lines)
 
 
@@ -347,6 +365,7 @@ def fit_main(args: argparse.Namespace) -> int:
         best, loss = fit(points, args.form, base)
         params = public(best, args.form)
         residuals = np.log(points.loss) - np.log(predict(params, points.n, points.d))
+        intervals, resamples = bootstrap(points, args.form, base, best, args.bootstrap, args.seed)
         result = {
             "form": args.form,
             "formula": FORMULAS[args.form],
@@ -355,7 +374,8 @@ def fit_main(args: argparse.Namespace) -> int:
             "n_runs": int(len(np.unique(points.run))),
             "huber_loss": loss,
             "residuals": {"rms": float(np.sqrt(np.mean(residuals**2))), "max": float(np.abs(residuals).max())},
-            "bootstrap": bootstrap(points, args.form, base, best, args.bootstrap, args.seed),
+            "bootstrap": intervals,
+            "bootstrap_resamples": {"fitted": resamples, "drawn": args.bootstrap},
             "base": args.base or None,
             "points": [
                 {"N": float(n), "D": float(d), "loss": float(v), "residual": float(r)}

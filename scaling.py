@@ -106,10 +106,10 @@ def points_from_csv(path: str) -> Points:
                     f"{','.join(reader.fieldnames or []) or 'nothing'})"
                 )
             rows = [(float(r["N"]), float(r["D"]), float(r["loss"]), r.get("run") or i) for i, r in enumerate(reader)]
-    except ValueError as e:
+    except (ValueError, TypeError) as e:  # TypeError: a short row, whose missing cells read as None
         if isinstance(e, ScalingError):
             raise
-        raise ScalingError(f"{path}: {e} (N, D and loss must be numbers)") from e
+        raise ScalingError(f"{path}: {e} (every row needs N, D and loss, and they must be numbers)") from e
     except OSError as e:
         raise ScalingError(f"{path}: {e}") from e
     return to_points(rows)
@@ -120,7 +120,8 @@ def to_points(rows: list[tuple]) -> Points:
         raise ScalingError("no points to fit")
     n, d, loss, run = (np.array(column) for column in zip(*rows, strict=True))
     n, d, loss = n.astype(float), d.astype(float), loss.astype(float)
-    if not (np.all(n > 0) and np.all(d > 0) and np.all(loss > 0) and np.all(np.isfinite(loss))):
+    values = np.stack([n, d, loss])
+    if not (np.all(values > 0) and np.all(np.isfinite(values))):
         raise ScalingError("N, D and loss must all be positive and finite")
     _, run = np.unique(run.astype(str), return_inverse=True)
     return Points(n, d, loss, run)
@@ -229,10 +230,15 @@ def predict(params: dict[str, float], n, d):
 
 
 def unconstrained(params: dict[str, float], points: Points) -> list[str]:
-    """The terms of a fit that the points do not constrain: below 0.1% of the loss at every point, their
-    constants are arbitrary (e.g. runs whose sizes are too close, or too noisy, to tell apart)."""
-    n_term, d_term = terms(params, points.n, points.d)
+    """What the points cannot determine: an exponent from fewer than 3 distinct sizes (or token counts),
+    whose fit then follows the noise (two sizes gave N_opt from 1.2e8 to 1.4e10 across noise seeds); and a
+    term below 0.1% of the loss at every point, whose constants are arbitrary (sizes too close, or too noisy,
+    to tell apart)."""
     found = []
+    for name, values in (("model sizes N", points.n), ("token counts D", points.d)):
+        if len(np.unique(values)) < 3:
+            found.append(f"{len(np.unique(values))} distinct {name}: an exponent needs at least 3 to be determined")
+    n_term, d_term = terms(params, points.n, points.d)
     for name, term in (("A / N^alpha (model size)", n_term), ("B / D^beta (tokens)", d_term)):
         if np.max(term / points.loss) < 1e-3:
             found.append(f"the points do not constrain the term {name}: it is below 0.1% of the loss everywhere")
@@ -356,10 +362,27 @@ def plot_fit(points: Points, result: dict, base: dict | None, out: Path) -> None
     plt.close(fig)
 
 
+def optimum_or_warning(params: dict[str, float], compute: float, warnings: list[str]) -> dict:
+    """{"compute_optimal": ...} for C FLOPs, or, where the law has no optimum, a warning (the fit is kept)."""
+    try:
+        n_opt, d_opt = compute_optimal(params, compute)
+    except ScalingError as e:
+        warnings.append(str(e))
+        return {}
+    return {
+        "compute_optimal": {
+            "C": compute,
+            "N": float(n_opt),
+            "D": float(d_opt),
+            "loss": float(predict(params, n_opt, d_opt)),
+        }
+    }
+
+
 def fit_main(args: argparse.Namespace) -> int:
     try:
         if bool(args.runs) == bool(args.csv):
-            raise ScalingError("give run folders or --csv FILE, not both")
+            raise ScalingError("give run folders or --csv FILE" + (", not both" if args.runs else ""))
         points = points_from_csv(args.csv) if args.csv else points_from_runs(args.runs, args.final, args.corpus)
         base = json.loads(Path(args.base).read_text()) if args.base else None
         best, loss = fit(points, args.form, base)
@@ -384,13 +407,7 @@ def fit_main(args: argparse.Namespace) -> int:
         }
         result["warnings"] = unconstrained(params, points)
         if args.compute and not result["warnings"]:
-            n_opt, d_opt = compute_optimal(params, args.compute)
-            result["compute_optimal"] = {
-                "C": args.compute,
-                "N": float(n_opt),
-                "D": float(d_opt),
-                "loss": float(predict(params, n_opt, d_opt)),
-            }
+            result |= optimum_or_warning(params, args.compute, result["warnings"])
     except (ScalingError, RunError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -401,7 +418,7 @@ def fit_main(args: argparse.Namespace) -> int:
         opt = result["compute_optimal"]
         print(f"compute {opt['C']:.3g} FLOPs: N_opt {opt['N']:.4g}, D_opt {opt['D']:.4g} tokens, L {opt['loss']:.4f}")
     elif args.compute:
-        print("no compute-optimal size: it needs both terms of the law, and the fit lacks one")
+        print("no compute-optimal size: the warnings above say why")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "fit.json", result)

@@ -107,7 +107,46 @@ def test_points_that_cannot_tell_sizes_apart_are_flagged_and_give_no_compute_opt
         "the points do not constrain the term A / N^alpha (model size): it is below 0.1% of the loss everywhere"
     ]
     assert "compute_optimal" not in result
-    assert "no compute-optimal size: it needs both terms" in capsys.readouterr().out
+    assert "no compute-optimal size: the warnings above say why" in capsys.readouterr().out
+
+
+def test_too_few_sizes_give_no_compute_optimum_and_say_why(tmp_path, capsys):
+    """Two model sizes cannot fix alpha: across noise seeds their N_opt ranged over two orders of magnitude."""
+    h = HOFFMANN
+    rows = [
+        (n, d, h["E"] + h["A"] / n ** h["alpha"] + h["B"] / d ** h["beta"])
+        for n in (1e8, 1e9)
+        for d in (2e9, 1e10, 1e11)
+    ]
+    csv = write_csv(tmp_path / "p.csv", "N,D,loss\n" + "".join(f"{n},{d},{v}\n" for n, d, v in rows))
+    assert (
+        scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--compute", "1e21", "--bootstrap", "0"])
+        == 0
+    )
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert "2 distinct model sizes N: an exponent needs at least 3 to be determined" in result["warnings"]
+    assert "compute_optimal" not in result
+
+
+def test_a_law_without_an_optimum_keeps_its_fit(tmp_path, monkeypatch, capsys):
+    """--compute on a law with beta - gamma < 0 has no optimum: said as a warning, and fit.json is written."""
+    monkeypatch.setattr(scaling, "unconstrained", lambda params, points: [])
+    monkeypatch.setattr(
+        scaling,
+        "fit",
+        lambda points, form, base=None: (dict(e=0.5, a=6.0, alpha=0.3, b=6.0, beta=-0.2, gamma=0.0), 1e-4),
+    )
+    lines = [f"{n},{d},3.0,{n}" for n in (1e8, 1e9, 1e10) for d in (1e9, 1e10, 1e11)]
+    csv = write_csv(tmp_path / "p.csv", "N,D,loss,run\n" + "\n".join(lines) + "\n")
+    argv = ["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--compute", "1e21", "--bootstrap", "0"]
+    assert scaling.main(argv) == 0
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert any("beta - gamma -0.200" in w for w in result["warnings"]) and "compute_optimal" not in result
+
+
+def test_a_fit_needs_its_points(tmp_path, capsys):
+    assert scaling.main(["fit", "--out", str(tmp_path / "fit")]) == 1
+    assert capsys.readouterr().err == "error: give run folders or --csv FILE\n"
 
 
 def write_csv(path: Path, text: str) -> str:
@@ -121,6 +160,8 @@ def write_csv(path: Path, text: str) -> str:
         ("N,D\n1,2\n", "no column loss"),
         ("N,D,loss\n1e6,1e9,abc\n", "must be numbers"),
         ("N,D,loss\n1e6,-5,3.2\n", "positive and finite"),
+        ("N,D,loss\n1e6,inf,3.2\n", "positive and finite"),
+        ("N,D,loss\n1e6,1e9,3.2\n2e6,1e9\n", "every row needs N, D and loss"),
         ("N,D,loss\n", "no points"),
         ("", "no column D, N, loss"),
     ],

@@ -180,7 +180,9 @@ def hf_encoder(name: str) -> Encoder:
     dtype = dtype_for(vocab_size)
 
     def encode(texts: list[str]) -> list[np.ndarray]:
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # Text that spells a special token ("</s>" in code or web pages) is text: encoded as such, it can never
+        # end a document early, as GPT-2's encode_ordinary never does.
+        ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return [np.asarray(doc, dtype=dtype) for doc in ids]
 
     meta = {

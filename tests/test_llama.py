@@ -397,3 +397,18 @@ def test_the_low_data_config_states_its_students_size_and_memory():
         params = GPT(config).get_num_params()
     assert 1.81e9 < params < 1.82e9
     assert f"{params / 1e9:.2f}B student" in text and f"16 bytes per\n# parameter: {16 * params / 1e9:.0f} GB" in text
+
+
+def test_special_token_text_in_a_document_stays_text(tmp_path, bpe_folder):
+    """RedPajama's code and web pages contain "</s>" and "<s>": encoded as text, a document ends only at its
+    own end-of-text id, and check.py's count of documents holds."""
+    docs = [f"line {i}: if a </s> b and <s> c then {i}" for i in range(40)]
+    (tmp_path / "corpus").mkdir()
+    for i, doc in enumerate(docs):
+        (tmp_path / "corpus" / f"{i:03d}.txt").write_text(doc)
+    argv = ["--input", str(tmp_path / "corpus"), "--out_dir", str(tmp_path / "bins"), "--tokenizer", str(bpe_folder)]
+    assert run([*argv, "--test_size", "0.1"], owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
+    assert check.main([str(tmp_path / "bins")]) == 0
+    train_ids = np.array(open_tokens(tmp_path / "bins", "train")).tolist()
+    tokenizer = AutoTokenizer.from_pretrained(bpe_folder)
+    assert tokenizer.decode(train_ids[: train_ids.index(1)]) in docs

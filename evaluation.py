@@ -53,7 +53,7 @@ def export(source: str, out: Path) -> None:
     if name:
         tokenizer = load_hf_tokenizer(name)
         tokenizer.save_pretrained(out)
-        to_hf(model, tokenizer.eos_token_id).save_pretrained(out)
+        to_hf(model, tokenizer.eos_token_id, tokenizer.bos_token_id).save_pretrained(out)
     else:
         save_hf_tokenizer(out, model.config.block_size)
         to_hf(model, EOT_TOKEN).save_pretrained(out)

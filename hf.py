@@ -2,7 +2,7 @@
 OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one.
 
     config_args, state = read_hf("gpt2-medium")    # GPTConfig arguments and a state dict in nanoGPT's names
-    to_hf(model, eos_token).save_pretrained("hf-student")
+    to_hf(model, eos_token, bos_token).save_pretrained("hf-student")
 
 It works on config arguments and state dicts and imports nothing of the project, so model.py can build
 from it (`GPT.from_pretrained`) and checkpoint.py can read Hugging Face sources through it. transformers
@@ -70,21 +70,25 @@ def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         "tie_word_embeddings": not c.tie_word_embeddings,
     }
     check_hf_config(source, cannot, c)
+    state = {}
+    for key, value in hf.state_dict().items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # causal-mask buffers in older transformers versions
+        state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
+    # Every bias exactly zero: a GPT trained without biases, which GPT-2's format (and our export) writes as
+    # zeros; a trained GPT-2's biases are never all zero. Read back as bias-free, the model keeps its size.
+    biases = [key for key in state if key.endswith(".bias")]
+    bias = any(state[key].any() for key in biases)
     args = dict(
         n_layer=c.n_layer,
         n_head=c.n_head,
         n_embd=c.n_embd,
         block_size=c.n_positions,
         vocab_size=c.vocab_size,
-        bias=True,
+        bias=bias,
         scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
     )
-    state = {}
-    for key, value in hf.state_dict().items():
-        if key.endswith((".attn.bias", ".attn.masked_bias")):
-            continue  # causal-mask buffers in older transformers versions
-        state[key] = value.t() if key.endswith(HF_TRANSPOSED) else value
-    return args, state
+    return args, state if bias else {k: v for k, v in state.items() if k not in biases}
 
 
 def llama_rope_scaling(rope: dict) -> dict | None:
@@ -168,9 +172,10 @@ def llama_fused(qkv_bias: bool) -> dict[str, tuple[str, ...]]:
 # ----------------------------------------------------------------------------- writing
 
 
-def to_hf(model: torch.nn.Module, eos_token: int):
-    """The same network as a transformers model: GPT2LMHeadModel, or LlamaForCausalLM / Qwen2ForCausalLM."""
-    return to_hf_llama(model, eos_token) if model.config.rope else to_hf_gpt2(model, eos_token)
+def to_hf(model: torch.nn.Module, eos_token: int, bos_token: int | None = None):
+    """The same network as a transformers model: GPT2LMHeadModel (whose tokenizer has one special token, so
+    bos is eos), or LlamaForCausalLM / Qwen2ForCausalLM with the tokenizer's own bos (None: it has none)."""
+    return to_hf_llama(model, eos_token, bos_token) if model.config.rope else to_hf_gpt2(model, eos_token)
 
 
 def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
@@ -216,7 +221,7 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
     return hf.eval()
 
 
-def to_hf_llama(model: torch.nn.Module, eos_token: int):
+def to_hf_llama(model: torch.nn.Module, eos_token: int, bos_token: int | None):
     """Fused tensors split back into Hugging Face's, vocabulary padding removed."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -238,6 +243,7 @@ def to_hf_llama(model: torch.nn.Module, eos_token: int):
         tie_word_embeddings=c.tie_embeddings,
         rope_parameters={**rope, "rope_theta": c.rope_theta},
         hidden_act="silu",
+        bos_token_id=bos_token,
         eos_token_id=eos_token,
     )
     ours = model.state_dict()

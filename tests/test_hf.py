@@ -9,7 +9,7 @@ import inherit
 from checkpoint import Checkpoint, load_model
 from data.tokenizer import EOT_TOKEN
 from hf import ConversionError, to_hf
-from model import GPT
+from model import GPT, GPTConfig
 
 VOCAB = 50257
 
@@ -162,3 +162,21 @@ def test_llm_inheritune_checkpoints_load_with_transformers_logits_and_build_stud
     student = Checkpoint.load(tmp_path / "s.pt")
     assert student.model_args["scale_attn_by_inverse_layer_idx"] is True
     assert student.inherit["reference_val_loss"] == pytest.approx(2.85)
+
+
+def test_a_bias_free_gpt_comes_back_bias_free_from_its_export(tmp_path):
+    """GPT-2's format holds biases, which export writes as zeros: read back, the model is the same size."""
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, bias=False)).eval()
+    to_hf(ours, EOT_TOKEN).save_pretrained(tmp_path / "hf")
+    again = GPT.from_pretrained(str(tmp_path / "hf")).eval()
+    assert again.config.bias is False and again.get_num_params() == ours.get_num_params()
+    idx = tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(again(idx, idx)[0], ours(idx, idx)[0], atol=1e-5, rtol=1e-5)
+    assert GPT.from_pretrained(str(_saved(hf_gpt2(), tmp_path / "with"))).config.bias is True
+
+
+def _saved(hf: GPT2LMHeadModel, folder) -> str:
+    hf.save_pretrained(folder)
+    return folder

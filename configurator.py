@@ -142,8 +142,8 @@ class TrainConfig:
         if not self.dataset and not self.data_dir:
             self.dataset = "openwebtext"  # nanoGPT's default
         first = next(iter(self.data_dir)) if isinstance(self.data_dir, dict) else self.data_dir
-        named = os.path.abspath(os.path.join("data", self.dataset)) if self.dataset else None
-        if first and named and named != os.path.abspath(first):
+        named = os.path.realpath(os.path.join("data", self.dataset)) if self.dataset else None
+        if first and named and named != os.path.realpath(first):
             raise ConfigError(
                 f"dataset {self.dataset!r} (folder {named}) and data_dir {first!r} name different "
                 "folders: give one of them"

@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # The student reads its reference's token ids: it carries the reference's tokenizer, to be sampled and exported.
-    Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"]).save(out)
+    Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(out)
     size = f"{student.config.n_layer} layers, {student.get_num_params() / 1e6:.2f}M parameters"
     reference = f"the {origin['reference_n_layer']}-layer {args.inherit_from}"
     print(f"student: {size}, from {reference}: layers {origin['layers']}")

@@ -352,11 +352,12 @@ class GPT(nn.Module):
 
     @staticmethod
     def _pad_vocab_rows(module: GPT, state_dict: dict, prefix: str, *args) -> None:
-        """Zero rows up to the padded size, for a state dict of vocab_size rows (ours, HF's, nanoGPT's)."""
+        """Zero rows up to the padded size, for a state dict of exactly vocab_size rows (ours, HF's, nanoGPT's);
+        any other size is left for load_state_dict to refuse as a mismatch."""
         for key in (prefix + k for k in VOCAB_ROWS):
             rows = state_dict.get(key)
             missing = module.config.padded_vocab_size - rows.size(0) if rows is not None else 0
-            if missing > 0:
+            if missing > 0 and rows.size(0) == module.config.vocab_size:
                 state_dict[key] = torch.cat([rows, rows.new_zeros(missing, rows.size(1))])
 
     def crop_block_size(self, block_size: int) -> None:

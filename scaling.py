@@ -162,7 +162,8 @@ def objective(x: np.ndarray, names: tuple[str, ...], fixed: dict, log_n, log_d, 
 # L-BFGS-B's default tolerances stop it at once here: its ftol is relative to max(|f|, 1) and the summed Huber
 # loss of good fits is ~1e-4, and its gtol (1e-5) is the size of the whole gradient. Stopped early, the fit's
 # compute-optimal size was off by 2x (Besiroglu et al. 2024 found the same in Hoffmann et al.'s own fit).
-LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000}
+# Converging fits take 100-200 iterations; a start that needs more than 2,000 is in a flat, degenerate valley.
+LBFGS_OPTIONS = {"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2_000}
 
 
 def minimise(points: Points, form: str, fixed: dict, starts: list[np.ndarray]) -> tuple[dict, float]:
@@ -238,6 +239,9 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
     for name, values in (("model sizes N", points.n), ("token counts D", points.d)):
         if len(np.unique(values)) < 3:
             found.append(f"{len(np.unique(values))} distinct {name}: an exponent needs at least 3 to be determined")
+    for name, exponent in (("alpha (model size)", params["alpha"]), ("beta (tokens)", params["beta"])):
+        if abs(exponent) < 0.01:
+            found.append(f"the exponent {name} is {exponent:.4f}: its term is a constant, the points show no trend")
     n_term, d_term = terms(params, points.n, points.d)
     for name, term in (("A / N^alpha (model size)", n_term), ("B / D^beta (tokens)", d_term)):
         if np.max(term / points.loss) < 1e-3:
@@ -270,7 +274,10 @@ def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples:
             params, _ = minimise(sample, form, fixed, starts)
         except ScalingError:
             continue
-        fits.append(public(params, form))
+        with np.errstate(over="ignore"):
+            constants = public(params, form)
+        if all(np.isfinite(list(constants.values()))):  # exp of a runaway log-constant is no fit
+            fits.append(constants)
     if not fits:
         return {}, 0
     return {key: [float(np.percentile([f[key] for f in fits], q)) for q in (5, 95)] for key in fits[0]}, len(fits)

@@ -358,11 +358,9 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     ckpt = start.resume
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
-    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
-    if tokens is None:
-        raise ConfigError(
-            f"{cfg.out_dir}/ckpt.pt records neither the tokens it was trained on nor a config that gives them"
-        )
+    # A checkpoint from before the count was kept: its steps times this run's tokens per step, as then.
+    per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.iter_num * per_step
     optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)

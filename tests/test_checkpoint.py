@@ -69,3 +69,8 @@ def test_llm_inheritunes_per_gpu_batch_gives_no_token_count():
     """Their script keeps gradient_accumulation_steps per GPU and records no GPU count (3 GPUs: 3x off)."""
     theirs = {"batch_size": 2, "gradient_accumulation_steps": 8, "block_size": 1024, "optimizer_name": "adamw"}
     assert Checkpoint(model_args={}, config=theirs, iter_num=1000).tokens_seen() is None
+
+
+def test_a_checkpoint_of_this_projects_older_config_keys_still_counts_its_tokens():
+    older = {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32, "inherit_ln_f": True}
+    assert Checkpoint(model_args={}, config=older, iter_num=10).tokens_seen() == 10 * 4 * 2 * 32

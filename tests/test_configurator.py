@@ -123,3 +123,10 @@ def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, stud
         assert (cfg.learning_rate, cfg.min_lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (2e-4, 1e-5, 0.1, 0.9, 0.95)
         assert cfg.scale_attn_by_inverse_layer_idx and not cfg.bias and cfg.dropout == 0.0 and cfg.dtype == "bfloat16"
         assert cfg.init_from == ("inherit" if name.startswith("inheritune") else "scratch"), name
+
+
+def test_dataset_and_data_dir_naming_one_folder_through_a_link_agree(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "shakespeare").mkdir(parents=True)
+    (tmp_path / "data" / "shk").symlink_to("shakespeare")
+    assert parse_config(["--dataset=shakespeare", "--data_dir=data/shk"]).data_dir == "data/shk"

@@ -160,7 +160,10 @@ def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_c
     assert inherit.main(["--inherit_from", ref, "--inherit_layers", "0,2", "--out", str(student)]) == 0
     cfg = tiny_config(init_from=str(student), n_layer=2, out_dir=str(tmp_path / "s"), max_iters=4)
     train.train(cfg)
-    assert Checkpoint.load(tmp_path / "s" / "ckpt.pt").inherit["layers"] == [0, 2]
+    ckpt = Checkpoint.load(tmp_path / "s" / "ckpt.pt")
+    assert ckpt.inherit["layers"] == [0, 2]
+    # The student file has trained on nothing itself: the run counts only its own tokens, as init_from=inherit does.
+    assert ckpt.continued_from["tokens_seen"] == 0 and ckpt.tokens_seen() == ckpt.tokens == 4 * 4 * 2 * 32
 
 
 def test_inherit_command_line_help_runs():

@@ -248,3 +248,9 @@ def test_from_pretrained_refuses_overrides_other_than_dropout():
     with pytest.raises(ValueError, match="only dropout can be overridden"):
         GPT.from_pretrained("gpt2", dict(n_layer=2))
     assert model_module.GPT.from_pretrained.__doc__.startswith("nanoGPT's API")
+
+
+def test_a_state_dict_of_another_vocabulary_is_refused_not_padded():
+    small = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)).state_dict()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=1000)).load_state_dict(small)

@@ -144,6 +144,17 @@ def test_a_law_without_an_optimum_keeps_its_fit(tmp_path, monkeypatch, capsys):
     assert any("beta - gamma -0.200" in w for w in result["warnings"]) and "compute_optimal" not in result
 
 
+def test_losses_without_a_trend_give_no_compute_optimum(tmp_path):
+    """Loss 3.0 x 0.3% noise whatever N and D: a near-zero exponent makes its term a constant, not a law."""
+    rng = np.random.default_rng(0)
+    rows = [(n, d, 3.0 * np.exp(rng.normal(0, 0.003))) for n in (1e8, 3e8, 1e9, 3e9) for d in (2e9, 1e10, 1e11)]
+    csv = write_csv(tmp_path / "flat.csv", "N,D,loss\n" + "".join(f"{n},{d},{v}\n" for n, d, v in rows))
+    argv = ["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--compute", "1e20", "--bootstrap", "0"]
+    assert scaling.main(argv) == 0
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert any("its term is a constant" in w for w in result["warnings"]) and "compute_optimal" not in result
+
+
 def test_a_fit_needs_its_points(tmp_path, capsys):
     assert scaling.main(["fit", "--out", str(tmp_path / "fit")]) == 1
     assert capsys.readouterr().err == "error: give run folders or --csv FILE\n"

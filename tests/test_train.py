@@ -130,6 +130,17 @@ def test_a_resume_with_another_batch_counts_the_tokens_it_trained_on(tiny_config
     ]
 
 
+def test_a_checkpoint_from_before_the_token_count_resumes(tiny_config):
+    train.train(tiny_config(max_iters=10))
+    path = Path(tiny_config().out_dir) / "ckpt.pt"
+    state = torch.load(path, weights_only=True)
+    del state["tokens"]
+    state["config"]["inherit_ln_f"] = True  # a key this project's configs had then
+    torch.save(state, path)
+    train.train(tiny_config(max_iters=20, init_from="resume"))
+    assert Checkpoint.load(path).tokens == 20 * 4 * 2 * 32
+
+
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, python_dir, tmp_path):
     mixture = {tiny_config().data_dir: 0.5, str(python_dir): 0.5}  # rows drawn from two corpora, as with replay
     one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8, data_dir=mixture)

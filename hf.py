@@ -185,11 +185,6 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
     c = model.config
     if c.norm != "layernorm" or c.mlp != "gelu" or c.n_kv_head or not c.tie_embeddings:
         raise ConversionError("a GPT-2 with Llama options has no Hugging Face GPT-2 equivalent")
-    if c.scale_attn_by_inverse_layer_idx and c.scale_layer_idx is not None:
-        raise ConversionError(
-            f"its blocks keep the inverse-layer attention scales of reference blocks {c.scale_layer_idx}; "
-            "Hugging Face's GPT-2 scales block i by 1 / (i + 1) and cannot carry them"
-        )
     config = GPT2Config(
         vocab_size=c.vocab_size,
         n_positions=c.block_size,
@@ -208,7 +203,8 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
         n_inner=c.intermediate_size or None,
     )
     hf = GPT2LMHeadModel(config)
-    ours = {k: v.t() if k.endswith(HF_TRANSPOSED) else v for k, v in model.state_dict().items()}
+    state = fold_layer_scales(model.state_dict(), c) if c.scale_attn_by_inverse_layer_idx else model.state_dict()
+    ours = {k: v.t() if k.endswith(HF_TRANSPOSED) else v for k, v in state.items()}
     state = {}
     for key, template in hf.state_dict().items():
         if key in ours:
@@ -219,6 +215,22 @@ def to_hf_gpt2(model: torch.nn.Module, eos_token: int):
             raise ConversionError(f"no weight for {key} in the model")
     hf.load_state_dict(state)
     return hf.eval()
+
+
+def fold_layer_scales(state: dict[str, torch.Tensor], c) -> dict[str, torch.Tensor]:
+    """Hugging Face's GPT-2 divides block i's attention logits by i + 1. A block inherited from reference block
+    j must divide them by j + 1: its queries (weights and bias) are multiplied by (i + 1) / (j + 1), which
+    gives the same logits, so the export computes what the model does."""
+    state = dict(state)
+    for i in range(c.n_layer):
+        ratio = (i + 1) / (c.layer_scale_index(i) + 1)
+        if ratio != 1.0:
+            for name in ("weight", "bias"):
+                key = f"transformer.h.{i}.attn.c_attn.{name}"
+                if key in state:
+                    state[key] = state[key].clone()
+                    state[key][: c.n_embd] *= ratio  # the query rows come first
+    return state
 
 
 def to_hf_llama(model: torch.nn.Module, eos_token: int, bos_token: int | None):

@@ -107,7 +107,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
         peak_mem = torch.cuda.max_memory_allocated(device)
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tokens = accum * cfg.batch_size * cfg.block_size
+    tokens = cfg.tokens_per_iter
     result = dict(
         variant=variant,
         ms_per_iter=1000 * dt,
@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
-    tokens = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+    tokens = cfg.tokens_per_iter
     print(f"{cfg.n_layer} layers, width {cfg.n_embd}, {tokens:,} tokens/iter; MFU against {peak_label}")
     print(f"{'variant':<10} {'ms/iter':>10} {'tokens/s':>12} {'MFU':>7} {'peak mem':>10} {'warmup s':>9}")
     ctx = mp.get_context("spawn")

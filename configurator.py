@@ -154,6 +154,11 @@ class TrainConfig:
             inside = os.path.relpath(os.path.abspath(first), os.path.abspath("data"))
             self.dataset = inside if not inside.startswith("..") else os.path.abspath(first)
 
+    @property
+    def tokens_per_iter(self) -> int:
+        """Tokens of one optimizer step over all processes: the global batch."""
+        return self.gradient_accumulation_steps * self.batch_size * self.block_size
+
     def scratch_model_args(self, vocab_size: int) -> dict:
         """GPTConfig's arguments for a model trained from scratch, as nanoGPT's train.py builds model_args."""
         return dict(

@@ -339,7 +339,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         ctx = autocast_context(rt.device, rt.dtype)
         loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip)
         state.iter_num += 1
-        state.tokens += cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+        state.tokens += cfg.tokens_per_iter
 
         if state.iter_num % cfg.log_interval == 0:
             lossf = all_reduce_mean(loss, rt).item()
@@ -359,8 +359,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
     # A checkpoint from before the count was kept: its steps times this run's tokens per step, as then.
-    per_step = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
-    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.iter_num * per_step
+    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.iter_num * cfg.tokens_per_iter
     optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
@@ -408,7 +407,7 @@ class Progress:
 
     def __init__(self, cfg: TrainConfig, rt: Runtime, model: GPT, start: Start, resumed_at: int | None) -> None:
         self.rt, self.model = rt, model
-        self.tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_size
+        self.tokens_per_iter = cfg.tokens_per_iter
         self.sequences_per_process = cfg.batch_size * cfg.gradient_accumulation_steps // rt.world_size
         self.peak = cfg.peak_flops or peak_flops_of(rt.device)
         self.metrics, self.wandb = None, None

@@ -40,7 +40,7 @@ demo-cpt: $(VENV)/installed
 	$(PY) runs.py compare "CPT, no replay=out-cpt/replay0" "CPT, 25% replay=out-cpt/replay25" \
 		"scratch=out-cpt/sweep/L8" --corpus data/python,data/shakespeare --out out-cpt/cpt.png \
 		--title "Shakespeare reference continued on Python (2 CPU cores)"
-	$(PY) scaling.py fit out-cpt/sweep/L2 out-cpt/sweep/L4 out-cpt/sweep/L8 --out out-cpt/fit --compute 1e15
+	$(PY) scaling.py fit out-cpt/sweep/L2 out-cpt/sweep/L4 out-cpt/sweep/L8 --every_eval --out out-cpt/fit --compute 1e15
 
 test: $(VENV)/installed
 	$(PY) -m ruff check .

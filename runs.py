@@ -102,13 +102,42 @@ class Run:
         return bool(self.evals) and self.last_eval["iter"] >= self.config["max_iters"]
 
     def val_loss(self, record: dict, corpus: str = "") -> float:
-        """An eval's val loss: of the training mixture, or of one corpus (training or held-out)."""
+        """An eval's val loss: of the training mixture, or of one corpus (training or held-out), named by any
+        path to its folder (./data/python finds data/python)."""
         if not corpus:
             return record["val_loss"]
-        if corpus not in record.get("val_losses", {}):
-            known = ", ".join(record.get("val_losses", {})) or "none"
+        losses = record.get("val_losses", {})
+        found = [name for name in losses if same_folder(name, corpus)]
+        if not found:
+            known = ", ".join(losses) or "none"
             raise RunError(f"{self.out_dir} evaluates no corpus {corpus!r} (its corpora: {known})")
-        return record["val_losses"][corpus]
+        return losses[found[0]]
+
+    @property
+    def kind(self) -> str:
+        """How the run's model started: "scratch", "inherit" (a student of a reference) or "continued" (from a
+        trained model: continual pre-training). A resumed run keeps the kind of its first start."""
+        if self.continued_from:
+            return "continued"
+        return "inherit" if self.inherit else "scratch"
+
+    @property
+    def training_corpus(self) -> str:
+        """The training mixture as one comparable string: resolved folders and their weights."""
+        data_dir = self.config["data_dir"]
+        mixture = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
+        total = sum(mixture.values())
+        return ",".join(sorted(f"{os.path.realpath(path)}:{weight / total:.4g}" for path, weight in mixture.items()))
+
+    def curve(self, corpus: str = "") -> tuple[list[int], list[float]]:
+        """Steps and val losses of every eval, step 0 included: the loss a continued run starts from is the
+        baseline that forgetting is measured against."""
+        return [r["iter"] for r in self.evals], [self.val_loss(r, corpus) for r in self.evals]
+
+
+def same_folder(a: str, b: str) -> bool:
+    """Whether two paths name one folder, as written (normalised) or resolved from here."""
+    return os.path.normpath(a) == os.path.normpath(b) or os.path.realpath(a) == os.path.realpath(b)
 
 
 def read_run(out_dir: str | Path) -> Run:
@@ -196,8 +225,7 @@ def plot_curves(
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     for ax, corpus in zip(axes[0], panels, strict=True):
         for name, run in runs.items():
-            evals = [r for r in run.evals if r["iter"] > 0]
-            ax.plot([r["iter"] for r in evals], [run.val_loss(r, corpus) for r in evals], marker="o", ms=3, label=name)
+            ax.plot(*run.curve(corpus), marker="o", ms=3, label=name)
         if target is not None:
             ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
         ax.set_xlabel("training step")

@@ -31,13 +31,17 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import huber, logsumexp, softmax
 
-from runs import RunError, launch_training, read_run
+from runs import Run, RunError, launch_training, read_run
 from runtime import run_command, write_json
 
 HUBER_DELTA = 1e-3
 STARTS = 16  # L-BFGS runs, from the best points of the grid
 BOOTSTRAP_STARTS = 4  # the same for each refit of the bootstrap, besides the full fit's optimum
 FREE = {"chinchilla": ("e", "a", "alpha", "b", "beta"), "cpt": ("b", "beta", "gamma")}
+# Exponents stay in a physical range: a loss that grows with N or D is no scaling law (unbounded, noisy points
+# gave alpha -37.5 and a bootstrap interval of beta reaching -4455), and published exponents lie within 0.07-0.8.
+# The log-constants e, a, b are free. An exponent at a bound is reported as undetermined (`unconstrained`).
+BOUNDS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (-3.0, 3.0)}
 # Starting points of L-BFGS, as in Hoffmann et al.'s grid (coarser in the exponents).
 GRID = {
     "e": (-1.0, 0.0, 1.0),
@@ -59,9 +63,9 @@ class ScalingError(ValueError):
 @dataclass
 class Points:
     n: np.ndarray  # non-embedding parameters
-    d: np.ndarray  # training tokens
+    d: np.ndarray  # training tokens (of a continued run: since it continued)
     loss: np.ndarray
-    run: np.ndarray  # which run each point comes from: the unit of the bootstrap
+    run: np.ndarray  # the name of the run each point comes from: the unit of the bootstrap
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -70,28 +74,57 @@ class Points:
         return Points(self.n[mask], self.d[mask], self.loss[mask], self.run[mask])
 
 
-def points_from_runs(run_dirs: list[str], final: bool, corpus: str) -> Points:
-    """(N, D, val loss) at every eval after the first step of each run (only the last with final)."""
+def points_from_runs(runs: list[Run], every_eval: bool, corpus: str) -> Points:
+    """(N, D, val loss) at the final eval of each run, or with every_eval at each eval after its first step.
+    The law is of runs whose schedule ends at D: mid-way through a cosine schedule meant for a longer run the
+    loss is not that of a run of D tokens (same N and D: 9.62 at the end of a 10-step run, 9.29 mid-way
+    through a 20-step one), so intermediate evals are points only when asked for."""
     rows = []
-    for index, out_dir in enumerate(run_dirs):
-        run = read_run(out_dir)
+    for run in runs:
         if run.model.get("scaling_params") is None:
-            raise ScalingError(f"{out_dir}: config.json records no scaling_params (an older run?)")
+            raise ScalingError(f"{run.out_dir}: config.json records no scaling_params (an older run?)")
         evals = [r for r in run.evals if r["tokens"] > 0]
         if not evals:
-            raise ScalingError(f"{out_dir} has no eval after its first step")
-        for record in evals[-1:] if final else evals:
-            rows.append((run.model["scaling_params"], record["tokens"], loss_of(record, corpus, out_dir), index))
+            raise ScalingError(f"{run.out_dir} has no eval after its first step")
+        for record in evals if every_eval else evals[-1:]:
+            rows.append((run.model["scaling_params"], record["tokens"], run.val_loss(record, corpus), str(run.out_dir)))
     return to_points(rows)
 
 
-def loss_of(record: dict, corpus: str, out_dir: str) -> float:
-    if not corpus:
-        return record["val_loss"]
-    losses = record.get("val_losses", {})
-    if corpus not in losses:
-        raise ScalingError(f"{out_dir} has no val loss of corpus {corpus!r}; it has {sorted(losses) or 'none'}")
-    return losses[corpus]
+KIND_OF_FORM = {"chinchilla": "from scratch", "cpt": "from a trained model (continued)"}
+
+
+def mixing_warnings(runs: list[Run], form: str) -> list[str]:
+    """What makes runs unfit for one law: different starts (the chinchilla form is of runs from scratch, the
+    cpt form of runs continued from trained models), different training corpora, and, for cpt, source models
+    whose pretraining tokens D_p are unknown or not alike: the form's N^gamma stands for what a source of
+    size N learned before, which holds only when every source was trained alike (here: the same D_p / N to
+    within 2x)."""
+    warnings = []
+    kinds = sorted({run.kind for run in runs})
+    expected = {"cpt": "continued", "chinchilla": "scratch"}[form]
+    if runs and kinds != [expected]:
+        count = ", ".join(f"{sum(run.kind == kind for run in runs)} {kind}" for kind in kinds)
+        warnings.append(f"the {form} form is of runs that start {KIND_OF_FORM[form]}; these runs are {count}")
+    corpora = {run.training_corpus for run in runs}
+    if len(corpora) > 1:
+        warnings.append(f"the runs trained on {len(corpora)} different corpora or mixtures; one law is of one corpus")
+    if form == "cpt":
+        sources = [(run, source_tokens(run)) for run in runs if run.kind == "continued"]
+        unknown = [str(run.out_dir) for run, d_p in sources if not d_p]
+        if unknown:
+            warnings.append(f"unknown D_p (the source model's pretraining tokens) of {', '.join(unknown)}")
+        ratios = [d_p / run.model["scaling_params"] for run, d_p in sources if d_p]
+        if ratios and max(ratios) > 2 * min(ratios):
+            warnings.append(
+                f"the source models were pretrained unlike: D_p / N from {min(ratios):.3g} to {max(ratios):.3g}"
+            )
+    return warnings
+
+
+def source_tokens(run: Run) -> float | None:
+    """D_p: the tokens the model a run continued from had seen (0 from scratch, None where unknown)."""
+    return (run.continued_from or {}).get("tokens_seen") if run.kind == "continued" else 0
 
 
 def points_from_csv(path: str) -> Points:
@@ -123,8 +156,7 @@ def to_points(rows: list[tuple]) -> Points:
     values = np.stack([n, d, loss])
     if not (np.all(values > 0) and np.all(np.isfinite(values))):
         raise ScalingError("N, D and loss must all be positive and finite")
-    _, run = np.unique(run.astype(str), return_inverse=True)
-    return Points(n, d, loss, run)
+    return Points(n, d, loss, run.astype(str))
 
 
 # ----------------------------------------------------------------------------- the forms and the fit
@@ -170,9 +202,10 @@ def minimise(points: Points, form: str, fixed: dict, starts: list[np.ndarray]) -
     """The lowest optimum that L-BFGS converged to from the starts."""
     names = FREE[form]
     args = (names, fixed, np.log(points.n), np.log(points.d), np.log(points.loss))
+    bounds = [BOUNDS.get(name, (-np.inf, np.inf)) for name in names]  # the grid and the optimum lie within
     best = None
     for x0 in starts:
-        result = minimize(objective, x0, args=args, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
+        result = minimize(objective, x0, args=args, jac=True, method="L-BFGS-B", bounds=bounds, options=LBFGS_OPTIONS)
         if result.success and np.isfinite(result.fun) and (best is None or result.fun < best.fun):
             best = result
     if best is None:
@@ -181,6 +214,8 @@ def minimise(points: Points, form: str, fixed: dict, starts: list[np.ndarray]) -
 
 
 def fixed_parameters(form: str, base: dict | None) -> dict:
+    """The log-space parameters a form does not fit: gamma 0 for chinchilla, E, A and alpha of the base law
+    (a chinchilla fit.json) for cpt."""
     if form == "chinchilla":
         return {"gamma": 0.0}
     if base is None or base.get("form") != "chinchilla":
@@ -216,6 +251,18 @@ def public(p: dict, form: str) -> dict[str, float]:
     return out
 
 
+def log_params(params: dict[str, float]) -> dict[str, float]:
+    """The inverse of `public`: log E, log A, alpha, log B, beta, gamma (0 when absent)."""
+    return {
+        "e": float(np.log(params["E"])),
+        "a": float(np.log(params["A"])),
+        "alpha": params["alpha"],
+        "b": float(np.log(params["B"])),
+        "beta": params["beta"],
+        "gamma": params.get("gamma", 0.0),
+    }
+
+
 def terms(params: dict[str, float], n, d) -> tuple[np.ndarray, np.ndarray]:
     """A / N^alpha and B / (D^beta N^gamma) of public parameters (gamma 0 when absent), computed in log space
     so that a runaway exponent gives 0, not an overflow."""
@@ -242,6 +289,10 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
     for name, exponent in (("alpha (model size)", params["alpha"]), ("beta (tokens)", params["beta"])):
         if abs(exponent) < 0.01:
             found.append(f"the exponent {name} is {exponent:.4f}: its term is a constant, the points show no trend")
+    for name, (low, high) in BOUNDS.items():  # at 0, alpha and beta are flagged above
+        value = params.get(name, 0.0)
+        if value >= high - 1e-6 or (low < 0 and value <= low + 1e-6):
+            found.append(f"the exponent {name} reached its bound {value:.3g}: the points do not determine it")
     n_term, d_term = terms(params, points.n, points.d)
     for name, term in (("A / N^alpha (model size)", n_term), ("B / D^beta (tokens)", d_term)):
         if np.max(term / points.loss) < 1e-3:
@@ -249,30 +300,52 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
     return found
 
 
-def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples: int, seed: int) -> tuple[dict, int]:
-    """5th and 95th percentiles of each parameter over fits to runs drawn with replacement, each started
-    from the full fit's optimum and from the best grid points of its own sample (the optimum alone would
-    keep every refit in its basin, and the intervals too narrow); and how many resamples gave a fit (one
-    with a single model size, or where L-BFGS converges from no start, gives none)."""
-    rng = np.random.default_rng(seed)
+def base_points(base: dict) -> Points | None:
+    """The points a base fit.json was fitted to (None for a base written without them)."""
+    rows = [(p["N"], p["D"], p["loss"], p.get("run", i)) for i, p in enumerate(base.get("points", []))]
+    return to_points(rows) if rows else None
+
+
+def resample(points: Points, rng: np.random.Generator) -> Points:
+    """As many runs as there are, drawn with replacement, with all their points."""
     runs = np.unique(points.run)
+    drawn = rng.choice(runs, size=len(runs), replace=True)
+    subsets = [points.subset(points.run == r) for r in drawn]
+    return Points(*(np.concatenate([getattr(sub, f) for sub in subsets]) for f in ("n", "d", "loss", "run")))
+
+
+def refit(sample: Points, form: str, fixed: dict, best: dict) -> dict | None:
+    """The fit of a resample, started from the full fit's optimum and from the best grid points of its own
+    sample (the optimum alone would keep every refit in its basin, and the intervals too narrow); None where
+    the sample has one model size (it says nothing of the N terms) or L-BFGS converges from no start."""
     names = FREE[form]
+    if len(np.unique(sample.n)) < 2 or len(sample) < len(names):
+        return None
+    starts = [np.array([best[name] for name in names]), *best_of_grid(sample, form, fixed, BOOTSTRAP_STARTS)]
+    try:
+        return minimise(sample, form, fixed, starts)[0]
+    except ScalingError:
+        return None
+
+
+def bootstrap(points: Points, form: str, base: dict | None, best: dict, samples: int, seed: int) -> tuple[dict, int]:
+    """5th and 95th percentiles of each parameter over fits to runs drawn with replacement, and how many
+    resamples gave a fit. A cpt fit's E, A and alpha come from its base law, whose own uncertainty is carried
+    over by a joint bootstrap: each resample also redraws the base fit's runs and refits the base law (with
+    E, A, alpha held at the base's point estimate, the cpt intervals were too narrow, and E's zero-width)."""
+    rng = np.random.default_rng(seed)
     fixed = fixed_parameters(form, base)
+    base_runs = base_points(base) if form == "cpt" else None
     fits = []
     for _ in range(samples):
-        drawn = rng.choice(runs, size=len(runs), replace=True)
-        sample = Points(
-            *(
-                np.concatenate([getattr(points.subset(points.run == r), f) for r in drawn])
-                for f in ("n", "d", "loss", "run")
-            )
-        )
-        if len(np.unique(sample.n)) < 2 or len(sample) < len(names):
-            continue  # one model size says nothing about the N terms
-        starts = [np.array([best[name] for name in names]), *best_of_grid(sample, form, fixed, BOOTSTRAP_STARTS)]
-        try:
-            params, _ = minimise(sample, form, fixed, starts)
-        except ScalingError:
+        sample = resample(points, rng)
+        if base_runs is not None:
+            base_fit = refit(resample(base_runs, rng), "chinchilla", {"gamma": 0.0}, log_params(base["params"]))
+            if base_fit is None:
+                continue
+            fixed = {k: base_fit[k] for k in ("e", "a", "alpha")}
+        params = refit(sample, form, fixed, best)
+        if params is None:
             continue
         with np.errstate(over="ignore"):
             constants = public(params, form)
@@ -316,6 +389,31 @@ def format_fit(result: dict) -> str:
 FORMULAS = {"chinchilla": "L = E + A/N^alpha + B/D^beta", "cpt": "L = E + A/N^alpha + B/(D^beta N^gamma)"}
 
 
+def frontier_laws(result: dict, base: dict | None) -> tuple[dict[str, dict], list[str]]:
+    """The laws whose compute-optimal frontier can be drawn (the fit's, and a cpt fit's base law), and for
+    each other one why not: the plot says what it leaves out."""
+    candidates = {result["form"]: result["params"]} | ({"scratch (--base)": base["params"]} if base else {})
+    laws, omitted = {}, []
+    for name, params in candidates.items():
+        if name == result["form"] and result["unconstrained"]:
+            omitted.append(f"{name}: the points leave the law undetermined")
+            continue
+        try:
+            compute_optimal(params, 1.0)
+        except ScalingError as e:
+            omitted.append(f"{name}: {str(e).removeprefix('no compute-optimal size: ')}")
+            continue
+        laws[name] = params
+    return laws, omitted
+
+
+def compute_range(points: Points, compute: float | None) -> np.ndarray:
+    """Compute budgets to plot: from a tenth of the smallest point's 6 N D to 1,000 times the largest (and
+    past the budget asked for with --compute)."""
+    c = 6 * points.n * points.d
+    return np.geomspace(c.min() / 10, max(c.max() * 1e3, 10 * (compute or 0)), 100)
+
+
 def plot_fit(points: Points, result: dict, base: dict | None, out: Path) -> None:
     """Left: loss against tokens per model size, points and fitted curves. Right: the compute-optimal N and
     D against compute, for this fit and, for a CPT fit, the from-scratch law it builds on."""
@@ -337,26 +435,18 @@ def plot_fit(points: Points, result: dict, base: dict | None, out: Path) -> None
     curves.set_title(f"{result['form']} fit: {result['formula']}")
     curves.grid(alpha=0.3, which="both")
     curves.legend(fontsize=8)
-    c = np.geomspace(1e12, 1e24, 100)
-    laws = {} if result["warnings"] else {result["form"]: result["params"]}
-    laws |= {"scratch (--base)": base["params"]} if base else {}
+    laws, omitted = frontier_laws(result, base)
     if not laws:
         frontier.set_axis_off()
-        frontier.text(
-            0.5,
-            0.5,
-            "no compute-optimal frontier:\nthe points do not constrain\nthe law's terms",
-            ha="center",
-            va="center",
-            transform=frontier.transAxes,
-        )
+    c = compute_range(points, result.get("compute_optimal", {}).get("C"))
     for j, (name, params) in enumerate(laws.items()):
-        try:
-            n_opt, d_opt = compute_optimal(params, c)
-        except ScalingError:
-            continue
+        n_opt, d_opt = compute_optimal(params, c)
         frontier.plot(c, n_opt, color=f"C{j}", label=f"N_opt, {name}")
         frontier.plot(c, d_opt, color=f"C{j}", ls="--", label=f"D_opt, {name}")
+    if omitted:
+        text = "no compute-optimal frontier of\n" + "\n".join(omitted)
+        x, y, ha, va = (0.98, 0.02, "right", "bottom") if laws else (0.5, 0.5, "center", "center")
+        frontier.text(x, y, text, ha=ha, va=va, fontsize=8, transform=frontier.transAxes)
     frontier.set_xscale("log")
     frontier.set_yscale("log")
     frontier.set_xlabel("compute C = 6ND (FLOPs)")
@@ -386,35 +476,58 @@ def optimum_or_warning(params: dict[str, float], compute: float, warnings: list[
     }
 
 
+def read_base(path: str) -> dict | None:
+    """The from-scratch fit.json a cpt fit builds on."""
+    if not path:
+        return None
+    try:
+        base = json.loads(Path(path).read_text())
+        if base.get("form") != "chinchilla" or not {"E", "A", "alpha"} <= base["params"].keys():
+            raise ScalingError(f"--base {path} is no chinchilla fit.json (it needs form chinchilla and E, A, alpha)")
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+        raise ScalingError(f"--base {path}: {e}") from e
+    return base
+
+
+def fit_result(points: Points, form: str, base: dict | None, args: argparse.Namespace) -> dict:
+    """The fit, its residuals and bootstrap intervals, and what the points leave undetermined."""
+    best, loss = fit(points, form, base)
+    params = public(best, form)
+    residuals = np.log(points.loss) - np.log(predict(params, points.n, points.d))
+    intervals, resamples = bootstrap(points, form, base, best, args.bootstrap, args.seed)
+    return {
+        "form": form,
+        "formula": FORMULAS[form],
+        "params": params,
+        "n_points": len(points),
+        "n_runs": int(len(np.unique(points.run))),
+        "huber_loss": loss,
+        "residuals": {"rms": float(np.sqrt(np.mean(residuals**2))), "max": float(np.abs(residuals).max())},
+        "bootstrap": intervals,
+        "bootstrap_resamples": {"fitted": resamples, "drawn": args.bootstrap},
+        "base": args.base or None,
+        "unconstrained": unconstrained(params, points),
+        "points": [
+            {"N": float(n), "D": float(d), "loss": float(v), "run": str(run), "residual": float(r)}
+            for n, d, v, run, r in zip(points.n, points.d, points.loss, points.run, residuals, strict=True)
+        ],
+    }
+
+
 def fit_main(args: argparse.Namespace) -> int:
     try:
         if bool(args.runs) == bool(args.csv):
             raise ScalingError("give run folders or --csv FILE" + (", not both" if args.runs else ""))
-        points = points_from_csv(args.csv) if args.csv else points_from_runs(args.runs, args.final, args.corpus)
-        base = json.loads(Path(args.base).read_text()) if args.base else None
-        best, loss = fit(points, args.form, base)
-        params = public(best, args.form)
-        residuals = np.log(points.loss) - np.log(predict(params, points.n, points.d))
-        intervals, resamples = bootstrap(points, args.form, base, best, args.bootstrap, args.seed)
-        result = {
-            "form": args.form,
-            "formula": FORMULAS[args.form],
-            "params": params,
-            "n_points": len(points),
-            "n_runs": int(len(np.unique(points.run))),
-            "huber_loss": loss,
-            "residuals": {"rms": float(np.sqrt(np.mean(residuals**2))), "max": float(np.abs(residuals).max())},
-            "bootstrap": intervals,
-            "bootstrap_resamples": {"fitted": resamples, "drawn": args.bootstrap},
-            "base": args.base or None,
-            "points": [
-                {"N": float(n), "D": float(d), "loss": float(v), "residual": float(r)}
-                for n, d, v, r in zip(points.n, points.d, points.loss, residuals, strict=True)
-            ],
-        }
-        result["warnings"] = unconstrained(params, points)
-        if args.compute and not result["warnings"]:
-            result |= optimum_or_warning(params, args.compute, result["warnings"])
+        runs = [read_run(out_dir) for out_dir in args.runs]
+        points = points_from_csv(args.csv) if args.csv else points_from_runs(runs, args.every_eval, args.corpus)
+        base = read_base(args.base)
+        result = fit_result(points, args.form, base, args)
+        sources = {str(run.out_dir): source_tokens(run) for run in runs}
+        for point in result["points"]:
+            point["D_p"] = sources.get(point["run"])
+        result["warnings"] = mixing_warnings(runs, args.form) + result["unconstrained"]
+        if args.compute and not result["unconstrained"]:
+            result |= optimum_or_warning(result["params"], args.compute, result["warnings"])
     except (ScalingError, RunError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -424,6 +537,8 @@ def fit_main(args: argparse.Namespace) -> int:
     if "compute_optimal" in result:
         opt = result["compute_optimal"]
         print(f"compute {opt['C']:.3g} FLOPs: N_opt {opt['N']:.4g}, D_opt {opt['D']:.4g} tokens, L {opt['loss']:.4f}")
+        if args.form == "cpt":
+            print("  (C = 6 N D counts the continued training only: the source's pretraining, 6 N D_p, comes on top)")
     elif args.compute:
         print("no compute-optimal size: the warnings above say why")
     out = Path(args.out)
@@ -473,7 +588,8 @@ def fit_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("--csv", default="", help="points instead of runs: columns N,D,loss (optional run)")
     f.add_argument("--form", choices=sorted(FORMULAS), default="chinchilla")
     f.add_argument("--base", default="", help="fit.json of a from-scratch (chinchilla) fit: E, A, alpha for cpt")
-    f.add_argument("--final", action="store_true", help="only each run's last eval, not every eval")
+    every = "a point at every eval of each run, not only its final one (mid-schedule losses are not those of runs "
+    f.add_argument("--every_eval", action="store_true", help=every + "that end there)")
     f.add_argument("--corpus", default="", help="the val loss of this corpus (default: the mixture's weighted mean)")
     f.add_argument("--bootstrap", type=int, default=100, help="refits on runs drawn with replacement (0: none)")
     f.add_argument("--compute", type=float, default=0.0, help="also print the compute-optimal N and D for C FLOPs")

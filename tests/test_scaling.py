@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
+import runs
 import scaling
+from runs import RunError, read_run
 from scaling import ScalingError
 from tests.conftest import ROOT, write_config_file
 
@@ -104,7 +106,8 @@ def test_points_that_cannot_tell_sizes_apart_are_flagged_and_give_no_compute_opt
     )
     result = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert result["warnings"] == [
-        "the points do not constrain the term A / N^alpha (model size): it is below 0.1% of the loss everywhere"
+        "the exponent alpha reached its bound 3: the points do not determine it",
+        "the points do not constrain the term A / N^alpha (model size): it is below 0.1% of the loss everywhere",
     ]
     assert "compute_optimal" not in result
     assert "no compute-optimal size: the warnings above say why" in capsys.readouterr().out
@@ -217,14 +220,15 @@ def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
     assert scaling.main(argv) == 0  # a rerun trains nothing
     assert [(Path(r) / "ckpt.pt").stat().st_mtime_ns for r in runs] == mtimes
     assert "L2: finished earlier" in capsys.readouterr().out
-    points = scaling.points_from_runs(runs, final=False, corpus="")
+    read = [read_run(r) for r in runs]
+    points = scaling.points_from_runs(read, every_eval=True, corpus="")
     assert len(points) == 8 and sorted(set(points.d.tolist())) == [512.0, 1024.0, 1536.0, 2048.0]
-    assert scaling.points_from_runs(runs, final=True, corpus="").d.tolist() == [2048.0, 2048.0]
-    fit = ["fit", *runs, "--out", str(tmp_path / "fit"), "--bootstrap", "5"]
+    assert scaling.points_from_runs(read, every_eval=False, corpus="").d.tolist() == [2048.0, 2048.0]
+    fit = ["fit", *runs, "--every_eval", "--out", str(tmp_path / "fit"), "--bootstrap", "5"]
     assert scaling.main(fit) == 0
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["n_runs"] == 2
-    with pytest.raises(ScalingError, match="no val loss of corpus 'elsewhere'"):
-        scaling.points_from_runs(runs, final=True, corpus="elsewhere")
+    with pytest.raises(RunError, match="evaluates no corpus 'elsewhere'"):
+        scaling.points_from_runs(read, every_eval=False, corpus="elsewhere")
 
 
 @pytest.mark.parametrize("script", ["scaling.py", "runs.py", "evaluation.py"])
@@ -234,3 +238,129 @@ def test_commands_run_without_docstrings(script):
         [sys.executable, "-OO", script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_exponents_stay_in_their_physical_range(tmp_path):
+    """Losses that grow with N are no scaling law: unbounded, the fit ran to a negative alpha (the demo sweep's
+    gave -37.5, and a bootstrap interval of beta reached -4455). Bounded, alpha stops at a bound (0, or 3 with
+    a vanishing A) and the fit says the points do not determine it."""
+    rows = [
+        (n, d, 2.0 + 50 / d**0.3 + 0.05 * (n / 1e6) ** 0.3)
+        for n in (1e6, 4e6, 1.6e7)
+        for d in np.geomspace(1e6, 1e8, 5)
+    ]
+    csv = write_csv(tmp_path / "p.csv", "N,D,loss,run\n" + "".join(f"{n},{d},{v},{n}\n" for n, d, v in rows))
+    assert scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / "fit"), "--bootstrap", "10"]) == 0
+    result = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    low, high = scaling.BOUNDS["alpha"]
+    assert low <= result["params"]["alpha"] <= high
+    for key in ("alpha", "beta"):
+        assert (
+            scaling.BOUNDS[key][0]
+            <= result["bootstrap"][key][0]
+            <= result["bootstrap"][key][1]
+            <= scaling.BOUNDS[key][1]
+        )
+    assert any(w.startswith("the exponent alpha") for w in result["warnings"])  # at 0 or at its upper bound
+
+
+def fake_run(path: Path, scaling_params: int, evals: list[tuple[int, int, float]], **start) -> str:
+    """A run folder as train.py writes it: config.json and the eval lines of metrics.jsonl."""
+    path.mkdir(parents=True)
+    config = {"data_dir": start.get("data_dir", "data/python"), "max_iters": evals[-1][0]}
+    model = {"model_args": {"n_layer": 2}, "params": scaling_params * 2, "scaling_params": scaling_params}
+    runs.write_config(path, config, model, start.get("inherit"), start.get("continued_from"))
+    lines = [{"kind": "eval", "iter": i, "tokens": t, "train_loss": v, "val_loss": v} for i, t, v in evals]
+    (path / runs.METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def law_runs(tmp_path: Path, params: dict, **start) -> list[str]:
+    """Runs of 4 sizes, each evaluated at its start (loss 10) and at 4 points on the law."""
+    folders = []
+    for n in (1e6, 4e6, 1.6e7, 6.4e7):
+        evals = [(0, 0, 10.0)] + [(i, i * 10**5, float(scaling.predict(params, n, i * 10**5))) for i in (1, 2, 4, 8)]
+        folders.append(fake_run(tmp_path / f"N{n:.0e}", int(n), evals, **start))
+    return folders
+
+
+def test_a_fit_takes_each_runs_final_eval_unless_asked_for_every_eval(tmp_path):
+    folders = law_runs(tmp_path / "runs", CHINCHILLA)
+    argv = ["fit", *folders, "--bootstrap", "0"]
+    assert scaling.main([*argv, "--out", str(tmp_path / "final")]) == 1  # 4 points cannot fit 5 parameters
+    assert scaling.main([*argv, "--every_eval", "--out", str(tmp_path / "every")]) == 0
+    result = json.loads((tmp_path / "every" / "fit.json").read_text())
+    assert result["n_points"] == 16 and result["warnings"] == []  # step 0 (no tokens) is never a point
+    assert [p["run"] for p in result["points"]][::4] == folders and {p["D_p"] for p in result["points"]} == {0}
+
+
+def test_runs_of_different_kinds_or_corpora_in_one_law_are_warned_of(tmp_path, capsys):
+    scratch = law_runs(tmp_path / "scratch", CHINCHILLA)
+    source = {"source": "out-ref/ckpt.pt", "source_sha256": "0", "tokens_seen": None}
+    continued = law_runs(
+        tmp_path / "cpt", CHINCHILLA, continued_from=source, data_dir={"data/python": 1.0, "data/shakespeare": 1.0}
+    )
+    argv = ["fit", *scratch[:2], *continued[2:], "--every_eval", "--bootstrap", "0", "--out", str(tmp_path / "fit")]
+    assert scaling.main(argv) == 0
+    warnings = json.loads((tmp_path / "fit" / "fit.json").read_text())["warnings"]
+    assert "the chinchilla form is of runs that start from scratch; these runs are 2 continued, 2 scratch" in warnings
+    assert "the runs trained on 2 different corpora or mixtures; one law is of one corpus" in warnings
+    base = ["fit", *scratch, "--every_eval", "--bootstrap", "0", "--out", str(tmp_path / "base")]
+    assert scaling.main(base) == 0
+    cpt = ["fit", *continued, "--every_eval", "--form", "cpt", "--base", str(tmp_path / "base" / "fit.json")]
+    assert scaling.main([*cpt, "--bootstrap", "0", "--out", str(tmp_path / "cpt")]) == 0
+    warnings = json.loads((tmp_path / "cpt" / "fit.json").read_text())["warnings"]
+    assert any(w.startswith("unknown D_p (the source model's pretraining tokens) of ") for w in warnings)
+
+
+def test_a_corpus_is_found_by_any_path_to_its_folder(tmp_path):
+    evals = [{"kind": "eval", "iter": 0, "tokens": 0, "val_loss": 3.0, "val_losses": {"data/python": 3.0}}]
+    run = runs.Run(tmp_path, {}, {}, None, None, evals)
+    assert run.val_loss(evals[0], "./data/python") == run.val_loss(evals[0], "data//python/") == 3.0
+    with pytest.raises(RunError, match="evaluates no corpus 'data/py'"):
+        run.val_loss(evals[0], "data/py")
+
+
+def test_compare_curves_start_at_step_0():
+    """The loss a continued run starts from is what forgetting is measured against: the plot keeps it."""
+    evals = [{"kind": "eval", "iter": i, "tokens": i, "val_loss": 5.0 - i} for i in (0, 1, 2)]
+    assert runs.Run(Path("."), {}, {}, None, None, evals).curve() == ([0, 1, 2], [5.0, 4.0, 3.0])
+
+
+def test_cpt_intervals_carry_the_base_laws_uncertainty(tmp_path):
+    """E, A and alpha of a cpt fit come from its base law: a joint bootstrap refits the base on its own runs
+    drawn with replacement, so their intervals are the base's, not zero-width at its point estimate."""
+    base_points = synthetic(CHINCHILLA, seed=3, noise=0.01)
+    rows = zip(base_points.n, base_points.d, base_points.loss, base_points.run, strict=True)
+    base_csv = write_csv(tmp_path / "base.csv", "N,D,loss,run\n" + "".join(f"{n},{d},{v},{r}\n" for n, d, v, r in rows))
+    assert scaling.main(["fit", "--csv", base_csv, "--out", str(tmp_path / "base"), "--bootstrap", "20"]) == 0
+    base = json.loads((tmp_path / "base" / "fit.json").read_text())
+    cpt_points = synthetic(CPT, seed=4, d_range=(1e6, 1e10), noise=0.01)
+    rows = zip(cpt_points.n, cpt_points.d, cpt_points.loss, cpt_points.run, strict=True)
+    cpt_csv = write_csv(tmp_path / "cpt.csv", "N,D,loss,run\n" + "".join(f"{n},{d},{v},{r}\n" for n, d, v, r in rows))
+    argv = ["fit", "--csv", cpt_csv, "--form", "cpt", "--base", str(tmp_path / "base" / "fit.json")]
+    assert scaling.main([*argv, "--out", str(tmp_path / "cpt"), "--bootstrap", "20"]) == 0
+    intervals = json.loads((tmp_path / "cpt" / "fit.json").read_text())["bootstrap"]
+    for key in ("E", "A", "alpha"):
+        low, high = intervals[key]
+        assert low < base["params"][key] < high, key
+        assert high - low > 0.2 * (base["bootstrap"][key][1] - base["bootstrap"][key][0]), key
+
+
+def test_the_frontier_plot_names_each_law_it_leaves_out_and_spans_the_points():
+    points = synthetic(CHINCHILLA, seed=0)
+    result = {"form": "cpt", "params": {**CPT, "gamma": 0.5}, "unconstrained": []}
+    laws, omitted = scaling.frontier_laws(result, {"params": CHINCHILLA})
+    assert list(laws) == ["scratch (--base)"] and omitted == ["cpt: the fit has alpha 0.340, beta - gamma -0.100"]
+    laws, omitted = scaling.frontier_laws({**result, "unconstrained": ["..."]}, None)
+    assert laws == {} and omitted == ["cpt: the points leave the law undetermined"]
+    c = scaling.compute_range(points, 1e30)
+    assert c.min() <= 6 * points.n.min() * points.d.min() and c.max() >= 1e30
+
+
+def test_a_base_that_is_no_chinchilla_fit_is_refused_in_one_line(tmp_path, capsys):
+    csv = write_csv(tmp_path / "p.csv", "N,D,loss\n1e6,1e9,3.2\n2e6,1e9,3.1\n4e6,1e9,3.0\n")
+    (tmp_path / "base.json").write_text('{"form": "cpt", "params": {}}')
+    argv = ["fit", "--csv", csv, "--form", "cpt", "--base", str(tmp_path / "base.json"), "--out", str(tmp_path / "f")]
+    assert scaling.main(argv) == 1
+    assert "is no chinchilla fit.json" in capsys.readouterr().err

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from configurator import TrainConfig
+from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import HF_GPT2_NAMES, is_hf_source
-from model import GPT, GPTConfig, load_weights
+from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
 from runtime import atomic_file
 
 # Keys this project's configs had once (before inherit_parts), still in their checkpoints.
@@ -65,6 +66,29 @@ class Checkpoint:
             return None
         per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]
         return self.iter_num * per_step
+
+    def corpus_folder(self) -> Path | None:
+        """The corpus the model was trained on: its config's data_dir (a mixture's first corpus), or nanoGPT's
+        data/<dataset>."""
+        config = self.config or {}
+        data_dir = config.get("data_dir")
+        if data_dir:
+            return Path(next(iter(data_dir)) if isinstance(data_dir, dict) else data_dir)
+        return Path("data", config["dataset"]) if config.get("dataset") else None
+
+    def vocabulary(self) -> dict | None:
+        """The vocabulary the model was trained with: its record, or, for a checkpoint without one (nanoGPT's),
+        what the checkpoint carries: the meta of the corpus its config names, else GPT-2's BPE for a model of
+        GPT-2's 50,257 rows (50,304 padded, as nanoGPT trains it). None where nothing tells."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        folder = self.corpus_folder()
+        record = corpus_vocabulary(folder) if folder is not None and folder.is_dir() else None
+        if record is not None:
+            return record
+        if self.model_args.get("vocab_size") in (GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB):
+            return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
+        return None
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import Checkpoint, CheckpointError, load_model
+from checkpoint import CheckpointError, load_model
 from data.tokenizer import corpus_codec, hf_tokenizer_name
 from runtime import autocast_context, resolve_device_name, resolve_dtype
 
@@ -55,14 +55,6 @@ def read_prompt(start: str) -> str:
     return start
 
 
-def corpus_folder(ckpt: Checkpoint) -> Path | None:
-    """The corpus a checkpoint was trained on: data_dir, or nanoGPT's data/<dataset>."""
-    config = ckpt.config or {}
-    if config.get("data_dir"):
-        return Path(config["data_dir"])
-    return Path("data", config["dataset"]) if config.get("dataset") else None
-
-
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
@@ -72,7 +64,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     if args.compile:
         for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
             block.compile(dynamic=True)
-    codec = corpus_codec(corpus_folder(ckpt), model.config.vocab_size, fallback=hf_tokenizer_name(ckpt.tokenizer))
+    codec = corpus_codec(ckpt.corpus_folder(), model.config.vocab_size, fallback=hf_tokenizer_name(ckpt.tokenizer))
     ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")

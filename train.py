@@ -78,12 +78,12 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         start = Start(model, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
-        start = Start(model, ckpt, ckpt.inherit, ckpt.continued_from, ckpt.tokenizer)
+        start = Start(model, ckpt, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
         source = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
-        start = Start(model, None, ckpt.inherit, source, ckpt.tokenizer)
+        start = Start(model, None, ckpt.inherit, source, ckpt.vocabulary())
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:

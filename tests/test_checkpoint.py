@@ -1,6 +1,7 @@
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +75,13 @@ def test_llm_inheritunes_per_gpu_batch_gives_no_token_count():
 def test_a_checkpoint_of_this_projects_older_config_keys_still_counts_its_tokens():
     older = {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32, "inherit_ln_f": True}
     assert Checkpoint(model_args={}, config=older, iter_num=10).tokens_seen() == 10 * 4 * 2 * 32
+
+
+def test_the_corpus_of_a_checkpoint_is_its_data_dir_a_mixtures_first_or_nanogpts_dataset():
+    """sample.py decodes with it; a mixture's data_dir (a dict) used to crash Path()."""
+    mixture = {"data_dir": {"data/a": 0.5, "data/b": 0.5}}
+    assert Checkpoint(model_args={}, config=mixture).corpus_folder() == Path("data/a")
+    assert Checkpoint(model_args={}, config={"data_dir": "data/a"}).corpus_folder() == Path("data/a")
+    nanogpt = {"dataset": "shakespeare_char"}
+    assert Checkpoint(model_args={}, config=nanogpt).corpus_folder() == Path("data/shakespeare_char")
+    assert Checkpoint(model_args={}, config=None).corpus_folder() is None

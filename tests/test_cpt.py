@@ -3,6 +3,7 @@ of the trained model it continues from."""
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from checkpoint import Checkpoint, source_sha256
 from configurator import ConfigError, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import write_meta
+from model import GPT, GPTConfig
 from tests.conftest import char_data_root  # noqa: F401 (a fixture this module uses)
 
 
@@ -188,3 +190,45 @@ def test_one_tokenizer_in_two_folders_mixes(tiny_config, shakespeare_dir, python
     write_meta(other, meta)
     cfg = tiny_config(data_dir=f"{shakespeare_dir}:0.5,{other}:0.5")
     assert train.shared_vocabulary(cfg)["vocab_size"] == 50257
+
+
+def nanogpt_checkpoint(path: Path, vocab_size: int, config: dict) -> str:
+    """A checkpoint as nanoGPT's train.py writes it: no tokenizer record, its config's dataset."""
+    model_args = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, bias=True, vocab_size=vocab_size, dropout=0.0)
+    model = GPT(GPTConfig(**model_args))
+    torch.save({"model": model.state_dict(), "model_args": model_args, "iter_num": 10, "config": config}, path)
+    return str(path)
+
+
+def other_char_corpus(path: Path, vocab_size: int) -> str:
+    """A character corpus of as many characters as another, but other ones."""
+    path.mkdir()
+    chars = [chr(0x400 + i) for i in range(vocab_size)]
+    with open(path / "meta.pkl", "wb") as f:
+        pickle.dump(
+            {"vocab_size": vocab_size, "stoi": {c: i for i, c in enumerate(chars)}, "itos": dict(enumerate(chars))}, f
+        )
+    ids = np.arange(4096, dtype=np.uint16) % vocab_size
+    ids.tofile(path / "train.bin")
+    ids.tofile(path / "val.bin")
+    return str(path)
+
+
+def test_a_nanogpt_checkpoint_continues_only_on_its_own_vocabulary(tiny_config, tmp_path, char_data_root, monkeypatch):  # noqa: F811
+    """nanoGPT's checkpoints record no tokenizer; what they carry tells: GPT-2's vocabulary size, or the meta
+    of config['dataset']'s corpus. A GPT-2 model continued on characters used to train silently."""
+    monkeypatch.chdir(char_data_root)  # nanoGPT finds data/<dataset> from where it runs
+    chars = "data/shakespeare_char"
+    gpt2 = nanogpt_checkpoint(tmp_path / "gpt2.pt", 50304, {"dataset": "openwebtext"})
+    run = dict(max_iters=2, eval_interval=2, block_size=32)
+    with pytest.raises(
+        ConfigError, match="trained with the tokenizer gpt2, data/shakespeare_char was made with characters-"
+    ):
+        train.train(tiny_config(init_from=gpt2, data_dir=chars, **run))
+    vocab = len(pickle.loads((char_data_root / chars / "meta.pkl").read_bytes())["stoi"])
+    char_model = nanogpt_checkpoint(tmp_path / "chars.pt", vocab, {"dataset": "shakespeare_char"})
+    with pytest.raises(ConfigError, match="was made with characters-"):
+        train.train(tiny_config(init_from=char_model, data_dir=other_char_corpus(tmp_path / "other", vocab), **run))
+    cfg = tiny_config(init_from=char_model, data_dir=chars, out_dir=str(tmp_path / "ok"), **run)
+    train.train(cfg)
+    assert Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt").tokenizer["tokenizer"].startswith("characters-")

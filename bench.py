@@ -86,7 +86,10 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
         optimizer = plain_optimizer(model, cfg)
         step = lambda: plain_step(model, optimizer, batches, ctx, cfg.grad_clip)  # noqa: E731
     else:
-        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+        betas = (cfg.beta1, cfg.beta2)
+        optimizer = model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, betas, device.type, cfg.decay_1d_params
+        )
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         step_model = torch.compile(model) if variant == "compiled" else model
         step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip)  # noqa: E731

@@ -75,10 +75,14 @@ class TrainConfig:
     # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
     # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
     inherit_parts: str = "all"
+    # std of a student's token embedding where it is not inherited: 0.02 as a model from scratch (GPT-2's);
+    # 1.0 is nn.Embedding's default N(0, 1), which the authors' code leaves.
+    fresh_embedding_std: float = 0.02
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
     weight_decay: float = 0.1
+    decay_1d_params: bool = False  # weight decay on biases and norm gains too (the authors' AdamW call)
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping

@@ -25,7 +25,7 @@ import torch
 
 from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
 from hf import ConversionError
-from model import GPT, GPTConfig
+from model import GPT, INIT_STD, GPTConfig
 
 # The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
 BLOCK_PARTS = {
@@ -106,8 +106,11 @@ def make_spec(ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str 
     return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
 
 
-def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0) -> GPT:
-    """A fresh model initialised as from scratch (same seed), with the inherited tensors copied in."""
+def build_student(
+    ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0, embedding_std: float = INIT_STD
+) -> GPT:
+    """A fresh model initialised as from scratch (same seed), with the inherited tensors copied in; a token
+    embedding that is not inherited drawn from N(0, embedding_std^2)."""
     torch.manual_seed(seed)
     # Each inherited block keeps its attention scale, which in GPT-2 with inverse-layer scaling depends on
     # the block's depth in the reference, not in the student.
@@ -115,6 +118,9 @@ def build_student(ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float 
         [ref.config.layer_scale_index(j) for j in spec.layers] if ref.config.scale_attn_by_inverse_layer_idx else None
     )
     student = GPT(replace(ref.config, n_layer=len(spec.layers), dropout=dropout, scale_layer_idx=scales))
+    if "wte" not in spec.parts and embedding_std != INIT_STD:
+        # Redrawn only for another std: a default student's fresh tensors equal a scratch model's of its seed.
+        torch.nn.init.normal_(student.transformer.wte.weight, mean=0.0, std=embedding_std)
     state = student.state_dict()
     ref_state = ref.state_dict()
     prefixes = {
@@ -156,7 +162,12 @@ def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec) -
 
 
 def inherit(
-    source: str, request: dict, seed: int = 1337, dropout: float = 0.0, width: tuple[int, int] | None = None
+    source: str,
+    request: dict,
+    seed: int = 1337,
+    dropout: float = 0.0,
+    width: tuple[int, int] | None = None,
+    embedding_std: float = INIT_STD,
 ) -> tuple[GPT, dict]:
     """Load the reference, check the request (and, if given, that the reference has this (n_embd, n_head)),
     build the student; returns it with its provenance."""
@@ -164,7 +175,7 @@ def inherit(
     if width is not None:
         check_width(ref, *width)
     spec = make_spec(ref.config, **request)
-    return build_student(ref, spec, seed, dropout), provenance(source, ref, ref_ckpt, spec)
+    return build_student(ref, spec, seed, dropout, embedding_std), provenance(source, ref, ref_ckpt, spec)
 
 
 # ----------------------------------------------------------------------------- command
@@ -182,11 +193,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--inherit_layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
     p.add_argument("--inherit_parts", default="all", help=parts_help)
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
+    std_help = "std of the token embedding where it is not inherited (1.0: the authors' code's N(0, 1))"
+    p.add_argument("--fresh_embedding_std", type=float, default=INIT_STD, help=std_help)
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     try:
-        student, origin = inherit(args.inherit_from, request, args.seed)
+        student, origin = inherit(args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std)
     except (InheritError, CheckpointError, ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ NANOGPT_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dr
 # nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint
 # that records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
 NANOGPT_PADDED_GPT2_VOCAB, GPT2_VOCAB = 50304, 50257
+INIT_STD = 0.02  # GPT-2's initialisation of every weight matrix and embedding
 VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # one row per token, padded in the model
 
 
@@ -307,16 +308,16 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer), one per sublayer.
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
 
     @classmethod
     def from_pretrained(cls, model_type: str, override_args: dict | None = None) -> GPT:
@@ -421,13 +422,19 @@ class GPT(nn.Module):
         return torch.stack(maps)
 
     def configure_optimizers(
-        self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str
+        self,
+        weight_decay: float,
+        learning_rate: float,
+        betas: tuple[float, float],
+        device_type: str,
+        decay_1d: bool = False,
     ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices and embeddings only (not on biases and layernorm gains)."""
+        """AdamW with weight decay on matrices and embeddings only, or with decay_1d on biases and norm gains
+        too (as LLM-Inheritune's single-group AdamW call does)."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": weight_decay if decay_1d else 0.0},
         ]
         fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)

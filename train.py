@@ -74,7 +74,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
-        model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width=(cfg.n_embd, cfg.n_head))
+        width = (cfg.n_embd, cfg.n_head)
+        model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width, cfg.fresh_embedding_std)
         start = Start(model, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
@@ -353,7 +354,10 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     """The model on its device with its optimizer: fresh, or, resuming, as the checkpoint left them."""
     model = start.model.to(rt.device)
     model.gradient_checkpointing = cfg.gradient_checkpointing
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device.type)
+    betas = (cfg.beta1, cfg.beta2)
+    optimizer = model.configure_optimizers(
+        cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
+    )
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     ckpt = start.resume
     if ckpt is None:

@@ -18,9 +18,12 @@ inherit_from = "openlm-research/open_llama_3b"  # or a local folder of it
 n_layer = 13
 n_head = 32  # the reference's width: checked against it
 n_embd = 3200
-# Everything by default; the authors' code copies the blocks and the head, and leaves wte and the final norm
-# fresh: "head,attn,mlp,ln".
+# Everything by default. The authors' run exactly takes four more settings; uncomment them to reproduce it:
 inherit_parts = "all"
+# inherit_parts = "head,attn,mlp,ln"  # their code copies the blocks and the head; wte and the final norm stay fresh
+# fresh_embedding_std = 1.0  # and that fresh wte is nn.Embedding's N(0, 1), not GPT-2's N(0, 0.02)
+# decay_1d_params = True  # their AdamW call decays every parameter, norm gains included
+# seed = 5000  # theirs is 5000 + rank; here batches are drawn by index in the global batch, so one seed serves all
 data_dir = {
     "data/redpajama/arxiv": 2.5,
     "data/redpajama/book": 4.5,

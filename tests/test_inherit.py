@@ -228,3 +228,28 @@ def test_a_prefix_student_keeps_the_default_layout_and_a_reordered_one_exports_e
         torch.testing.assert_close(exported(idx).logits, reordered(idx, idx)[0], atol=1e-4, rtol=1e-5)
     plain = reference(4)  # without inverse-layer scaling the block's depth does not matter
     assert build_student(plain, make_spec(plain.config, None, layers="0,3")).config.scale_layer_idx is None
+
+
+def test_a_fresh_token_embedding_can_take_the_authors_n01_init():
+    """The authors' code leaves wte as nn.Embedding made it, N(0, 1), when it is not inherited."""
+    ref = reference()
+    spec = make_spec(ref.config, 3, parts="wpe,attn,mlp,ln")
+    default = build_student(ref, spec, seed=7).state_dict()
+    authors = build_student(ref, spec, seed=7, embedding_std=1.0).state_dict()
+    assert default["transformer.wte.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert authors["transformer.wte.weight"].std().item() == pytest.approx(1.0, rel=0.05)
+    for key in default:  # nothing else changes, inherited or fresh
+        if key not in ("transformer.wte.weight", "lm_head.weight"):
+            assert torch.equal(default[key], authors[key]), key
+    inherited = build_student(ref, make_spec(ref.config, 3), seed=7, embedding_std=1.0).state_dict()
+    assert torch.equal(inherited["transformer.wte.weight"], ref.state_dict()["transformer.wte.weight"])
+
+
+def test_train_py_takes_the_authors_embedding_init_and_weight_decay(trained_reference, tiny_config, tmp_path):
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    authors = dict(inherit_parts="wpe,attn,mlp,ln", fresh_embedding_std=1.0, decay_1d_params=True)
+    cfg = tiny_config(init_from="inherit", inherit_from=ref, max_iters=2, eval_interval=2, **authors)
+    train.train(cfg)
+    ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
+    assert ckpt.model["transformer.wte.weight"].std().item() == pytest.approx(1.0, rel=0.1)
+    assert [group["weight_decay"] for group in ckpt.optimizer["param_groups"]] == [cfg.weight_decay] * 2

@@ -254,3 +254,13 @@ def test_a_state_dict_of_another_vocabulary_is_refused_not_padded():
     small = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)).state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
         GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=1000)).load_state_dict(small)
+
+
+def test_weight_decay_spares_biases_and_norm_gains_unless_decay_1d():
+    """The authors' AdamW call decays every parameter; nanoGPT's (the default) only matrices and embeddings."""
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64, bias=True))
+    for decay_1d, decays in ((False, {2: 0.1, 1: 0.0}), (True, {2: 0.1, 1: 0.1})):
+        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", decay_1d=decay_1d)
+        by_dim = {p.dim(): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
+        assert by_dim == decays
+        assert sum(len(group["params"]) for group in opt.param_groups) == len(list(model.parameters()))

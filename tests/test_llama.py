@@ -99,9 +99,21 @@ LLAMA3_ROPE = {
 }
 
 
+# Llama 3's own base (5e5) with its scaling, and Qwen2's (1e6): a reader that took every base as 10,000 gave
+# these models' logits silently wrong, and the cases at 10,000 could not tell.
+LLAMA3_OWN_ROPE = {**LLAMA3_ROPE, "rope_theta": 500000.0}
+QWEN2_ROPE = {"rope_type": "default", "rope_theta": 1000000.0}
+
+
 @pytest.mark.parametrize(
     "kind,config",
-    [("llama", {}), ("llama3 rope scaling", {"rope_parameters": LLAMA3_ROPE}), ("qwen2", {})],
+    [
+        ("llama", {}),
+        ("llama3 rope scaling", {"rope_parameters": LLAMA3_ROPE}),
+        ("llama3 rope scaling", {"rope_parameters": LLAMA3_OWN_ROPE}),
+        ("qwen2", {}),
+        ("qwen2", {"rope_parameters": QWEN2_ROPE}),
+    ],
 )
 def test_logits_and_loss_equal_transformers(tmp_path, bpe_folder, kind, config):
     folder = llama_folder(tmp_path, bpe_folder, qwen=kind == "qwen2", **config)
@@ -116,6 +128,7 @@ def test_logits_and_loss_equal_transformers(tmp_path, bpe_folder, kind, config):
     assert expected.logits.std() > 3.0  # logits of several units, not near zero
     torch.testing.assert_close(logits, expected.logits[:, :-1], atol=1e-4, rtol=1e-4)
     assert loss.item() == pytest.approx(expected.loss.item(), abs=1e-5)
+    assert ours.config.rope_theta == config.get("rope_parameters", {}).get("rope_theta", 10000.0)
 
 
 def test_settings_this_model_cannot_reproduce_are_refused_in_one_line(tmp_path, bpe_folder):
@@ -204,7 +217,7 @@ def test_a_student_equals_the_truncated_hugging_face_model(tmp_path, bpe_folder)
 
 
 def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):
-    folder = llama_folder(tmp_path, bpe_folder)
+    folder = llama_folder(tmp_path, bpe_folder, rope_parameters=LLAMA3_OWN_ROPE)  # its base and scaling go out too
     ours = GPT.from_pretrained(str(folder)).eval()
     assert evaluation.main(["export", "--model", str(folder), "--out", str(tmp_path / "export")]) == 0
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "export", local_files_only=True).eval()

@@ -6,7 +6,8 @@
 A run folder (train.py's out_dir) holds:
   config.json    {"config": the resolved training config, "model": {"model_args", "params",
                   "scaling_params"}, "inherit": how a student was built, "continued_from": the trained
-                  model the run continued from, with the tokens it had seen (both null where none)}
+                  model the run continued from, with the tokens it had seen (both null where none),
+                  "corpus": {resolved training folder: weight}}
   metrics.jsonl  one JSON object per line: {"kind": "train" | "eval", "iter", "tokens", "train_loss",
                  "lr", ...}; eval lines add "val_loss" (of the mixture) and "val_losses" (of each corpus),
                  train lines "ms_per_iter", "tokens_per_s", "mfu"
@@ -39,9 +40,17 @@ class RunError(ValueError):
 
 
 def write_config(out_dir: Path, config: dict, model: dict, inherit: dict | None, continued_from: dict | None) -> None:
-    write_json(
-        out_dir / CONFIG_FILE, {"config": config, "model": model, "inherit": inherit, "continued_from": continued_from}
-    )
+    """config.json; the training corpora are also recorded resolved from where training runs, so that runs
+    compare by corpus from any other folder."""
+    record = {"config": config, "model": model, "inherit": inherit, "continued_from": continued_from}
+    write_json(out_dir / CONFIG_FILE, record | {"corpus": resolved_mixture(config["data_dir"])})
+
+
+def resolved_mixture(data_dir: str | dict[str, float]) -> dict[str, float]:
+    """{resolved folder: weight}, the weights summing to 1, of a data_dir (one folder or a mixture)."""
+    mixture = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
+    total = sum(mixture.values())
+    return {os.path.realpath(path): weight / total for path, weight in mixture.items()}
 
 
 class MetricsLog:
@@ -86,6 +95,7 @@ class Run:
     inherit: dict | None
     continued_from: dict | None
     records: list[dict]  # metrics.jsonl, in order
+    corpus: dict[str, float] | None = None  # the training corpora resolved when it trained (None: older runs)
 
     @property
     def evals(self) -> list[dict]:
@@ -123,11 +133,10 @@ class Run:
 
     @property
     def training_corpus(self) -> str:
-        """The training mixture as one comparable string: resolved folders and their weights."""
-        data_dir = self.config["data_dir"]
-        mixture = data_dir if isinstance(data_dir, dict) else {data_dir: 1.0}
-        total = sum(mixture.values())
-        return ",".join(sorted(f"{os.path.realpath(path)}:{weight / total:.4g}" for path, weight in mixture.items()))
+        """The training mixture as one comparable string: resolved folders and their weights (resolved from
+        here for runs that did not record them)."""
+        mixture = self.corpus or resolved_mixture(self.config["data_dir"])
+        return ",".join(sorted(f"{path}:{weight:.4g}" for path, weight in mixture.items()))
 
     def curve(self, corpus: str = "") -> tuple[list[int], list[float]]:
         """Steps and val losses of every eval, step 0 included: the loss a continued run starts from is the
@@ -152,7 +161,8 @@ def read_run(out_dir: str | Path) -> Run:
             record["continued_from"] = record.pop("init")
             record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
         records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-        return Run(out_dir, record["config"], record["model"], record["inherit"], record["continued_from"], records)
+        parts = (record["config"], record["model"], record["inherit"], record["continued_from"])
+        return Run(out_dir, *parts, records, record.get("corpus"))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise RunError(
             f"{out_dir} holds no readable run ({type(e).__name__}: {e}): is it a training run's out_dir?"
@@ -240,9 +250,14 @@ def plot_curves(
 
 
 def compare_main(args: argparse.Namespace) -> int:
-    named = dict(r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs)
+    pairs = [r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs]
+    named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     try:
+        if len(named) < len(pairs):
+            names = [name for name, _ in pairs]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise RunError(f"two runs are named {', '.join(twice)}: name each, as NAME=OUT_DIR")
         runs = {name: read_run(out_dir) for name, out_dir in named.items()}
         rows = [summary(name, run, corpora) for name, run in runs.items()]
     except RunError as e:

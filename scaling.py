@@ -23,6 +23,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,10 @@ def mixing_warnings(runs: list[Run], form: str) -> list[str]:
         warnings.append(f"the runs trained on {len(corpora)} different corpora or mixtures; one law is of one corpus")
     if form == "cpt":
         sources = [(run, source_tokens(run)) for run in runs if run.kind == "continued"]
-        unknown = [str(run.out_dir) for run, d_p in sources if not d_p]
+        unknown = [str(run.out_dir) for run, d_p in sources if d_p is None]
         if unknown:
             warnings.append(f"unknown D_p (the source model's pretraining tokens) of {', '.join(unknown)}")
-        ratios = [d_p / run.model["scaling_params"] for run, d_p in sources if d_p]
+        ratios = [d_p / run.model["scaling_params"] for run, d_p in sources if d_p is not None]
         if ratios and max(ratios) > 2 * min(ratios):
             warnings.append(
                 f"the source models were pretrained unlike: D_p / N from {min(ratios):.3g} to {max(ratios):.3g}"
@@ -138,7 +139,12 @@ def points_from_csv(path: str) -> Points:
                     f"{path}: no column {', '.join(sorted(missing))} (need N,D,loss; found "
                     f"{','.join(reader.fieldnames or []) or 'nothing'})"
                 )
-            rows = [(float(r["N"]), float(r["D"]), float(r["loss"]), r.get("run") or i) for i, r in enumerate(reader)]
+            records = list(reader)
+            unnamed = [i + 2 for i, r in enumerate(records) if not r.get("run")]
+            if "run" in reader.fieldnames and unnamed:  # a row's index would pass for a run named by a number
+                lines = ", ".join(map(str, unnamed[:5]))
+                raise ScalingError(f"{path}: no run on line {lines}: name every row's run or leave the column out")
+            rows = [(float(r["N"]), float(r["D"]), float(r["loss"]), r.get("run") or i) for i, r in enumerate(records)]
     except (ValueError, TypeError) as e:  # TypeError: a short row, whose missing cells read as None
         if isinstance(e, ScalingError):
             raise
@@ -277,15 +283,29 @@ def predict(params: dict[str, float], n, d):
     return params["E"] + n_term + d_term
 
 
-def unconstrained(params: dict[str, float], points: Points) -> list[str]:
-    """What the points cannot determine: an exponent from fewer than 3 distinct sizes (or token counts),
-    whose fit then follows the noise (two sizes gave N_opt from 1.2e8 to 1.4e10 across noise seeds); and a
-    term below 0.1% of the loss at every point, whose constants are arbitrary (sizes too close, or too noisy,
-    to tell apart)."""
+def undetermined_design(points: Points) -> list[str]:
+    """What the layout of the points leaves undetermined, whatever their losses: an exponent from fewer than
+    3 distinct sizes (or token counts), whose fit then follows the noise (two sizes gave N_opt from 1.2e8 to
+    1.4e10 across noise seeds); and N and D that move together (one D per N on a line in log space, e.g.
+    D = 20 N), where the size term and the tokens term trade off freely (such points gave N_opt 3.4x off
+    with no warning)."""
     found = []
     for name, values in (("model sizes N", points.n), ("token counts D", points.d)):
         if len(np.unique(values)) < 3:
             found.append(f"{len(np.unique(values))} distinct {name}: an exponent needs at least 3 to be determined")
+    if not found and abs(np.corrcoef(np.log(points.n), np.log(points.d))[0, 1]) > 0.999:
+        found.append(
+            "N and D move together (log D is a linear function of log N): the points cannot tell the size term "
+            "from the tokens term"
+        )
+    return found
+
+
+def unconstrained(params: dict[str, float], points: Points) -> list[str]:
+    """What the points cannot determine: what their layout leaves open (`undetermined_design`), an exponent
+    near 0 or at its bound, and a term below 0.1% of the loss at every point, whose constants are arbitrary
+    (sizes too close, or too noisy, to tell apart)."""
+    found = undetermined_design(points)
     for name, exponent in (("alpha (model size)", params["alpha"]), ("beta (tokens)", params["beta"])):
         if abs(exponent) < 0.01:
             found.append(f"the exponent {name} is {exponent:.4f}: its term is a constant, the points show no trend")
@@ -298,6 +318,11 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
         if np.max(term / points.loss) < 1e-3:
             found.append(f"the points do not constrain the term {name}: it is below 0.1% of the loss everywhere")
     return found
+
+
+def base_unconstrained(base: dict) -> list[str]:
+    """What a base fit.json says its points leave undetermined (fits before 2026-12-03 said it in warnings)."""
+    return base.get("unconstrained", base.get("warnings", []))
 
 
 def base_points(base: dict) -> Points | None:
@@ -317,9 +342,10 @@ def resample(points: Points, rng: np.random.Generator) -> Points:
 def refit(sample: Points, form: str, fixed: dict, best: dict) -> dict | None:
     """The fit of a resample, started from the full fit's optimum and from the best grid points of its own
     sample (the optimum alone would keep every refit in its basin, and the intervals too narrow); None where
-    the sample has one model size (it says nothing of the N terms) or L-BFGS converges from no start."""
+    the sample's layout cannot determine the law (as the full fit would say: with two sizes a refit's A
+    reached 1.5e19) or L-BFGS converges from no start."""
     names = FREE[form]
-    if len(np.unique(sample.n)) < 2 or len(sample) < len(names):
+    if undetermined_design(sample) or len(sample) < len(names):
         return None
     starts = [np.array([best[name] for name in names]), *best_of_grid(sample, form, fixed, BOOTSTRAP_STARTS)]
     try:
@@ -393,9 +419,10 @@ def frontier_laws(result: dict, base: dict | None) -> tuple[dict[str, dict], lis
     """The laws whose compute-optimal frontier can be drawn (the fit's, and a cpt fit's base law), and for
     each other one why not: the plot says what it leaves out."""
     candidates = {result["form"]: result["params"]} | ({"scratch (--base)": base["params"]} if base else {})
+    undetermined = {result["form"]: result["unconstrained"], "scratch (--base)": base and base_unconstrained(base)}
     laws, omitted = {}, []
     for name, params in candidates.items():
-        if name == result["form"] and result["unconstrained"]:
+        if undetermined[name]:
             omitted.append(f"{name}: the points leave the law undetermined")
             continue
         try:
@@ -484,8 +511,12 @@ def read_base(path: str) -> dict | None:
         base = json.loads(Path(path).read_text())
         if base.get("form") != "chinchilla" or not {"E", "A", "alpha"} <= base["params"].keys():
             raise ScalingError(f"--base {path} is no chinchilla fit.json (it needs form chinchilla and E, A, alpha)")
+        values = [base["params"][key] for key in ("E", "A", "alpha")]
+        if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values) or min(values[:2]) <= 0:
+            raise ScalingError(f"--base {path}: E, A and alpha must be finite numbers, E and A positive")
+        base_points(base)  # the points of the joint bootstrap, checked now
     except (OSError, json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
-        raise ScalingError(f"--base {path}: {e}") from e
+        raise ScalingError(f"--base {path}: {type(e).__name__}: {e} (is it a fit.json of scaling.py fit?)") from e
     return base
 
 
@@ -494,19 +525,34 @@ def fit_result(points: Points, form: str, base: dict | None, args: argparse.Name
     best, loss = fit(points, form, base)
     params = public(best, form)
     residuals = np.log(points.loss) - np.log(predict(params, points.n, points.d))
-    intervals, resamples = bootstrap(points, form, base, best, args.bootstrap, args.seed)
+    n_runs, notes = len(np.unique(points.run)), []
+    if args.bootstrap and n_runs < 3:
+        notes.append(f"the points come from {n_runs} run(s): too few to resample, so no intervals")
+        intervals, resamples = {}, 0
+    else:
+        intervals, resamples = bootstrap(points, form, base, best, args.bootstrap, args.seed)
+    if form == "cpt" and base_points(base) is None and intervals:
+        intervals = {key: value for key, value in intervals.items() if key not in ("E", "A", "alpha")}
+        notes.append(
+            "the base fit.json records no points: the uncertainty of E, A and alpha is not carried over (no "
+            "intervals for them, and those of B, beta and gamma are too narrow)"
+        )
+    undetermined = unconstrained(params, points)
+    if form == "cpt":
+        undetermined += [f"the base law: {warning}" for warning in base_unconstrained(base)]
     return {
         "form": form,
         "formula": FORMULAS[form],
         "params": params,
         "n_points": len(points),
-        "n_runs": int(len(np.unique(points.run))),
+        "n_runs": int(n_runs),
         "huber_loss": loss,
         "residuals": {"rms": float(np.sqrt(np.mean(residuals**2))), "max": float(np.abs(residuals).max())},
         "bootstrap": intervals,
         "bootstrap_resamples": {"fitted": resamples, "drawn": args.bootstrap},
         "base": args.base or None,
-        "unconstrained": unconstrained(params, points),
+        "unconstrained": undetermined,
+        "warnings": notes,
         "points": [
             {"N": float(n), "D": float(d), "loss": float(v), "run": str(run), "residual": float(r)}
             for n, d, v, run, r in zip(points.n, points.d, points.loss, points.run, residuals, strict=True)
@@ -518,6 +564,9 @@ def fit_main(args: argparse.Namespace) -> int:
     try:
         if bool(args.runs) == bool(args.csv):
             raise ScalingError("give run folders or --csv FILE" + (", not both" if args.runs else ""))
+        twice = [d for i, d in enumerate(args.runs) if os.path.realpath(d) in map(os.path.realpath, args.runs[:i])]
+        if twice:
+            raise ScalingError(f"run folder {twice[0]} is given twice: each run is one unit of the fit and bootstrap")
         runs = [read_run(out_dir) for out_dir in args.runs]
         points = points_from_csv(args.csv) if args.csv else points_from_runs(runs, args.every_eval, args.corpus)
         base = read_base(args.base)
@@ -525,7 +574,7 @@ def fit_main(args: argparse.Namespace) -> int:
         sources = {str(run.out_dir): source_tokens(run) for run in runs}
         for point in result["points"]:
             point["D_p"] = sources.get(point["run"])
-        result["warnings"] = mixing_warnings(runs, args.form) + result["unconstrained"]
+        result["warnings"] = mixing_warnings(runs, args.form) + result["warnings"] + result["unconstrained"]
         if args.compute and not result["unconstrained"]:
             result |= optimum_or_warning(result["params"], args.compute, result["warnings"])
     except (ScalingError, RunError, OSError, json.JSONDecodeError) as e:
@@ -550,6 +599,20 @@ def fit_main(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- sweep
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text}")
+    return value
+
+
+def flops(text: str) -> float:
+    value = float(text)
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of FLOPs like 1e21, got {text}")
+    return value
 
 
 def int_list(text: str) -> list[int]:
@@ -591,8 +654,8 @@ def fit_arguments(f: argparse.ArgumentParser) -> None:
     every = "a point at every eval of each run, not only its final one (mid-schedule losses are not those of runs "
     f.add_argument("--every_eval", action="store_true", help=every + "that end there)")
     f.add_argument("--corpus", default="", help="the val loss of this corpus (default: the mixture's weighted mean)")
-    f.add_argument("--bootstrap", type=int, default=100, help="refits on runs drawn with replacement (0: none)")
-    f.add_argument("--compute", type=float, default=0.0, help="also print the compute-optimal N and D for C FLOPs")
+    f.add_argument("--bootstrap", type=count, default=100, help="refits on runs drawn with replacement (0: none)")
+    f.add_argument("--compute", type=flops, default=0.0, help="also print the compute-optimal N and D for C FLOPs")
     f.add_argument("--seed", type=int, default=0, help="of the bootstrap")
     f.add_argument("--out", required=True, help="folder for fit.json and fit.png")
 

@@ -137,9 +137,14 @@ def shared_vocabulary(cfg: TrainConfig) -> dict:
 def check_vocabulary(start: Start, vocab: dict, cfg: TrainConfig) -> None:
     """The model reads the corpora's token ids as they were meant: same tokenizer, no id beyond its vocabulary."""
     if not same_vocabulary(start.tokenizer, vocab):
+        name = start.tokenizer["tokenizer"]
+        fix = (
+            "encode it with the characters of the model's own corpus (its meta.pkl)"
+            if name.startswith("characters-")
+            else f"prepare it with prepare.py --tokenizer {name}"
+        )
         raise ConfigError(
-            f"the model was trained with the tokenizer {start.tokenizer['tokenizer']}, {cfg.data_dir} was made with "
-            f"{vocab['tokenizer']}: prepare it with prepare.py --tokenizer {start.tokenizer['tokenizer']}"
+            f"the model was trained with the tokenizer {name}, {cfg.data_dir} was made with {vocab['tokenizer']}: {fix}"
         )
     if vocab["vocab_size"] > start.model.config.vocab_size:
         raise ConfigError(
@@ -362,8 +367,11 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     ckpt = start.resume
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
-    # A checkpoint from before the count was kept: its steps times this run's tokens per step, as then.
-    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.iter_num * cfg.tokens_per_iter
+    # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
+    # of the run that wrote it), or, where that config is not train.py's, of this run's.
+    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
+    if tokens is None:
+        tokens = ckpt.iter_num * cfg.tokens_per_iter
     optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)

@@ -78,3 +78,11 @@ def test_a_folder_that_is_no_run_is_one_clear_error(trained_reference, tmp_path,
     (broken / "config.json").write_text(config)
     assert runs.main(["compare", f"x={broken}"]) == 1
     assert "holds no readable run" in capsys.readouterr().err
+
+
+def test_compare_refuses_two_runs_of_one_name(tmp_path, capsys):
+    """Two folders both named `a` used to keep only the second, silently."""
+    for parent in ("x", "y"):
+        (tmp_path / parent / "a").mkdir(parents=True)
+    assert runs.main(["compare", str(tmp_path / "x" / "a"), str(tmp_path / "y" / "a")]) == 1
+    assert "two runs are named a: name each, as NAME=OUT_DIR" in capsys.readouterr().err

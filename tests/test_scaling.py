@@ -384,3 +384,115 @@ def test_outliers_do_not_move_the_fit_and_its_objective_is_hoffmanns():
     found = scaling.public(best, "chinchilla")
     law = found["E"] + found["A"] / points.n ** found["alpha"] + found["B"] / points.d ** found["beta"]
     assert reported == pytest.approx(huber_by_hand(np.log(law) - np.log(points.loss)), rel=1e-9)
+
+
+def fit_csv(tmp_path: Path, rows, *extra: str, name: str = "fit") -> tuple[int, dict]:
+    """scaling.py fit of (N, D, loss[, run]) rows; its exit code and fit.json (empty when none was written)."""
+    header = "N,D,loss,run" if len(rows[0]) == 4 else "N,D,loss"
+    csv = write_csv(tmp_path / f"{name}.csv", header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    code = scaling.main(["fit", "--csv", csv, "--out", str(tmp_path / name), *extra])
+    path = tmp_path / name / "fit.json"
+    return code, json.loads(path.read_text()) if path.exists() else {}
+
+
+def law_rows(params: dict, sizes, tokens, run: bool = True) -> list[tuple]:
+    return [(n, d, float(scaling.predict(params, n, d))) + ((f"N{n:g}",) if run else ()) for n in sizes for d in tokens]
+
+
+def test_points_whose_d_moves_with_n_give_no_compute_optimum(tmp_path):
+    """D = 20 N at 6 sizes: 6 distinct N and D, but one line in log space; the fit answered N_opt 3.4x off."""
+    rows = [(n, 20 * n, float(scaling.predict(CHINCHILLA, n, 20 * n)), n) for n in np.geomspace(1e7, 1e10, 6)]
+    code, result = fit_csv(tmp_path, rows, "--bootstrap", "0", "--compute", "1e20")
+    assert code == 0 and "compute_optimal" not in result
+    assert any(w.startswith("N and D move together") for w in result["warnings"])
+
+
+def test_a_cpt_fit_on_an_undetermined_base_law_says_so(tmp_path):
+    """A base of two sizes cannot fix alpha: the cpt law built on it gave N_opt 8x off without a warning."""
+    assert (
+        fit_csv(tmp_path, law_rows(CHINCHILLA, (1e8, 1e9), (2e9, 1e10, 1e11)), "--bootstrap", "0", name="base")[0] == 0
+    )
+    cpt = law_rows(CPT, (1e7, 1e8, 1e9), (1e6, 1e8, 1e10))
+    base = ["--form", "cpt", "--base", str(tmp_path / "base" / "fit.json"), "--compute", "1e20"]
+    code, result = fit_csv(tmp_path, cpt, *base, "--bootstrap", "0", name="cpt")
+    assert code == 0 and "compute_optimal" not in result
+    assert "the base law: 2 distinct model sizes N: an exponent needs at least 3 to be determined" in result["warnings"]
+    laws, omitted = scaling.frontier_laws(result, json.loads((tmp_path / "base" / "fit.json").read_text()))
+    assert "scratch (--base): the points leave the law undetermined" in omitted
+
+
+def test_intervals_are_not_shown_where_the_bootstrap_cannot_make_them(tmp_path):
+    one_run = [(n, d, v, "all") for n, d, v, _ in law_rows(CHINCHILLA, (1e8, 3e8, 1e9), (2e9, 1e10, 1e11))]
+    code, result = fit_csv(tmp_path, one_run, "--bootstrap", "5", name="one")
+    assert code == 0 and result["bootstrap"] == {}
+    assert "the points come from 1 run(s): too few to resample, so no intervals" in result["warnings"]
+    base = {"form": "chinchilla", "params": CHINCHILLA}  # written by hand: no points to resample
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    cpt = law_rows(CPT, (1e7, 1e8, 1e9, 1e10), (1e6, 1e8, 1e10))
+    code, result = fit_csv(tmp_path, cpt, "--form", "cpt", "--base", str(tmp_path / "base.json"), "--bootstrap", "5")
+    assert code == 0 and not {"E", "A", "alpha"} & result["bootstrap"].keys() and "beta" in result["bootstrap"]
+    assert any(w.startswith("the base fit.json records no points") for w in result["warnings"])
+
+
+def test_bootstrap_refits_need_what_the_fit_needs(tmp_path):
+    """Exact points on a 3 x 3 grid: resamples with fewer than 3 sizes or token counts used to give A up to 1.5e19."""
+    rows = [
+        (n, d, v, i) for i, (n, d, v) in enumerate(law_rows(CHINCHILLA, (1e8, 1e9, 1e10), (2e9, 2e10, 2e11), False))
+    ]
+    code, result = fit_csv(tmp_path, rows, "--bootstrap", "20")
+    assert code == 0 and result["bootstrap"]["A"][1] < 2 * CHINCHILLA["A"]
+    assert 0 < result["bootstrap_resamples"]["fitted"] < 20
+
+
+@pytest.mark.parametrize(
+    "base,message",
+    [
+        ({"form": "chinchilla", "params": CHINCHILLA, "points": [{"D": 1e9, "loss": 3.0}]}, "KeyError: 'N'"),
+        ({"form": "chinchilla", "params": CHINCHILLA, "points": {"N": 1}}, "TypeError"),
+        ({"form": "chinchilla", "params": {**CHINCHILLA, "alpha": "0.3"}}, "must be finite numbers"),
+        ({"form": "chinchilla", "params": {**CHINCHILLA, "E": 0}}, "E and A positive"),
+    ],
+)
+def test_a_malformed_base_is_refused_in_one_line(tmp_path, capsys, base, message):
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    cpt = law_rows(CPT, (1e7, 1e8, 1e9), (1e6, 1e8, 1e10))
+    code, result = fit_csv(tmp_path, cpt, "--form", "cpt", "--base", str(tmp_path / "base.json"), "--bootstrap", "0")
+    err = capsys.readouterr().err
+    assert code == 1 and result == {} and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--compute=-1e20", "--compute=nan", "--compute=inf", "--bootstrap=-3"])
+def test_a_budget_or_resample_count_out_of_range_is_refused(tmp_path, flag):
+    with pytest.raises(SystemExit) as exit_:
+        fit_csv(tmp_path, law_rows(CHINCHILLA, (1e8, 3e8, 1e9), (2e9, 1e10, 1e11)), flag)
+    assert exit_.value.code == 2 and not (tmp_path / "fit" / "fit.json").exists()
+
+
+def test_a_run_column_filled_in_part_is_refused(tmp_path, capsys):
+    """An empty cell read as the row's index, which merged with a run named by that number."""
+    rows = [(1e8, 1e9, 3.0, "1"), (2e8, 1e9, 2.9, ""), (4e8, 1e9, 2.8, "3")]
+    assert fit_csv(tmp_path, rows, "--bootstrap", "0")[0] == 1
+    assert "no run on line 3: name every row's run or leave the column out" in capsys.readouterr().err
+
+
+def test_one_run_folder_given_twice_is_refused(tmp_path, capsys):
+    folders = law_runs(tmp_path / "runs", CHINCHILLA)
+    argv = ["fit", *folders, folders[0] + "/", "--every_eval", "--bootstrap", "0", "--out", str(tmp_path / "fit")]
+    assert scaling.main(argv) == 1 and "is given twice" in capsys.readouterr().err
+
+
+def test_runs_compare_by_the_corpus_they_trained_on_from_any_folder(tmp_path, monkeypatch):
+    """The corpus is resolved when the run trains: read from elsewhere, data/python still names one folder."""
+    (tmp_path / "train_here" / "data" / "python").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "train_here")
+    relative = law_runs(tmp_path / "a", CHINCHILLA, data_dir="data/python")
+    absolute = law_runs(tmp_path / "b", CHINCHILLA, data_dir=str(tmp_path / "train_here" / "data" / "python"))
+    monkeypatch.chdir(tmp_path)
+    runs_read = [read_run(f) for f in relative[:2] + absolute[2:]]
+    assert scaling.mixing_warnings(runs_read, "chinchilla") == []
+
+
+def test_a_source_of_zero_tokens_is_known(tmp_path):
+    source = {"source": "fresh.pt", "source_sha256": "0", "tokens_seen": 0}
+    runs_read = [read_run(f) for f in law_runs(tmp_path, CPT, continued_from=source)]
+    assert not any("unknown D_p" in w for w in scaling.mixing_warnings(runs_read, "cpt"))

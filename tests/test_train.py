@@ -137,8 +137,9 @@ def test_a_checkpoint_from_before_the_token_count_resumes(tiny_config):
     del state["tokens"]
     state["config"]["inherit_ln_f"] = True  # a key this project's configs had then
     torch.save(state, path)
-    train.train(tiny_config(max_iters=20, init_from="resume"))
-    assert Checkpoint.load(path).tokens == 20 * 4 * 2 * 32
+    train.train(tiny_config(max_iters=20, init_from="resume", gradient_accumulation_steps=4))
+    # its 10 steps at its own config's batch (2 micro-batches), then 10 at the resumed run's 4
+    assert Checkpoint.load(path).tokens == 10 * 4 * 2 * 32 + 10 * 4 * 4 * 32
 
 
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, python_dir, tmp_path):

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-cpt mutation test lint clean
+.PHONY: demo demo-seeds demo-cpt mutation test lint clean
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ demo: $(VENV)/installed
 		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
 	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
 		--out out-demo/analysis
+
+# The demo's four runs once per seed (SEEDS, default 1,2,3; each seed about 14 minutes on 2 cores), then their
+# mean, spread and differences paired by seed. Finished runs are skipped and interrupted ones resumed.
+SEEDS ?= 1,2,3
+SEED_RUNS := $(PY) runs.py train --seeds $(SEEDS)
+demo-seeds: $(VENV)/installed
+	$(PY) data/shakespeare/prepare.py
+	$(SEED_RUNS) --config config/train_shakespeare.py --out_dir "out-seeds/{seed}/reference"
+	$(SEED_RUNS) --config config/inheritune_shakespeare.py --out_dir "out-seeds/{seed}/inheritune" \
+		-- "--inherit_from=out-seeds/{seed}/reference/ckpt.pt"
+	$(SEED_RUNS) --config config/scratch_shakespeare_4.py --out_dir "out-seeds/{seed}/scratch"
+	$(SEED_RUNS) --config config/scratch_shakespeare_4_2x.py --out_dir "out-seeds/{seed}/scratch-2x"
+	$(PY) runs.py compare "reference (8 layers)=out-seeds/{seed}/reference" \
+		"Inheritune (4 of 8)=out-seeds/{seed}/inheritune" "scratch (4)=out-seeds/{seed}/scratch" \
+		"scratch (4), 2x steps=out-seeds/{seed}/scratch-2x" --seeds $(SEEDS) --out out-seeds/inheritune.png \
+		--title "Inheritune on Shakespeare, seeds $(SEEDS) (2 CPU cores)"
 
 # Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo` has not) continued on
 # the Python standard library with 0% and 25% replay, against the same model from scratch; then a scaling

@@ -2,6 +2,8 @@
 
     python runs.py compare "reference=out-shakespeare" "student=out-demo/inheritune" --out cmp.png
     python runs.py compare cpt=out-cpt/replay0 scratch=out-cpt/sweep/L8 --corpus data/python,data/shakespeare
+    python runs.py train --config config/train_shakespeare.py --seeds 1,2,3 --out_dir "out-seeds/{seed}/reference"
+    python runs.py compare "reference=out-seeds/{seed}/reference" ... --seeds 1,2,3   (mean and spread)
 
 A run folder (train.py's out_dir) holds:
   config.json    {"config": the resolved training config, "model": {"model_args", "params",
@@ -30,6 +32,7 @@ from pathlib import Path
 from runtime import atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+SEED_FIELD = "{seed}"  # in run folders and overrides given with --seeds: replaced by each seed
 
 
 class RunError(ValueError):
@@ -211,21 +214,87 @@ def summary(name: str, run: Run, corpora: tuple[str, ...] = ()) -> dict:
     return row | ({"val_losses": {c: run.val_loss(last, c) for c in corpora}} if corpora else {})
 
 
+def seed_summary(name: str, runs: dict[int, Run], corpora: tuple[str, ...] = ()) -> dict:
+    """The table row of one configuration run over several seeds: the mean final val loss and its sample
+    standard deviation over seeds, and each seed's own. Every seed must have run the same steps: a mean over
+    an unfinished run would compare unlike things."""
+    rows = {seed: summary(name, run, corpora) for seed, run in runs.items()}
+    first_seed, first = next(iter(rows.items()))
+    for seed, row in rows.items():
+        if (row["steps"], row["layers"]) != (first["steps"], first["layers"]):
+            raise RunError(
+                f"{name}: seed {seed} ran {row['steps']} steps of {row['layers']} layers, seed {first_seed} "
+                f"{first['steps']} of {first['layers']}: finish every seed's run before comparing them"
+            )
+    losses = [row["val_loss"] for row in rows.values()]
+    row = first | {"val_loss": mean(losses), "val_loss_sd": sd(losses), "seeds": list(rows)}
+    row["val_loss_by_seed"] = losses
+    if corpora:
+        by_corpus = {c: [r["val_losses"][c] for r in rows.values()] for c in corpora}
+        row["val_losses"] = {c: mean(v) for c, v in by_corpus.items()}
+        row["val_losses_sd"] = {c: sd(v) for c, v in by_corpus.items()}
+    return row
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def sd(values: list[float]) -> float | None:
+    """Sample standard deviation (n - 1); None for one value, which has no spread to measure."""
+    if len(values) < 2:
+        return None
+    m = mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def format_loss(value: float, spread: float | None) -> str:
+    return f"{value:.4f}" if spread is None else f"{value:.4f}±{spread:.4f}"
+
+
 def format_table(rows: list[dict], target: float | None = None, corpora: tuple[str, ...] = ()) -> str:
-    head = f"{'model':<28} {'layers':>6} {'params':>9} {'steps':>7} {'val loss':>9}"
-    head += "".join(f" {Path(c).name[:12]:>12}" for c in corpora)
+    width = 15 if any(r.get("val_loss_sd") is not None for r in rows) else 9
+    head = f"{'model':<28} {'layers':>6} {'params':>9} {'steps':>7} {'val loss':>{width}}"
+    head += "".join(f" {Path(c).name[:12]:>{width}}" for c in corpora)
     lines = [head + (f" {'gap':>8}" if target is not None else ""), "-" * (len(head) + (9 if target else 0))]
     for r in rows:
-        line = f"{r['model']:<28} {r['layers']:>6} {r['params'] / 1e6:>8.2f}M {r['steps']:>7} {r['val_loss']:>9.4f}"
-        line += "".join(f" {r['val_losses'][c]:>12.4f}" for c in corpora)
+        line = f"{r['model']:<28} {r['layers']:>6} {r['params'] / 1e6:>8.2f}M {r['steps']:>7}"
+        line += f" {format_loss(r['val_loss'], r.get('val_loss_sd')):>{width}}"
+        spreads = r.get("val_losses_sd", {})
+        line += "".join(f" {format_loss(r['val_losses'][c], spreads.get(c)):>{width}}" for c in corpora)
         lines.append(line + (f" {r['val_loss'] - target:>+8.4f}" if target is not None else ""))
     return "\n".join(lines)
 
 
+def paired_differences(rows: list[dict]) -> list[dict]:
+    """For each pair of rows run over the same seeds, the difference of final val loss seed by seed (later row
+    minus earlier): its mean, its spread, and in how many seeds the later row is lower. A difference is worth
+    stating only where its sign holds across seeds."""
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            diffs = [lb - la for la, lb in zip(a["val_loss_by_seed"], b["val_loss_by_seed"], strict=True)]
+            lower = sum(d < 0 for d in diffs)
+            pairs.append({"rows": [a["model"], b["model"]], "mean": mean(diffs), "sd": sd(diffs), "lower": lower})
+    return pairs
+
+
+def format_differences(pairs: list[dict], n_seeds: int) -> str:
+    lines = [f"val loss differences, paired by seed (mean±sd over {n_seeds} seeds):"]
+    for p in pairs:
+        a, b = p["rows"]
+        sign = "holds in every seed" if p["lower"] in (0, n_seeds) else "sign changes between seeds"
+        lines.append(
+            f"  {b} - {a}: {format_loss(p['mean'], p['sd'])}, lower in {p['lower']} of {n_seeds} seeds ({sign})"
+        )
+    return "\n".join(lines)
+
+
 def plot_curves(
-    runs: dict[str, Run], out: Path, target: float | None = None, title: str = "", corpora: tuple[str, ...] = ()
+    runs: dict[str, list[Run]], out: Path, target: float | None = None, title: str = "", corpora: tuple[str, ...] = ()
 ) -> None:
-    """Val loss against step of every run: of the mixture, or one panel per corpus asked for."""
+    """Val loss against step of every run: of the mixture, or one panel per corpus asked for. A name with
+    several runs (seeds) is drawn as their mean, with the band from the lowest to the highest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -234,8 +303,12 @@ def plot_curves(
     panels = corpora or ("",)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     for ax, corpus in zip(axes[0], panels, strict=True):
-        for name, run in runs.items():
-            ax.plot(*run.curve(corpus), marker="o", ms=3, label=name)
+        for name, group in runs.items():
+            steps, losses = seed_curves(name, group, corpus)
+            (line,) = ax.plot(steps, [mean(col) for col in losses], marker="o", ms=3, label=name)
+            if len(group) > 1:
+                low, high = [min(col) for col in losses], [max(col) for col in losses]
+                ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
         if target is not None:
             ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.3f}")
         ax.set_xlabel("training step")
@@ -249,38 +322,115 @@ def plot_curves(
     plt.close(fig)
 
 
+def seed_curves(name: str, group: list[Run], corpus: str) -> tuple[list[int], list[list[float]]]:
+    """The eval steps shared by every run of a group, and at each the val losses of all its runs."""
+    curves = [run.curve(corpus) for run in group]
+    steps = curves[0][0]
+    if any(other_steps != steps for other_steps, _ in curves):
+        raise RunError(f"{name}: its runs evaluated at different steps; compare runs of one config")
+    return steps, [list(col) for col in zip(*(losses for _, losses in curves), strict=True)]
+
+
+def seeds_list(text: str) -> list[int]:
+    """--seeds: comma-separated distinct integers."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integer seeds") from None
+    if len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} names a seed twice")
+    return seeds
+
+
+def seed_folders(template: str, seeds: list[int]) -> dict[int, str]:
+    """The run folder of each seed, from a path holding {seed}."""
+    if SEED_FIELD not in template:
+        raise RunError(f"{template} holds no {SEED_FIELD}: with --seeds each run folder names its seed")
+    return {seed: template.replace(SEED_FIELD, str(seed)) for seed in seeds}
+
+
 def compare_main(args: argparse.Namespace) -> int:
     pairs = [r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs]
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
+    seeds = args.seeds or []
     try:
         if len(named) < len(pairs):
             names = [name for name, _ in pairs]
             twice = sorted({name for name in names if names.count(name) > 1})
             raise RunError(f"two runs are named {', '.join(twice)}: name each, as NAME=OUT_DIR")
-        runs = {name: read_run(out_dir) for name, out_dir in named.items()}
-        rows = [summary(name, run, corpora) for name, run in runs.items()]
+        if seeds:
+            groups = {
+                name: {s: read_run(d) for s, d in seed_folders(out_dir, seeds).items()}
+                for name, out_dir in named.items()
+            }
+            rows = [seed_summary(name, group, corpora) for name, group in groups.items()]
+        else:
+            groups = {name: {0: read_run(out_dir)} for name, out_dir in named.items()}
+            rows = [summary(name, group[0], corpora) for name, group in groups.items()]
+        runs = {name: list(group.values()) for name, group in groups.items()}
+        if args.out:
+            out = Path(args.out)
+            plot_curves(runs, out, title=args.title, corpora=corpora)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_table(rows, corpora=corpora))
+    differences = paired_differences(rows) if len(seeds) > 1 else []
+    if differences:
+        print(format_differences(differences, len(seeds)))
     if args.out:
-        out = Path(args.out)
-        plot_curves(runs, out, title=args.title, corpora=corpora)
-        write_json(out.with_suffix(".json"), rows)
+        write_json(out.with_suffix(".json"), {"runs": rows, "differences": differences} if seeds else rows)
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order")
+    p.add_argument("runs", nargs="+", help="NAME=OUT_DIR of each run, in table order ({seed} in it with --seeds)")
     p.add_argument("--out", default="", help="PNG of the val-loss curves; the table goes beside it as .json")
     p.add_argument("--title", default="")
     corpus_help = "comma-separated corpora (data_dir paths as in the runs' configs): their val losses beside the "
     p.add_argument("--corpus", default="", help=corpus_help + "mixture's, one plot panel each")
+    p.add_argument(
+        "--seeds",
+        type=seeds_list,
+        default=None,
+        help="comma-separated seeds: each OUT_DIR holds {seed}; the table gives mean±sd over them and the "
+        "differences between rows paired by seed",
+    )
 
 
-COMMANDS = {"compare": (compare_arguments, compare_main, "table and val-loss plot of several runs")}
+def train_main(args: argparse.Namespace) -> int:
+    """Train one config once per seed, each in the folder --out_dir names for it."""
+    try:
+        folders = seed_folders(args.out_dir, args.seeds)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for i, (seed, folder) in enumerate(folders.items(), 1):
+        print(f"seed {seed} ({i} of {len(folders)})", flush=True)
+        overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
+        code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
+        if code != 0:
+            print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
+            return code
+    return 0
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="train.py config of every run")
+    p.add_argument("--seeds", type=seeds_list, required=True, help="comma-separated seeds, one run each")
+    p.add_argument("--out_dir", required=True, help="run folder of each seed, holding {seed}")
+    p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) when more than 1")
+    p.add_argument(
+        "overrides", nargs="*", help="--key=value overrides for train.py after a '--'; {seed} in any is replaced"
+    )
+
+
+COMMANDS = {
+    "compare": (compare_arguments, compare_main, "table and val-loss plot of several runs"),
+    "train": (train_arguments, train_main, "train a config once per seed; finished seeds skipped, others resumed"),
+}
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 import runs
 import train
 from checkpoint import Checkpoint
+from tests.conftest import write_config_file
 
 
 def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path, capsys):
@@ -86,3 +88,71 @@ def test_compare_refuses_two_runs_of_one_name(tmp_path, capsys):
         (tmp_path / parent / "a").mkdir(parents=True)
     assert runs.main(["compare", str(tmp_path / "x" / "a"), str(tmp_path / "y" / "a")]) == 1
     assert "two runs are named a: name each, as NAME=OUT_DIR" in capsys.readouterr().err
+
+
+def fake_run(out_dir: Path, losses: list[float], n_layer: int = 2) -> None:
+    """A run folder whose evals at steps 0, 10, 20 have these val losses."""
+    out_dir.mkdir(parents=True)
+    model = {"model_args": {"n_layer": n_layer}, "params": 1000, "scaling_params": 500}
+    config = {"max_iters": 10 * (len(losses) - 1), "data_dir": "data/shakespeare"}
+    record = {"config": config, "model": model, "inherit": None, "continued_from": None}
+    (out_dir / "config.json").write_text(json.dumps(record))
+    evals = [{"kind": "eval", "iter": 10 * i, "tokens": 640 * i, "val_loss": v} for i, v in enumerate(losses)]
+    (out_dir / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+
+
+def test_compare_over_seeds_gives_mean_spread_and_differences_paired_by_seed(tmp_path, capsys):
+    finals = {
+        "ref": {1: 6.0, 2: 6.2, 3: 5.9},
+        "student": {1: 5.7, 2: 5.8, 3: 5.75},
+        "scratch": {1: 5.95, 2: 6.1, 3: 6.0},
+    }
+    for name, by_seed in finals.items():
+        for seed, loss in by_seed.items():
+            fake_run(tmp_path / str(seed) / name, [10.8, loss + 1, loss])
+    out = tmp_path / "cmp.png"
+    argv = ["compare", *(f"{n}={tmp_path}/{{seed}}/{n}" for n in finals), "--seeds", "1,2,3", "--out", str(out)]
+    assert runs.main(argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.with_suffix(".json").read_text())
+    for row, (name, by_seed) in zip(result["runs"], finals.items(), strict=True):
+        assert row["model"] == name and row["seeds"] == [1, 2, 3]
+        assert row["val_loss"] == pytest.approx(statistics.mean(by_seed.values()))
+        assert row["val_loss_sd"] == pytest.approx(statistics.stdev(by_seed.values()))
+        assert f"{statistics.mean(by_seed.values()):.4f}±{statistics.stdev(by_seed.values()):.4f}" in printed
+    by_pair = {tuple(d["rows"]): d for d in result["differences"]}
+    student_vs_ref = [finals["student"][s] - finals["ref"][s] for s in (1, 2, 3)]
+    assert by_pair[("ref", "student")]["mean"] == pytest.approx(statistics.mean(student_vs_ref))
+    assert by_pair[("ref", "student")]["sd"] == pytest.approx(statistics.stdev(student_vs_ref))
+    assert by_pair[("ref", "student")]["lower"] == 3 and by_pair[("ref", "scratch")]["lower"] == 2
+    assert "student - ref:" in printed and "lower in 3 of 3 seeds (holds in every seed)" in printed
+    assert "scratch - ref:" in printed and "lower in 2 of 3 seeds (sign changes between seeds)" in printed
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_over_seeds_refuses_unfinished_seeds_and_folders_without_seed(tmp_path, capsys):
+    fake_run(tmp_path / "1" / "a", [10.8, 7.0, 6.0])
+    fake_run(tmp_path / "2" / "a", [10.8, 7.0])  # interrupted after step 10
+    assert runs.main(["compare", f"a={tmp_path}/{{seed}}/a", "--seeds", "1,2"]) == 1
+    assert "a: seed 2 ran 10 steps of 2 layers, seed 1 20 of 2" in capsys.readouterr().err
+    assert runs.main(["compare", f"a={tmp_path}/1/a", "--seeds", "1,2"]) == 1
+    assert "holds no {seed}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runs.main(["compare", f"a={tmp_path}/{{seed}}/a", "--seeds", "1,1"])
+    assert "names a seed twice" in capsys.readouterr().err
+
+
+def test_train_over_seeds_runs_each_seed_in_its_folder_and_skips_finished_ones(tiny_config, tmp_path, capsys):
+    cfg = tiny_config(max_iters=4, lr_decay_iters=4, eval_interval=2)
+    config = write_config_file(tmp_path / "tiny.py", cfg, max_iters=cfg.max_iters)
+    argv = ["train", "--config", str(config), "--seeds", "1,2", "--out_dir", f"{tmp_path}/{{seed}}/run"]
+    assert runs.main([*argv, "--", "--eval_iters=3"]) == 0
+    first, second = runs.read_run(tmp_path / "1" / "run"), runs.read_run(tmp_path / "2" / "run")
+    assert (first.config["seed"], second.config["seed"], first.config["eval_iters"]) == (1, 2, 3)
+    assert first.finished() and second.finished()
+    assert first.last_eval["val_loss"] != second.last_eval["val_loss"]  # other batches, other initialisation
+    capsys.readouterr()
+    assert runs.main(argv) == 0
+    assert "2/run: finished earlier" in capsys.readouterr().out
+    assert runs.main(["train", "--config", str(config), "--seeds", "1", "--out_dir", str(tmp_path / "x")]) == 1
+    assert "holds no {seed}" in capsys.readouterr().err

@@ -264,3 +264,60 @@ def test_weight_decay_spares_biases_and_norm_gains_unless_decay_1d():
         by_dim = {p.dim(): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
         assert by_dim == decays
         assert sum(len(group["params"]) for group in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_adamw_gets_the_learning_rate_betas_and_fused_kernel_asked_for():
+    """nanoGPT's API: configure_optimizers is also called outside train.py, which resets lr every step."""
+    opt = tiny().configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+    assert all(g["lr"] == 6e-4 and g["betas"] == (0.9, 0.95) for g in opt.param_groups)
+    assert opt.defaults["fused"] is True  # the fused kernel exists on CPU and CUDA in this torch
+
+
+def test_parameter_count_leaves_out_only_learned_positions():
+    """GPT-2's counts (and MFU) leave out wpe; a rotary model has no position table to leave out."""
+    for model in (tiny(), tiny(rope=True, norm="rmsnorm", mlp="swiglu", bias=False)):
+        total = sum(p.numel() for p in model.parameters())
+        positions = 0 if model.config.rope else model.transformer.wpe.weight.numel()
+        assert positions == (0 if model.config.rope else 16 * 32)
+        assert model.get_num_params() == total - positions
+        assert model.get_num_params(non_embedding=False) == total
+
+
+def test_cropping_to_the_same_length_changes_nothing_and_a_rotary_model_crops_its_tables():
+    model = tiny()
+    idx = torch.randint(0, 100, (2, 16))
+    before, _ = model(idx, idx)
+    model.crop_block_size(16)
+    assert torch.equal(model(idx, idx)[0], before)
+    rotary = tiny(rope=True, norm="rmsnorm", mlp="swiglu", bias=False)
+    before, _ = rotary(idx[:, :8], idx[:, :8])
+    rotary.crop_block_size(8)
+    assert rotary.config.block_size == 8 and rotary.rope_cos.shape[0] == rotary.rope_sin.shape[0] == 8
+    assert torch.equal(rotary(idx[:, :8], idx[:, :8])[0], before)
+
+
+def test_sampling_draws_from_the_top_k_softmax_at_the_temperature():
+    """Frequencies of 4,000 draws against softmax(top-k logits / T), written out independently."""
+    logits = torch.tensor([[4.0, 3.5, 3.0, 1.0, 0.0, -30.0], [-20.0, -21.0, -19.5, -22.0, -40.0, -19.0]])
+    generator = torch.Generator().manual_seed(0)
+    for temperature, top_k in ((0.5, 3), (2.0, 3), (1.5, None)):
+        draws = torch.cat([GPT._sample(logits, temperature, top_k, generator) for _ in range(4000)], dim=1)
+        for row, draws_of_row in zip(logits, draws, strict=True):
+            kept = row.clone()
+            if top_k is not None:
+                kth = sorted(row.tolist(), reverse=True)[top_k - 1]
+                kept[row < kth] = -math.inf
+            expected = torch.exp(kept / temperature - (kept / temperature).max())
+            expected = expected / expected.sum()
+            seen = torch.bincount(draws_of_row, minlength=6) / draws_of_row.numel()
+            assert torch.all(seen[expected == 0] == 0)
+            torch.testing.assert_close(seen, expected, atol=0.03, rtol=0)
+    assert GPT._sample(logits, 0.0, None, generator).tolist() == [[0], [5]]
+
+
+def test_a_bfloat16_model_generates_with_its_cache_what_it_computes_without():
+    """The cache takes the model's dtype: a float32 cache beside bf16 queries cannot be attended."""
+    model = tiny().to(torch.bfloat16)
+    idx = torch.randint(0, 100, (2, 4))
+    out = [model.generate(idx, 8, temperature=0.0, use_kv_cache=cache) for cache in (True, False)]
+    assert torch.equal(out[0], out[1])

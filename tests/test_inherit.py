@@ -128,6 +128,7 @@ def test_nanogpt_checkpoint_with_orig_mod_prefix_is_a_reference(tmp_path):
     assert code == 0
     ckpt = Checkpoint.load(tmp_path / "student.pt")
     assert ckpt.inherit["layers"] == [0, 1, 2] and ckpt.inherit["reference_val_loss"] == 3.2
+    assert ckpt.inherit["source"] == str(path)
     student, _ = load_model(tmp_path / "student.pt")
     assert torch.equal(student.transformer.h[2].attn.c_attn.weight, ref.transformer.h[2].attn.c_attn.weight)
 
@@ -140,6 +141,7 @@ def test_cli_refuses_a_student_deeper_than_the_reference(tmp_path, capsys):
     assert not (tmp_path / "s.pt").exists()
 
 
+@pytest.mark.slow
 def test_train_inherits_in_one_step_and_records_provenance(trained_reference, tiny_config, tmp_path):
     ref_ckpt = str(Path(trained_reference.out_dir) / "ckpt.pt")
     cfg = tiny_config(init_from="inherit", inherit_from=ref_ckpt, n_layer=2, out_dir=str(tmp_path / "student"))
@@ -154,6 +156,7 @@ def test_train_inherits_in_one_step_and_records_provenance(trained_reference, ti
         train.train(tiny_config(init_from="inherit", inherit_from=ref_ckpt, n_layer=2, n_embd=64))
 
 
+@pytest.mark.slow
 def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_config, tmp_path):
     student = tmp_path / "student.pt"
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -166,6 +169,7 @@ def test_student_checkpoint_trains_with_init_from_path(trained_reference, tiny_c
     assert ckpt.continued_from["tokens_seen"] == 0 and ckpt.tokens_seen() == ckpt.tokens == 4 * 4 * 2 * 32
 
 
+@pytest.mark.slow
 def test_inherit_command_line_help_runs():
     import subprocess
 
@@ -245,6 +249,7 @@ def test_a_fresh_token_embedding_can_take_the_authors_n01_init():
     assert torch.equal(inherited["transformer.wte.weight"], ref.state_dict()["transformer.wte.weight"])
 
 
+@pytest.mark.slow
 def test_train_py_takes_the_authors_embedding_init_and_weight_decay(trained_reference, tiny_config, tmp_path):
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     authors = dict(inherit_parts="wpe,attn,mlp,ln", fresh_embedding_std=1.0, decay_1d_params=True)

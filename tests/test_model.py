@@ -315,9 +315,14 @@ def test_sampling_draws_from_the_top_k_softmax_at_the_temperature():
     assert GPT._sample(logits, 0.0, None, generator).tolist() == [[0], [5]]
 
 
-def test_a_bfloat16_model_generates_with_its_cache_what_it_computes_without():
-    """The cache takes the model's dtype: a float32 cache beside bf16 queries cannot be attended."""
-    model = tiny().to(torch.bfloat16)
+@pytest.mark.parametrize("rotary", [False, True])
+def test_a_bfloat16_model_generates_with_its_cache_what_it_computes_without(rotary):
+    """Everything stays in the model's dtype: the cache (a float32 cache beside bf16 queries cannot be
+    attended), and RMSNorm's and the rotary embedding's float32 intermediates cast back."""
+    llama = dict(rope=True, norm="rmsnorm", mlp="swiglu", bias=False) if rotary else {}
+    model = tiny(**llama).to(torch.bfloat16)
     idx = torch.randint(0, 100, (2, 4))
     out = [model.generate(idx, 8, temperature=0.0, use_kv_cache=cache) for cache in (True, False)]
     assert torch.equal(out[0], out[1])
+    logits, _ = model(idx)
+    assert logits.dtype == torch.bfloat16

@@ -147,6 +147,7 @@ def test_a_law_without_an_optimum_keeps_its_fit(tmp_path, monkeypatch, capsys):
     assert any("beta - gamma -0.200" in w for w in result["warnings"]) and "compute_optimal" not in result
 
 
+@pytest.mark.slow
 def test_losses_without_a_trend_give_no_compute_optimum(tmp_path):
     """Loss 3.0 x 0.3% noise whatever N and D: a near-zero exponent makes its term a constant, not a law."""
     rng = np.random.default_rng(0)
@@ -188,6 +189,7 @@ def test_a_bad_csv_is_named_in_one_line(tmp_path, capsys, text, message):
     assert not (tmp_path / "fit" / "fit.json").exists()
 
 
+@pytest.mark.slow
 def test_fit_command_writes_the_law_its_uncertainty_and_plots(tmp_path, capsys):
     points = synthetic(CHINCHILLA, seed=2)
     rows = "".join(f"{n},{d},{v},{r}\n" for n, d, v, r in zip(points.n, points.d, points.loss, points.run, strict=True))
@@ -208,6 +210,7 @@ def test_fit_command_writes_the_law_its_uncertainty_and_plots(tmp_path, capsys):
     assert scaling.main([*cpt, "--base", str(tmp_path / "fit" / "fit.json")]) == 0
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
     cfg = tiny_config(max_iters=8, lr_decay_iters=8, eval_interval=2)
     config = write_config_file(tmp_path / "sweep.py", cfg, max_iters=cfg.max_iters)
@@ -231,6 +234,7 @@ def test_a_tiny_sweep_trains_resumes_and_fits(tiny_config, tmp_path, capsys):
         scaling.points_from_runs(read, every_eval=False, corpus="elsewhere")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["scaling.py", "runs.py", "evaluation.py"])
 def test_commands_run_without_docstrings(script):
     """python -OO strips docstrings; the sub-command help must not be built from them."""
@@ -294,6 +298,7 @@ def test_a_fit_takes_each_runs_final_eval_unless_asked_for_every_eval(tmp_path):
     assert [p["run"] for p in result["points"]][::4] == folders and {p["D_p"] for p in result["points"]} == {0}
 
 
+@pytest.mark.slow
 def test_runs_of_different_kinds_or_corpora_in_one_law_are_warned_of(tmp_path, capsys):
     scratch = law_runs(tmp_path / "scratch", CHINCHILLA)
     source = {"source": "out-ref/ckpt.pt", "source_sha256": "0", "tokens_seen": None}
@@ -327,6 +332,7 @@ def test_compare_curves_start_at_step_0():
     assert runs.Run(Path("."), {}, {}, None, None, evals).curve() == ([0, 1, 2], [5.0, 4.0, 3.0])
 
 
+@pytest.mark.slow
 def test_cpt_intervals_carry_the_base_laws_uncertainty(tmp_path):
     """E, A and alpha of a cpt fit come from its base law: a joint bootstrap refits the base on its own runs
     drawn with replacement, so their intervals are the base's, not zero-width at its point estimate."""
@@ -421,6 +427,7 @@ def test_a_cpt_fit_on_an_undetermined_base_law_says_so(tmp_path):
     assert "scratch (--base): the points leave the law undetermined" in omitted
 
 
+@pytest.mark.slow
 def test_intervals_are_not_shown_where_the_bootstrap_cannot_make_them(tmp_path):
     one_run = [(n, d, v, "all") for n, d, v, _ in law_rows(CHINCHILLA, (1e8, 3e8, 1e9), (2e9, 1e10, 1e11))]
     code, result = fit_csv(tmp_path, one_run, "--bootstrap", "5", name="one")
@@ -434,6 +441,7 @@ def test_intervals_are_not_shown_where_the_bootstrap_cannot_make_them(tmp_path):
     assert any(w.startswith("the base fit.json records no points") for w in result["warnings"])
 
 
+@pytest.mark.slow
 def test_bootstrap_refits_need_what_the_fit_needs(tmp_path):
     """Exact points on a 3 x 3 grid: resamples with fewer than 3 sizes or token counts used to give A up to 1.5e19."""
     rows = [
@@ -496,3 +504,28 @@ def test_a_source_of_zero_tokens_is_known(tmp_path):
     source = {"source": "fresh.pt", "source_sha256": "0", "tokens_seen": 0}
     runs_read = [read_run(f) for f in law_runs(tmp_path, CPT, continued_from=source)]
     assert not any("unknown D_p" in w for w in scaling.mixing_warnings(runs_read, "cpt"))
+
+
+def test_the_recorded_compute_optimum_is_the_closed_form_and_its_loss():
+    """fit.json's compute_optimal: Hoffmann et al.'s closed form for N, D = C / 6N, and L(N, D) written out."""
+    p = CHINCHILLA
+    warnings: list[str] = []
+    record = scaling.optimum_or_warning(p, 1e21, warnings)["compute_optimal"]
+    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    n = g * (1e21 / 6) ** (p["beta"] / (p["alpha"] + p["beta"]))
+    assert record["C"] == 1e21 and not warnings
+    assert record["N"] == pytest.approx(n, rel=1e-9) and record["D"] == pytest.approx(1e21 / 6 / n, rel=1e-9)
+    loss = p["E"] + p["A"] / record["N"] ** p["alpha"] + p["B"] / record["D"] ** p["beta"]
+    assert record["loss"] == pytest.approx(loss, rel=1e-12)
+    assert scaling.optimum_or_warning({**p, "beta": -0.1}, 1e21, warnings) == {}
+    assert warnings == ["no compute-optimal size: the fit has alpha 0.340, beta - gamma -0.100"]
+
+
+def test_d_p_is_the_source_models_tokens_for_continued_runs_only():
+    def run(inherit=None, continued_from=None) -> runs.Run:
+        return runs.Run(Path("."), {}, {}, inherit, continued_from, [])
+
+    assert scaling.source_tokens(run(continued_from={"tokens_seen": 3_000_000})) == 3_000_000
+    assert scaling.source_tokens(run(continued_from={"source": "ckpt.pt"})) is None  # unknown stays unknown
+    assert scaling.source_tokens(run(inherit={"layers": [0, 1]})) == 0
+    assert scaling.source_tokens(run()) == 0

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 
+from data.batches import batch_rng
 from data.format import open_tokens
 from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
 from data.tokenizer import (
@@ -44,3 +45,12 @@ def test_gpt2_corpora_and_hugging_face_gpt2_tokenizers_are_one_vocabulary(tmp_pa
     assert same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, record)
     assert not same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, {**record, "tokenizer_fingerprint": "x"})
     assert same_vocabulary(None, record)  # unknown agrees
+
+
+def test_a_micro_batchs_sampler_is_a_function_of_its_coordinates_only():
+    def draw(*coords: int) -> list[int]:
+        return batch_rng(*coords).integers(0, 2**62, 4).tolist()
+
+    assert draw(1337, 0, 5, 2) == draw(1337, 0, 5, 2)
+    others = [draw(1338, 0, 5, 2), draw(1337, 1, 5, 2), draw(1337, 0, 6, 2), draw(1337, 0, 5, 3)]
+    assert all(other != draw(1337, 0, 5, 2) for other in others)

@@ -326,3 +326,12 @@ def test_a_bfloat16_model_generates_with_its_cache_what_it_computes_without(rota
     assert torch.equal(out[0], out[1])
     logits, _ = model(idx)
     assert logits.dtype == torch.bfloat16
+
+
+def test_scaling_params_leave_out_the_embeddings_and_an_untied_head():
+    """Kaplan et al.'s N, counted by hand: 3 blocks of (2 layernorms, c_attn, c_proj, c_fc, mlp c_proj) + ln_f."""
+    block = 2 * 64 + (32 * 96 + 96) + (32 * 32 + 32) + (32 * 128 + 128) + (128 * 32 + 32)
+    assert tiny().get_num_scaling_params() == 3 * block + 64
+    untied = tiny(tie_embeddings=False)
+    head = untied.lm_head.weight.numel()
+    assert untied.get_num_scaling_params() == 3 * block + 64 and head == 128 * 32

@@ -529,3 +529,11 @@ def test_d_p_is_the_source_models_tokens_for_continued_runs_only():
     assert scaling.source_tokens(run(continued_from={"source": "ckpt.pt"})) is None  # unknown stays unknown
     assert scaling.source_tokens(run(inherit={"layers": [0, 1]})) == 0
     assert scaling.source_tokens(run()) == 0
+
+
+@pytest.mark.parametrize("form,params", [("chinchilla", CHINCHILLA), ("cpt", CPT)])
+def test_log_params_inverts_public(form, params):
+    logged = scaling.log_params(params)
+    assert logged["e"] == pytest.approx(np.log(params["E"])) and logged["b"] == pytest.approx(np.log(params["B"]))
+    assert logged["gamma"] == params.get("gamma", 0.0)
+    assert scaling.public(logged, form) == pytest.approx(params)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -194,7 +196,21 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
     start = ["--init_from=resume"] if resume else init
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
     print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
-    return subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    code = wait_for(cmd)
+    if code == 0 and not read_run(out_dir).finished():
+        print(f"{out_dir}: stopped before its last step (a signal?); rerun to resume", file=sys.stderr)
+        return 1
+    return code
+
+
+def wait_for(cmd: list[str]) -> int:
+    """The exit code of a training process. Ctrl-C reaches it too, and train.py then saves at its next step
+    boundary: wait for that (subprocess.run would kill it mid-step after 0.25 s) and report 130."""
+    process = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        return process.wait() or 130
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -221,11 +237,19 @@ def seed_summary(name: str, runs: dict[int, Run], corpora: tuple[str, ...] = ())
     rows = {seed: summary(name, run, corpora) for seed, run in runs.items()}
     first_seed, first = next(iter(rows.items()))
     for seed, row in rows.items():
+        run = runs[seed]
+        if run.config.get("seed", seed) != seed:
+            raise RunError(f"{name}: {run.out_dir} was trained with seed {run.config['seed']}, not {seed}")
         if (row["steps"], row["layers"]) != (first["steps"], first["layers"]):
             raise RunError(
                 f"{name}: seed {seed} ran {row['steps']} steps of {row['layers']} layers, seed {first_seed} "
                 f"{first['steps']} of {first['layers']}: finish every seed's run before comparing them"
             )
+        if [r["iter"] for r in run.evals] != [r["iter"] for r in runs[first_seed].evals]:
+            raise RunError(f"{name}: seeds {first_seed} and {seed} evaluated at different steps: one config each")
+        losses = [row["val_loss"], *row.get("val_losses", {}).values()]
+        if not all(math.isfinite(loss) for loss in losses):
+            raise RunError(f"{name}: seed {seed}'s final val loss in {run.out_dir} is not finite")
     losses = [row["val_loss"] for row in rows.values()]
     row = first | {"val_loss": mean(losses), "val_loss_sd": sd(losses), "seeds": list(rows)}
     row["val_loss_by_seed"] = losses
@@ -233,6 +257,7 @@ def seed_summary(name: str, runs: dict[int, Run], corpora: tuple[str, ...] = ())
         by_corpus = {c: [r["val_losses"][c] for r in rows.values()] for c in corpora}
         row["val_losses"] = {c: mean(v) for c, v in by_corpus.items()}
         row["val_losses_sd"] = {c: sd(v) for c, v in by_corpus.items()}
+        row["val_losses_by_seed"] = by_corpus
     return row
 
 
@@ -266,16 +291,21 @@ def format_table(rows: list[dict], target: float | None = None, corpora: tuple[s
     return "\n".join(lines)
 
 
-def paired_differences(rows: list[dict]) -> list[dict]:
+def paired_differences(rows: list[dict], corpora: tuple[str, ...] = ()) -> list[dict]:
     """For each pair of rows run over the same seeds, the difference of final val loss seed by seed (later row
-    minus earlier): its mean, its spread, and in how many seeds the later row is lower. A difference is worth
-    stating only where its sign holds across seeds."""
+    minus earlier), of the mixture and of each corpus asked for: its mean, its spread, and in how many seeds
+    the later row is lower, higher or equal. A difference is worth stating only where its sign holds in
+    every seed."""
     pairs = []
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:
-            diffs = [lb - la for la, lb in zip(a["val_loss_by_seed"], b["val_loss_by_seed"], strict=True)]
-            lower = sum(d < 0 for d in diffs)
-            pairs.append({"rows": [a["model"], b["model"]], "mean": mean(diffs), "sd": sd(diffs), "lower": lower})
+            for corpus in ("", *corpora):
+                la = a["val_losses_by_seed"][corpus] if corpus else a["val_loss_by_seed"]
+                lb = b["val_losses_by_seed"][corpus] if corpus else b["val_loss_by_seed"]
+                diffs = [y - x for x, y in zip(la, lb, strict=True)]
+                pair = {"rows": [a["model"], b["model"]], "corpus": corpus, "mean": mean(diffs), "sd": sd(diffs)}
+                pair |= {"lower": sum(d < 0 for d in diffs), "higher": sum(d > 0 for d in diffs)}
+                pairs.append(pair | {"equal": len(diffs) - pair["lower"] - pair["higher"]})
     return pairs
 
 
@@ -283,10 +313,11 @@ def format_differences(pairs: list[dict], n_seeds: int) -> str:
     lines = [f"val loss differences, paired by seed (mean±sd over {n_seeds} seeds):"]
     for p in pairs:
         a, b = p["rows"]
-        sign = "holds in every seed" if p["lower"] in (0, n_seeds) else "sign changes between seeds"
-        lines.append(
-            f"  {b} - {a}: {format_loss(p['mean'], p['sd'])}, lower in {p['lower']} of {n_seeds} seeds ({sign})"
-        )
+        holds = n_seeds in (p["lower"], p["higher"])
+        verdict = "holds in every seed" if holds else "not the same sign in every seed"
+        counts = f"lower in {p['lower']}, higher in {p['higher']}" + (f", equal in {p['equal']}" if p["equal"] else "")
+        on = f" on {Path(p['corpus']).name}" if p["corpus"] else ""
+        lines.append(f"  {b} - {a}{on}: {format_loss(p['mean'], p['sd'])}, {counts} of {n_seeds} seeds ({verdict})")
     return "\n".join(lines)
 
 
@@ -332,14 +363,20 @@ def seed_curves(name: str, group: list[Run], corpus: str) -> tuple[list[int], li
 
 
 def seeds_list(text: str) -> list[int]:
-    """--seeds: comma-separated distinct integers."""
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integer seeds") from None
+    """--seeds: comma-separated distinct non-negative integers (numpy's seeds)."""
+    seeds = [s.strip() for s in text.split(",")]
+    if not all(re.fullmatch("[0-9]+", s) for s in seeds):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of seeds (integers from 0)")
+    seeds = [int(s) for s in seeds]
     if len(set(seeds)) < len(seeds):
         raise argparse.ArgumentTypeError(f"{text!r} names a seed twice")
     return seeds
+
+
+def default_name(out_dir: str) -> str:
+    """A run's name when none is given: its folder's name, or for out/NAME/{seed} the last part without {seed}."""
+    parts = [part for part in Path(out_dir).parts if SEED_FIELD not in part]
+    return parts[-1] if parts else out_dir
 
 
 def seed_folders(template: str, seeds: list[int]) -> dict[int, str]:
@@ -350,7 +387,7 @@ def seed_folders(template: str, seeds: list[int]) -> dict[int, str]:
 
 
 def compare_main(args: argparse.Namespace) -> int:
-    pairs = [r.split("=", 1) if "=" in r else (Path(r).name, r) for r in args.runs]
+    pairs = [r.split("=", 1) if "=" in r else (default_name(r), r) for r in args.runs]
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     seeds = args.seeds or []
@@ -376,7 +413,7 @@ def compare_main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_table(rows, corpora=corpora))
-    differences = paired_differences(rows) if len(seeds) > 1 else []
+    differences = paired_differences(rows, corpora) if len(seeds) > 1 else []
     if differences:
         print(format_differences(differences, len(seeds)))
     if args.out:
@@ -410,7 +447,11 @@ def train_main(args: argparse.Namespace) -> int:
     for i, (seed, folder) in enumerate(folders.items(), 1):
         print(f"seed {seed} ({i} of {len(folders)})", flush=True)
         overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
-        code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
+        try:
+            code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
+        except RunError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         if code != 0:
             print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
             return code

@@ -125,8 +125,8 @@ def test_compare_over_seeds_gives_mean_spread_and_differences_paired_by_seed(tmp
     assert by_pair[("ref", "student")]["mean"] == pytest.approx(statistics.mean(student_vs_ref))
     assert by_pair[("ref", "student")]["sd"] == pytest.approx(statistics.stdev(student_vs_ref))
     assert by_pair[("ref", "student")]["lower"] == 3 and by_pair[("ref", "scratch")]["lower"] == 2
-    assert "student - ref:" in printed and "lower in 3 of 3 seeds (holds in every seed)" in printed
-    assert "scratch - ref:" in printed and "lower in 2 of 3 seeds (sign changes between seeds)" in printed
+    assert "student - ref:" in printed and "lower in 3, higher in 0 of 3 seeds (holds in every seed)" in printed
+    assert "scratch - ref:" in printed and "lower in 2, higher in 1 of 3 seeds (not the same sign in every" in printed
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -156,3 +156,64 @@ def test_train_over_seeds_runs_each_seed_in_its_folder_and_skips_finished_ones(t
     assert "2/run: finished earlier" in capsys.readouterr().out
     assert runs.main(["train", "--config", str(config), "--seeds", "1", "--out_dir", str(tmp_path / "x")]) == 1
     assert "holds no {seed}" in capsys.readouterr().err
+
+
+def test_ties_and_per_corpus_signs_are_never_read_as_a_difference_that_holds(tmp_path, capsys):
+    """Equal losses are no effect; with --corpus each corpus's sign is counted by itself."""
+    finals = {"a": {1: 6.0, 2: 6.1, 3: 6.2}, "b": {1: 6.0, 2: 6.3, 3: 6.4}}
+    for name, by_seed in finals.items():
+        for seed, loss in by_seed.items():
+            fake_run(tmp_path / str(seed) / name, [10.8, loss + 1, loss])
+    argv = ["compare", *(f"{n}={tmp_path}/{{seed}}/{n}" for n in finals), "--seeds", "1,2,3"]
+    assert runs.main(argv) == 0
+    assert "b - a: 0.1333±0.1155, lower in 0, higher in 2, equal in 1 of 3 seeds (not the same sign" in (
+        capsys.readouterr().out
+    )
+    rows = [
+        {"model": n, "val_loss_by_seed": [4.0, 4.0], "val_losses_by_seed": {"c": l}}
+        for n, l in (("x", [4.0, 4.4]), ("y", [4.5, 4.1]))
+    ]
+    by_corpus = {d["corpus"]: d for d in runs.paired_differences(rows, ("c",))}
+    assert (by_corpus[""]["equal"], by_corpus["c"]["lower"], by_corpus["c"]["higher"]) == (2, 1, 1)
+
+
+def test_compare_over_seeds_refuses_what_would_pull_the_mean(tmp_path, capsys):
+    fake_run(tmp_path / "1" / "a", [10.8, 7.0, 6.0])
+    fake_run(tmp_path / "2" / "a", [10.8, 7.0, float("nan")])
+    assert runs.main(["compare", f"a={tmp_path}/{{seed}}/a", "--seeds", "1,2"]) == 1
+    assert "a: seed 2's final val loss in" in capsys.readouterr().err
+    record = json.loads((tmp_path / "1" / "a" / "config.json").read_text())
+    record["config"]["seed"] = 9
+    (tmp_path / "1" / "a" / "config.json").write_text(json.dumps(record))
+    assert runs.main(["compare", f"a={tmp_path}/{{seed}}/a", "--seeds", "1,2"]) == 1
+    assert "/1/a was trained with seed 9, not 1" in capsys.readouterr().err
+    for bad in ("-1,2", "1_0,2", "1.5"):
+        with pytest.raises(SystemExit):
+            runs.main(["compare", f"a={tmp_path}/{{seed}}/a", f"--seeds={bad}"])
+        assert "integers from 0" in capsys.readouterr().err
+
+
+def test_runs_laid_out_by_seed_last_are_named_by_their_folder(tmp_path, capsys):
+    for seed in (1, 2):
+        fake_run(tmp_path / "ref" / str(seed), [10.8, 7.0, 6.0 + seed / 10])
+        fake_run(tmp_path / "student" / str(seed), [10.8, 7.0, 5.0 + seed / 10])
+    assert runs.main(["compare", f"{tmp_path}/ref/{{seed}}", f"{tmp_path}/student/{{seed}}", "--seeds", "1,2"]) == 0
+    assert "student - ref: -1.0000±0.0000" in capsys.readouterr().out
+
+
+def test_a_run_stopped_by_a_signal_is_not_taken_for_finished(tiny_config, tmp_path, monkeypatch, capsys):
+    """train.py saves and exits 0 on SIGTERM: the seed loop must stop there, not go on to the next seed."""
+    cfg = tiny_config(max_iters=4, lr_decay_iters=4, eval_interval=2)
+    config = write_config_file(tmp_path / "tiny.py", cfg, max_iters=cfg.max_iters)
+    # a run stopped at step 2 of 4, as a signal leaves it, and a "training" process that exits 0 at once
+    fake_run(tmp_path / "1" / "run", [10.8, 7.0])
+    record = json.loads((tmp_path / "1" / "run" / "config.json").read_text())
+    record["config"]["max_iters"] = 20
+    (tmp_path / "1" / "run" / "config.json").write_text(json.dumps(record))
+    (tmp_path / "1" / "run" / "ckpt.pt").write_bytes(b"")
+    monkeypatch.setattr(runs, "wait_for", lambda cmd: 0)
+    argv = ["train", "--config", str(config), "--seeds", "1,2", "--out_dir", f"{tmp_path}/{{seed}}/run"]
+    assert runs.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1/run: stopped before its last step (a signal?); rerun to resume" in err
+    assert not (tmp_path / "2").exists()

@@ -1,12 +1,15 @@
 import json
 import math
+import os
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
 
+import inherit
 from analyze import Settings, analyze_model, attention_mass, attention_rank, main
-from checkpoint import Checkpoint
+from checkpoint import Checkpoint, load_model
 from model import GPT, GPTConfig
 
 T = 100
@@ -111,6 +114,20 @@ def test_forced_sink_layers_are_flagged_lazy(shakespeare_dir, tmp_path):
     assert result["suggestion"]["non_lazy_layers"] == [0, 1]
     assert shlex.split(result["suggestion"]["command"])[2:6] == ["--inherit_from", source, "--n_layer", "2"]
     assert "non_lazy_command" not in result["suggestion"]
+    assert runs_as_printed(result["suggestion"]["command"], tmp_path).config.n_layer == 2
+
+
+def runs_as_printed(command: str, folder: Path) -> GPT:
+    """The student that a suggested command, run as printed from `folder`, writes."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "inherit.py"]
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert inherit.main(argv[2:]) == 0
+        return load_model(argv[argv.index("--out") + 1])[0]
+    finally:
+        os.chdir(cwd)
 
 
 def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(shakespeare_dir, tmp_path):
@@ -120,6 +137,7 @@ def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(
     assert result["suggestion"]["n_layer"] == 1
     assert result["suggestion"]["non_lazy_layers"] == [0, 2]
     assert "--inherit_layers 0,2" in result["suggestion"]["non_lazy_command"]
+    assert runs_as_printed(result["suggestion"]["non_lazy_command"], tmp_path).config.n_layer == 2
 
 
 def test_max_rank_is_the_largest_head_and_avg_mass_the_mean_head(shakespeare_dir, tmp_path):

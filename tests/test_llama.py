@@ -36,7 +36,7 @@ from data.shakespeare.prepare import prepare as prepare_shakespeare
 from data.shakespeare.prepare import shakespeare_texts
 from data.tokenizer import fingerprint
 from hf import ConversionError, to_hf
-from model import GPT, GPTConfig, KVCache
+from model import GPT, GPTConfig, KVCache, rope_frequencies
 from tests.conftest import TINY_QA_ARGS
 
 
@@ -437,3 +437,25 @@ def test_a_llama_student_from_inherit_py_exports_and_samples_with_its_references
     assert evaluation.main(["export", "--model", str(student), "--out", str(tmp_path / "export")]) == 0
     assert AutoTokenizer.from_pretrained(tmp_path / "export").vocab_size == 1000
     assert sample.main([f"--model={student}", "--device=cpu", "--start=HAMLET:", "--max_new_tokens=5"]) == 0
+
+
+@pytest.mark.parametrize("low,high", [(1.0, 4.0), (2.0, 8.0)])  # Llama 3.1's bands, and bands of other edges
+def test_llama3_rope_frequencies_at_llama_3_1s_own_settings_equal_transformers(low, high):
+    """Head size 128 and an 8,192-token original context put frequencies in all three of Llama 3's bands
+    (kept, stretched by the factor, blended); the tiny models above reach only some of them."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope = {**LLAMA3_OWN_ROPE, "original_max_position_embeddings": 8192, "low_freq_factor": low}
+    rope["high_freq_factor"] = high
+    hf_config = LlamaConfig(
+        hidden_size=4096, num_attention_heads=32, max_position_embeddings=131072, rope_parameters=rope
+    )
+    expected, _ = ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
+    scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "rope_theta")}
+    ours = rope_frequencies(
+        GPTConfig(n_embd=4096, n_head=32, rope=True, rope_theta=rope["rope_theta"], rope_scaling=scaling)
+    )
+    plain = rope_frequencies(GPTConfig(n_embd=4096, n_head=32, rope=True, rope_theta=rope["rope_theta"]))
+    kept, stretched = (ours == plain).sum(), (ours == plain / 8).sum()
+    assert kept > 0 and stretched > 0 and kept + stretched < 64  # some of each band, and some blended
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=0)

@@ -271,6 +271,9 @@ def test_adamw_gets_the_learning_rate_betas_and_fused_kernel_asked_for():
     opt = tiny().configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
     assert all(g["lr"] == 6e-4 and g["betas"] == (0.9, 0.95) for g in opt.param_groups)
     assert opt.defaults["fused"] is True  # the fused kernel exists on CPU and CUDA in this torch
+    # the choice by device type (the parameters' own device does not matter to it): fused where torch has it
+    assert tiny().configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda").defaults["fused"] is True
+    assert not tiny().configure_optimizers(0.1, 6e-4, (0.9, 0.95), "mps").defaults["fused"]
 
 
 def test_parameter_count_leaves_out_only_learned_positions():

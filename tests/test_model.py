@@ -338,3 +338,29 @@ def test_scaling_params_leave_out_the_embeddings_and_an_untied_head():
     untied = tiny(tie_embeddings=False)
     head = untied.lm_head.weight.numel()
     assert untied.get_num_scaling_params() == 3 * block + 64 and head == 128 * 32
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    for llama in ({}, dict(rope=True, norm="rmsnorm", mlp="swiglu", bias=False)):
+        idx = torch.randint(0, 100, (2, 16))
+        grads = []
+        for checkpointing in (False, True):
+            model = tiny(**llama).train()
+            model.gradient_checkpointing = checkpointing
+            _, loss = model(idx, idx)
+            loss.backward()
+            grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+        assert grads[0][0] == grads[1][0]
+        for a, b in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_targets_of_minus_one_are_left_out_of_the_loss():
+    """nanoGPT's convention for positions without a target (ignore_index=-1)."""
+    model = tiny()
+    idx = torch.randint(0, 100, (2, 16))
+    targets = idx.clone()
+    targets[:, :5] = -1
+    logits, loss = model(idx, targets)
+    kept = F.cross_entropy(logits[:, 5:, :100].reshape(-1, 100), idx[:, 5:].reshape(-1))
+    torch.testing.assert_close(loss, kept)

@@ -537,3 +537,17 @@ def test_log_params_inverts_public(form, params):
     assert logged["e"] == pytest.approx(np.log(params["E"])) and logged["b"] == pytest.approx(np.log(params["B"]))
     assert logged["gamma"] == params.get("gamma", 0.0)
     assert scaling.public(logged, form) == pytest.approx(params)
+
+
+def test_a_resample_draws_whole_runs_with_replacement():
+    points = scaling.to_points([(1e6 * (i + 1), 1e8 * (j + 1), 3.0, f"run{i}") for i in range(4) for j in range(3)])
+    rng = np.random.default_rng(0)
+    samples = [scaling.resample(points, rng) for _ in range(20)]
+    for sample in samples:
+        runs_drawn = list(sample.run)
+        assert len(sample) == len(points) and all(runs_drawn.count(r) % 3 == 0 for r in set(runs_drawn))
+        for r in set(runs_drawn):  # a drawn run brings all its points, as they are
+            assert sorted(sample.d[sample.run == r]) == sorted(
+                list(points.d[points.run == r]) * (runs_drawn.count(r) // 3)
+            )
+    assert any(len(set(sample.run)) < 4 for sample in samples)  # some run drawn twice, another left out

@@ -1,8 +1,9 @@
 import json
 
 import numpy as np
+import torch
 
-from data.batches import batch_rng
+from data.batches import batch_rng, get_batch
 from data.format import open_tokens
 from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
 from data.tokenizer import (
@@ -54,3 +55,13 @@ def test_a_micro_batchs_sampler_is_a_function_of_its_coordinates_only():
     assert draw(1337, 0, 5, 2) == draw(1337, 0, 5, 2)
     others = [draw(1338, 0, 5, 2), draw(1337, 1, 5, 2), draw(1337, 0, 6, 2), draw(1337, 0, 5, 3)]
     assert all(other != draw(1337, 0, 5, 2) for other in others)
+
+
+def test_targets_are_the_inputs_shifted_by_one_token_of_the_bin(shakespeare_dir):
+    x, y = get_batch(str(shakespeare_dir), "val", 8, 32, 50257, np.random.default_rng(3))
+    assert x.shape == y.shape == (8, 32)
+    val = open_tokens(shakespeare_dir, "val")
+    starts = np.random.default_rng(3).integers(0, len(val) - 32, size=8)  # the draw get_batch makes
+    for row, start in enumerate(starts):
+        window = torch.from_numpy(val[start : start + 33].astype(np.int64))
+        assert torch.equal(x[row], window[:-1]) and torch.equal(y[row], window[1:])

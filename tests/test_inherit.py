@@ -258,3 +258,22 @@ def test_train_py_takes_the_authors_embedding_init_and_weight_decay(trained_refe
     ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
     assert ckpt.model["transformer.wte.weight"].std().item() == pytest.approx(1.0, rel=0.1)
     assert [group["weight_decay"] for group in ckpt.optimizer["param_groups"]] == [cfg.weight_decay] * 2
+
+
+def test_a_student_has_the_dropout_asked_for_and_the_default_seed_1337():
+    ref = reference()
+    ref.config.dropout = 0.1
+    spec = make_spec(ref.config, 3, parts="wte,attn,mlp,ln")  # wpe and ln_f fresh: the seed shows there
+    assert build_student(ref, spec).config.dropout == 0.0
+    assert build_student(ref, spec, dropout=0.2).config.dropout == 0.2
+    default, explicit = build_student(ref, spec).state_dict(), build_student(ref, spec, seed=1337).state_dict()
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+    fresh = build_student(ref, make_spec(ref.config, 3, parts="wpe,attn,mlp,ln"), embedding_std=1.0)
+    wte = fresh.transformer.wte.weight
+    assert abs(wte.mean().item()) < 0.01 and wte.std().item() == pytest.approx(1.0, rel=0.02)
+
+
+def test_a_student_may_take_every_layer_but_none_beyond():
+    assert make_spec(GPTConfig(n_layer=6), 6).layers == (0, 1, 2, 3, 4, 5)
+    with pytest.raises(InheritError, match=r"layers \[6\] do not exist"):
+        make_spec(GPTConfig(n_layer=6), None, layers="0,6")

@@ -551,3 +551,9 @@ def test_a_resample_draws_whole_runs_with_replacement():
                 list(points.d[points.run == r]) * (runs_drawn.count(r) // 3)
             )
     assert any(len(set(sample.run)) < 4 for sample in samples)  # some run drawn twice, another left out
+
+
+def test_a_law_with_no_size_or_no_data_exponent_has_no_compute_optimum():
+    for params in ({**CHINCHILLA, "alpha": 0.0}, {**CPT, "gamma": CPT["beta"]}):
+        with pytest.raises(ScalingError, match="no compute-optimal size"):
+            scaling.compute_optimal(params, 1e21)

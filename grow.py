@@ -108,7 +108,7 @@ def grow(args: argparse.Namespace) -> int:
     print(format_table(rows, target))
     matched = [r for r in rows if r["val_loss"] <= target]
     print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
-    runs = {r["model"]: read_run(out_dir / f"n{r['layers']}") for r in rows}
+    runs = {r["model"]: [read_run(out_dir / f"n{r['layers']}")] for r in rows}
     plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
     print(f"wrote {state_path} and {out_dir / 'grow.png'}")
     return 0

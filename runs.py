@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -251,26 +252,19 @@ def seed_summary(name: str, runs: dict[int, Run], corpora: tuple[str, ...] = ())
         if not all(math.isfinite(loss) for loss in losses):
             raise RunError(f"{name}: seed {seed}'s final val loss in {run.out_dir} is not finite")
     losses = [row["val_loss"] for row in rows.values()]
-    row = first | {"val_loss": mean(losses), "val_loss_sd": sd(losses), "seeds": list(rows)}
+    row = first | {"val_loss": statistics.fmean(losses), "val_loss_sd": sd(losses), "seeds": list(rows)}
     row["val_loss_by_seed"] = losses
     if corpora:
         by_corpus = {c: [r["val_losses"][c] for r in rows.values()] for c in corpora}
-        row["val_losses"] = {c: mean(v) for c, v in by_corpus.items()}
+        row["val_losses"] = {c: statistics.fmean(v) for c, v in by_corpus.items()}
         row["val_losses_sd"] = {c: sd(v) for c, v in by_corpus.items()}
         row["val_losses_by_seed"] = by_corpus
     return row
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def sd(values: list[float]) -> float | None:
     """Sample standard deviation (n - 1); None for one value, which has no spread to measure."""
-    if len(values) < 2:
-        return None
-    m = mean(values)
-    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def format_loss(value: float, spread: float | None) -> str:
@@ -303,7 +297,12 @@ def paired_differences(rows: list[dict], corpora: tuple[str, ...] = ()) -> list[
                 la = a["val_losses_by_seed"][corpus] if corpus else a["val_loss_by_seed"]
                 lb = b["val_losses_by_seed"][corpus] if corpus else b["val_loss_by_seed"]
                 diffs = [y - x for x, y in zip(la, lb, strict=True)]
-                pair = {"rows": [a["model"], b["model"]], "corpus": corpus, "mean": mean(diffs), "sd": sd(diffs)}
+                pair = {
+                    "rows": [a["model"], b["model"]],
+                    "corpus": corpus,
+                    "mean": statistics.fmean(diffs),
+                    "sd": sd(diffs),
+                }
                 pair |= {"lower": sum(d < 0 for d in diffs), "higher": sum(d > 0 for d in diffs)}
                 pairs.append(pair | {"equal": len(diffs) - pair["lower"] - pair["higher"]})
     return pairs
@@ -336,7 +335,7 @@ def plot_curves(
     for ax, corpus in zip(axes[0], panels, strict=True):
         for name, group in runs.items():
             steps, losses = seed_curves(name, group, corpus)
-            (line,) = ax.plot(steps, [mean(col) for col in losses], marker="o", ms=3, label=name)
+            (line,) = ax.plot(steps, [statistics.fmean(col) for col in losses], marker="o", ms=3, label=name)
             if len(group) > 1:
                 low, high = [min(col) for col in losses], [max(col) for col in losses]
                 ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)

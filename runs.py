@@ -334,7 +334,7 @@ def plot_curves(
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     for ax, corpus in zip(axes[0], panels, strict=True):
         for name, group in runs.items():
-            steps, losses = seed_curves(name, group, corpus)
+            steps, losses = seed_curves(group, corpus)
             (line,) = ax.plot(steps, [statistics.fmean(col) for col in losses], marker="o", ms=3, label=name)
             if len(group) > 1:
                 low, high = [min(col) for col in losses], [max(col) for col in losses]
@@ -352,13 +352,11 @@ def plot_curves(
     plt.close(fig)
 
 
-def seed_curves(name: str, group: list[Run], corpus: str) -> tuple[list[int], list[list[float]]]:
-    """The eval steps shared by every run of a group, and at each the val losses of all its runs."""
+def seed_curves(group: list[Run], corpus: str) -> tuple[list[int], list[list[float]]]:
+    """The eval steps of a group's runs (the same in each: seed_summary checks), and at each step the val
+    losses of all its runs."""
     curves = [run.curve(corpus) for run in group]
-    steps = curves[0][0]
-    if any(other_steps != steps for other_steps, _ in curves):
-        raise RunError(f"{name}: its runs evaluated at different steps; compare runs of one config")
-    return steps, [list(col) for col in zip(*(losses for _, losses in curves), strict=True)]
+    return curves[0][0], [list(col) for col in zip(*(losses for _, losses in curves), strict=True)]
 
 
 def seeds_list(text: str) -> list[int]:
@@ -440,20 +438,16 @@ def train_main(args: argparse.Namespace) -> int:
     """Train one config once per seed, each in the folder --out_dir names for it."""
     try:
         folders = seed_folders(args.out_dir, args.seeds)
+        for i, (seed, folder) in enumerate(folders.items(), 1):
+            print(f"seed {seed} ({i} of {len(folders)})", flush=True)
+            overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
+            code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
+            if code != 0:
+                print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
+                return code
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for i, (seed, folder) in enumerate(folders.items(), 1):
-        print(f"seed {seed} ({i} of {len(folders)})", flush=True)
-        overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
-        try:
-            code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
-        except RunError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        if code != 0:
-            print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
-            return code
     return 0
 
 

@@ -187,6 +187,12 @@ def test_compare_over_seeds_refuses_what_would_pull_the_mean(tmp_path, capsys):
     (tmp_path / "1" / "a" / "config.json").write_text(json.dumps(record))
     assert runs.main(["compare", f"a={tmp_path}/{{seed}}/a", "--seeds", "1,2"]) == 1
     assert "/1/a was trained with seed 9, not 1" in capsys.readouterr().err
+    fake_run(tmp_path / "1" / "b", [10.8, 7.0, 6.0])
+    fake_run(tmp_path / "2" / "b", [10.8, 7.0, 6.5])
+    metrics = tmp_path / "2" / "b" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().replace('"iter": 10,', '"iter": 5,'))  # evaluated mid-way elsewhere
+    assert runs.main(["compare", f"b={tmp_path}/{{seed}}/b", "--seeds", "1,2", "--out", str(tmp_path / "b.png")]) == 1
+    assert "b: seeds 1 and 2 evaluated at different steps" in capsys.readouterr().err
     for bad in ("-1,2", "1_0,2", "1.5"):
         with pytest.raises(SystemExit):
             runs.main(["compare", f"a={tmp_path}/{{seed}}/a", f"--seeds={bad}"])

@@ -28,7 +28,7 @@ demo: $(VENV)/installed
 	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
 		--out out-demo/analysis
 
-# The demo's four runs once per seed (SEEDS, default 1,2,3; each seed about 14 minutes on 2 cores), then their
+# The demo's four runs once per seed (SEEDS, default 1,2,3; 57 minutes for three on 2 shared cores), then their
 # mean, spread and differences paired by seed. Finished runs are skipped and interrupted ones resumed.
 SEEDS ?= 1,2,3
 SEED_RUNS := $(PY) runs.py train --seeds $(SEEDS)

@@ -557,3 +557,99 @@ def test_a_law_with_no_size_or_no_data_exponent_has_no_compute_optimum():
     for params in ({**CHINCHILLA, "alpha": 0.0}, {**CPT, "gamma": CPT["beta"]}):
         with pytest.raises(ScalingError, match="no compute-optimal size"):
             scaling.compute_optimal(params, 1e21)
+
+
+# ----------------------------------------------------------------------------- the bootstrap, fast
+
+
+def drawn_runs(points: scaling.Points, rng: np.random.Generator) -> scaling.Points:
+    """Runs drawn with replacement, each with all its points, written out independently of scaling.resample."""
+    runs = np.unique(points.run)
+    keep = [np.flatnonzero(points.run == r) for r in rng.choice(runs, size=len(runs), replace=True)]
+    index = np.concatenate(keep)
+    return scaling.Points(points.n[index], points.d[index], points.loss[index], points.run[index])
+
+
+def bootstrap_by_hand(points: scaling.Points, form: str, base: dict | None, samples: int, seed: int) -> dict:
+    """The documented procedure with full fits: each resample draws the runs (and for cpt then the base's
+    runs, refitting the base law), fits, and the intervals are the 5th and 95th percentiles of the fits."""
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(samples):
+        sample = drawn_runs(points, rng)
+        fixed_base = base
+        if form == "cpt":
+            base_fit = scaling.fit(drawn_runs(scaling.base_points(base), rng), "chinchilla")[0]
+            fixed_base = {"form": "chinchilla", "params": scaling.public(base_fit, "chinchilla")}
+        fits.append(scaling.public(scaling.fit(sample, form, fixed_base)[0], form))
+    return {key: [np.percentile([f[key] for f in fits], q) for q in (5, 95)] for key in fits[0]}
+
+
+def one_point_per_run(points: scaling.Points) -> scaling.Points:
+    return scaling.Points(points.n, points.d, points.loss, np.arange(len(points)))
+
+
+def test_bootstrap_intervals_are_the_percentiles_of_refits_to_runs_drawn_with_replacement():
+    points = one_point_per_run(synthetic(CHINCHILLA, 3, noise=0.01))
+    best, _ = scaling.fit(points, "chinchilla")
+    intervals, fitted = scaling.bootstrap(points, "chinchilla", None, best, samples=4, seed=7)
+    assert fitted == 4
+    expected = bootstrap_by_hand(points, "chinchilla", None, samples=4, seed=7)
+    assert intervals.keys() == expected.keys() == CHINCHILLA.keys()
+    for key, (low, high) in expected.items():
+        assert intervals[key] == pytest.approx([low, high], rel=1e-4), key
+        assert high > low, key
+
+
+def test_a_cpt_bootstrap_redraws_and_refits_its_base_law():
+    base_points = one_point_per_run(synthetic(CHINCHILLA, 4, noise=0.01))
+    base_fit = scaling.fit(base_points, "chinchilla")[0]
+    base = {"form": "chinchilla", "params": scaling.public(base_fit, "chinchilla")}
+    columns = zip(base_points.n, base_points.d, base_points.loss, base_points.run, strict=True)
+    base["points"] = [{"N": float(n), "D": float(d), "loss": float(loss), "run": int(r)} for n, d, loss, r in columns]
+    points = one_point_per_run(synthetic(CPT, 5, d_range=(1e6, 1e10), noise=0.01))
+    best = scaling.fit(points, "cpt", base)[0]
+    intervals, fitted = scaling.bootstrap(points, "cpt", base, best, samples=4, seed=11)
+    assert fitted == 4
+    expected = bootstrap_by_hand(points, "cpt", base, samples=4, seed=11)
+    for key, (low, high) in expected.items():
+        assert intervals[key] == pytest.approx([low, high], rel=1e-4), key
+    assert intervals["E"][1] > intervals["E"][0]  # E comes from the base's refits, not its point estimate
+
+
+def test_a_bootstrap_whose_resamples_fit_nothing_says_so():
+    """Three runs at three sizes: a resample that draws a run twice has two sizes, and is no fit."""
+    rows = [
+        (n, d, scaling.predict(CHINCHILLA, n, d), run)
+        for run, n in enumerate((1e7, 1e8, 1e9))
+        for d in (1e9, 1e10, 1e11)
+    ]
+    points = scaling.to_points(rows)
+    best = scaling.fit(points, "chinchilla")[0]
+    # seed 1 draws two of the runs in both resamples; seed 2 draws all three in its second
+    assert scaling.bootstrap(points, "chinchilla", None, best, samples=2, seed=1) == ({}, 0)
+    intervals, fitted = scaling.bootstrap(points, "chinchilla", None, best, samples=2, seed=2)
+    assert fitted == 1 and intervals["alpha"][0] == intervals["alpha"][1]
+
+
+def test_a_refit_of_a_sample_whose_layout_cannot_determine_the_law_is_none():
+    rows = [
+        (n, d, scaling.predict(CHINCHILLA, n, d), i)
+        for i, (n, d) in enumerate([(1e7, 1e9), (1e7, 1e10), (1e8, 1e9), (1e8, 1e10), (1e8, 1e11), (1e7, 1e11)])
+    ]
+    two_sizes = scaling.to_points(rows)
+    assert scaling.refit(two_sizes, "chinchilla", {"gamma": 0.0}, scaling.log_params(CHINCHILLA)) is None
+    five = scaling.to_points(
+        [
+            (n, d, scaling.predict(CHINCHILLA, n, d), i)
+            for i, (n, d) in enumerate([(1e7, 1e9), (1e8, 1e10), (1e9, 1e11), (1e7, 1e11), (1e9, 1e9)])
+        ]
+    )
+    assert scaling.refit(five, "chinchilla", {"gamma": 0.0}, scaling.log_params(CHINCHILLA)) is not None
+    assert scaling.fit(five, "chinchilla")[0].keys() >= set(scaling.FREE["chinchilla"])
+
+
+def test_a_cpt_form_takes_only_a_chinchilla_base():
+    for base in (None, {"form": "cpt", "params": CPT}):
+        with pytest.raises(ScalingError, match="a chinchilla fit.json"):
+            scaling.fixed_parameters("cpt", base)

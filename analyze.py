@@ -10,12 +10,21 @@ For each T x T post-softmax attention matrix A (one head, one sequence):
 Both are averaged over the sequences. Per layer, MaxRank is the largest head rank and AvgMass the mean
 head mass. A layer is lazy when MaxRank is 1: every head of it puts its attention in one column (the
 first token, an "attention sink"), so it adds little. The suggested student keeps the leading non-lazy
-layers (Inheritune, arXiv 2404.08634). Writes analysis.json, layers.png and heads.png to --out.
+layers (Inheritune, arXiv 2404.08634).
+
+Two measures of the residual stream h_l (block l's input; h_L leaves the last block, before ln_f):
+- Block Influence BI_l = 1 - mean over tokens of cos(h_l, h_l+1) (ShortGPT, arXiv 2403.03853);
+- angular distance d(l, l+k) = arccos(cos(h_l, h_l+k)) / pi at the last token (Gromov et al., arXiv
+  2403.17887), for every span k.
+For a student of --n_layer blocks, each way of choosing its layers (first n, largest BI, all but the span of
+least angular distance) is printed with the inherit.py command that builds it. Writes analysis.json,
+layers.png and heads.png to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -28,7 +37,7 @@ import torch
 
 from checkpoint import CheckpointError, load_model
 from data.batches import get_batch
-from model import GPT
+from model import GPT, GPTConfig
 from runtime import resolve_device_name, write_json
 
 # A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
@@ -66,21 +75,39 @@ def attention_mass(att: torch.Tensor, eta: float) -> torch.Tensor:
     return smallest_count_reaching(shares, eta)
 
 
+def block_influence(hidden: torch.Tensor) -> torch.Tensor:
+    """ShortGPT's Block Influence of each block on each sequence, BI_l = 1 - mean over tokens of
+    cos(h_l, h_{l+1}), from hidden states (L + 1, B, T, C): an (L, B) tensor. A block that changes no
+    direction has BI 0."""
+    h = hidden.float()
+    return 1 - torch.nn.functional.cosine_similarity(h[:-1], h[1:], dim=-1).mean(dim=-1)
+
+
+def angular_distance(hidden: torch.Tensor, span: int) -> torch.Tensor:
+    """Gromov et al.'s angular distance arccos(cos(h_l, h_{l+span})) / pi at the last token, for every start
+    l = 0..L-span, on each sequence: an (L - span + 1, B) tensor with values in [0, 1]."""
+    last = hidden[:, :, -1].double()  # arccos is steep near 1: a float32 cosine of equal vectors gives 1e-4
+    cos = torch.nn.functional.cosine_similarity(last[:-span], last[span:], dim=-1)
+    return torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
+
+
 @dataclass
 class Settings:
     data: str
-    num_seqs: int
-    seq_len: int
-    tau: float
-    eta: float
-    seed: int
-    batch_size: int
+    num_seqs: int = 100
+    seq_len: int = 100
+    tau: float = 0.9
+    eta: float = 0.9
+    seed: int = 1337
+    batch_size: int = 25
 
 
-def validation_sequences(settings: Settings, vocab_size: int) -> torch.Tensor:
+def validation_sequences(settings: Settings, config: GPTConfig) -> torch.Tensor:
     """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed."""
+    if settings.seq_len > config.block_size:
+        raise ValueError(f"seq_len {settings.seq_len} is longer than the model's block_size {config.block_size}")
     rng = np.random.default_rng(settings.seed)
-    x, _ = get_batch(settings.data, "val", settings.num_seqs, settings.seq_len, vocab_size, rng)
+    x, _ = get_batch(settings.data, "val", settings.num_seqs, settings.seq_len, config.vocab_size, rng)
     return x
 
 
@@ -107,6 +134,60 @@ def head_statistics(model: GPT, seqs: torch.Tensor, settings: Settings, device: 
     }
 
 
+def hidden_statistics(model: GPT, seqs: torch.Tensor, batch_size: int, device: str) -> dict:
+    """Block Influence of every block and angular distance of every span (1..L-1) from every start, each
+    the mean over the sequences."""
+    L = model.config.n_layer
+    bi_sum = torch.zeros(L)
+    angular_sum = {span: torch.zeros(L - span + 1) for span in range(1, L)}
+    for start in range(0, len(seqs), batch_size):
+        hidden = model.hidden_states(seqs[start : start + batch_size].to(device))
+        bi_sum += block_influence(hidden).sum(dim=1).cpu()
+        for span, total in angular_sum.items():
+            total += angular_distance(hidden, span).sum(dim=1).cpu()
+    return {
+        "block_influence": (bi_sum / len(seqs)).tolist(),
+        "angular_distance": {str(span): (total / len(seqs)).tolist() for span, total in angular_sum.items()},
+    }
+
+
+def measure_layers(model: GPT, settings: Settings, device: str) -> dict:
+    """hidden_statistics on the validation sequences of settings, with the settings that chose them."""
+    seqs = validation_sequences(settings, model.config)
+    measures = {key: getattr(settings, key) for key in ("data", "num_seqs", "seq_len", "seed")}
+    return measures | hidden_statistics(model, seqs, settings.batch_size, device)
+
+
+# How a student's layers can be chosen by name: the measure each uses, and where it comes from.
+LAYER_METHODS = {
+    "first": "the first n blocks (Inheritune, arXiv 2404.08634)",
+    "bi": "the n blocks of largest Block Influence (ShortGPT, arXiv 2403.03853)",
+    "angular": "all but the span of L - n blocks of least angular distance (Gromov et al., arXiv 2403.17887)",
+}
+
+
+def choose_layers(method: str, n: int, measures: dict | None) -> tuple[int, ...]:
+    """The reference blocks an n-layer student keeps, in order, by one of LAYER_METHODS; measures come
+    from measure_layers (not needed for 'first')."""
+    if method not in LAYER_METHODS:
+        raise ValueError(f"unknown layer choice {method!r}; choose from {', '.join(LAYER_METHODS)}")
+    if method == "first":
+        return tuple(range(n))
+    bi = measures["block_influence"]
+    L = len(bi)
+    if not 1 <= n <= L:
+        raise ValueError(f"a student of {n} layers cannot be chosen from {L} layers")
+    if method == "bi":
+        # the L - n blocks that change their input least go; a stable sort drops the later of equal blocks
+        return tuple(sorted(sorted(range(L), key=lambda layer: -bi[layer])[:n]))
+    span = L - n
+    if span == 0:
+        return tuple(range(L))
+    distance = measures["angular_distance"][str(span)]
+    drop = min(range(len(distance)), key=distance.__getitem__)  # the first of equal minima
+    return tuple(layer for layer in range(L) if not drop <= layer < drop + span)
+
+
 def lazy_layers(max_rank: list[float], lazy_rank: float) -> list[int]:
     return [layer for layer, r in enumerate(max_rank) if r <= lazy_rank]
 
@@ -126,28 +207,68 @@ def suggest_student(source: str, n_layer: int, lazy: list[int]) -> dict:
     return suggestion
 
 
-def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float) -> dict:
+def layer_choices(source: str, measures: dict, n: int) -> dict:
+    """Each of LAYER_METHODS' choice for an n-layer student, with the inherit.py command that builds it
+    (measuring again on the same sequences, so that the student records why it has those layers)."""
+    choices = {"n_layer": n, "layers": {}, "commands": {}}
+    for method in LAYER_METHODS:
+        choices["layers"][method] = list(choose_layers(method, n, measures))
+        command = ["python", "inherit.py", "--inherit_from", source, "--n_layer", str(n)]
+        if method != "first":
+            command += ["--inherit_layers", method, "--data", measures["data"]]
+            command += [f"--num_seqs={measures['num_seqs']}", f"--seq_len={measures['seq_len']}"]
+            command += [f"--measure_seed={measures['seed']}"]
+        choices["commands"][method] = shlex.join([*command, "--out", f"out-student-{method}-{n}/student.pt"])
+    return choices
+
+
+def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float, n_student: int | None = None) -> dict:
     model, _ = load_model(source, device)
     model.eval()
     cfg = model.config
     print(f"{source}: {cfg.n_layer} layers x {cfg.n_head} heads, {settings.num_seqs} sequences of {settings.seq_len}")
-    if settings.seq_len > cfg.block_size:
-        raise ValueError(f"--seq_len {settings.seq_len} is longer than the model's block_size {cfg.block_size}")
-    seqs = validation_sequences(settings, cfg.vocab_size)
+    seqs = validation_sequences(settings, cfg)
     stats = head_statistics(model, seqs, settings, device)
     max_rank = [max(heads) for heads in stats["rank"]]
     avg_mass = [sum(heads) / len(heads) for heads in stats["mass"]]
     lazy = lazy_layers(max_rank, lazy_rank)
+    measures = measure_layers(model, settings, device)
+    suggestion = suggest_student(str(source), cfg.n_layer, lazy)
+    # without a lazy layer the suggestion is the whole model; the paper's starting point is then L/2
+    n = n_student or (suggestion["n_layer"] if lazy else max(cfg.n_layer // 2, 1))
+    if n > cfg.n_layer:
+        raise ValueError(f"--n_layer {n} is deeper than the {cfg.n_layer}-layer {source}")
     result = {"source": str(source), "n_layer": cfg.n_layer, "n_head": cfg.n_head}
     result |= {"max_rank": max_rank, "avg_mass": avg_mass, "lazy_layers": lazy}
-    result |= {"suggestion": suggest_student(str(source), cfg.n_layer, lazy), **stats}
+    result |= {key: measures[key] for key in ("block_influence", "angular_distance")}
+    result |= {"suggestion": suggestion, "choices": layer_choices(str(source), measures, n), **stats}
     return result
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'layer':>5} {'MaxRank':>8} {'AvgMass':>8}  lazy", "-" * 29]
+    """Per layer: MaxRank, AvgMass, Block Influence, and the angular distance of the span the angular choice
+    considers (L - n blocks) starting there."""
+    span = result["n_layer"] - result["choices"]["n_layer"]
+    distance = result["angular_distance"].get(str(span), [])
+    header = f"{'layer':>5} {'MaxRank':>8} {'AvgMass':>8} {'BI':>7} {f'd(l,l+{span})':>10}  lazy"
+    lines = [header, "-" * len(header)]
     for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"], strict=True)):
-        lines.append(f"{layer:>5} {r:>8.2f} {m:>8.2f}  {'yes' if layer in result['lazy_layers'] else ''}")
+        d = f"{distance[layer]:>10.4f}" if layer < len(distance) else " " * 10
+        bi = result["block_influence"][layer]
+        lines.append(
+            f"{layer:>5} {r:>8.2f} {m:>8.2f} {bi:>7.4f} {d}  {'yes' if layer in result['lazy_layers'] else ''}"
+        )
+    return "\n".join(lines)
+
+
+def describe_choices(result: dict) -> str:
+    choices = result["choices"]
+    lines = [f"layers each measure keeps for a {choices['n_layer']}-layer student:"]
+    for method, layers in choices["layers"].items():
+        lines += [
+            f"  {method:<8} {','.join(map(str, layers))}: {LAYER_METHODS[method]}",
+            f"    {choices['commands'][method]}",
+        ]
     return "\n".join(lines)
 
 
@@ -167,26 +288,40 @@ def describe_suggestion(result: dict) -> str:
 
 
 def plot_layers(results: list[dict], out: Path) -> None:
-    """MaxRank and AvgMass per layer, every model on the same axes."""
+    """MaxRank, AvgMass and Block Influence per layer, and the angular distance of the span that the angular
+    choice drops from each start layer; every model on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    axes = axes.flatten()
     for r in results:
         layers = range(r["n_layer"])
+        span = r["n_layer"] - r["choices"]["n_layer"]
         axes[0].plot(layers, r["max_rank"], marker="o", ms=3, label=r["source"])
         axes[1].plot(layers, r["avg_mass"], marker="o", ms=3, label=r["source"])
+        axes[2].plot(layers, r["block_influence"], marker="o", ms=3, label=r["source"])
+        if span:
+            distance = r["angular_distance"][str(span)]
+            axes[3].plot(range(len(distance)), distance, marker="o", ms=3, label=f"{r['source']}: span {span}")
     axes[0].axhline(1.0, color="black", ls="--", lw=1, label="lazy (rank 1)")
-    for ax, title in zip(axes, ("MaxRank (max over heads of mean rank)", "AvgMass (mean over heads)"), strict=True):
-        ax.set_xlabel("layer")
+    titles = (
+        "MaxRank (max over heads of mean rank)",
+        "AvgMass (mean over heads)",
+        "Block Influence 1 - cos(h_l, h_l+1)",
+        "angular distance d(l, l + span), last token",
+    )
+    for ax, title, xlabel in zip(axes, titles, ["layer"] * 3 + ["first layer of the span"], strict=True):
+        ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.set_ylim(bottom=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.has_data():  # no span is dropped when the student keeps every layer
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -226,18 +361,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
     p.add_argument("--data", required=True, help="prepared corpus folder; sequences come from its val.bin")
     p.add_argument("--compare", default="", help="a second model, analyzed on the same sequences and plotted beside")
-    p.add_argument("--num_seqs", type=int, default=100)
-    p.add_argument("--seq_len", type=int, default=100)
-    p.add_argument("--tau", type=float, default=0.9, help="share of singular-value energy that defines the rank")
-    p.add_argument("--eta", type=float, default=0.9, help="share of squared attention mass that defines the mass")
+    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs)
+    p.add_argument("--seq_len", type=int, default=Settings.seq_len)
+    p.add_argument(
+        "--tau", type=float, default=Settings.tau, help="share of singular-value energy that defines the rank"
+    )
+    p.add_argument(
+        "--eta", type=float, default=Settings.eta, help="share of squared attention mass that defines the mass"
+    )
     p.add_argument("--lazy_rank", type=float, default=1.0, help="a layer is lazy when its MaxRank is at most this")
-    p.add_argument("--seed", type=int, default=1337, help="which validation sequences")
-    p.add_argument("--batch_size", type=int, default=25, help="sequences per forward pass (bounds memory)")
+    n_help = "the student depth whose layers each measure chooses (default: the suggested student, or L/2)"
+    p.add_argument("--n_layer", type=int, help=n_help)
+    p.add_argument("--seed", type=int, default=Settings.seed, help="which validation sequences")
+    p.add_argument(
+        "--batch_size", type=int, default=Settings.batch_size, help="sequences per forward pass (bounds memory)"
+    )
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="out-analysis", help="folder for analysis.json, layers.png and heads.png")
     args = p.parse_args(argv)
-    for name in ("num_seqs", "seq_len", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("num_seqs", "seq_len", "batch_size", "n_layer"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     for name in ("tau", "eta"):
         if not 0 < getattr(args, name) <= 1:
@@ -252,9 +395,11 @@ def main(argv: list[str]) -> int:
     try:
         device = resolve_device_name(args.device)
         for source in [args.model, args.compare] if args.compare else [args.model]:
-            result = analyze_model(source, settings, device, args.lazy_rank)
+            n_student = args.n_layer if source == args.model else None  # a compared student has its own depth
+            result = analyze_model(source, settings, device, args.lazy_rank, n_student)
             print(format_table(result))
             print(describe_suggestion(result))
+            print(describe_choices(result))
             print(f"forward {result['forward_seconds']} s, rank and mass {result['metrics_seconds']} s\n")
             results.append(result)
     except (CheckpointError, OSError, ValueError) as e:

@@ -70,7 +70,9 @@ class TrainConfig:
     scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
-    inherit_layers: str = ""  # reference blocks in order, e.g. '0-11,14'; empty: blocks 0..n_layer-1
+    # reference blocks in order, e.g. '0-11,14'; empty or 'first': blocks 0..n_layer-1; 'bi' or 'angular': chosen
+    # by that measure of the reference on data_dir's validation sequences (analyze.py, inherit.py)
+    inherit_layers: str = ""
     # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
     # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
     # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
@@ -78,6 +80,12 @@ class TrainConfig:
     # std of a student's token embedding where it is not inherited: 0.02 as a model from scratch (GPT-2's);
     # 1.0 is nn.Embedding's default N(0, 1), which the authors' code leaves.
     fresh_embedding_std: float = 0.02
+    # Distillation: the loss is (1 - distill_alpha) * cross-entropy + distill_alpha * T^2 * KL(teacher || student)
+    # of the distributions softened by T = distill_temperature, over the real vocabulary; the teacher (any model
+    # source with the run's tokenizer) is frozen. The paper's KD baseline weighs cross-entropy 0.6: alpha 0.4.
+    teacher: str = ""
+    distill_alpha: float = 0.5
+    distill_temperature: float = 1.0
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -119,6 +127,11 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.max_iters < 0 or self.warmup_iters < 0:
             raise ConfigError("max_iters and warmup_iters must be non-negative")
+        if not (0.0 <= self.distill_alpha <= 1.0 and self.distill_temperature > 0):
+            raise ConfigError(
+                f"distill_alpha must be in [0, 1] and distill_temperature positive, got {self.distill_alpha} "
+                f"and {self.distill_temperature}"
+            )
 
     def _check_corpora(self) -> None:
         if isinstance(self.data_dir, dict):

@@ -4,6 +4,11 @@
     python inherit.py --inherit_from gpt2-medium --inherit_layers 0-11,14 --out student.pt
     python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --inherit_parts wte,attn,mlp,ln --out a.pt
     python inherit.py --inherit_from openlm-research/open_llama_3b --n_layer 13 --out out-openllama-13/student.pt
+    python inherit.py --inherit_from out-gpt2_large/ckpt.pt --n_layer 18 --inherit_layers bi --data data/openwebtext \
+        --out out-student-bi/ckpt.pt
+
+The layers are blocks 0..n-1 (Inheritune), a list, or chosen by a measure of the reference's hidden states on
+a corpus (--inherit_layers bi or angular, see analyze.py); the student's record says which and why.
 
 By default the student copies all of the reference's parts: its token embedding and head (one tensor in
 GPT-2), its position embedding if it has one (GPT-2's; Llama's are rotary), blocks layers[0..n-1] and its
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from analyze import LAYER_METHODS, Settings, choose_layers, measure_layers
 from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
 from hf import ConversionError
 from model import GPT, INIT_STD, GPTConfig
@@ -150,7 +156,31 @@ def check_width(ref: GPT, n_embd: int, n_head: int) -> None:
         )
 
 
-def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec) -> dict:
+def chosen_by(ref: GPT, request: dict, measure: Settings | None) -> tuple[dict, dict]:
+    """The request with a named layer choice (analyze.LAYER_METHODS) turned into the layers it picks, and
+    the record of why: the method, and for a measured choice the measure's values and the sequences."""
+    request = {"n_layer": None, "layers": "", "parts": "all"} | request
+    method = request["layers"]
+    if method not in LAYER_METHODS:
+        return request, {"method": "listed" if method else "first"}
+    if request["n_layer"] is None:
+        raise InheritError(f"layers chosen by {method!r} need the student's depth (n_layer)")
+    if method == "first":
+        return request | {"layers": ""}, {"method": "first"}
+    if measure is None:
+        raise InheritError(f"layers chosen by {method!r} are measured on a corpus: give its folder (data)")
+    make_spec(ref.config, request["n_layer"], parts=request["parts"])  # a bad depth or parts fail before measuring
+    print(f"measuring the reference's layers on {measure.num_seqs} sequences of {measure.seq_len} from {measure.data}")
+    try:
+        measures = measure_layers(ref, measure, "cpu")
+    except (OSError, ValueError) as e:
+        raise InheritError(f"cannot measure the reference on {measure.data}: {e}") from None
+    layers = choose_layers(method, request["n_layer"], measures)
+    record = {"method": method, "rule": LAYER_METHODS[method], **measures}
+    return request | {"layers": ",".join(map(str, layers))}, record
+
+
+def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec, choice: dict) -> dict:
     return {
         "source": str(source),
         "source_sha256": source_sha256(source),
@@ -158,6 +188,7 @@ def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec) -
         "reference_val_loss": ref_ckpt.best_val_loss,
         "reference_tokenizer": ref_ckpt.tokenizer,
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
+        "chosen_by": choice,
     }
 
 
@@ -168,14 +199,18 @@ def inherit(
     dropout: float = 0.0,
     width: tuple[int, int] | None = None,
     embedding_std: float = INIT_STD,
+    measure: Settings | None = None,
 ) -> tuple[GPT, dict]:
     """Load the reference, check the request (and, if given, that the reference has this (n_embd, n_head)),
+    choose its layers (listed, or by a method of analyze.LAYER_METHODS measured on measure's sequences),
     build the student; returns it with its provenance."""
     ref, ref_ckpt = load_model(source)
     if width is not None:
         check_width(ref, *width)
+    request, choice = chosen_by(ref, request, measure)
     spec = make_spec(ref.config, **request)
-    return build_student(ref, spec, seed, dropout, embedding_std), provenance(source, ref, ref_ckpt, spec)
+    student = build_student(ref, spec, seed, dropout, embedding_std)
+    return student, provenance(source, ref, ref_ckpt, spec, choice)
 
 
 # ----------------------------------------------------------------------------- command
@@ -190,7 +225,13 @@ def main(argv: list[str]) -> int:
     parts_help += "wpe, ln_f, and of each block attn, mlp, ln"
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
-    p.add_argument("--inherit_layers", default="", help="reference blocks to inherit, in order, e.g. '0-11,14'")
+    layers_help = "reference blocks to inherit, in order, e.g. '0-11,14'; or chosen by a method: "
+    layers_help += "; ".join(f"{name}: {rule}" for name, rule in LAYER_METHODS.items())
+    p.add_argument("--inherit_layers", default="", help=layers_help)
+    p.add_argument("--data", default="", help="corpus folder whose val.bin the bi and angular choices measure on")
+    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences the choice measures on")
+    p.add_argument("--seq_len", type=int, default=Settings.seq_len, help="their length in tokens")
+    p.add_argument("--measure_seed", type=int, default=Settings.seed, help="which sequences (analyze.py's --seed)")
     p.add_argument("--inherit_parts", default="all", help=parts_help)
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     std_help = "std of the token embedding where it is not inherited (1.0: the authors' code's N(0, 1))"
@@ -198,8 +239,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
+    measure = Settings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
     try:
-        student, origin = inherit(args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std)
+        student, origin = inherit(
+            args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std, measure=measure
+        )
     except (InheritError, CheckpointError, ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -209,7 +253,7 @@ def main(argv: list[str]) -> int:
     Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(out)
     size = f"{student.config.n_layer} layers, {student.get_num_params() / 1e6:.2f}M parameters"
     reference = f"the {origin['reference_n_layer']}-layer {args.inherit_from}"
-    print(f"student: {size}, from {reference}: layers {origin['layers']}")
+    print(f"student: {size}, from {reference}: layers {origin['layers']} ({origin['chosen_by']['method']})")
     print(f"wrote {out}; train it with: python train.py CONFIG --init_from={out}")
     return 0
 

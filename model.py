@@ -421,6 +421,17 @@ class GPT(nn.Module):
             maps.append(att)
         return torch.stack(maps)
 
+    @torch.no_grad()
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The residual stream entering each block and leaving the last (before ln_f): (n_layer + 1, B, T, n_embd).
+        Entry l is block l's input, so blocks l..l+k-1 map entry l to entry l+k."""
+        x, rope = self._embed(idx)
+        states = [x]
+        for block in self.transformer.h:
+            x, _ = block(x, rope)
+            states.append(x)
+        return torch.stack(states)
+
     def configure_optimizers(
         self,
         weight_decay: float,

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from analyze import Settings
 from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
 from configurator import ConfigError, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
@@ -75,7 +77,11 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         width = (cfg.n_embd, cfg.n_head)
-        model, origin = inherit(cfg.inherit_from, request, cfg.seed, cfg.dropout, width, cfg.fresh_embedding_std)
+        # a measured layer choice (inherit_layers 'bi', 'angular') reads the first corpus
+        measure = Settings(next(iter(cfg.mixture)), seq_len=min(Settings.seq_len, cfg.block_size))
+        model, origin = inherit(
+            cfg.inherit_from, request, cfg.seed, cfg.dropout, width, cfg.fresh_embedding_std, measure
+        )
         start = Start(model, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
         model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
@@ -153,6 +159,33 @@ def check_vocabulary(start: Start, vocab: dict, cfg: TrainConfig) -> None:
         )
 
 
+@dataclass
+class Teacher:
+    """Distillation's teacher: frozen, in eval mode, on the run's device."""
+
+    model: torch.nn.Module
+    alpha: float
+    temperature: float
+
+
+def load_teacher(cfg: TrainConfig, rt: Runtime, vocab: dict, student: GPT) -> Teacher | None:
+    """The teacher of cfg.teacher, which must read the corpora's tokens and give logits over the student's
+    vocabulary column for column."""
+    if not cfg.teacher:
+        return None
+    model, ckpt = load_model(cfg.teacher, rt.device)
+    name = (ckpt.vocabulary() or {}).get("tokenizer", "an unknown tokenizer")
+    if not same_vocabulary(ckpt.vocabulary(), vocab):
+        raise ConfigError(f"teacher {cfg.teacher} reads the tokenizer {name}, the run's corpora {vocab['tokenizer']}")
+    if model.config.vocab_size != student.config.vocab_size:
+        raise ConfigError(
+            f"teacher {cfg.teacher} has a vocabulary of {model.config.vocab_size}, the student "
+            f"{student.config.vocab_size}: their logits must match column for column"
+        )
+    model.eval().requires_grad_(False)
+    return Teacher(model, cfg.distill_alpha, cfg.distill_temperature)
+
+
 # ----------------------------------------------------------------------------- one step, and the loss estimate
 
 
@@ -175,18 +208,22 @@ def train_step(
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     ctx: typing.ContextManager,
     grad_clip: float,
+    teacher: Teacher | None = None,
 ) -> torch.Tensor:
-    """One optimizer step over the micro-batches; returns their mean loss (a tensor: no device sync)."""
-    total = torch.zeros((), device=batches[0][0].device)
+    """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
+    distillation term (a tensor of 3: no device sync)."""
+    total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
         # DDP: all-reduce gradients once per step, on the last micro-batch only.
         last = micro == len(batches) - 1
         sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
         with sync:
             with ctx:
-                _, loss = model(x, y)
+                logits, ce = model(x, y)
+                kl = distillation_term(logits, teacher, x, y) if teacher else torch.zeros_like(ce)
+            loss = (1 - teacher.alpha) * ce + teacher.alpha * kl if teacher else ce
             scaler.scale(loss / len(batches)).backward()
-        total += loss.detach()
+        total += torch.stack([loss, ce, kl]).detach().float()
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -194,6 +231,18 @@ def train_step(
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total / len(batches)
+
+
+def distillation_term(logits: torch.Tensor, teacher: Teacher, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """T^2 KL(teacher || student) of the softened distributions, the mean over the positions with a target;
+    logits are over the real vocabulary, so padding never takes part."""
+    with torch.no_grad():
+        teacher_logits, _ = teacher.model(x, y)
+    t = teacher.temperature
+    student = F.log_softmax(logits.float() / t, dim=-1)
+    target = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    kl = F.kl_div(student, target, reduction="none", log_target=True).sum(dim=-1)
+    return t * t * kl[y != -1].mean()
 
 
 @dataclass
@@ -307,11 +356,14 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab = shared_vocabulary(cfg)
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
+    teacher = load_teacher(cfg, rt, vocab, start.model)
     state = initial_state(cfg, rt, start)
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
     progress = Progress(cfg, rt, state.model, start, resumed_at)
     model = torch.compile(state.model) if cfg.compile else state.model
+    if teacher and cfg.compile:
+        teacher.model = torch.compile(teacher.model)
     train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else model
     vocab_size = state.model.config.vocab_size
 
@@ -343,14 +395,14 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
         batches = step_batches(cfg, rt, vocab_size, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
-        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip)
+        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher)
         state.iter_num += 1
         state.tokens += cfg.tokens_per_iter
 
         if state.iter_num % cfg.log_interval == 0:
-            lossf = all_reduce_mean(loss, rt).item()
+            lossf, ce, kl = all_reduce_mean(loss, rt).tolist()
             stop_if_diverged([lossf], state.iter_num)
-            progress.step(state.iter_num, state.tokens, lossf, lr)
+            progress.step(state.iter_num, state.tokens, lossf, lr, {"train_ce": ce, "train_kl": kl} if teacher else {})
     progress.finish()
     return last_eval
 
@@ -453,7 +505,8 @@ class Progress:
             self.record(record)
         self.restart_clock(record["iter"])
 
-    def step(self, iter_num: int, tokens: int, loss: float, lr: float) -> None:
+    def step(self, iter_num: int, tokens: int, loss: float, lr: float, parts: dict[str, float]) -> None:
+        """A train record; parts are a distilled loss's cross-entropy and distillation term."""
         now = time.time()
         dt = (now - self.t0) / (iter_num - self.t0_iter)
         self.t0, self.t0_iter = now, iter_num
@@ -461,12 +514,14 @@ class Progress:
             return
         mfu = self.model.estimate_mfu(self.sequences_per_process, dt, self.peak) if self.peak else None
         mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "-"
+        parts_text = "".join(f" ({name.removeprefix('train_')} {value:.4f})" for name, value in parts.items())
         print(
-            f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
+            f"iter {iter_num}: loss {loss:.4f}{parts_text}, lr {lr:.2e}, {1000 * dt:.1f} ms/iter, "
             f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}"
         )
         throughput = {"ms_per_iter": 1000 * dt, "tokens_per_s": self.tokens_per_iter / dt, "mfu": mfu}
-        self.record({"kind": "train", "iter": iter_num, "tokens": tokens, "train_loss": loss, "lr": lr} | throughput)
+        record = {"kind": "train", "iter": iter_num, "tokens": tokens, "train_loss": loss, "lr": lr}
+        self.record(record | parts | throughput)
 
     def record(self, record: dict) -> None:
         self.metrics.write(record)

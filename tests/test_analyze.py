@@ -4,11 +4,21 @@ import os
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import inherit
-from analyze import Settings, analyze_model, attention_mass, attention_rank, main
+from analyze import (
+    Settings,
+    analyze_model,
+    angular_distance,
+    attention_mass,
+    attention_rank,
+    block_influence,
+    choose_layers,
+    main,
+)
 from checkpoint import Checkpoint, load_model
 from model import GPT, GPTConfig
 
@@ -189,3 +199,110 @@ def test_bad_requests_fail_clearly(shakespeare_dir, tmp_path, capsys, extra, mes
     assert code != 0
     assert message in capsys.readouterr().err
     assert not (tmp_path / "a" / "analysis.json").exists()
+
+
+# ----------------------------------------------------------------------------- Block Influence, angular distance
+
+
+def realistic_hidden(n_layer: int, batch: int = 3, t: int = 20, c: int = 16) -> torch.Tensor:
+    """(n_layer + 1, B, T, C) hidden states of residual-stream magnitude, shifted off zero and unlike each
+    other, so that a wrong axis or token gives a different number."""
+    g = torch.Generator().manual_seed(0)
+    return 3.0 * torch.randn(n_layer + 1, batch, t, c, generator=g) + torch.linspace(-2, 2, c)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_block_influence_is_one_minus_the_mean_token_cosine_by_hand():
+    hidden = realistic_hidden(3)
+    hidden[2] = hidden[1]  # block 1 is the identity
+    hidden[3] = -hidden[2]  # block 2 reverses every direction
+    bi = block_influence(hidden)
+    assert bi.shape == (3, 3)
+    h = hidden.double().numpy()
+    for b in range(3):
+        expected = 1 - np.mean([cosine(h[0, b, t], h[1, b, t]) for t in range(20)])
+        assert bi[0, b].item() == pytest.approx(expected, abs=1e-6)
+    assert bi[1].abs().max().item() < 1e-6 and bi[2].sub(2).abs().max().item() < 1e-6
+
+
+def test_angular_distance_is_at_the_last_token_by_hand():
+    hidden = realistic_hidden(4)
+    hidden[3, :, -1] = hidden[1, :, -1]  # the span 1..3 returns the last token where it was
+    d = angular_distance(hidden, 2)
+    assert d.shape == (3, 3)  # starts 0, 1, 2 of a span of 2 in 4 layers
+    h = hidden.double().numpy()
+    for start in range(3):
+        for b in range(3):
+            expected = math.acos(cosine(h[start, b, -1], h[start + 2, b, -1])) / math.pi
+            assert d[start, b].item() == pytest.approx(expected, abs=1e-6)
+    assert d[1].abs().max().item() < 1e-6
+    assert angular_distance(torch.stack([hidden[0], -hidden[0]]), 1).sub(1).abs().max().item() < 1e-6
+
+
+def measures_of(bi: list[float], angular: dict[int, list[float]]) -> dict:
+    return {"block_influence": bi, "angular_distance": {str(k): v for k, v in angular.items()}}
+
+
+def test_layer_choices_keep_the_largest_bi_and_drop_the_closest_span_in_order():
+    measures = measures_of([0.5, 0.1, 0.3, 0.05, 0.2, 0.2], {2: [0.4, 0.3, 0.1, 0.2, 0.5], 4: [0.3, 0.1, 0.2]})
+    assert choose_layers("first", 4, measures) == (0, 1, 2, 3)
+    assert choose_layers("bi", 4, measures) == (0, 2, 4, 5)
+    assert choose_layers("bi", 3, measures) == (0, 2, 4)  # of two equal BIs the later goes
+    assert choose_layers("angular", 4, measures) == (0, 1, 4, 5)  # d(2, 4) is the least: blocks 2, 3 go
+    assert choose_layers("angular", 2, measures) == (0, 5)  # d(1, 5): blocks 1..4 go
+    assert choose_layers("angular", 6, measures) == choose_layers("bi", 6, measures) == tuple(range(6))
+    with pytest.raises(ValueError, match="7 layers"):
+        choose_layers("bi", 7, measures)
+    with pytest.raises(ValueError, match="unknown layer choice"):
+        choose_layers("middle", 2, measures)
+
+
+def identity_blocks(model: GPT, layers: list[int]) -> GPT:
+    """Blocks that add nothing to the residual stream: their output projections are zero."""
+    with torch.no_grad():
+        for layer in layers:
+            for proj in (model.transformer.h[layer].attn.c_proj, model.transformer.h[layer].mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    return model
+
+
+def test_hidden_states_are_the_residual_stream_the_logits_read():
+    model = sink_model([], n_layer=3)
+    idx = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    hidden = model.hidden_states(idx)
+    assert hidden.shape == (4, 2, 16, 32)
+    x = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(16))
+    torch.testing.assert_close(hidden[0], x, rtol=0, atol=0)
+    torch.testing.assert_close(hidden[2], model.transformer.h[1](hidden[1])[0], rtol=0, atol=0)
+    logits, _ = model(idx, idx)
+    torch.testing.assert_close(model._logits(hidden[-1])[..., : model.config.vocab_size], logits)
+
+
+def test_identity_blocks_measure_zero_and_are_the_ones_left_out(shakespeare_dir, tmp_path, capsys):
+    """A 6-layer reference whose blocks 3 and 4 are the identity: their BI is 0 and the span of both has
+    angular distance 0, so a 4-layer student by either measure keeps 0, 1, 2, 5; the printed commands build
+    exactly those students and record why."""
+    source = save(identity_blocks(sink_model([], n_layer=6), [3, 4]), tmp_path / "ref.pt")
+    out = tmp_path / "analysis"
+    argv = ["--model", source, "--data", str(shakespeare_dir), "--out", str(out), "--n_layer", "4"]
+    assert main([*argv, "--num_seqs", "6", "--seq_len", "32", "--seed", "3"]) == 0
+    result = json.loads((out / "analysis.json").read_text())["models"][0]
+    bi = result["block_influence"]
+    assert bi[3] == pytest.approx(0, abs=1e-6) and bi[4] == pytest.approx(0, abs=1e-6) and min(bi[:3] + bi[5:]) > 1e-3
+    distance = result["angular_distance"]["2"]
+    assert distance[3] == pytest.approx(0, abs=1e-6) and min(distance[:3] + distance[4:]) > 1e-2
+    assert result["choices"]["layers"] == {"first": [0, 1, 2, 3], "bi": [0, 1, 2, 5], "angular": [0, 1, 2, 5]}
+    assert "--inherit_layers bi" in capsys.readouterr().out
+    ref = load_model(source)[0]
+    for method in ("bi", "angular"):
+        student = runs_as_printed(result["choices"]["commands"][method], tmp_path)
+        assert student.config.n_layer == 4
+        torch.testing.assert_close(student.transformer.h[3].state_dict(), ref.transformer.h[5].state_dict())
+        record = torch.load(tmp_path / f"out-student-{method}-4" / "student.pt", weights_only=True)["inherit"]
+        assert record["layers"] == [0, 1, 2, 5] and record["chosen_by"]["method"] == method
+        assert record["chosen_by"]["block_influence"] == pytest.approx(bi)
+        assert record["chosen_by"]["seed"] == 3 and record["chosen_by"]["num_seqs"] == 6

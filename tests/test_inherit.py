@@ -277,3 +277,48 @@ def test_a_student_may_take_every_layer_but_none_beyond():
     assert make_spec(GPTConfig(n_layer=6), 6).layers == (0, 1, 2, 3, 4, 5)
     with pytest.raises(InheritError, match=r"layers \[6\] do not exist"):
         make_spec(GPTConfig(n_layer=6), None, layers="0,6")
+
+
+def zero_blocks(model: GPT, layers: list[int]) -> GPT:
+    """Blocks whose output projections are zero: they leave the residual stream as it was (BI 0)."""
+    with torch.no_grad():
+        for layer in layers:
+            for proj in (model.transformer.h[layer].attn.c_proj, model.transformer.h[layer].mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--inherit_layers", "bi", "--n_layer", "4"], "measured on a corpus: give its folder"),
+        (["--inherit_layers", "angular", "--data", "DATA"], "need the student's depth"),
+        (
+            ["--inherit_layers", "bi", "--n_layer", "8", "--data", "DATA"],
+            "asks for 8 layers but the reference has only 6",
+        ),
+        (["--inherit_layers", "bi", "--n_layer", "3", "--data", "DATA", "--seq_len", "33"], "longer than the model's"),
+        (["--inherit_layers", "bi", "--n_layer", "3", "--data", "nowhere"], "cannot measure the reference on nowhere"),
+    ],
+)
+def test_a_measured_layer_choice_refuses_what_it_cannot_measure(shakespeare_dir, tmp_path, capsys, extra, message):
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(reference()).save(path)
+    argv = ["--inherit_from", str(path), *[str(shakespeare_dir) if a == "DATA" else a for a in extra]]
+    assert inherit.main([*argv, "--out", str(tmp_path / "s.pt")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_config, tmp_path):
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(zero_blocks(reference(), [1, 4])).save(path)
+    cfg = tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4, inherit_layers="bi")
+    start = train.build_model(cfg, 50257)
+    assert start.inherit["layers"] == [0, 2, 3, 5] and start.inherit["chosen_by"]["method"] == "bi"
+    assert start.inherit["chosen_by"]["data"] == cfg.data_dir and start.inherit["chosen_by"]["seq_len"] == 32
+    ref = load_model(path)[0]
+    torch.testing.assert_close(start.model.transformer.h[1].state_dict(), ref.transformer.h[2].state_dict())
+    first = train.build_model(tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4), 50257)
+    assert first.inherit["layers"] == [0, 1, 2, 3] and first.inherit["chosen_by"] == {"method": "first"}

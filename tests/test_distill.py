@@ -1,0 +1,105 @@
+"""Distillation from a teacher while the student trains (train.py's teacher, distill_alpha, distill_temperature)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from checkpoint import Checkpoint
+from configurator import ConfigError
+from model import GPT, GPTConfig
+from train import Teacher, distillation_term
+
+
+def metrics(out_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+class FixedLogits(torch.nn.Module):
+    """A teacher that answers every batch with the same logits."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x, y):
+        return self.logits, None
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_the_distillation_term_is_t_squared_kl_teacher_to_student_by_hand(temperature):
+    """Logits far from zero and unlike each other, positions without a target (-1) left out: the term equals
+    T^2 sum_v p_t (log p_t - log p_s) of the softened distributions, averaged over the positions with a target."""
+    g = torch.Generator().manual_seed(0)
+    B, T, V = 3, 7, 11
+    student = 4.0 * torch.randn(B, T, V, generator=g) + 20.0
+    teacher = 6.0 * torch.randn(B, T, V, generator=g) - 5.0
+    y = torch.randint(0, V, (B, T), generator=g)
+    y[0, :3] = -1
+    term = distillation_term(student, Teacher(FixedLogits(teacher), 0.5, temperature), torch.zeros_like(y), y)
+    s = log_softmax(student.double().numpy() / temperature)
+    t = log_softmax(teacher.double().numpy() / temperature)
+    kl = (np.exp(t) * (t - s)).sum(axis=-1)
+    expected = temperature**2 * kl[y.numpy() != -1].mean()
+    assert term.item() == pytest.approx(expected, rel=1e-5)
+    assert term.item() != pytest.approx(temperature**2 * kl.mean(), rel=1e-3)  # the -1 positions matter
+
+
+def test_a_teacher_equal_to_the_student_with_a_padded_vocabulary_has_no_distillation_term():
+    """GPT-2's 50,257 tokens padded to 50,304 rows: the padding's -inf logits never take part (they would
+    give NaN)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=50257))
+    x = torch.randint(0, 50257, (2, 16))
+    logits, _ = model(x, x)
+    assert logits.size(-1) == 50257 and model.config.padded_vocab_size == 50304
+    assert distillation_term(logits, Teacher(model, 0.5, 2.0), x, x).abs().item() < 1e-6
+
+
+def test_alpha_zero_gives_exactly_the_plain_runs_losses(trained_reference, tiny_config, tmp_path):
+    teacher = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    plain = tiny_config(out_dir=str(tmp_path / "plain"), max_iters=6, eval_interval=3)
+    train.train(plain)
+    distilled = tiny_config(
+        out_dir=str(tmp_path / "kd"), max_iters=6, eval_interval=3, teacher=teacher, distill_alpha=0.0
+    )
+    train.train(distilled)
+    a, b = metrics(plain.out_dir), metrics(distilled.out_dir)
+    assert [r["train_loss"] for r in a if r["kind"] == "train"] == [r["train_loss"] for r in b if r["kind"] == "train"]
+    assert [r["val_loss"] for r in a if r["kind"] == "eval"] == [r["val_loss"] for r in b if r["kind"] == "eval"]
+    assert all(r["train_kl"] > 0.01 for r in b if r["kind"] == "train")  # the teacher was there, and weighed 0
+
+
+def test_a_distilled_student_comes_closer_to_its_teacher_and_logs_both_parts(trained_reference, tiny_config, tmp_path):
+    """The same student trained with and without the distillation term's weight: the distilled one ends
+    nearer its teacher (training on the data alone also brings it nearer)."""
+    teacher = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    final_kl = {}
+    for alpha in (0.0, 0.9):
+        cfg = tiny_config(
+            out_dir=str(tmp_path / str(alpha)), teacher=teacher, distill_alpha=alpha, distill_temperature=2.0
+        )
+        train.train(cfg)
+        steps = [r for r in metrics(cfg.out_dir) if r["kind"] == "train"]
+        for r in steps:
+            assert r["train_loss"] == pytest.approx((1 - alpha) * r["train_ce"] + alpha * r["train_kl"], rel=1e-5)
+        final_kl[alpha] = steps[-1]["train_kl"]
+    assert final_kl[0.9] < 0.6 * final_kl[0.0]  # measured: 0.0056 against 0.0134
+
+
+def test_a_teacher_of_another_tokenizer_is_refused_in_one_line(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    chars = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=65))
+    Checkpoint.of(chars, tokenizer={"tokenizer": "characters-abc", "vocab_size": 65}).save(tmp_path / "t.pt")
+    with pytest.raises(ConfigError, match=r"^teacher .* reads the tokenizer characters-abc, the run's corpora gpt2$"):
+        train.train(tiny_config(teacher=str(tmp_path / "t.pt")))
+    with pytest.raises(ConfigError, match="distill_alpha must be in"):
+        tiny_config(teacher=str(tmp_path / "t.pt"), distill_alpha=1.5)

@@ -65,16 +65,17 @@ demo-cpt: $(VENV)/installed
 MUTANTS := 'model.xǁ*ǁforward__*' 'model.xǁ*ǁattention_probs__*' 'model.x_*rope*' 'model.xǁGPTǁ_[a-z]*' \
 	'model.xǁGPTǁgenerate__*' 'model.xǁGPTǁconfigure_optimizers__*' 'model.xǁGPTǁget_num_*' \
 	'model.xǁGPTǁflops_per_token__*' 'model.xǁGPTǁestimate_mfu__*' 'model.xǁGPTǁcrop_block_size__*' \
-	'model.xǁGPTConfigǁlayer_scale_index__*' \
+	'model.xǁGPTConfigǁlayer_scale_index__*' 'model.xǁGPTǁhidden_states__*' \
 	'inherit.x_parse_layers__*' 'inherit.x_parts_of__*' 'inherit.x_parse_parts__*' 'inherit.x_make_spec__*' \
-	'inherit.x_build_student__*' \
+	'inherit.x_build_student__*' 'inherit.x_chosen_by__*' \
 	'scaling.x_objective__*' 'scaling.x_minimise__*' 'scaling.x_terms__*' 'scaling.x_log_terms__*' \
 	'scaling.x_predict__*' 'scaling.x_compute_optimal__*' 'scaling.x_fit__*' 'scaling.x_best_of_grid__*' \
 	'scaling.x_public__*' 'scaling.x_log_params__*' 'scaling.x_fixed_parameters__*' 'scaling.x_bootstrap__*' \
 	'scaling.x_resample__*' 'scaling.x_refit__*' \
 	'analyze.x_smallest_count_reaching__*' 'analyze.x_singular_values__*' 'analyze.x_attention_rank__*' \
 	'analyze.x_attention_mass__*' 'analyze.x_head_statistics__*' 'analyze.x_lazy_layers__*' \
-	'analyze.x_suggest_student__*' 'data.batches.*'
+	'analyze.x_suggest_student__*' 'analyze.x_block_influence__*' 'analyze.x_angular_distance__*' \
+	'analyze.x_hidden_statistics__*' 'analyze.x_choose_layers__*' 'data.batches.*'
 mutation: $(VENV)/installed
 	$(PY) -m mutmut run --max-children 2 $(MUTANTS)
 	$(PY) -m mutmut results | grep -v "not checked" || true

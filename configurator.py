@@ -71,7 +71,8 @@ class TrainConfig:
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
     # reference blocks in order, e.g. '0-11,14'; empty or 'first': blocks 0..n_layer-1; 'bi' or 'angular': chosen
-    # by that measure of the reference on data_dir's validation sequences (analyze.py, inherit.py)
+    # by that measure of the reference on data_dir's validation sequences (analyze.py, inherit.py); 'stack': its
+    # first ceil(n_layer/2) blocks twice (the paper's hybrid stacking; stacking when inherit_from is a half model)
     inherit_layers: str = ""
     # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
     # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each

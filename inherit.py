@@ -8,7 +8,10 @@
         --out out-student-bi/ckpt.pt
 
 The layers are blocks 0..n-1 (Inheritune), a list, or chosen by a measure of the reference's hidden states on
-a corpus (--inherit_layers bi or angular, see analyze.py); the student's record says which and why.
+a corpus (--inherit_layers bi or angular, see analyze.py); the student's record says which and why. The
+paper's warm-start baselines (arXiv 2404.08634 v4, Table 2): --inherit_layers stack repeats the first
+ceil(n/2) blocks (hybrid stacking from the reference; stacking from a model of n/2 layers trained first), and
+--half_width keeps every layer at half the width.
 
 By default the student copies all of the reference's parts: its token embedding and head (one tensor in
 GPT-2), its position embedding if it has one (GPT-2's; Llama's are rotary), blocks layers[0..n-1] and its
@@ -22,6 +25,7 @@ this project's checkpoint, a nanoGPT / LLM-Inheritune GPT-2 checkpoint, or a Hug
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -88,8 +92,23 @@ def parse_parts(text: str, config: GPTConfig) -> tuple[str, ...]:
     return parts
 
 
-def make_spec(ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str = "all") -> InheritSpec:
-    """Check a request against a reference; n_layer alone means blocks 0..n-1."""
+STACK_RULE = "the first ceil(n/2) blocks, twice (stacking, Gong et al. 2019)"
+
+
+def stacked_layers(n_layer: int, ref_layers: int) -> str:
+    """Stacking (Gong et al. 2019): the first ceil(n/2) blocks, then again from the first to fill n. From the
+    reference itself this is the paper's hybrid stacking; from a model of n/2 layers trained first, stacking."""
+    half = math.ceil(n_layer / 2)
+    if half > ref_layers:
+        raise InheritError(f"a stacked student of {n_layer} layers needs {half} layers, the reference has {ref_layers}")
+    return ",".join(map(str, [*range(half), *range(n_layer - half)]))
+
+
+def make_spec(
+    ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str = "all", stacked: bool = False
+) -> InheritSpec:
+    """Check a request against a reference; n_layer alone means blocks 0..n-1. Only a stacked student may
+    repeat blocks, and be deeper than its reference."""
     ref_layers = ref.n_layer
     chosen = parse_layers(layers) if layers else None
     if chosen is None:
@@ -100,11 +119,13 @@ def make_spec(ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str 
         raise InheritError(f"n_layer {n_layer} does not match the {len(chosen)} layers listed")
     if len(chosen) < 1:
         raise InheritError("the student needs at least 1 layer")
-    if len(chosen) > ref_layers:
+    if len(chosen) > ref_layers and not stacked:
         raise InheritError(f"the student asks for {len(chosen)} layers but the reference has only {ref_layers}")
     bad = [i for i in chosen if not 0 <= i < ref_layers]
     if bad:
         raise InheritError(f"layers {bad} do not exist in the {ref_layers}-layer reference (0..{ref_layers - 1})")
+    if stacked:
+        return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
     if len(set(chosen)) != len(chosen):
         raise InheritError(f"layers {list(chosen)} repeat a layer")
     if list(chosen) != sorted(chosen):
@@ -148,6 +169,52 @@ def build_student(
     return student
 
 
+def half_width_config(ref: GPTConfig) -> GPTConfig:
+    """Every layer, half the width: n_embd, n_head (and key/value heads) and the MLP's width halved, so each
+    head keeps its size."""
+    hidden = ref.intermediate_size or 4 * ref.n_embd
+    odd = [name for name, size in (("n_head", ref.n_head), ("n_kv_head", ref.n_kv_head), ("mlp", hidden)) if size % 2]
+    if odd:
+        raise InheritError(f"a half-width student halves {', '.join(odd)}, which the reference has odd")
+    return replace(
+        ref,
+        n_embd=ref.n_embd // 2,
+        n_head=ref.n_head // 2,
+        n_kv_head=ref.n_kv_head // 2,
+        intermediate_size=ref.intermediate_size // 2,  # 0 stays 4 * n_embd
+    )
+
+
+def leading_slice(tensor: torch.Tensor, shape: torch.Size, sections: tuple[int, ...] = ()) -> torch.Tensor:
+    """The first entries of `tensor` along every dimension, to `shape`; along dim 0 of a fused projection
+    (queries, keys and values, or SwiGLU's gate and up) the first entries of each of its `sections`."""
+    if sections:
+        parts = tensor.split(list(sections), dim=0)
+        halves = [p[:size] for p, size in zip(parts, [shape[0] * s // sum(sections) for s in sections], strict=True)]
+        tensor = torch.cat(halves)
+    return tensor[tuple(slice(0, size) for size in shape)]
+
+
+def build_half_width(ref: GPT, seed: int = 1337, dropout: float = 0.0) -> GPT:
+    """The paper's half-width baseline (arXiv 2404.08634 v4, Appendix D): every layer, half the hidden size and
+    heads, initialised from the first half of the reference's heads and MLP units and the first half of every
+    other tensor's width (the paper leaves the embeddings and norms open: this takes their first half too)."""
+    torch.manual_seed(seed)
+    student = GPT(replace(half_width_config(ref.config), dropout=dropout))
+    ref_state, state = ref.state_dict(), student.state_dict()
+    cfg = ref.config
+    qkv = (cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim)
+    for key in state:
+        sections: tuple[int, ...] = ()
+        if ".attn.c_attn." in key:
+            sections = qkv
+        elif ".mlp.c_fc." in key and cfg.mlp == "swiglu":
+            sections = (cfg.intermediate_size or 4 * cfg.n_embd,) * 2
+        state[key] = leading_slice(ref_state[key], state[key].shape, sections).clone()
+    student.load_state_dict(state)
+    return student
+
+
 def check_width(ref: GPT, n_embd: int, n_head: int) -> None:
     if (n_embd, n_head) != (ref.config.n_embd, ref.config.n_head):
         raise InheritError(
@@ -161,12 +228,15 @@ def chosen_by(ref: GPT, request: dict, measure: Settings | None) -> tuple[dict, 
     the record of why: the method, and for a measured choice the measure's values and the sequences."""
     request = {"n_layer": None, "layers": "", "parts": "all"} | request
     method = request["layers"]
-    if method not in LAYER_METHODS:
+    if method not in [*LAYER_METHODS, "stack"]:
         return request, {"method": "listed" if method else "first"}
     if request["n_layer"] is None:
         raise InheritError(f"layers chosen by {method!r} need the student's depth (n_layer)")
     if method == "first":
         return request | {"layers": ""}, {"method": "first"}
+    if method == "stack":
+        layers = stacked_layers(request["n_layer"], ref.config.n_layer)
+        return request | {"layers": layers, "stacked": True}, {"method": "stack", "rule": STACK_RULE}
     if measure is None:
         raise InheritError(f"layers chosen by {method!r} are measured on a corpus: give its folder (data)")
     make_spec(ref.config, request["n_layer"], parts=request["parts"])  # a bad depth or parts fail before measuring
@@ -213,6 +283,17 @@ def inherit(
     return student, provenance(source, ref, ref_ckpt, spec, choice)
 
 
+HALF_WIDTH_RULE = "every layer at half the width: the first half of each tensor (the paper's half-width baseline)"
+
+
+def inherit_half_width(source: str, seed: int = 1337, dropout: float = 0.0) -> tuple[GPT, dict]:
+    """The half-width student of a reference (build_half_width), with its provenance."""
+    ref, ref_ckpt = load_model(source)
+    student = build_half_width(ref, seed, dropout)
+    spec = InheritSpec(layers=tuple(range(ref.config.n_layer)), parts=parts_of(ref.config))
+    return student, provenance(source, ref, ref_ckpt, spec, {"method": "half_width", "rule": HALF_WIDTH_RULE})
+
+
 # ----------------------------------------------------------------------------- command
 
 
@@ -226,7 +307,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
     layers_help = "reference blocks to inherit, in order, e.g. '0-11,14'; or chosen by a method: "
-    layers_help += "; ".join(f"{name}: {rule}" for name, rule in LAYER_METHODS.items())
+    layers_help += "; ".join(f"{name}: {rule}" for name, rule in {**LAYER_METHODS, "stack": STACK_RULE}.items())
     p.add_argument("--inherit_layers", default="", help=layers_help)
     p.add_argument("--data", default="", help="corpus folder whose val.bin the bi and angular choices measure on")
     p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences the choice measures on")
@@ -236,14 +317,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     std_help = "std of the token embedding where it is not inherited (1.0: the authors' code's N(0, 1))"
     p.add_argument("--fresh_embedding_std", type=float, default=INIT_STD, help=std_help)
+    half_help = "the paper's half-width baseline: every layer, half the width, the first half of every tensor"
+    p.add_argument("--half_width", action="store_true", help=half_help)
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
+    if args.half_width and (args.n_layer or args.inherit_layers or args.inherit_parts != "all"):
+        p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     measure = Settings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
     try:
-        student, origin = inherit(
-            args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std, measure=measure
-        )
+        if args.half_width:
+            student, origin = inherit_half_width(args.inherit_from, args.seed)
+        else:
+            student, origin = inherit(
+                args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std, measure=measure
+            )
     except (InheritError, CheckpointError, ConversionError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -322,3 +322,116 @@ def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_conf
     torch.testing.assert_close(start.model.transformer.h[1].state_dict(), ref.transformer.h[2].state_dict())
     first = train.build_model(tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4), 50257)
     assert first.inherit["layers"] == [0, 1, 2, 3] and first.inherit["chosen_by"] == {"method": "first"}
+
+
+# ----------------------------------------------------------------------------- the paper's warm starts
+
+
+def test_a_stacked_student_repeats_the_first_half_of_its_source():
+    assert inherit.stacked_layers(18, 36) == ",".join(map(str, [*range(9), *range(9)]))
+    assert inherit.stacked_layers(5, 3) == "0,1,2,0,1"
+    with pytest.raises(InheritError, match="needs 3 layers, the reference has 2"):
+        inherit.stacked_layers(5, 2)
+
+
+def test_hybrid_stacking_and_stacking_copy_each_block_twice(tmp_path):
+    """Hybrid stacking: a 4-layer student of a 6-layer reference's blocks 0, 1, 0, 1. Stacking: a 6-layer
+    student of a 3-layer model, deeper than its source."""
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(reference()).save(path)
+    ref = load_model(path)[0]
+    for n, source_layers in ((4, [0, 1, 0, 1]), (6, [0, 1, 2, 0, 1, 2])):
+        source = path
+        if n == 6:
+            source = tmp_path / "half.pt"
+            Checkpoint.of(reference(n_layer=3)).save(source)
+        out = tmp_path / f"stack{n}.pt"
+        argv = ["--inherit_from", str(source), "--n_layer", str(n), "--inherit_layers", "stack", "--out", str(out)]
+        assert inherit.main(argv) == 0
+        student, ckpt = load_model(out)
+        origin = load_model(source)[0] if n == 6 else ref
+        assert ckpt.inherit["layers"] == source_layers and ckpt.inherit["chosen_by"]["method"] == "stack"
+        for i, j in enumerate(source_layers):
+            for a, b in zip(student.transformer.h[i].parameters(), origin.transformer.h[j].parameters(), strict=True):
+                assert torch.equal(a, b)
+        assert (
+            student.transformer.h[0].attn.c_attn.weight.data_ptr()
+            != student.transformer.h[2].attn.c_attn.weight.data_ptr()
+        )
+
+
+def llama_like() -> GPT:
+    torch.manual_seed(5)
+    config = GPTConfig(
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=32,
+        block_size=16,
+        vocab_size=100,
+        bias=False,
+        norm="rmsnorm",
+        mlp="swiglu",
+        intermediate_size=48,
+        rope=True,
+        tie_embeddings=False,
+    )
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("make", [reference, llama_like], ids=["gpt2", "llama-gqa-swiglu"])
+def test_a_half_width_student_computes_its_heads_and_mlp_units_as_the_reference_does(make):
+    """On an input whose second half of channels is zero, the student's queries, keys and values are the
+    reference's first heads (and key/value heads), and its MLP units the reference's first half."""
+    ref = make()
+    student = inherit.build_half_width(ref)
+    c, half = ref.config.n_embd, ref.config.n_embd // 2
+    assert (student.config.n_layer, student.config.n_embd, student.config.n_head) == (
+        ref.config.n_layer,
+        half,
+        ref.config.n_head // 2,
+    )
+    x = torch.randn(2, 5, half)
+    padded = torch.cat([x, torch.zeros(2, 5, c - half)], dim=-1)
+    hd, kv = ref.config.head_dim, ref.config.kv_heads
+    for layer in range(ref.config.n_layer):
+        r, s = ref.transformer.h[layer], student.transformer.h[layer]
+        rq, rk, rv = r.attn.c_attn(padded).split([ref.config.n_head * hd, kv * hd, kv * hd], dim=-1)
+        sq, sk, sv = s.attn.c_attn(x).split([student.config.n_head * hd, kv // 2 * hd, kv // 2 * hd], dim=-1)
+        torch.testing.assert_close(sq, rq[..., : sq.size(-1)])
+        torch.testing.assert_close(sk, rk[..., : sk.size(-1)])
+        torch.testing.assert_close(sv, rv[..., : sv.size(-1)])
+        if ref.config.mlp == "swiglu":
+            rg, ru = r.mlp.c_fc(padded).chunk(2, dim=-1)
+            sg, su = s.mlp.c_fc(x).chunk(2, dim=-1)
+            torch.testing.assert_close(sg, rg[..., : sg.size(-1)])
+            torch.testing.assert_close(su, ru[..., : su.size(-1)])
+        else:
+            torch.testing.assert_close(s.mlp.c_fc(x), r.mlp.c_fc(padded)[..., : 2 * c])
+        hidden = torch.randn(2, 5, s.mlp.c_proj.in_features)
+        full = torch.cat([hidden, torch.zeros(2, 5, r.mlp.c_proj.in_features - hidden.size(-1))], dim=-1)
+        torch.testing.assert_close(s.mlp.c_proj(hidden), r.mlp.c_proj(full)[..., :half])
+        assert torch.equal(s.ln_1.weight, r.ln_1.weight[:half])
+    vocab = ref.config.vocab_size  # the padding rows beyond it are zero in any loaded model
+    assert torch.equal(student.transformer.wte.weight[:vocab], ref.transformer.wte.weight[:vocab, :half])
+    assert torch.equal(student.lm_head.weight[:vocab], ref.lm_head.weight[:vocab, :half])
+
+
+def test_the_half_width_command_writes_a_student_every_command_reads(tmp_path, capsys):
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(reference()).save(path)
+    out = tmp_path / "half.pt"
+    assert inherit.main(["--inherit_from", str(path), "--half_width", "--out", str(out)]) == 0
+    student, ckpt = load_model(out)
+    assert (student.config.n_layer, student.config.n_embd, student.config.n_head) == (6, 16, 1)
+    assert ckpt.inherit["chosen_by"]["method"] == "half_width" and ckpt.inherit["layers"] == list(range(6))
+    with pytest.raises(SystemExit):
+        inherit.main(["--inherit_from", str(path), "--half_width", "--n_layer", "3", "--out", str(tmp_path / "x.pt")])
+    assert "--half_width keeps every layer" in capsys.readouterr().err
+    odd = GPT(GPTConfig(n_layer=1, n_head=3, n_embd=48, block_size=8, vocab_size=50))
+    with pytest.raises(InheritError, match="halves n_head"):
+        inherit.build_half_width(odd)

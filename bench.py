@@ -7,12 +7,16 @@ Variants, each in a fresh process so that peak memory and compile caches are its
   eager     train.py's train_step (fused AdamW, autocast, grad clipping), torch.compile off
   compiled  the same step with torch.compile
   plain     a plain nanoGPT-style loop on the same model: forward, backward, clip, unfused AdamW step
+  distill   train_step with the config's teacher (--teacher=PATH): the same step plus the teacher's forward
+            and the distillation term (MFU counts the student's training FLOPs only)
 The step runs on random tokens, so no prepared corpus is needed and data loading is not timed.
 Arguments other than the benchmark's own are config files and --key=value overrides, as for train.py.
 MFU is against --bench_peak_flops (or the config's peak_flops), else the device's known peak (runtime.PEAK_FLOPS,
 by exact device name); on other devices it is against the matmul throughput measured here, and says so.
 On a GPU, GPT-2 medium as the paper trains it (bf16, compile on, 49,152 tokens per step):
     python bench.py config/train_gpt2_medium.py --variants=eager,compiled --steps=20
+The cost of distillation, a 16-layer student of GPT-2 medium taught by it:
+    python bench.py config/train_gpt2_medium.py --n_layer=16 --variants=eager,distill --teacher=gpt2-medium
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import time
 
 import torch
 
+from checkpoint import load_model
 from configurator import ConfigError, TrainConfig, parse_config
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
-from train import train_step
+from train import Teacher, train_step
 
-VARIANTS = ("eager", "compiled", "plain")
+VARIANTS = ("eager", "compiled", "plain", "distill")
 
 
 def plain_step(model: GPT, optimizer: torch.optim.Optimizer, batches: list, ctx, grad_clip: float) -> None:
@@ -70,6 +75,13 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * 2048**3 * n / (time.perf_counter() - t)
 
 
+def distillation_teacher(cfg: TrainConfig, device: torch.device) -> Teacher:
+    model, _ = load_model(cfg.teacher, device)
+    if model.config.vocab_size != GPT2_VOCAB:
+        raise ValueError(f"the benchmark's tokens are GPT-2's: teacher {cfg.teacher} has {model.config.vocab_size}")
+    return Teacher(model.eval().requires_grad_(False), cfg.distill_alpha, cfg.distill_temperature)
+
+
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
     device = torch.device(resolve_device_name(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
@@ -92,7 +104,8 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
         )
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         step_model = torch.compile(model) if variant == "compiled" else model
-        step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip)  # noqa: E731
+        teacher = distillation_teacher(cfg, device) if variant == "distill" else None
+        step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip, teacher)  # noqa: E731
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()
     for _ in range(warmup):
@@ -138,7 +151,8 @@ def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + str(VARIANTS))
+    variants_help = f"comma-separated subset of {VARIANTS} (distill needs --teacher)"
+    parser.add_argument("--variants", default="eager,compiled,plain", help=variants_help)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--bench_peak_flops", type=float, default=0.0, help="device peak FLOP/s for MFU")
@@ -149,6 +163,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
     try:
         cfg = parse_config(rest)
+        if "distill" in variants and not cfg.teacher:
+            raise ConfigError("the distill variant needs a teacher: --teacher=PATH (any model source)")
         peak, peak_label = peak_for(cfg, args.bench_peak_flops)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

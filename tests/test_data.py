@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from data.batches import batch_rng, get_batch
@@ -65,3 +66,14 @@ def test_targets_are_the_inputs_shifted_by_one_token_of_the_bin(shakespeare_dir)
     for row, start in enumerate(starts):
         window = torch.from_numpy(val[start : start + 33].astype(np.int64))
         assert torch.equal(x[row], window[:-1]) and torch.equal(y[row], window[1:])
+
+
+def test_a_bin_of_exactly_one_window_gives_that_window_and_one_token_shorter_is_refused(tmp_path):
+    tokens = np.arange(33, dtype=np.uint16) * 7
+    tokens.tofile(tmp_path / "val.bin")
+    x, y = get_batch(str(tmp_path), "val", 4, 32, 50257, np.random.default_rng(0))
+    assert all(torch.equal(row, torch.from_numpy(tokens[:-1].astype(np.int64))) for row in x)
+    assert all(torch.equal(row, torch.from_numpy(tokens[1:].astype(np.int64))) for row in y)
+    tokens[:-1].tofile(tmp_path / "val.bin")
+    with pytest.raises(ValueError, match="has 32 tokens, fewer than block_size \\+ 1"):
+        get_batch(str(tmp_path), "val", 4, 32, 50257, np.random.default_rng(0))

@@ -81,6 +81,45 @@ def test_residual_projections_use_gpt2_scaled_init():
     assert model.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
 
 
+def test_weights_start_centred_at_gpt2s_scale_and_biases_at_zero():
+    """N(0, 0.02) for every matrix and embedding (the residual projections aside, above), zero biases, unit
+    norm gains: a shifted mean or another std would start every run from scratch elsewhere."""
+    model = tiny(n_layer=2, n_embd=256, n_head=4, bias=True, vocab_size=1000)
+    block = model.transformer.h[0]
+    for name, w in [
+        ("wte", model.transformer.wte.weight),
+        ("wpe", model.transformer.wpe.weight),
+        ("c_attn", block.attn.c_attn.weight),
+        ("c_fc", block.mlp.c_fc.weight),
+    ]:
+        assert abs(w.mean().item()) < 4 * 0.02 / math.sqrt(w.numel()), name
+        assert w.std().item() == pytest.approx(0.02, rel=0.05), name
+    assert all(torch.count_nonzero(b) == 0 for n, b in model.named_parameters() if n.endswith(".bias"))
+    assert torch.equal(block.ln_1.weight, torch.ones(256))
+
+
+def test_attention_dropout_acts_in_training_only_on_both_attention_paths():
+    """With dropout 0.5 (the residual dropout switched off): in eval mode attention equals a dropout-free
+    model's; in training it differs, through scaled_dot_product_attention and through the explicit
+    probabilities that analysis reads, and is unbiased (its mean over many masks is the eval output)."""
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.5)
+    attn = GPT(config).transformer.h[0].attn
+    attn.resid_dropout = torch.nn.Identity()
+    plain = GPT(GPTConfig(**{**config.__dict__, "dropout": 0.0})).transformer.h[0].attn
+    plain.load_state_dict(attn.state_dict())
+    x = 3.0 * torch.randn(2, 16, 32)
+    attn.eval()
+    for return_attn in (False, True):
+        torch.testing.assert_close(attn(x, return_attn=return_attn)[0], plain(x, return_attn=return_attn)[0])
+    expected = plain(x)[0]
+    attn.train()
+    for return_attn in (False, True):
+        draws = torch.stack([attn(x, return_attn=return_attn)[0] for _ in range(400)])
+        assert not torch.allclose(draws[0], expected, atol=1e-3)
+        assert (draws.mean(0) - expected).abs().mean() < 0.1 * expected.abs().mean()
+
+
 def test_a_seed_initialises_gpt2_in_nanogpts_order():
     """Initialisation draws from the seeded generator module by module: in nanoGPT's order (wpe right after
     wte), a seed gives the weights nanoGPT's GPT gives, and runs from scratch stay what they were."""
@@ -248,6 +287,25 @@ def test_from_pretrained_refuses_overrides_other_than_dropout():
     with pytest.raises(ValueError, match="only dropout can be overridden"):
         GPT.from_pretrained("gpt2", dict(n_layer=2))
     assert model_module.GPT.from_pretrained.__doc__.startswith("nanoGPT's API")
+
+
+def test_a_state_dict_pads_its_vocabulary_rows_only_when_it_has_exactly_the_real_ones():
+    """vocab_size rows (ours, Hugging Face's) are padded with zero rows; a state dict that already has the
+    padded rows (nanoGPT's 50,304) loads them as they are; a vocabulary that is a multiple of 64 has none."""
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100)
+    source = GPT(config)
+    state = source.state_dict()
+    assert state["transformer.wte.weight"].shape == (100, 32)
+    loaded = GPT(config)
+    loaded.load_state_dict(state)
+    torch.testing.assert_close(loaded.transformer.wte.weight[:100], source.transformer.wte.weight[:100])
+    assert torch.count_nonzero(loaded.transformer.wte.weight[100:]) == 0
+    padded = {k: v for k, v in state.items()}
+    padded["transformer.wte.weight"] = padded["lm_head.weight"] = torch.full((128, 32), 0.5)
+    loaded.load_state_dict(padded)
+    assert torch.equal(loaded.transformer.wte.weight, torch.full((128, 32), 0.5))
+    exact = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=128)
+    GPT(exact).load_state_dict(GPT(exact).state_dict())
 
 
 def test_a_state_dict_of_another_vocabulary_is_refused_not_padded():

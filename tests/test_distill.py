@@ -1,6 +1,9 @@
 """Distillation from a teacher while the student trains (train.py's teacher, distill_alpha, distill_temperature)."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ import train
 from checkpoint import Checkpoint
 from configurator import ConfigError
 from model import GPT, GPTConfig
+from tests.conftest import ROOT
+from tests.test_train import as_args
 from train import Teacher, distillation_term
 
 
@@ -103,3 +108,25 @@ def test_a_teacher_of_another_tokenizer_is_refused_in_one_line(tiny_config, tmp_
         train.train(tiny_config(teacher=str(tmp_path / "t.pt")))
     with pytest.raises(ConfigError, match="distill_alpha must be in"):
         tiny_config(teacher=str(tmp_path / "t.pt"), distill_alpha=1.5)
+
+
+def test_a_distilled_run_on_two_processes_matches_one_and_resumes(trained_reference, tiny_config, tmp_path):
+    """DDP: each process holds the teacher and distils its own micro-batches; the losses equal one process's
+    with the same global batch. A resumed distilled run continues exactly."""
+    teacher = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    kd = dict(teacher=teacher, distill_alpha=0.7, distill_temperature=2.0, max_iters=6, eval_interval=3)
+    one = tiny_config(out_dir=str(tmp_path / "one"), **kd)
+    train.train(one)
+    two = tiny_config(out_dir=str(tmp_path / "two"), backend="gloo", **kd)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd + as_args(two), cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = ([r for r in metrics(run.out_dir) if r["kind"] == "train"] for run in (one, two))
+    for key in ("train_loss", "train_ce", "train_kl"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], abs=1e-4), key
+    half = tiny_config(out_dir=str(tmp_path / "resumed"), **{**kd, "max_iters": 3})
+    train.train(half)
+    train.train(tiny_config(out_dir=str(tmp_path / "resumed"), init_from="resume", **kd))
+    resumed = [r for r in metrics(tmp_path / "resumed") if r["kind"] == "train"]
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in a]

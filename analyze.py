@@ -37,6 +37,8 @@ import torch
 
 from checkpoint import CheckpointError, load_model
 from data.batches import get_batch
+from data.format import corpus_vocabulary
+from data.tokenizer import same_vocabulary
 from model import GPT, GPTConfig
 from runtime import resolve_device_name, write_json
 
@@ -102,10 +104,19 @@ class Settings:
     batch_size: int = 25
 
 
-def validation_sequences(settings: Settings, config: GPTConfig) -> torch.Tensor:
-    """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed."""
+def validation_sequences(settings: Settings, config: GPTConfig, vocabulary: dict | None) -> torch.Tensor:
+    """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed;
+    refused where the model (of this vocabulary record) cannot read the corpus's tokens."""
+    if settings.num_seqs < 1 or settings.seq_len < 1:
+        raise ValueError(f"num_seqs and seq_len must be at least 1, got {settings.num_seqs} and {settings.seq_len}")
     if settings.seq_len > config.block_size:
         raise ValueError(f"seq_len {settings.seq_len} is longer than the model's block_size {config.block_size}")
+    corpus = corpus_vocabulary(Path(settings.data)) if Path(settings.data).is_dir() else None
+    if not same_vocabulary(vocabulary, corpus):
+        raise ValueError(
+            f"{settings.data} was made with the tokenizer {corpus['tokenizer']}, the model reads "
+            f"{vocabulary['tokenizer']}: its measures would be of tokens it never saw"
+        )
     rng = np.random.default_rng(settings.seed)
     x, _ = get_batch(settings.data, "val", settings.num_seqs, settings.seq_len, config.vocab_size, rng)
     return x
@@ -151,9 +162,9 @@ def hidden_statistics(model: GPT, seqs: torch.Tensor, batch_size: int, device: s
     }
 
 
-def measure_layers(model: GPT, settings: Settings, device: str) -> dict:
+def measure_layers(model: GPT, vocabulary: dict | None, settings: Settings, device: str) -> dict:
     """hidden_statistics on the validation sequences of settings, with the settings that chose them."""
-    seqs = validation_sequences(settings, model.config)
+    seqs = validation_sequences(settings, model.config, vocabulary)
     measures = {key: getattr(settings, key) for key in ("data", "num_seqs", "seq_len", "seed")}
     return measures | hidden_statistics(model, seqs, settings.batch_size, device)
 
@@ -223,21 +234,21 @@ def layer_choices(source: str, measures: dict, n: int) -> dict:
 
 
 def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float, n_student: int | None = None) -> dict:
-    model, _ = load_model(source, device)
+    model, ckpt = load_model(source, device)
     model.eval()
     cfg = model.config
+    if n_student is not None and n_student > cfg.n_layer:
+        raise ValueError(f"--n_layer {n_student} is deeper than the {cfg.n_layer}-layer {source}")
     print(f"{source}: {cfg.n_layer} layers x {cfg.n_head} heads, {settings.num_seqs} sequences of {settings.seq_len}")
-    seqs = validation_sequences(settings, cfg)
+    seqs = validation_sequences(settings, cfg, ckpt.vocabulary())
     stats = head_statistics(model, seqs, settings, device)
     max_rank = [max(heads) for heads in stats["rank"]]
     avg_mass = [sum(heads) / len(heads) for heads in stats["mass"]]
     lazy = lazy_layers(max_rank, lazy_rank)
-    measures = measure_layers(model, settings, device)
+    measures = measure_layers(model, ckpt.vocabulary(), settings, device)
     suggestion = suggest_student(str(source), cfg.n_layer, lazy)
     # without a lazy layer the suggestion is the whole model; the paper's starting point is then L/2
     n = n_student or (suggestion["n_layer"] if lazy else max(cfg.n_layer // 2, 1))
-    if n > cfg.n_layer:
-        raise ValueError(f"--n_layer {n} is deeper than the {cfg.n_layer}-layer {source}")
     result = {"source": str(source), "n_layer": cfg.n_layer, "n_head": cfg.n_head}
     result |= {"max_rank": max_rank, "avg_mass": avg_mass, "lazy_layers": lazy}
     result |= {key: measures[key] for key in ("block_influence", "angular_distance")}

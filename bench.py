@@ -30,8 +30,9 @@ import time
 
 import torch
 
-from checkpoint import load_model
+from checkpoint import CheckpointError, load_model
 from configurator import ConfigError, TrainConfig, parse_config
+from hf import ConversionError
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import Teacher, train_step
@@ -79,10 +80,22 @@ def distillation_teacher(cfg: TrainConfig, device: torch.device) -> Teacher:
     model, _ = load_model(cfg.teacher, device)
     if model.config.vocab_size != GPT2_VOCAB:
         raise ValueError(f"the benchmark's tokens are GPT-2's: teacher {cfg.teacher} has {model.config.vocab_size}")
+    if model.config.block_size < cfg.block_size:
+        raise ValueError(
+            f"teacher {cfg.teacher} reads {model.config.block_size} positions, block_size is {cfg.block_size}"
+        )
     return Teacher(model.eval().requires_grad_(False), cfg.distill_alpha, cfg.distill_temperature)
 
 
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
+    """One variant in its own process: its figures, or the one-line error that stopped it, on the queue."""
+    try:
+        queue.put(measure_variant(cfg, variant, steps, warmup))
+    except (CheckpointError, ConversionError, OSError, ValueError) as e:
+        queue.put({"error": str(e)})
+
+
+def measure_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int) -> dict:
     device = torch.device(resolve_device_name(cfg.device))
     dtype = resolve_dtype(cfg.dtype, device)
     torch.manual_seed(cfg.seed)
@@ -135,7 +148,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
         dtype=str(dtype).removeprefix("torch."),
         params=model.get_num_params(),
     )
-    queue.put(result)
+    return result
 
 
 def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
@@ -182,6 +195,9 @@ def main(argv: list[str]) -> int:
             print(f"error: variant {variant} failed (exit code {proc.exitcode})", file=sys.stderr)
             return 1
         r = queue.get(timeout=10)
+        if "error" in r:
+            print(f"error: variant {variant}: {r['error']}", file=sys.stderr)
+            return 1
         mfu = 100 * r["flops"] / peak
         print(
             f"{variant:<10} {r['ms_per_iter']:>10.1f} {r['tokens_per_s']:>12,.0f} {mfu:>6.1f}% "

@@ -223,7 +223,7 @@ def check_width(ref: GPT, n_embd: int, n_head: int) -> None:
         )
 
 
-def chosen_by(ref: GPT, request: dict, measure: Settings | None) -> tuple[dict, dict]:
+def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Settings | None) -> tuple[dict, dict]:
     """The request with a named layer choice (analyze.LAYER_METHODS) turned into the layers it picks, and
     the record of why: the method, and for a measured choice the measure's values and the sequences."""
     request = {"n_layer": None, "layers": "", "parts": "all"} | request
@@ -242,7 +242,7 @@ def chosen_by(ref: GPT, request: dict, measure: Settings | None) -> tuple[dict, 
     make_spec(ref.config, request["n_layer"], parts=request["parts"])  # a bad depth or parts fail before measuring
     print(f"measuring the reference's layers on {measure.num_seqs} sequences of {measure.seq_len} from {measure.data}")
     try:
-        measures = measure_layers(ref, measure, "cpu")
+        measures = measure_layers(ref, vocabulary, measure, "cpu")
     except (OSError, ValueError) as e:
         raise InheritError(f"cannot measure the reference on {measure.data}: {e}") from None
     layers = choose_layers(method, request["n_layer"], measures)
@@ -277,7 +277,7 @@ def inherit(
     ref, ref_ckpt = load_model(source)
     if width is not None:
         check_width(ref, *width)
-    request, choice = chosen_by(ref, request, measure)
+    request, choice = chosen_by(ref, ref_ckpt.vocabulary(), request, measure)
     spec = make_spec(ref.config, **request)
     student = build_student(ref, spec, seed, dropout, embedding_std)
     return student, provenance(source, ref, ref_ckpt, spec, choice)
@@ -321,6 +321,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--half_width", action="store_true", help=half_help)
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
+    for name in ("num_seqs", "seq_len"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
     if args.half_width and (args.n_layer or args.inherit_layers or args.inherit_parts != "all"):
         p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)

@@ -177,6 +177,10 @@ def load_teacher(cfg: TrainConfig, rt: Runtime, vocab: dict, student: GPT) -> Te
     name = (ckpt.vocabulary() or {}).get("tokenizer", "an unknown tokenizer")
     if not same_vocabulary(ckpt.vocabulary(), vocab):
         raise ConfigError(f"teacher {cfg.teacher} reads the tokenizer {name}, the run's corpora {vocab['tokenizer']}")
+    if model.config.block_size < cfg.block_size:
+        raise ConfigError(
+            f"teacher {cfg.teacher} reads {model.config.block_size} positions, the run's block_size is {cfg.block_size}"
+        )
     if model.config.vocab_size != student.config.vocab_size:
         raise ConfigError(
             f"teacher {cfg.teacher} has a vocabulary of {model.config.vocab_size}, the student "

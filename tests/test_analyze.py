@@ -306,3 +306,11 @@ def test_identity_blocks_measure_zero_and_are_the_ones_left_out(shakespeare_dir,
         assert record["layers"] == [0, 1, 2, 5] and record["chosen_by"]["method"] == method
         assert record["chosen_by"]["block_influence"] == pytest.approx(bi)
         assert record["chosen_by"]["seed"] == 3 and record["chosen_by"]["num_seqs"] == 6
+
+
+def test_a_student_deeper_than_the_model_is_refused_before_any_measuring(shakespeare_dir, tmp_path, capsys):
+    source = save(sink_model([], n_layer=4), tmp_path / "ckpt.pt")
+    argv = ["--model", source, "--data", str(shakespeare_dir), "--out", str(tmp_path / "a"), "--n_layer", "5"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "--n_layer 5 is deeper than the 4-layer" in captured.err and "sequences" not in captured.out

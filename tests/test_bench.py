@@ -22,3 +22,6 @@ def test_the_distill_variant_times_the_step_with_its_teacher(tmp_path, capsys):
     assert [line.split()[0] for line in lines[2:4]] == ["eager", "distill"]
     assert bench.main(argv) == 2
     assert "the distill variant needs a teacher" in capsys.readouterr().err
+    assert bench.main([*argv, f"--teacher={tmp_path / 'nowhere.pt'}"]) == 1
+    err = capsys.readouterr().err
+    assert "error: variant distill:" in err and "nowhere.pt" in err

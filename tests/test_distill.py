@@ -106,6 +106,10 @@ def test_a_teacher_of_another_tokenizer_is_refused_in_one_line(tiny_config, tmp_
     Checkpoint.of(chars, tokenizer={"tokenizer": "characters-abc", "vocab_size": 65}).save(tmp_path / "t.pt")
     with pytest.raises(ConfigError, match=r"^teacher .* reads the tokenizer characters-abc, the run's corpora gpt2$"):
         train.train(tiny_config(teacher=str(tmp_path / "t.pt")))
+    short = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=50257))
+    Checkpoint.of(short, tokenizer={"tokenizer": "gpt2", "vocab_size": 50257}).save(tmp_path / "short.pt")
+    with pytest.raises(ConfigError, match=r"^teacher .*short.pt reads 16 positions, the run's block_size is 32$"):
+        train.train(tiny_config(teacher=str(tmp_path / "short.pt")))
     with pytest.raises(ConfigError, match="distill_alpha must be in"):
         tiny_config(teacher=str(tmp_path / "t.pt"), distill_alpha=1.5)
 

@@ -435,3 +435,19 @@ def test_the_half_width_command_writes_a_student_every_command_reads(tmp_path, c
     odd = GPT(GPTConfig(n_layer=1, n_head=3, n_embd=48, block_size=8, vocab_size=50))
     with pytest.raises(InheritError, match="halves n_head"):
         inherit.build_half_width(odd)
+
+
+def test_a_measured_choice_refuses_empty_sequences_and_a_corpus_the_reference_cannot_read(
+    shakespeare_dir, char_data_root, tmp_path, capsys
+):
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(reference(), tokenizer={"tokenizer": "gpt2", "vocab_size": 50257}).save(path)
+    base = ["--inherit_from", str(path), "--inherit_layers", "bi", "--n_layer", "3", "--out", str(tmp_path / "s.pt")]
+    for name in ("--num_seqs", "--seq_len"):
+        with pytest.raises(SystemExit):
+            inherit.main([*base, "--data", str(shakespeare_dir), name, "0"])
+        assert f"{name} must be at least 1" in capsys.readouterr().err
+    chars = char_data_root / "data" / "shakespeare_char"
+    assert inherit.main([*base, "--data", str(chars), "--seq_len", "16"]) == 1
+    assert "was made with the tokenizer characters-" in capsys.readouterr().err
+    assert not (tmp_path / "s.pt").exists()

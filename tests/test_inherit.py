@@ -451,3 +451,20 @@ def test_a_measured_choice_refuses_empty_sequences_and_a_corpus_the_reference_ca
     assert inherit.main([*base, "--data", str(chars), "--seq_len", "16"]) == 1
     assert "was made with the tokenizer characters-" in capsys.readouterr().err
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_warm_started_students_export_to_transformers_with_the_same_logits():
+    """A hybrid-stacked student of an inverse-layer-scaled reference (blocks 0, 1, 0, 1: each keeps its
+    reference scale) and a half-width one give transformers' GPT-2 the logits they compute."""
+    from hf import to_hf
+
+    ref = inverse_layer_reference()
+    stacked = build_student(ref, make_spec(ref.config, 4, inherit.stacked_layers(4, 4), stacked=True))
+    assert stacked.config.scale_layer_idx == [0, 1, 0, 1]
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
+    for student in (stacked, inherit.build_half_width(ref)):
+        student.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                to_hf(student, eos_token=50256)(idx).logits, student(idx, idx)[0], atol=1e-4, rtol=1e-5
+            )

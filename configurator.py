@@ -74,6 +74,8 @@ class TrainConfig:
     # by that measure of the reference on data_dir's validation sequences (analyze.py, inherit.py); 'stack': its
     # first ceil(n_layer/2) blocks twice (the paper's hybrid stacking; stacking when inherit_from is a half model)
     inherit_layers: str = ""
+    inherit_measure_seqs: int = 100  # validation sequences a measured choice reads (analyze.py's --num_seqs)
+    inherit_measure_len: int = 100  # their length in tokens, at most block_size (analyze.py's --seq_len)
     # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
     # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
     # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
@@ -115,7 +117,13 @@ class TrainConfig:
         self._check_corpora()
         self._resolve_corpus()
         positive = ("batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd")
-        for key in positive + ("eval_interval", "eval_iters", "log_interval"):
+        for key in positive + (
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+            "inherit_measure_seqs",
+            "inherit_measure_len",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.dtype != "auto" and self.dtype not in DTYPES:

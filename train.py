@@ -78,7 +78,9 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         width = (cfg.n_embd, cfg.n_head)
         # a measured layer choice (inherit_layers 'bi', 'angular') reads the first corpus
-        measure = Settings(next(iter(cfg.mixture)), seq_len=min(Settings.seq_len, cfg.block_size))
+        measure = Settings(
+            next(iter(cfg.mixture)), cfg.inherit_measure_seqs, min(cfg.inherit_measure_len, cfg.block_size)
+        )
         model, origin = inherit(
             cfg.inherit_from, request, cfg.seed, cfg.dropout, width, cfg.fresh_embedding_std, measure
         )

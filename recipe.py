@@ -1,0 +1,313 @@
+"""Which small model should I build? Every way of building an n-layer model from a trained reference, trained
+on the same data, seed and step budget, evaluated on every corpus, side by side in one report.
+
+    python recipe.py --reference out-gpt2_large/ckpt.pt --config config/inheritune_gpt2_large_18.py \
+        --n_layer 18 --nproc 8 --out_dir out-recipe-large
+    python recipe.py --reference out-shakespeare/ckpt.pt --config config/train_shakespeare.py --n_layer 4 \
+        --methods first,bi,scratch --out_dir out-recipe -- --max_iters=50
+
+1. The reference is analysed on the config's first corpus (analyze.py: attention rank and mass, Block
+   Influence, angular distance) and each measure's layers are printed.
+2. Each method trains a student of every --n_layer in out_dir/n{n}/{method}, by train.py with the config
+   (its max_iters is the budget; scratch-2x trains twice as long), its seed and data. The methods:
+   first (Inheritune), bi, angular, stack (the paper's hybrid stacking), half_width (every layer, so one
+   run for all n), distill (a student from scratch taught by the reference), scratch and scratch-2x
+   (from scratch at the reference's width for the budget and twice it, the paper's baselines).
+3. The reference is evaluated by the same estimate (train.py eval_only), and out_dir gets report.md (the
+   table, the loss curves, the analysis plots), report.json and curves.png.
+Running the same command again skips finished runs and resumes interrupted ones. Overrides for train.py go
+after `--`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, plot_heads, plot_layers
+from checkpoint import Checkpoint, CheckpointError
+from configurator import ConfigError, TrainConfig, parse_config
+from evaluation import format_task_table, run_tasks
+from hf import ConversionError
+from inherit import InheritError, inherit_half_width
+from runs import RunError, launch_training, plot_curves, read_run, summary
+from runtime import resolve_device_name, write_json
+
+METHODS = {
+    "first": "the first n blocks (Inheritune)",
+    "bi": "the n blocks of largest Block Influence (ShortGPT)",
+    "angular": "all but the span of least angular distance (Gromov et al.)",
+    "stack": "the first ceil(n/2) blocks, twice (the paper's hybrid stacking)",
+    "half_width": "every layer at half the width (the paper's half-width baseline)",
+    "distill": "from scratch, distilled from the reference (the paper's KD baseline)",
+    "scratch": "from scratch for the same steps",
+    "scratch-2x": "from scratch for twice the steps",
+}
+DEFAULT_METHODS = "first,bi,angular,stack,distill,scratch,scratch-2x"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="recipe.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--reference", required=True, help="the trained reference: a checkpoint of this project")
+    p.add_argument("--config", required=True, help="training config of every student (its max_iters is the budget)")
+    p.add_argument("--n_layer", required=True, help="student depths, comma-separated, each below the reference's")
+    methods_help = "comma-separated, of: " + "; ".join(f"{k}: {v}" for k, v in METHODS.items())
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=methods_help)
+    p.add_argument("--distill_alpha", type=float, default=0.4, help="distill's weight on the KL (the paper's: 0.4)")
+    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences of the analysis and bi/angular")
+    p.add_argument("--seq_len", type=int, default=Settings.seq_len, help="their length (at most block_size)")
+    p.add_argument("--tasks", default="", help="lm-eval tasks to score every model on (evaluation.py tasks)")
+    p.add_argument("--tasks_limit", type=int, default=None, help="only the first K examples of each task")
+    p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
+    p.add_argument("--out_dir", default="out-recipe", help="one folder per run, the analysis, report.md")
+    p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun when above 1)")
+    p.add_argument("overrides", nargs="*", help="--key=value overrides for train.py, after a '--'")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    args.command = shlex.join(["python", "recipe.py", *argv])
+    try:
+        return recipe(args)
+    except (
+        CheckpointError,
+        ConfigError,
+        ConversionError,
+        ImportError,
+        InheritError,
+        RunError,
+        OSError,
+        ValueError,
+    ) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+# ----------------------------------------------------------------------------- the plan, checked before training
+
+
+def depths(text: str, ref_layers: int) -> list[int]:
+    try:
+        ns = sorted({int(item) for item in text.split(",") if item.strip()})
+    except ValueError:
+        raise ValueError(f"--n_layer {text!r}: expected depths like 12,16") from None
+    bad = [n for n in ns if not 1 <= n < ref_layers]
+    if not ns or bad:
+        raise ValueError(
+            f"--n_layer {text!r}: each depth must be in 1..{ref_layers - 1} (the reference has {ref_layers})"
+        )
+    return ns
+
+
+def check_methods(text: str, ref: Checkpoint) -> list[str]:
+    """The methods asked for, each one the reference allows."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
+    args = ref.model_args
+    from_scratch = [m for m in methods if m in ("distill", "scratch", "scratch-2x")]
+    if args.get("rope") and from_scratch:
+        raise ValueError(f"{', '.join(from_scratch)} train GPT-2 from scratch; the reference is of the Llama family")
+    if "half_width" in methods and args["n_head"] % 2:
+        raise ValueError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
+    return methods
+
+
+def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: TrainConfig, width: list[str]) -> list[str]:
+    """The train.py overrides of one run: its start (a student, or scratch) and its budget."""
+    if method in LAYER_METHODS or method == "stack":
+        # bi and angular measure the sequences of the analysis: their choice is the one it printed
+        measure = [f"--inherit_measure_seqs={args.num_seqs}", f"--inherit_measure_len={args.seq_len}"]
+        return [
+            f"--n_layer={n}",
+            "--init_from=inherit",
+            f"--inherit_from={ref}",
+            f"--inherit_layers={method}",
+            *measure,
+        ]
+    if method == "half_width":
+        return [f"--init_from={Path(args.out_dir) / 'half_width' / 'student.pt'}"]
+    scratch = [f"--n_layer={n}", *width, "--init_from=scratch"]
+    if method == "distill":
+        return [*scratch, f"--teacher={ref}", f"--distill_alpha={args.distill_alpha}"]
+    if method == "scratch-2x":
+        return [*scratch, f"--max_iters={2 * cfg.max_iters}", f"--lr_decay_iters={2 * cfg.lr_decay_iters}"]
+    return scratch
+
+
+def run_dir(out_dir: Path, method: str, n: int) -> Path:
+    return out_dir / "half_width" if method == "half_width" else out_dir / f"n{n}" / method
+
+
+# ----------------------------------------------------------------------------- the runs
+
+
+def recipe(args: argparse.Namespace) -> int:
+    ref = Checkpoint.load(args.reference, weights=False)
+    ref_layers = ref.model_args["n_layer"]
+    ns = depths(args.n_layer, ref_layers)
+    methods = check_methods(args.methods, ref)
+    cfg = parse_config([args.config, *args.overrides])
+    out_dir = Path(args.out_dir)
+    plan = [(m, n) for n in ns for m in methods if m != "half_width"] + [("half_width", ref_layers)] * (
+        "half_width" in methods
+    )
+    # scratch students get the reference's width and attention, whatever the config says
+    scratch_args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
+    width = [f"--{key}={scratch_args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    analysis = analyze_reference(args, cfg, ns)
+    if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
+        student, origin = inherit_half_width(args.reference, cfg.seed)
+        Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(
+            out_dir / "half_width" / "student.pt"
+        )
+    state_path = out_dir / "report.json"
+    times = read_times(state_path)
+
+    reference_dir = out_dir / "reference"
+    evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={args.reference}"]
+    if launch_training(args.config, reference_dir, [*args.overrides, *evaluate], [], args.nproc) != 0:
+        raise RunError(f"the reference's evaluation in {reference_dir} failed")
+    started = time.time()
+    for k, (method, n) in enumerate(plan):
+        folder = run_dir(out_dir, method, n)
+        eta = eta_text(started, k, len(plan))
+        print(f"run {k + 1}/{len(plan)}: {method}, n = {n} ({METHODS[method]}){eta}", flush=True)
+        t0 = time.time()
+        overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
+        code = launch_training(args.config, folder, overrides, [], args.nproc)
+        if code != 0:
+            print(f"error: {method} n={n} failed (exit code {code}); run the same command to resume", file=sys.stderr)
+            return 1
+        times.setdefault(str(folder), round(time.time() - t0, 1))
+        write_json(state_path, {"times": times})
+
+    rows, corpora = report_rows(out_dir, plan, reference_dir, times)
+    if args.tasks:
+        score_tasks(rows, args, resolve_device_name(cfg.device))
+    report = {"reference": args.reference, "config": args.config, "overrides": args.overrides}
+    report |= {"corpora": corpora, "rows": rows, "analysis": analysis, "times": times}
+    write_json(state_path, report)
+    curves = {
+        row["method"] + (f" n={row['layers']}" if len(ns) > 1 else ""): [read_run(row["out_dir"])] for row in rows
+    }
+    plot_curves(curves, out_dir / "curves.png", rows[0]["val_loss"], "every method on one budget")
+    (out_dir / "report.md").write_text(report_markdown(report, args))
+    print(markdown_table(rows, corpora))
+    print(f"wrote {out_dir / 'report.md'}, {state_path} and {out_dir / 'curves.png'}")
+    return 0
+
+
+def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int]) -> dict:
+    """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
+    out_dir/analysis (once: a second call reads them)."""
+    settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
+    folder = Path(args.out_dir) / "analysis"
+    saved = folder / "analysis.json"
+    if saved.exists() and json.loads(saved.read_text())["settings"] == vars(settings):
+        result = json.loads(saved.read_text())["models"][0]
+    else:
+        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), 1.0, ns[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_layers([result], folder / "layers.png")
+        plot_heads([result], folder / "heads.png")
+        write_json(saved, {"settings": vars(settings), "models": [result]})
+    print(describe_choices(result))
+    return {key: result[key] for key in ("max_rank", "avg_mass", "lazy_layers", "block_influence", "choices")}
+
+
+def read_times(state_path: Path) -> dict[str, float]:
+    """Wall-clock seconds of the runs trained by earlier calls (a run skipped now keeps its first time)."""
+    return json.loads(state_path.read_text()).get("times", {}) if state_path.exists() else {}
+
+
+def eta_text(started: float, done: int, total: int) -> str:
+    if done == 0:
+        return ""
+    left = (time.time() - started) / done * (total - done)
+    return f"; about {left / 60:.0f} min left" if left > 60 else ""
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def report_rows(out_dir: Path, plan: list[tuple[str, int]], reference_dir: Path, times: dict) -> tuple[list, list]:
+    """The reference's row, then one per run: size, budget, final val loss of the mixture and of each corpus,
+    the gap to the reference, wall-clock time."""
+    reference = read_run(reference_dir)
+    corpora = list(reference.last_eval["val_losses"])
+    rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
+    for method, n in plan:
+        folder = run_dir(out_dir, method, n)
+        rows.append(row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], times.get(str(folder))))
+    return rows, corpora
+
+
+def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float | None, seconds) -> dict:
+    row = summary(method, run, tuple(corpora)) | {"method": method, "out_dir": str(folder)}
+    row["inherited_layers"] = (run.inherit or {}).get("layers") if method != "reference" else None
+    row["gap"] = None if ref_loss is None else row["val_loss"] - ref_loss
+    return row | {"time_s": seconds}
+
+
+def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
+    """Each model's zero-shot task scores (the reference's, and each run's ckpt.pt), kept in its folder's
+    tasks.json so that a second call scores nothing again."""
+    names = [t for t in args.tasks.split(",") if t]
+    for row in rows:
+        model = args.reference if row["method"] == "reference" else str(Path(row["out_dir"]) / "ckpt.pt")
+        saved = Path(row["out_dir"]) / "tasks.json"
+        asked = {"tasks": names, "limit": args.tasks_limit}
+        if saved.exists() and json.loads(saved.read_text())["asked"] == asked:
+            result = json.loads(saved.read_text())
+        else:
+            print(f"tasks of {row['method']}: {', '.join(names)}", flush=True)
+            result = run_tasks(model, names, args.include_path, args.tasks_limit, 8, device) | {"asked": asked}
+            write_json(saved, result)
+        row["tasks"] = result["tasks"]
+
+
+def markdown_table(rows: list[dict], corpora: list[str]) -> str:
+    head = "| method | layers | from blocks | params | steps | tokens | val loss | "
+    head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
+    lines = [head, "|" + " --- |" * (9 + len(corpora))]
+    for r in rows:
+        blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
+        gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
+        clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], f"{r['tokens']:,}"]
+        cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(report: dict, args: argparse.Namespace) -> str:
+    parts = [
+        f"# Which small model: every method from {report['reference']}",
+        "",
+        f"Made by `{args.command}`. Val loss: each run's final eval; gap: to the reference's val loss by the",
+        "same estimate (the same batches); wall-clock: the run's training time when this command trained it.",
+        "",
+        markdown_table(report["rows"], report["corpora"]),
+        "",
+        *([format_task_table({r["method"]: r for r in report["rows"]}), ""] if args.tasks else []),
+        "![val loss of every run](curves.png)",
+        "",
+        "The reference's layers (attention rank and mass, Block Influence, angular distance):",
+        "",
+        "![per layer](analysis/layers.png)",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -134,3 +135,13 @@ def write_config_file(path: Path, cfg: TrainConfig, **values) -> Path:
 
 # lm-eval on the local tiny_qa task (tests/lm_eval_tasks), quick: `evaluation.py tasks --model M` + these.
 TINY_QA_ARGS = ["--tasks", "tiny_qa", "--include_path", "tests/lm_eval_tasks", "--limit", "4", "--batch_size", "4"]
+
+
+def zero_output_blocks(model, layers: list[int]):
+    """Blocks whose output projections are zero: they leave the residual stream as it was (Block Influence 0)."""
+    with torch.no_grad():
+        for layer in layers:
+            for proj in (model.transformer.h[layer].attn.c_proj, model.transformer.h[layer].mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+    return model

@@ -21,6 +21,7 @@ from analyze import (
 )
 from checkpoint import Checkpoint, load_model
 from model import GPT, GPTConfig
+from tests.conftest import zero_output_blocks
 
 T = 100
 
@@ -260,16 +261,6 @@ def test_layer_choices_keep_the_largest_bi_and_drop_the_closest_span_in_order():
         choose_layers("middle", 2, measures)
 
 
-def identity_blocks(model: GPT, layers: list[int]) -> GPT:
-    """Blocks that add nothing to the residual stream: their output projections are zero."""
-    with torch.no_grad():
-        for layer in layers:
-            for proj in (model.transformer.h[layer].attn.c_proj, model.transformer.h[layer].mlp.c_proj):
-                proj.weight.zero_()
-                proj.bias.zero_()
-    return model
-
-
 def test_hidden_states_are_the_residual_stream_the_logits_read():
     model = sink_model([], n_layer=3)
     idx = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
@@ -286,7 +277,7 @@ def test_identity_blocks_measure_zero_and_are_the_ones_left_out(shakespeare_dir,
     """A 6-layer reference whose blocks 3 and 4 are the identity: their BI is 0 and the span of both has
     angular distance 0, so a 4-layer student by either measure keeps 0, 1, 2, 5; the printed commands build
     exactly those students and record why."""
-    source = save(identity_blocks(sink_model([], n_layer=6), [3, 4]), tmp_path / "ref.pt")
+    source = save(zero_output_blocks(sink_model([], n_layer=6), [3, 4]), tmp_path / "ref.pt")
     out = tmp_path / "analysis"
     argv = ["--model", source, "--data", str(shakespeare_dir), "--out", str(out), "--n_layer", "4"]
     assert main([*argv, "--num_seqs", "6", "--seq_len", "32", "--seed", "3"]) == 0

@@ -13,6 +13,8 @@ import train
 from checkpoint import Checkpoint, load_model
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
 from model import GPT, GPTConfig
+from tests.conftest import zero_output_blocks
+from tests.test_llama import rope_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,16 +281,6 @@ def test_a_student_may_take_every_layer_but_none_beyond():
         make_spec(GPTConfig(n_layer=6), None, layers="0,6")
 
 
-def zero_blocks(model: GPT, layers: list[int]) -> GPT:
-    """Blocks whose output projections are zero: they leave the residual stream as it was (BI 0)."""
-    with torch.no_grad():
-        for layer in layers:
-            for proj in (model.transformer.h[layer].attn.c_proj, model.transformer.h[layer].mlp.c_proj):
-                proj.weight.zero_()
-                proj.bias.zero_()
-    return model
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -313,7 +305,7 @@ def test_a_measured_layer_choice_refuses_what_it_cannot_measure(shakespeare_dir,
 
 def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_config, tmp_path):
     path = tmp_path / "ref.pt"
-    Checkpoint.of(zero_blocks(reference(), [1, 4])).save(path)
+    Checkpoint.of(zero_output_blocks(reference(), [1, 4])).save(path)
     cfg = tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4, inherit_layers="bi")
     start = train.build_model(cfg, 50257)
     assert start.inherit["layers"] == [0, 2, 3, 5] and start.inherit["chosen_by"]["method"] == "bi"
@@ -360,30 +352,7 @@ def test_hybrid_stacking_and_stacking_copy_each_block_twice(tmp_path):
         )
 
 
-def llama_like() -> GPT:
-    torch.manual_seed(5)
-    config = GPTConfig(
-        n_layer=2,
-        n_head=4,
-        n_kv_head=2,
-        n_embd=32,
-        block_size=16,
-        vocab_size=100,
-        bias=False,
-        norm="rmsnorm",
-        mlp="swiglu",
-        intermediate_size=48,
-        rope=True,
-        tie_embeddings=False,
-    )
-    model = GPT(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
-
-
-@pytest.mark.parametrize("make", [reference, llama_like], ids=["gpt2", "llama-gqa-swiglu"])
+@pytest.mark.parametrize("make", [reference, rope_model], ids=["gpt2", "llama-gqa-swiglu"])
 def test_a_half_width_student_computes_its_heads_and_mlp_units_as_the_reference_does(make):
     """On an input whose second half of channels is zero, the student's queries, keys and values are the
     reference's first heads (and key/value heads), and its MLP units the reference's first half."""

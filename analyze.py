@@ -162,9 +162,8 @@ def hidden_statistics(model: GPT, seqs: torch.Tensor, batch_size: int, device: s
     }
 
 
-def measure_layers(model: GPT, vocabulary: dict | None, settings: Settings, device: str) -> dict:
+def measure_layers(model: GPT, seqs: torch.Tensor, settings: Settings, device: str) -> dict:
     """hidden_statistics on the validation sequences of settings, with the settings that chose them."""
-    seqs = validation_sequences(settings, model.config, vocabulary)
     measures = {key: getattr(settings, key) for key in ("data", "num_seqs", "seq_len", "seed")}
     return measures | hidden_statistics(model, seqs, settings.batch_size, device)
 
@@ -245,7 +244,7 @@ def analyze_model(source: str, settings: Settings, device: str, lazy_rank: float
     max_rank = [max(heads) for heads in stats["rank"]]
     avg_mass = [sum(heads) / len(heads) for heads in stats["mass"]]
     lazy = lazy_layers(max_rank, lazy_rank)
-    measures = measure_layers(model, ckpt.vocabulary(), settings, device)
+    measures = measure_layers(model, seqs, settings, device)
     suggestion = suggest_student(str(source), cfg.n_layer, lazy)
     # without a lazy layer the suggestion is the whole model; the paper's starting point is then L/2
     n = n_student or (suggestion["n_layer"] if lazy else max(cfg.n_layer // 2, 1))

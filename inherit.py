@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from analyze import LAYER_METHODS, Settings, choose_layers, measure_layers
+from analyze import LAYER_METHODS, Settings, choose_layers, measure_layers, validation_sequences
 from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
 from hf import ConversionError
 from model import GPT, INIT_STD, GPTConfig
@@ -242,7 +242,8 @@ def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Setting
     make_spec(ref.config, request["n_layer"], parts=request["parts"])  # a bad depth or parts fail before measuring
     print(f"measuring the reference's layers on {measure.num_seqs} sequences of {measure.seq_len} from {measure.data}")
     try:
-        measures = measure_layers(ref, vocabulary, measure, "cpu")
+        seqs = validation_sequences(measure, ref.config, vocabulary)
+        measures = measure_layers(ref, seqs, measure, "cpu")
     except (OSError, ValueError) as e:
         raise InheritError(f"cannot measure the reference on {measure.data}: {e}") from None
     layers = choose_layers(method, request["n_layer"], measures)

@@ -30,12 +30,12 @@ import time
 
 import torch
 
-from checkpoint import CheckpointError, load_model
+from checkpoint import CheckpointError
 from configurator import ConfigError, TrainConfig, parse_config
 from hf import ConversionError
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
-from train import Teacher, train_step
+from train import load_teacher, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
 
@@ -76,17 +76,6 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * 2048**3 * n / (time.perf_counter() - t)
 
 
-def distillation_teacher(cfg: TrainConfig, device: torch.device) -> Teacher:
-    model, _ = load_model(cfg.teacher, device)
-    if model.config.vocab_size != GPT2_VOCAB:
-        raise ValueError(f"the benchmark's tokens are GPT-2's: teacher {cfg.teacher} has {model.config.vocab_size}")
-    if model.config.block_size < cfg.block_size:
-        raise ValueError(
-            f"teacher {cfg.teacher} reads {model.config.block_size} positions, block_size is {cfg.block_size}"
-        )
-    return Teacher(model.eval().requires_grad_(False), cfg.distill_alpha, cfg.distill_temperature)
-
-
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
     """One variant in its own process: its figures, or the one-line error that stopped it, on the queue."""
     try:
@@ -117,7 +106,9 @@ def measure_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int) -> 
         )
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         step_model = torch.compile(model) if variant == "compiled" else model
-        teacher = distillation_teacher(cfg, device) if variant == "distill" else None
+        # train.py's own checks: the teacher reads GPT-2's tokens, as the benchmark's, and block_size of them
+        gpt2 = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
+        teacher = load_teacher(cfg, device, gpt2, model) if variant == "distill" else None
         step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip, teacher)  # noqa: E731
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()

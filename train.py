@@ -170,12 +170,12 @@ class Teacher:
     temperature: float
 
 
-def load_teacher(cfg: TrainConfig, rt: Runtime, vocab: dict, student: GPT) -> Teacher | None:
+def load_teacher(cfg: TrainConfig, device: torch.device, vocab: dict, student: GPT) -> Teacher | None:
     """The teacher of cfg.teacher, which must read the corpora's tokens and give logits over the student's
     vocabulary column for column."""
     if not cfg.teacher:
         return None
-    model, ckpt = load_model(cfg.teacher, rt.device)
+    model, ckpt = load_model(cfg.teacher, device)
     name = (ckpt.vocabulary() or {}).get("tokenizer", "an unknown tokenizer")
     if not same_vocabulary(ckpt.vocabulary(), vocab):
         raise ConfigError(f"teacher {cfg.teacher} reads the tokenizer {name}, the run's corpora {vocab['tokenizer']}")
@@ -362,7 +362,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab = shared_vocabulary(cfg)
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
-    teacher = load_teacher(cfg, rt, vocab, start.model)
+    teacher = load_teacher(cfg, rt.device, vocab, start.model)
     state = initial_state(cfg, rt, start)
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training

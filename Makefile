@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-seeds demo-cpt mutation test lint clean
+.PHONY: demo demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,26 +59,38 @@ demo-cpt: $(VENV)/installed
 		--title "Shakespeare reference continued on Python (2 CPU cores)"
 	$(PY) scaling.py fit out-cpt/sweep/L2 out-cpt/sweep/L4 out-cpt/sweep/L8 --every_eval --out out-cpt/fit --compute 1e15
 
-# Mutation testing of the math against its own test files (configured in pyproject.toml; not part of CI):
-# the network's computation, the student builder, the law and its fit, the attention measures and the batches,
-# named as mutmut names their functions. Score, time and the survivors' triage: docs/tests.md.
-MUTANTS := 'model.xǁ*ǁforward__*' 'model.xǁ*ǁattention_probs__*' 'model.x_*rope*' 'model.xǁGPTǁ_[a-z]*' \
+# Mutation testing of the math against its own test files (configured in pyproject.toml; not part of CI), in
+# three parts that each take under half an hour on 2 cores: the network (model.py's computation and the
+# batches), the methods (inherit.py's student builder, analyze.py's measures) and scaling.py's law and fit,
+# named as mutmut names their functions. `make mutation` runs all three. Score, time and triage: docs/tests.md.
+MUTANTS_NETWORK := 'model.xǁ*ǁforward__*' 'model.xǁ*ǁattention_probs__*' 'model.x_*rope*' 'model.xǁGPTǁ_[a-z]*' \
 	'model.xǁGPTǁgenerate__*' 'model.xǁGPTǁconfigure_optimizers__*' 'model.xǁGPTǁget_num_*' \
 	'model.xǁGPTǁflops_per_token__*' 'model.xǁGPTǁestimate_mfu__*' 'model.xǁGPTǁcrop_block_size__*' \
-	'model.xǁGPTConfigǁlayer_scale_index__*' 'model.xǁGPTǁhidden_states__*' \
-	'inherit.x_parse_layers__*' 'inherit.x_parts_of__*' 'inherit.x_parse_parts__*' 'inherit.x_make_spec__*' \
-	'inherit.x_build_student__*' 'inherit.x_chosen_by__*' \
-	'scaling.x_objective__*' 'scaling.x_minimise__*' 'scaling.x_terms__*' 'scaling.x_log_terms__*' \
-	'scaling.x_predict__*' 'scaling.x_compute_optimal__*' 'scaling.x_fit__*' 'scaling.x_best_of_grid__*' \
-	'scaling.x_public__*' 'scaling.x_log_params__*' 'scaling.x_fixed_parameters__*' 'scaling.x_bootstrap__*' \
-	'scaling.x_resample__*' 'scaling.x_refit__*' \
+	'model.xǁGPTConfigǁlayer_scale_index__*' 'model.xǁGPTǁhidden_states__*' 'data.batches.*'
+MUTANTS_METHODS := 'inherit.x_parse_layers__*' 'inherit.x_parts_of__*' 'inherit.x_parse_parts__*' \
+	'inherit.x_make_spec__*' 'inherit.x_build_student__*' 'inherit.x_chosen_by__*' \
 	'analyze.x_smallest_count_reaching__*' 'analyze.x_singular_values__*' 'analyze.x_attention_rank__*' \
 	'analyze.x_attention_mass__*' 'analyze.x_head_statistics__*' 'analyze.x_lazy_layers__*' \
 	'analyze.x_suggest_student__*' 'analyze.x_block_influence__*' 'analyze.x_angular_distance__*' \
-	'analyze.x_hidden_statistics__*' 'analyze.x_choose_layers__*' 'data.batches.*'
-mutation: $(VENV)/installed
-	$(PY) -m mutmut run --max-children 2 $(MUTANTS)
-	$(PY) -m mutmut results | grep -v "not checked" || true
+	'analyze.x_hidden_statistics__*' 'analyze.x_choose_layers__*'
+MUTANTS_SCALING := 'scaling.x_objective__*' 'scaling.x_minimise__*' 'scaling.x_terms__*' 'scaling.x_log_terms__*' \
+	'scaling.x_predict__*' 'scaling.x_compute_optimal__*' 'scaling.x_fit__*' 'scaling.x_best_of_grid__*' \
+	'scaling.x_public__*' 'scaling.x_log_params__*' 'scaling.x_fixed_parameters__*' 'scaling.x_bootstrap__*' \
+	'scaling.x_resample__*' 'scaling.x_refit__*'
+# One thread per test process: mutmut runs two at once, and two processes of two spinning OpenMP threads on
+# 2 cores slow each other down far more than twice.
+MUTATE := OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2
+MUTATION_RESULTS := $(PY) -m mutmut results | grep -v "not checked" || true
+mutation-network: $(VENV)/installed
+	$(MUTATE) $(MUTANTS_NETWORK)
+	$(MUTATION_RESULTS)
+mutation-methods: $(VENV)/installed
+	$(MUTATE) $(MUTANTS_METHODS)
+	$(MUTATION_RESULTS)
+mutation-scaling: $(VENV)/installed
+	$(MUTATE) $(MUTANTS_SCALING)
+	$(MUTATION_RESULTS)
+mutation: mutation-network mutation-methods mutation-scaling
 
 test: $(VENV)/installed
 	$(PY) -m ruff check .

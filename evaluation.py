@@ -204,14 +204,12 @@ def primary_metric(task: str, metrics: dict[str, float]) -> tuple[str, float]:
     return metric, metrics[metric]
 
 
-def run_tasks(
-    source: str, names: list[str], include_path: str, limit: int | None, batch_size: int, device: str
-) -> dict:
+def loadable_tasks(names: list[str], include_path: str):
+    """lm-eval's task manager, once every task asked for is known and its data loads (else ValueError)."""
     if not hub_reachable():
         # Set before lm_eval imports datasets: then a task whose data is not cached fails at once.
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
-        import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError as e:
         raise ImportError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
@@ -219,6 +217,15 @@ def run_tasks(
     errors = task_errors(names, task_manager)
     if errors:
         raise ValueError("\n".join(errors))
+    return task_manager
+
+
+def run_tasks(
+    source: str, names: list[str], include_path: str, limit: int | None, batch_size: int, device: str
+) -> dict:
+    task_manager = loadable_tasks(names, include_path)
+    import lm_eval
+
     with tempfile.TemporaryDirectory() as folder:
         export(source, Path(folder))
         output = lm_eval.simple_evaluate(

@@ -76,13 +76,38 @@ def grow(args: argparse.Namespace) -> int:
     if not 1 <= start <= ref_layers or args.step < 1:
         print(f"error: --start must be in 1..{ref_layers} and --step at least 1", file=sys.stderr)
         return 1
+    print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
     out_dir = Path(args.out_dir)
+    run = (args.inherit_from, args.config, args.overrides, args.nproc)
+    rows = grow_rounds(*run, start, args.step, ref_layers, target, out_dir)
+    if rows is None:
+        return 1
+    print(format_table(rows, target))
+    matched = [r for r in rows if r["val_loss"] <= target]
+    print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
+    runs = {r["model"]: [read_run(out_dir / f"n{r['layers']}")] for r in rows}
+    plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
+    print(f"wrote {out_dir / 'grow.json'} and {out_dir / 'grow.png'}")
+    return 0
+
+
+def grow_rounds(
+    reference: str,
+    config: str,
+    overrides: list[str],
+    nproc: int,
+    start: int,
+    step: int,
+    ref_layers: int,
+    target: float,
+    out_dir: Path,
+) -> list[dict] | None:
+    """Train students of start, start + step, ... layers (at most the reference's) in out_dir/n{n} until one
+    reaches the target val loss; each round's row, by depth, kept in out_dir/grow.json (None: a round failed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "grow.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"target": target, "rounds": []}
     done = {r["layers"]: r for r in state["rounds"]}
-    print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
-
     n = start
     while True:
         round_dir = out_dir / f"n{n}"
@@ -90,28 +115,19 @@ def grow(args: argparse.Namespace) -> int:
             print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
         else:
             t0 = time.time()
-            init = ["--init_from=inherit", f"--inherit_from={args.inherit_from}"]
-            code = launch_training(args.config, round_dir, [*args.overrides, f"--n_layer={n}"], init, args.nproc)
+            init = ["--init_from=inherit", f"--inherit_from={reference}"]
+            code = launch_training(config, round_dir, [*overrides, f"--n_layer={n}"], init, nproc)
             if code != 0:
                 print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
-                return 1
+                return None
             row = {**summary(f"inheritune n={n}", read_run(round_dir)), "time_s": round(time.time() - t0, 1)}
             row["gap"] = row["val_loss"] - target
             done[n] = row
             state["rounds"].append(row)
             write_json(state_path, state)
         if done[n]["val_loss"] <= target or n >= ref_layers:
-            break
-        n = min(n + args.step, ref_layers)
-
-    rows = [done[k] for k in sorted(done)]
-    print(format_table(rows, target))
-    matched = [r for r in rows if r["val_loss"] <= target]
-    print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
-    runs = {r["model"]: [read_run(out_dir / f"n{r['layers']}")] for r in rows}
-    plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
-    print(f"wrote {state_path} and {out_dir / 'grow.png'}")
-    return 0
+            return [done[k] for k in sorted(done)]
+        n = min(n + step, ref_layers)
 
 
 if __name__ == "__main__":

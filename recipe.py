@@ -12,7 +12,9 @@ on the same data, seed and step budget, evaluated on every corpus, side by side 
    (its max_iters is the budget; scratch-2x trains twice as long), its seed and data. The methods:
    first (Inheritune), bi, angular, stack (the paper's hybrid stacking), half_width (every layer, so one
    run for all n), distill (a student from scratch taught by the reference), scratch and scratch-2x
-   (from scratch at the reference's width for the budget and twice it, the paper's baselines).
+   (from scratch at the reference's width for the budget and twice it, the paper's baselines), and, when
+   asked, grow (grow.py's loop from the analysis's suggested depth: the first lazy layer, else half the
+   reference's; --grow_step more layers per round until a student reaches the reference's val loss).
 3. The reference is evaluated by the same estimate (train.py eval_only), and out_dir gets report.md (the
    table, the loss curves, the analysis plots), report.json and curves.png.
 Running the same command again skips finished runs and resumes interrupted ones. Overrides for train.py go
@@ -28,13 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, plot_heads, plot_layers
+from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
 from checkpoint import Checkpoint, CheckpointError
 from configurator import ConfigError, TrainConfig, parse_config
-from evaluation import format_task_table, run_tasks
+from evaluation import format_task_table, loadable_tasks, run_tasks
+from grow import grow_rounds
 from hf import ConversionError
 from inherit import InheritError, inherit_half_width
-from runs import RunError, launch_training, plot_curves, read_run, summary
+from runs import DIVERGED_EXIT, RunError, is_finished, launch_training, plot_curves, read_run, summary
 from runtime import resolve_device_name, write_json
 
 METHODS = {
@@ -46,6 +49,7 @@ METHODS = {
     "distill": "from scratch, distilled from the reference (the paper's KD baseline)",
     "scratch": "from scratch for the same steps",
     "scratch-2x": "from scratch for twice the steps",
+    "grow": "the growth loop: the first n blocks from the analysis's suggested n, grown until the reference's loss",
 }
 DEFAULT_METHODS = "first,bi,angular,stack,distill,scratch,scratch-2x"
 
@@ -60,6 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     methods_help = "comma-separated, of: " + "; ".join(f"{k}: {v}" for k, v in METHODS.items())
     p.add_argument("--methods", default=DEFAULT_METHODS, help=methods_help)
     p.add_argument("--distill_alpha", type=float, default=0.4, help="distill's weight on the KL (the paper's: 0.4)")
+    p.add_argument("--grow_start", type=int, default=0, help="grow's first depth (default: the analysis's suggestion)")
+    p.add_argument("--grow_step", type=int, default=2, help="layers grow adds per round")
     p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences of the analysis and bi/angular")
     p.add_argument("--seq_len", type=int, default=Settings.seq_len, help="their length (at most block_size)")
     p.add_argument("--tasks", default="", help="lm-eval tasks to score every model on (evaluation.py tasks)")
@@ -108,7 +114,7 @@ def depths(text: str, ref_layers: int) -> list[int]:
 
 def check_methods(text: str, ref: Checkpoint) -> list[str]:
     """The methods asked for, each one the reference allows."""
-    methods = [m.strip() for m in text.split(",") if m.strip()]
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
@@ -119,6 +125,22 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
     if "half_width" in methods and args["n_head"] % 2:
         raise ValueError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
     return methods
+
+
+def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
+    """Students that inherit take the reference's width: a config of another width is the wrong config."""
+    inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow")]
+    ref_width, width = (ref.model_args["n_embd"], ref.model_args["n_head"]), (cfg.n_embd, cfg.n_head)
+    if inheriting and width != ref_width:
+        raise ValueError(
+            f"the config's n_embd, n_head {width} differ from the reference's {ref_width}, whose width "
+            f"{', '.join(inheriting)} inherit: give them the reference's"
+        )
+
+
+def check_growth(args: argparse.Namespace, ref_layers: int) -> None:
+    if args.grow_step < 1 or not 0 <= args.grow_start < ref_layers:
+        raise ValueError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
 
 
 def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: TrainConfig, width: list[str]) -> list[str]:
@@ -144,7 +166,9 @@ def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: Train
 
 
 def run_dir(out_dir: Path, method: str, n: int) -> Path:
-    return out_dir / "half_width" if method == "half_width" else out_dir / f"n{n}" / method
+    if method == "half_width":
+        return out_dir / "half_width"
+    return out_dir / "grow" / f"n{n}" if method == "grow" else out_dir / f"n{n}" / method
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -155,9 +179,19 @@ def recipe(args: argparse.Namespace) -> int:
     ref_layers = ref.model_args["n_layer"]
     ns = depths(args.n_layer, ref_layers)
     methods = check_methods(args.methods, ref)
+    if "grow" in methods:
+        check_growth(args, ref_layers)
     cfg = parse_config([args.config, *args.overrides])
+    check_width(methods, ref, cfg)
+    args.task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.task_names:
+        loadable_tasks(args.task_names, args.include_path)
+    if args.seq_len > cfg.block_size:
+        # the students measure at most block_size tokens: the analysis measures as many, so that they agree
+        print(f"--seq_len {args.seq_len} is longer than the config's block_size: measuring {cfg.block_size}")
+        args.seq_len = cfg.block_size
     out_dir = Path(args.out_dir)
-    plan = [(m, n) for n in ns for m in methods if m != "half_width"] + [("half_width", ref_layers)] * (
+    plan = [(m, n) for n in ns for m in methods if m not in ("half_width", "grow")] + [("half_width", ref_layers)] * (
         "half_width" in methods
     )
     # scratch students get the reference's width and attention, whatever the config says
@@ -166,12 +200,13 @@ def recipe(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     analysis = analyze_reference(args, cfg, ns)
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
+        (out_dir / "half_width").mkdir(exist_ok=True)
         student, origin = inherit_half_width(args.reference, cfg.seed)
         Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(
             out_dir / "half_width" / "student.pt"
         )
     state_path = out_dir / "report.json"
-    times = read_times(state_path)
+    state = read_state(state_path)
 
     reference_dir = out_dir / "reference"
     evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={args.reference}"]
@@ -182,29 +217,53 @@ def recipe(args: argparse.Namespace) -> int:
         folder = run_dir(out_dir, method, n)
         eta = eta_text(started, k, len(plan))
         print(f"run {k + 1}/{len(plan)}: {method}, n = {n} ({METHODS[method]}){eta}", flush=True)
-        t0 = time.time()
+        if str(folder) in state["diverged"]:
+            print(f"{folder}: diverged earlier; delete it to train it again")
+            continue
         overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
-        code = launch_training(args.config, folder, overrides, [], args.nproc)
-        if code != 0:
+        code = train_run(args, folder, overrides, state)
+        write_json(state_path, state)
+        if code == DIVERGED_EXIT:
+            print(
+                f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the other runs go on",
+                file=sys.stderr,
+            )
+        elif code != 0:
             print(f"error: {method} n={n} failed (exit code {code}); run the same command to resume", file=sys.stderr)
             return 1
-        times.setdefault(str(folder), round(time.time() - t0, 1))
-        write_json(state_path, {"times": times})
+    if "grow" in methods:
+        rounds = grow(args, cfg, ref_layers, analysis, reference_dir)
+        if rounds is None:
+            return 1
+        for row in rounds:
+            plan.append(("grow", row["layers"]))
+            state["times"].setdefault(str(run_dir(out_dir, "grow", row["layers"])), row["time_s"])
 
-    rows, corpora = report_rows(out_dir, plan, reference_dir, times)
-    if args.tasks:
+    rows, corpora = report_rows(out_dir, plan, reference_dir, ref, state)
+    if args.task_names:
         score_tasks(rows, args, resolve_device_name(cfg.device))
     report = {"reference": args.reference, "config": args.config, "overrides": args.overrides}
-    report |= {"corpora": corpora, "rows": rows, "analysis": analysis, "times": times}
+    report |= {"corpora": corpora, "rows": rows, "analysis": analysis} | state
     write_json(state_path, report)
-    curves = {
-        row["method"] + (f" n={row['layers']}" if len(ns) > 1 else ""): [read_run(row["out_dir"])] for row in rows
-    }
+    curves = {run_name(row, rows): [read_run(row["out_dir"])] for row in rows}
     plot_curves(curves, out_dir / "curves.png", rows[0]["val_loss"], "every method on one budget")
     (out_dir / "report.md").write_text(report_markdown(report, args))
     print(markdown_table(rows, corpora))
     print(f"wrote {out_dir / 'report.md'}, {state_path} and {out_dir / 'curves.png'}")
     return 0
+
+
+def grow(
+    args: argparse.Namespace, cfg: TrainConfig, ref_layers: int, analysis: dict, reference_dir: Path
+) -> list[dict] | None:
+    """grow.py's rounds, from the analysis's suggested depth (the first lazy layer; half the reference's when
+    none is lazy) to the reference's val loss by the recipe's own estimate."""
+    lazy = analysis["lazy_layers"]
+    start = args.grow_start or (analysis["suggestion"]["n_layer"] if lazy else max(1, ref_layers // 2))
+    target = summary("reference", read_run(reference_dir))["val_loss"]
+    print(f"grow: from n = {start}, {args.grow_step} more per round, until val loss {target:.4f}", flush=True)
+    run = (args.reference, args.config, args.overrides, args.nproc)
+    return grow_rounds(*run, start, args.grow_step, ref_layers, target, Path(args.out_dir) / "grow")
 
 
 def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int]) -> dict:
@@ -213,21 +272,39 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
     settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
     folder = Path(args.out_dir) / "analysis"
     saved = folder / "analysis.json"
-    if saved.exists() and json.loads(saved.read_text())["settings"] == vars(settings):
+    if saved.exists() and json.loads(saved.read_text())["settings"] == vars(settings) | {"model": args.reference}:
         result = json.loads(saved.read_text())["models"][0]
     else:
         result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), 1.0, ns[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
         plot_heads([result], folder / "heads.png")
-        write_json(saved, {"settings": vars(settings), "models": [result]})
-    print(describe_choices(result))
-    return {key: result[key] for key in ("max_rank", "avg_mass", "lazy_layers", "block_influence", "choices")}
+        write_json(saved, {"settings": vars(settings) | {"model": args.reference}, "models": [result]})
+    measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
+    choices = {n: layer_choices(args.reference, measures, n) for n in ns}
+    for n in ns:
+        print(describe_choices({"choices": choices[n]}))
+    keys = ("max_rank", "avg_mass", "lazy_layers", "block_influence", "suggestion")
+    return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
 
 
-def read_times(state_path: Path) -> dict[str, float]:
-    """Wall-clock seconds of the runs trained by earlier calls (a run skipped now keeps its first time)."""
-    return json.loads(state_path.read_text()).get("times", {}) if state_path.exists() else {}
+def read_state(state_path: Path) -> dict:
+    """What earlier calls learnt: each run's wall-clock seconds, and the runs that diverged."""
+    saved = json.loads(state_path.read_text()) if state_path.exists() else {}
+    return {"times": saved.get("times", {}), "diverged": saved.get("diverged", [])}
+
+
+def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:
+    """Train (or resume, or skip) one run; its wall-clock is the sum over the calls that trained it (the part
+    of a call killed outright is lost), and a run that diverged is kept in state["diverged"]."""
+    trained = not is_finished(folder)
+    t0 = time.time()
+    code = launch_training(args.config, folder, overrides, [], args.nproc)
+    if trained:
+        state["times"][str(folder)] = round(state["times"].get(str(folder), 0) + time.time() - t0, 1)
+    if code == DIVERGED_EXIT:
+        state["diverged"].append(str(folder))
+    return code
 
 
 def eta_text(started: float, done: int, total: int) -> str:
@@ -240,15 +317,21 @@ def eta_text(started: float, done: int, total: int) -> str:
 # ----------------------------------------------------------------------------- the report
 
 
-def report_rows(out_dir: Path, plan: list[tuple[str, int]], reference_dir: Path, times: dict) -> tuple[list, list]:
-    """The reference's row, then one per run: size, budget, final val loss of the mixture and of each corpus,
-    the gap to the reference, wall-clock time."""
+def report_rows(
+    out_dir: Path, plan: list[tuple[str, int]], reference_dir: Path, ref: Checkpoint, state: dict
+) -> tuple[list, list]:
+    """The reference's row (its own training's steps and tokens, its val loss by the students' estimate), then
+    one per run: size, budget, final val loss of the mixture and of each corpus, the gap to the reference,
+    wall-clock time."""
     reference = read_run(reference_dir)
     corpora = list(reference.last_eval["val_losses"])
     rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
+    rows[0] |= {"steps": ref.iter_num, "tokens": ref.tokens_seen()}
     for method, n in plan:
         folder = run_dir(out_dir, method, n)
-        rows.append(row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], times.get(str(folder))))
+        row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
+        diverged = str(folder) in state["diverged"]  # its val loss is of its last good eval: no result
+        rows.append(row | ({"diverged": True, "gap": None} if diverged else {"diverged": False}))
     return rows, corpora
 
 
@@ -262,7 +345,7 @@ def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float |
 def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
     """Each model's zero-shot task scores (the reference's, and each run's ckpt.pt), kept in its folder's
     tasks.json so that a second call scores nothing again."""
-    names = [t for t in args.tasks.split(",") if t]
+    names = args.task_names
     for row in rows:
         model = args.reference if row["method"] == "reference" else str(Path(row["out_dir"]) / "ckpt.pt")
         saved = Path(row["out_dir"]) / "tasks.json"
@@ -276,6 +359,12 @@ def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None
         row["tasks"] = result["tasks"]
 
 
+def run_name(row: dict, rows: list[dict]) -> str:
+    """The method, and the depth where the method has runs of several depths."""
+    repeated = [r["method"] for r in rows].count(row["method"]) > 1
+    return row["method"] + (f" n={row['layers']}" if repeated else "")
+
+
 def markdown_table(rows: list[dict], corpora: list[str]) -> str:
     head = "| method | layers | from blocks | params | steps | tokens | val loss | "
     head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
@@ -284,8 +373,12 @@ def markdown_table(rows: list[dict], corpora: list[str]) -> str:
         blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
         gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
         clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
-        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], f"{r['tokens']:,}"]
-        cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
+        tokens = f"{r['tokens']:,}" if r["tokens"] is not None else ""
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], tokens]
+        if r.get("diverged"):
+            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, clock]
+        else:
+            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -299,7 +392,7 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",
-        *([format_task_table({r["method"]: r for r in report["rows"]}), ""] if args.tasks else []),
+        *([format_task_table({run_name(r, report["rows"]): r for r in report["rows"]}), ""] if args.task_names else []),
         "![val loss of every run](curves.png)",
         "",
         "The reference's layers (attention rank and mass, Block Influence, angular distance):",

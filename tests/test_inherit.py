@@ -10,6 +10,7 @@ import torch
 
 import inherit
 import train
+from analyze import LAYER_METHODS, Settings
 from checkpoint import Checkpoint, load_model
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
 from model import GPT, GPTConfig
@@ -309,6 +310,7 @@ def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_conf
     cfg = tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4, inherit_layers="bi")
     start = train.build_model(cfg, 50257)
     assert start.inherit["layers"] == [0, 2, 3, 5] and start.inherit["chosen_by"]["method"] == "bi"
+    assert start.inherit["chosen_by"]["rule"] == LAYER_METHODS["bi"]
     assert start.inherit["chosen_by"]["data"] == cfg.data_dir and start.inherit["chosen_by"]["seq_len"] == 32
     ref = load_model(path)[0]
     torch.testing.assert_close(start.model.transformer.h[1].state_dict(), ref.transformer.h[2].state_dict())
@@ -437,3 +439,18 @@ def test_warm_started_students_export_to_transformers_with_the_same_logits():
             torch.testing.assert_close(
                 to_hf(student, eos_token=50256)(idx).logits, student(idx, idx)[0], atol=1e-4, rtol=1e-5
             )
+
+
+def test_the_record_of_a_layer_choice_names_its_method_and_rule(tmp_path):
+    ref = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=4, n_head=2, n_embd=32, dropout=0.0))
+    request = {"n_layer": 2}
+    assert inherit.chosen_by(ref, None, request | {"layers": "0,2"}, None)[1] == {"method": "listed"}
+    assert inherit.chosen_by(ref, None, request | {"layers": ""}, None)[1] == {"method": "first"}
+    first = inherit.chosen_by(ref, None, request | {"layers": "first"}, None)
+    assert first[0]["layers"] == "" and first[1] == {"method": "first"}
+    stack = inherit.chosen_by(ref, None, request | {"layers": "stack"}, None)
+    assert stack[1] == {"method": "stack", "rule": inherit.STACK_RULE} and stack[0]["layers"] == "0,0"
+    # bad parts are refused before the reference is measured (here it could not be: no such corpus)
+    nowhere = Settings(str(tmp_path / "no-corpus"), num_seqs=2, seq_len=8)
+    with pytest.raises(InheritError, match="parts"):
+        inherit.chosen_by(ref, None, request | {"layers": "bi", "parts": "wings"}, nowhere)

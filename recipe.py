@@ -388,7 +388,7 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         f"# Which small model: every method from {report['reference']}",
         "",
         f"Made by `{args.command}`. Val loss: each run's final eval; gap: to the reference's val loss by the",
-        "same estimate (the same batches); wall-clock: the run's training time when this command trained it.",
+        "same estimate (the same batches); wall-clock: the run's training time, over the calls that trained it.",
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import configurator
 import recipe
 from tests.conftest import ROOT, write_config_file
 
@@ -70,19 +71,14 @@ def test_zero_shot_tasks_are_scored_for_every_model_and_kept(trained_reference, 
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
-    argv = ["--reference", ref, "--config", str(config), "--n_layer", "1,2", "--methods", "first"]
-    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32", "--tasks", "tiny_qa", "--tasks_limit", "4"]
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first", "--out_dir", str(out)]
+    argv += ["--num_seqs", "4", "--seq_len", "32", "--tasks", "tiny_qa", "--tasks_limit", "4"]
     argv += ["--include_path", str(ROOT / "tests" / "lm_eval_tasks")]
     assert recipe.main(argv) == 0
-    report = json.loads((out / "report.json").read_text())
-    rows = report["rows"]
-    assert [(r["method"], r["layers"]) for r in rows] == [("reference", 4), ("first", 1), ("first", 2)]
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["reference", "first"]
     assert all(0 <= r["tasks"]["tiny_qa"]["acc"] <= 1 for r in rows)
-    markdown = (out / "report.md").read_text()
-    assert "tiny_qa (acc)" in markdown and "| first n=1 |" in markdown and "| first n=2 |" in markdown
-    assert report["analysis"]["choices"] == {"1": {"first": [0], "bi": [0], "angular": [0]}} | {
-        "2": report["analysis"]["choices"]["2"]
-    }
+    assert "tiny_qa (acc)" in (out / "report.md").read_text()
     capsys.readouterr()
     assert recipe.main(argv) == 0
     assert "tasks of" not in capsys.readouterr().out  # scored once, read back
@@ -93,13 +89,13 @@ def test_grow_rounds_start_at_half_the_reference_without_lazy_layers_and_stop_at
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
     argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first,grow"]
-    argv += ["--grow_step", "1", "--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]  # grow_step 2: rounds of 2, then 4
     assert recipe.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["analysis"]["lazy_layers"] == []
     rounds = [r for r in report["rows"] if r["method"] == "grow"]
     target = report["rows"][0]["val_loss"]
-    assert [r["layers"] for r in rounds] == list(range(2, 2 + len(rounds)))
+    assert [r["layers"] for r in rounds] == [2, 4][: len(rounds)]
     assert all(r["val_loss"] > target for r in rounds[:-1])
     assert rounds[-1]["val_loss"] <= target or rounds[-1]["layers"] == 4
     assert [r["inherited_layers"] for r in rounds] == [list(range(r["layers"])) for r in rounds]
@@ -145,3 +141,23 @@ def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(train
     capsys.readouterr()
     assert recipe.main(argv) == 0
     assert capsys.readouterr().out.count("diverged earlier") == 2
+
+
+def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(trained_reference, tmp_path):
+    config = write_config_file(tmp_path / "c.py", trained_reference)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "1,2", "--num_seqs", "4", "--seq_len", "32"]
+    args = recipe.parse_args([*argv, "--out_dir", str(tmp_path / "r"), "--tasks", "tiny_qa"])
+    args.command, args.task_names = "python recipe.py ...", ["tiny_qa"]
+    analysis = recipe.analyze_reference(args, configurator.parse_config([str(config)]), [1, 2])
+    assert list(analysis["choices"]) == ["1", "2"] and analysis["choices"]["1"]["first"] == [0]
+    assert analysis["choices"]["2"]["first"] == [0, 1]
+
+    def row(method, layers, acc):
+        scores = {"tiny_qa": {"acc": acc, "acc_stderr": 0.1}}
+        size = {"method": method, "layers": layers, "inherited_layers": None, "params": 1e6, "steps": 2, "tokens": 64}
+        return size | {"val_loss": 5.0, "val_losses": {}, "gap": None, "time_s": None, "tasks": scores}
+
+    rows = [row("reference", 4, 0.5), row("first", 1, 0.25), row("first", 2, 0.75)]
+    markdown = recipe.report_markdown({"reference": ref, "rows": rows, "corpora": []}, args)
+    assert "| first n=1 | 25.00 |" in markdown and "| first n=2 | 75.00 |" in markdown

@@ -152,8 +152,11 @@ def test_train_over_seeds_runs_each_seed_in_its_folder_and_skips_finished_ones(t
     assert first.finished() and second.finished()
     assert first.last_eval["val_loss"] != second.last_eval["val_loss"]  # other batches, other initialisation
     capsys.readouterr()
-    assert runs.main(argv) == 0
+    assert runs.main([*argv, "--", "--eval_iters=3"]) == 0
     assert "2/run: finished earlier" in capsys.readouterr().out
+    # the same folders asked for another estimate are refused, not taken for runs of it
+    assert runs.main(argv) == 1
+    assert f"{tmp_path}/1/run trained with eval_iters=3; this command asks for eval_iters=4" in capsys.readouterr().err
     assert runs.main(["train", "--config", str(config), "--seeds", "1", "--out_dir", str(tmp_path / "x")]) == 1
     assert "holds no {seed}" in capsys.readouterr().err
 
@@ -209,12 +212,13 @@ def test_runs_laid_out_by_seed_last_are_named_by_their_folder(tmp_path, capsys):
 
 def test_a_run_stopped_by_a_signal_is_not_taken_for_finished(tiny_config, tmp_path, monkeypatch, capsys):
     """train.py saves and exits 0 on SIGTERM: the seed loop must stop there, not go on to the next seed."""
-    cfg = tiny_config(max_iters=4, lr_decay_iters=4, eval_interval=2)
+    cfg = tiny_config(max_iters=20, lr_decay_iters=20, eval_interval=10)
     config = write_config_file(tmp_path / "tiny.py", cfg, max_iters=cfg.max_iters)
-    # a run stopped at step 2 of 4, as a signal leaves it, and a "training" process that exits 0 at once
+    # a run of this config stopped at step 10 of 20, as a signal leaves it, and a "training" process that
+    # exits 0 at once
     fake_run(tmp_path / "1" / "run", [10.8, 7.0])
     record = json.loads((tmp_path / "1" / "run" / "config.json").read_text())
-    record["config"]["max_iters"] = 20
+    record["config"] = {"max_iters": 20}
     (tmp_path / "1" / "run" / "config.json").write_text(json.dumps(record))
     (tmp_path / "1" / "run" / "ckpt.pt").write_bytes(b"")
     monkeypatch.setattr(runs, "wait_for", lambda cmd: 0)

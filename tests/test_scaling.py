@@ -617,6 +617,30 @@ def test_a_cpt_bootstrap_redraws_and_refits_its_base_law():
     assert intervals["E"][1] > intervals["E"][0]  # E comes from the base's refits, not its point estimate
 
 
+def test_a_cpt_bootstrap_goes_on_past_a_base_resample_that_fits_no_law():
+    """A base of three runs at three sizes: a base resample that draws a run twice has two sizes and no law;
+    with seed 3 the first and third base resamples do, the second draws all three."""
+    rows = [
+        (n, d, scaling.predict(CHINCHILLA, n, d), run)
+        for run, n in enumerate((1e7, 1e8, 1e9))
+        for d in (1e9, 1e10, 1e11)
+    ]
+    base_points = scaling.to_points(rows)
+    base = {"form": "chinchilla", "params": scaling.public(scaling.fit(base_points, "chinchilla")[0], "chinchilla")}
+    columns = zip(base_points.n, base_points.d, base_points.loss, base_points.run, strict=True)
+    base["points"] = [{"N": float(n), "D": float(d), "loss": float(loss), "run": int(r)} for n, d, loss, r in columns]
+    points = one_point_per_run(synthetic(CPT, 5, d_range=(1e6, 1e10), noise=0.01))
+    best = scaling.fit(points, "cpt", base)[0]
+    assert scaling.bootstrap(points, "cpt", base, best, samples=3, seed=3)[1] == 1
+
+
+def test_l_bfgs_that_converges_from_no_start_gives_no_fit(monkeypatch):
+    points = one_point_per_run(synthetic(CHINCHILLA, 6, noise=0.01))
+    monkeypatch.setattr(scaling, "LBFGS_OPTIONS", scaling.LBFGS_OPTIONS | {"maxiter": 2})  # finite, not converged
+    with pytest.raises(ScalingError, match="converged from none of the 16 starting points"):
+        scaling.fit(points, "chinchilla")
+
+
 def test_a_bootstrap_whose_resamples_fit_nothing_says_so():
     """Three runs at three sizes: a resample that draws a run twice has two sizes, and is no fit."""
     rows = [

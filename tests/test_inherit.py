@@ -454,3 +454,14 @@ def test_the_record_of_a_layer_choice_names_its_method_and_rule(tmp_path):
     nowhere = Settings(str(tmp_path / "no-corpus"), num_seqs=2, seq_len=8)
     with pytest.raises(InheritError, match="parts"):
         inherit.chosen_by(ref, None, request | {"layers": "bi", "parts": "wings"}, nowhere)
+
+
+def test_an_untied_students_wte_part_is_the_embedding_alone_and_a_fresh_one_has_the_std_asked_for():
+    ref = rope_model(n_layer=4, vocab_size=512)
+    student = build_student(ref, make_spec(ref.config, 2, parts="wte,attn,mlp,ln"), embedding_std=0.02)
+    assert torch.equal(student.transformer.wte.weight, ref.transformer.wte.weight)
+    assert not torch.equal(student.lm_head.weight, ref.lm_head.weight)  # the head is its own part, not asked for
+    fresh = build_student(ref, make_spec(ref.config, 2, parts="head,attn,mlp,ln"), embedding_std=0.3)
+    assert torch.equal(fresh.lm_head.weight, ref.lm_head.weight)
+    assert fresh.transformer.wte.weight.std().item() == pytest.approx(0.3, rel=0.05)
+    assert fresh.transformer.wte.weight.mean().abs().item() < 0.01

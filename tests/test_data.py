@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.batches import batch_rng, get_batch
+from data.batches import batch_rng, get_batch, read_windows
 from data.format import open_tokens
 from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
 from data.tokenizer import (
@@ -77,3 +77,12 @@ def test_a_bin_of_exactly_one_window_gives_that_window_and_one_token_shorter_is_
     tokens[:-1].tofile(tmp_path / "val.bin")
     with pytest.raises(ValueError, match="has 32 tokens, fewer than block_size \\+ 1"):
         get_batch(str(tmp_path), "val", 4, 32, 50257, np.random.default_rng(0))
+
+
+def test_a_token_id_equal_to_the_vocabulary_size_is_refused_and_the_last_real_id_is_not(tmp_path):
+    """Ids run 0..vocab_size-1: one past the end is the off-by-one a corrupt bin or another tokenizer gives."""
+    np.arange(100, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    rng = np.random.default_rng(0)
+    assert read_windows(str(tmp_path), "train", 99, 100, rng, 4).max() == 99  # one window: 0..99
+    with pytest.raises(ValueError, match="token id 99, outside the model's vocabulary of 99"):
+        read_windows(str(tmp_path), "train", 99, 99, rng, 4)

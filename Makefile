@@ -58,9 +58,9 @@ demo-cpt: $(VENV)/installed
 	$(PY) scaling.py fit out-cpt/sweep/L2 out-cpt/sweep/L4 out-cpt/sweep/L8 --every_eval --out out-cpt/fit --compute 1e15
 
 # Mutation testing of the math against its own test files (configured in pyproject.toml; not part of CI), in
-# three parts that each take under half an hour on 2 cores: the network (model.py's computation and the
-# batches), the methods (inherit.py's student builder, analyze.py's measures) and scaling.py's law and fit,
-# named as mutmut names their functions. `make mutation` runs all three. Score, time and triage: docs/tests.md.
+# three parts of 9-13 minutes each on 2 cores (31 minutes in all): the network (model.py's computation and
+# the batches), the methods (inherit.py's student builder, analyze.py's measures) and scaling.py's law and
+# fit, named as mutmut names their functions. `make mutation` runs all three. Score, time, triage: docs/tests.md.
 MUTANTS_NETWORK := 'model.xǁ*ǁforward__*' 'model.xǁ*ǁattention_probs__*' 'model.x_*rope*' 'model.xǁGPTǁ_[a-z]*' \
 	'model.xǁGPTǁgenerate__*' 'model.xǁGPTǁconfigure_optimizers__*' 'model.xǁGPTǁget_num_*' \
 	'model.xǁGPTǁflops_per_token__*' 'model.xǁGPTǁestimate_mfu__*' 'model.xǁGPTǁcrop_block_size__*' \

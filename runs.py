@@ -198,10 +198,11 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
     checkpoint when it was interrupted, else started with the `init` overrides. Returns the exit code. A run
     that trained with other settings than these is refused (RunError), not reused or continued."""
     if (out_dir / CONFIG_FILE).exists():
-        refuse_changed_plan(read_run(out_dir), config, [*overrides, *init])
-    if is_finished(out_dir):
-        print(f"{out_dir}: finished earlier")
-        return 0
+        run = read_run(out_dir)
+        refuse_changed_plan(run, config, [*overrides, *init])
+        if run.finished():
+            print(f"{out_dir}: finished earlier")
+            return 0
     resume = (out_dir / "ckpt.pt").exists()
     start = ["--init_from=resume"] if resume else init
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])

@@ -272,14 +272,16 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
     settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
     folder = Path(args.out_dir) / "analysis"
     saved = folder / "analysis.json"
-    if saved.exists() and json.loads(saved.read_text())["settings"] == vars(settings) | {"model": args.reference}:
-        result = json.loads(saved.read_text())["models"][0]
+    asked = vars(settings) | {"model": args.reference}
+    earlier = json.loads(saved.read_text()) if saved.exists() else {}
+    if earlier.get("settings") == asked:
+        result = earlier["models"][0]
     else:
         result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), 1.0, ns[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
         plot_heads([result], folder / "heads.png")
-        write_json(saved, {"settings": vars(settings) | {"model": args.reference}, "models": [result]})
+        write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
     choices = {n: layer_choices(args.reference, measures, n) for n in ns}
     for n in ns:

@@ -1,16 +1,27 @@
 """The checkpoint format, and the one loader of every model source.
 
     from checkpoint import Checkpoint, load_model
-    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", or a Hugging Face folder
+    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", a Hugging Face folder, out/sharded
     Checkpoint.of(model, iter_num=100).save("student.pt")
+
+    python checkpoint.py consolidate out-big/sharded out-big/ckpt.pt   # a sharded checkpoint as one file
 
 A checkpoint is a plain dict of nanoGPT's keys (so a nanoGPT checkpoint is one) plus this project's own,
 written atomically and read with `torch.load(weights_only=True)`, so a checkpoint can never run code.
+
+An FSDP run writes sharded checkpoints instead (PyTorch Distributed Checkpoint): out_dir/sharded/step-*/
+holds each process's shards of the weights and AdamW state, and meta.pt the rest of what ckpt.pt holds;
+the files `latest` and `best` name a step folder. Any number of processes, sharded or not, reads one back
+(DCP reshards), and every command that takes a checkpoint reads `out/sharded` (its latest) directly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import sys
+import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -21,10 +32,13 @@ from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import HF_GPT2_NAMES, is_hf_source
 from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
-from runtime import atomic_file
+from runtime import TRUE_BF16, atomic_file, run_command
 
 # Keys this project's configs had once (before inherit_parts), still in their checkpoints.
 RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
+SHARDED = "sharded"  # an FSDP run's checkpoints: out_dir/sharded
+META = "meta.pt"  # a sharded checkpoint's Checkpoint fields but the tensors
+POINTERS = ("latest", "best")  # files in out_dir/sharded naming a step folder
 
 
 class CheckpointError(RuntimeError):
@@ -102,9 +116,13 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu", weights: bool = True) -> Checkpoint:
-        """Read a checkpoint; with weights=False only what describes it, from a memory map: the tensors
-        are never read, so this costs milliseconds even for GPT-2 xl with its optimizer state."""
+        """Read a checkpoint (a file, or a sharded one whole); with weights=False only what describes it, from
+        a memory map: the tensors are never read, so this costs milliseconds even for GPT-2 xl with its
+        optimizer state."""
         path = Path(path)
+        step = sharded_step(path)
+        if step is not None:
+            return read_sharded(step, weights)
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} not found")
         try:
@@ -143,14 +161,152 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
 
 
 def source_sha256(source: str | Path) -> str:
-    """sha256 of a checkpoint file, or of a Hugging Face folder's weights; '' for a hub name."""
+    """sha256 of a checkpoint file, of a sharded checkpoint's files, or of a Hugging Face folder's weights;
+    '' for a hub name."""
     path = Path(source)
-    if path.is_dir():
-        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), None)
-    if path is None or not path.is_file():
+    step = sharded_step(path)
+    if step is not None:
+        files = sorted(f for f in step.iterdir() if f.is_file())
+    elif path.is_dir():
+        files = [next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).exists()), path)]
+    else:
+        files = [path]
+    if not all(f.is_file() for f in files):
         return ""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in files:
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):  # noqa: B023 (used at once, in this iteration)
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- sharded checkpoints (FSDP)
+
+
+def sharded_step(path: str | Path) -> Path | None:
+    """The step folder of a sharded checkpoint that `path` names: out_dir/sharded (its latest), a pointer file
+    in it (latest, best), or a step folder; None where `path` is none of these."""
+    path = Path(path)
+    if path.is_dir() and (path / "latest").is_file():
+        path = path / "latest"
+    if path.is_file() and path.name in POINTERS:
+        path = path.parent / path.read_text().strip()
+    if path.is_dir() and (path / META).is_file() and (path / ".metadata").is_file():
+        return path
+    return None
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path:
+    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded's latest, whichever has taken more
+    steps (a run may have switched between DDP and FSDP)."""
+    out_dir = Path(out_dir)
+    candidates = [p for p in (out_dir / "ckpt.pt", out_dir / SHARDED) if p.is_file() or sharded_step(p)]
+    if not candidates:
+        raise CheckpointError(f"nothing to resume in {out_dir}: no ckpt.pt and no sharded checkpoint")
+    return max(candidates, key=lambda p: Checkpoint.load(p, weights=False).iter_num)
+
+
+def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint,
+                 best: bool) -> Path:  # fmt: skip
+    """Every process writes its shards of the model and its optimizer into a new step folder of
+    out_dir/sharded; only then does process 0 point `latest` (and `best`) at it, atomically, and remove the
+    folders no pointer names. A kill at any moment leaves the previous checkpoint whole and named."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    root = Path(out_dir) / SHARDED
+    name = [f"step-{ckpt.iter_num:08d}-{time.time_ns()}"]  # unique: a re-save of a step never overwrites it
+    dist.broadcast_object_list(name, src=0)
+    folder = root / name[0]
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=folder)  # returns once all wrote
+    if dist.get_rank() == 0:
+        ckpt.save(folder / META)
+        for pointer in ("latest", "best") if best else ("latest",):
+            with atomic_file(root / pointer) as f:
+                f.write(folder.name.encode())
+        named = {(root / p).read_text().strip() for p in POINTERS if (root / p).is_file()}
+        for old in root.glob("step-*"):
+            if old.name not in named:
+                shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """A sharded checkpoint's weights (and AdamW state) into a model, sharded by FSDP or whole, on any number
+    of processes: DCP reads each process's part of every tensor. Collective where a process group exists."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_state_dict
+
+    if optimizer is None:
+        state = {"model": get_model_state_dict(model)}
+    else:
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optimizer_state}
+    with warnings.catch_warnings():
+        if not dist.is_initialized():  # DCP warns that it reads in this one process: what is meant here
+            warnings.simplefilter("ignore", UserWarning)
+        try:
+            dcp.load(state, checkpoint_id=step)
+        except Exception as e:  # DCP raises CheckpointException wrapping each process's error
+            raise CheckpointError(f"cannot read the sharded checkpoint {step}: {e}") from e
+    set_state_dict(model, optimizer or [], model_state_dict=state["model"], optim_state_dict=state.get("optim", {}))
+
+
+def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> Checkpoint:
+    """A sharded checkpoint in this one process, as the Checkpoint its single file would hold: the weights
+    (unless weights=False) and, with `optimizer`, the AdamW state in torch's own format."""
+    try:
+        ckpt = Checkpoint(**torch.load(step / META, map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise CheckpointError(f"cannot load {step / META} (truncated or corrupt): {e}") from e
+    if not weights:
+        return ckpt
+    model = GPT(GPTConfig.from_model_args(ckpt.model_args))
+    if (ckpt.config or {}).get("dtype") == TRUE_BF16:  # DCP reads into tensors of the dtype it wrote
+        for p in model.parameters():
+            p.data = p.data.to(torch.bfloat16)
+    opt = None
+    if optimizer:
+        config = ckpt.config
+        betas = (config["beta1"], config["beta2"])
+        decay_1d = config.get("decay_1d_params", False)
+        opt = model.configure_optimizers(config["weight_decay"], config["learning_rate"], betas, "cpu", decay_1d)
+    load_sharded(step, model, opt)
+    ckpt.model = model.state_dict()
+    ckpt.optimizer = opt.state_dict() if opt else None
+    return ckpt
+
+
+def consolidate(source: str | Path, out: str | Path) -> Checkpoint:
+    """A sharded checkpoint written as one ckpt.pt file (weights, AdamW state, and the rest): what nanoGPT,
+    a DDP run's resume and every command here read."""
+    step = sharded_step(source)
+    if step is None:
+        raise CheckpointError(f"{source} is no sharded checkpoint (a step folder, or a folder with `latest`)")
+    ckpt = read_sharded(step, optimizer=True)
+    ckpt.save(out)
+    return ckpt
+
+
+def _add_consolidate_arguments(p) -> None:
+    p.add_argument("source", help="out_dir/sharded (its latest), out_dir/sharded/best, or a step folder")
+    p.add_argument("out", help="the ckpt.pt to write")
+
+
+def _consolidate_command(args) -> int:
+    try:
+        ckpt = consolidate(args.source, args.out)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: step {ckpt.iter_num}, {ckpt.tokens or 0:,} tokens, {len(ckpt.model)} tensors")
+    return 0
+
+
+if __name__ == "__main__":
+    commands = {"consolidate": (_add_consolidate_arguments, _consolidate_command, consolidate.__doc__.split(":")[0])}
+    sys.exit(run_command("checkpoint.py", __doc__, commands, sys.argv[1:]))

@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from runtime import DTYPES
+from runtime import DTYPES, PARALLEL, TRUE_BF16
 
 
 class ConfigError(ValueError):
@@ -103,9 +103,20 @@ class TrainConfig:
     lr_decay_iters: int = 600000
     min_lr: float = 6e-5
     # system
-    backend: str = "auto"  # DDP backend: 'nccl', 'gloo'; 'auto': nccl on CUDA, gloo on CPU
+    backend: str = "auto"  # process group backend: 'nccl', 'gloo'; 'auto': nccl on CUDA, gloo on CPU
+    # 'ddp': every process holds the whole model, its gradients and AdamW state (DDP when there are several);
+    # 'fsdp': FSDP2 shards them over the processes (each block one unit; embeddings, final norm and head one),
+    # and checkpoints are sharded, in out_dir/sharded (checkpoint.py consolidate makes a ckpt.pt of one).
+    parallel: str = "ddp"
+    # FSDP: reduce-scatter the gradients of every micro-batch at once (least memory), rather than once per step
+    # after holding the unsharded gradients between micro-batches (less communication; DDP's way)
+    fsdp_reduce_every_micro_batch: bool = False
+    cpu_offload: bool = False  # FSDP: weights, gradients and AdamW state in CPU memory, the AdamW step on the CPU
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
-    dtype: str = "auto"  # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU) or a name
+    # 'auto' (bfloat16 on GPUs that have it, float16 on others, float32 on CPU), a name ('float32', 'bfloat16',
+    # 'float16': float32 weights, computing in that dtype), or 'bf16-true': the weights, gradients and AdamW
+    # state themselves in bfloat16 (litgpt's --precision bf16-true; 8 bytes per parameter, not 16)
+    dtype: str = "auto"
     compile: bool = True
     gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
     seed: int = 1337
@@ -126,8 +137,9 @@ class TrainConfig:
         ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be 'auto' or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in ("auto", TRUE_BF16, *DTYPES):
+            raise ConfigError(f"dtype must be 'auto', {TRUE_BF16!r} or one of {sorted(DTYPES)}, got {self.dtype!r}")
+        self._check_parallel()
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
         if self.backend not in ("auto", "nccl", "gloo"):
@@ -141,6 +153,14 @@ class TrainConfig:
                 f"distill_alpha must be in [0, 1] and distill_temperature positive, got {self.distill_alpha} "
                 f"and {self.distill_temperature}"
             )
+
+    def _check_parallel(self) -> None:
+        if self.parallel not in PARALLEL:
+            raise ConfigError(f"parallel must be one of {list(PARALLEL)}, got {self.parallel!r}")
+        if self.parallel != "fsdp" and (self.cpu_offload or self.fsdp_reduce_every_micro_batch):
+            raise ConfigError("cpu_offload and fsdp_reduce_every_micro_batch need parallel='fsdp'")
+        if self.parallel == "fsdp" and self.dtype == "float16":
+            raise ConfigError("parallel='fsdp' computes in bfloat16 or float32: float16's loss scaling is DDP's only")
 
     def _check_corpora(self) -> None:
         if isinstance(self.data_dir, dict):

@@ -14,6 +14,7 @@ A run folder (train.py's out_dir) holds:
                  "lr", ...}; eval lines add "val_loss" (of the mixture) and "val_losses" (of each corpus),
                  train lines "ms_per_iter", "tokens_per_s", "mfu"
   ckpt.pt        the latest checkpoint, best.pt the one of the lowest val loss (checkpoint.Checkpoint)
+  sharded/       an FSDP run's checkpoints instead: step folders, `latest` and `best` naming one of them
 train.py writes it through this module; the growth loop, scaling fits and `compare` read it through
 `read_run`, which never loads a checkpoint, and launch their runs through `launch_training`.
 """
@@ -203,7 +204,7 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
         if run.finished():
             print(f"{out_dir}: finished earlier")
             return 0
-    resume = (out_dir / "ckpt.pt").exists()
+    resume = (out_dir / "ckpt.pt").exists() or (out_dir / "sharded" / "latest").exists()
     start = ["--init_from=resume"] if resume else init
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
     print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
@@ -218,7 +219,8 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
 # other values of these is still the run asked for.
 BOOKKEEPING = {
     "out_dir", "eval_interval", "log_interval", "always_save_checkpoint", "wandb_log", "wandb_project",
-    "wandb_run_name", "wandb_mode", "compile", "device", "backend", "peak_flops",
+    "wandb_run_name", "wandb_mode", "compile", "device", "backend", "peak_flops", "parallel", "cpu_offload",
+    "fsdp_reduce_every_micro_batch",
 }  # fmt: skip
 
 

@@ -37,6 +37,10 @@ PEAK_FLOPS = {
 }
 
 DTYPES = ("float32", "bfloat16", "float16")  # the names of torch's dtypes a run can compute in
+# litgpt's `--precision bf16-true`: the weights themselves (and so their gradients and AdamW's state) in bfloat16,
+# 8 bytes per parameter in training instead of 16 with float32 master weights.
+TRUE_BF16 = "bf16-true"
+PARALLEL = ("ddp", "fsdp")  # how several processes share the work: replicas (DDP) or shards (FSDP2)
 
 
 # ----------------------------------------------------------------------------- device and precision
@@ -53,9 +57,12 @@ def resolve_device_name(name: str) -> str:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on GPUs that have it, float16 on other GPUs, float32 elsewhere; or the named dtype."""
+    """The dtype a run computes in. 'auto' -> bfloat16 on GPUs that have it, float16 on other GPUs, float32
+    elsewhere; 'bf16-true' -> bfloat16; or the named dtype."""
     import torch
 
+    if name == TRUE_BF16:
+        return torch.bfloat16
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
@@ -89,7 +96,8 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # what it computes in
+    param_dtype: torch.dtype  # what its weights are kept in: float32, or bfloat16 for bf16-true
 
     @property
     def master(self) -> bool:
@@ -100,22 +108,26 @@ class Runtime:
         return self.world_size > 1
 
 
-def setup_runtime(device: str, dtype: str, backend: str) -> Runtime:
-    """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU)."""
+def setup_runtime(device: str, dtype: str, backend: str, group: bool = False) -> Runtime:
+    """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU); with
+    `group`, a single process not launched by torchrun makes a group of its own (FSDP shards over a group,
+    even of one)."""
     import torch
     import torch.distributed as dist
 
     device_name = resolve_device_name(device)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world_size > 1:
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if device_name.startswith("cuda"):
-            device_name = f"cuda:{local_rank}"
-            torch.cuda.set_device(device_name)
-        auto = "nccl" if device_name.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=auto if backend == "auto" else backend)
+    if world_size > 1 and device_name.startswith("cuda"):
+        device_name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device_name)
+    chosen = backend if backend != "auto" else ("nccl" if device_name.startswith("cuda") else "gloo")
+    if "RANK" in os.environ and (world_size > 1 or group):
+        dist.init_process_group(backend=chosen)
+    elif group:
+        dist.init_process_group(backend=chosen, store=dist.HashStore(), rank=0, world_size=1)
     resolved = torch.device(device_name)
-    return Runtime(rank, world_size, resolved, resolve_dtype(dtype, resolved))
+    param_dtype = torch.bfloat16 if dtype == TRUE_BF16 else torch.float32
+    return Runtime(rank, world_size, resolved, resolve_dtype(dtype, resolved), param_dtype)
 
 
 def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:

@@ -1,7 +1,9 @@
-"""Train a GPT (GPT-2, or the Llama family from a Hugging Face reference), on one process or many (DDP).
+"""Train a GPT (GPT-2, or the Llama family from a Hugging Face reference), on one process or many: DDP, or
+FSDP2 (parallel='fsdp') where the model, its gradients and AdamW state do not fit one GPU.
 
     python train.py config/train_shakespeare.py --max_iters=100
     torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large.py
+    torchrun --standalone --nproc_per_node=8 train.py config/train_gpt2_large.py --parallel=fsdp --dtype=bf16-true
     python train.py config/cpt_gpt2_replay5.py          # continual pre-training on a mixture with replay
 
 Config files are plain Python assignments to the keys of TrainConfig (configurator.py, which says what
@@ -21,7 +23,9 @@ import signal
 import sys
 import time
 import typing
-from contextlib import nullcontext
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -29,10 +33,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict, set_optimizer_state_dict
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from analyze import Settings
-from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
+from checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    load_model,
+    load_sharded,
+    save_sharded,
+    sharded_step,
+    source_sha256,
+)
 from configurator import ConfigError, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
@@ -46,6 +62,9 @@ from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, s
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
+# GPT returns its logits of the real vocabulary as a view of the padded ones; nothing writes into them in place,
+# the one case where FSDP2's warning about returned views matters.
+warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,6 +80,7 @@ class Start:
 
     model: GPT
     resume: Checkpoint | None  # the checkpoint a resumed run continues (optimizer state and all)
+    resume_shards: Path | None  # where it is a sharded one: the step folder its weights and AdamW state are read from
     inherit: dict | None  # how a student was built from its reference (inherit.provenance)
     continued_from: dict | None  # the trained model a run continues (continual pre-training), with its D_p
     tokenizer: dict | None  # the vocabulary the model was trained with, where known
@@ -71,7 +91,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     resume, or any model source to continue from; cropped to block_size."""
     if cfg.init_from == "scratch":
         torch.manual_seed(cfg.seed)
-        return Start(GPT(GPTConfig(**cfg.scratch_model_args(vocab_size))), None, None, None, None)
+        return Start(GPT(GPTConfig(**cfg.scratch_model_args(vocab_size))), None, None, None, None, None)
     if cfg.init_from == "inherit":
         if not cfg.inherit_from:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
@@ -84,15 +104,21 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         model, origin = inherit(
             cfg.inherit_from, request, cfg.seed, cfg.dropout, width, cfg.fresh_embedding_std, measure
         )
-        start = Start(model, None, origin, None, origin["reference_tokenizer"])
+        start = Start(model, None, None, origin, None, origin["reference_tokenizer"])
     elif cfg.init_from == "resume":
-        model, ckpt = load_model(Path(cfg.out_dir) / "ckpt.pt", dropout=cfg.dropout)
-        start = Start(model, ckpt, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
+        source = latest_checkpoint(cfg.out_dir)
+        shards = sharded_step(source)
+        if shards is not None:  # the weights are read after sharding (initial_state), each process its part
+            ckpt = Checkpoint.load(shards, weights=False)
+            model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=cfg.dropout))
+        else:
+            model, ckpt = load_model(source, dropout=cfg.dropout)
+        start = Start(model, ckpt, shards, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
         source = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
-        start = Start(model, None, ckpt.inherit, source, ckpt.vocabulary())
+        start = Start(model, None, None, ckpt.inherit, source, ckpt.vocabulary())
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -215,15 +241,15 @@ def train_step(
     ctx: typing.ContextManager,
     grad_clip: float,
     teacher: Teacher | None = None,
+    no_sync: Callable[[], typing.ContextManager] = nullcontext,
 ) -> torch.Tensor:
     """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
-    distillation term (a tensor of 3: no device sync)."""
+    distillation term (a tensor of 3: no device sync). `no_sync` holds back the reduction of gradients over
+    processes, which then happens once, on the last micro-batch."""
     total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
-        # DDP: all-reduce gradients once per step, on the last micro-batch only.
         last = micro == len(batches) - 1
-        sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
-        with sync:
+        with no_sync() if not last else nullcontext():
             with ctx:
                 logits, ce = model(x, y)
                 kl = distillation_term(logits, teacher, x, y) if teacher else torch.zeros_like(ce)
@@ -251,6 +277,27 @@ def distillation_term(logits: torch.Tensor, teacher: Teacher, x: torch.Tensor, y
     return t * t * kl[y != -1].mean()
 
 
+def deferred_reduction(
+    train_model: torch.nn.Module, model: GPT, cfg: TrainConfig
+) -> Callable[[], typing.ContextManager]:
+    """What holds back the reduction of a micro-batch's gradients: DDP's no_sync; FSDP's unsharded gradients,
+    kept until the last micro-batch unless fsdp_reduce_every_micro_batch; nothing in one process."""
+    if isinstance(train_model, DDP):
+        return train_model.no_sync
+    if isinstance(model, FSDPModule) and not cfg.fsdp_reduce_every_micro_batch:
+        return lambda: fsdp_no_sync(model)
+    return nullcontext
+
+
+@contextmanager
+def fsdp_no_sync(model: FSDPModule) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 @dataclass
 class Losses:
     train: float  # on the training mixture
@@ -272,12 +319,16 @@ def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) ->
 
 def mean_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int, corpora, split: str) -> float:
     total = torch.zeros(2, device=rt.device)  # sum of losses, number of batches
-    for k in range(rt.rank, cfg.eval_iters, rt.world_size):
-        rng = batch_rng(cfg.seed, EVAL_STREAMS[split], 0, k)
+    # Every process runs as many forward passes (FSDP gathers each unit's weights in every one of them); the
+    # batches past eval_iters are computed and not counted.
+    per_process = math.ceil(cfg.eval_iters / rt.world_size)
+    for k in range(rt.rank, per_process * rt.world_size, rt.world_size):
+        counted = float(k < cfg.eval_iters)
+        rng = batch_rng(cfg.seed, EVAL_STREAMS[split], 0, min(k, cfg.eval_iters - 1))
         x, y = get_batch(corpora, split, cfg.batch_size, cfg.block_size, vocab_size, rng)
         with autocast_context(rt.device, rt.dtype):
             _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
-        total += torch.stack([loss.float(), torch.ones((), device=rt.device)])
+        total += counted * torch.stack([loss.float(), torch.ones((), device=rt.device)])
     if rt.ddp:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return (total[0] / total[1]).item()
@@ -295,7 +346,8 @@ def stop_if_diverged(losses: list[float], iter_num: int) -> None:
 def stop_if_weights_diverged(model: torch.nn.Module, rt: Runtime, iter_num: int) -> None:
     """Every process stops when any holds a NaN/inf weight: one that stopped alone would leave the others
     waiting forever at their next all-reduce."""
-    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    local = [p.to_local() if isinstance(p, DTensor) else p for p in model.parameters()]  # FSDP: this one's shards
+    finite = torch.stack([torch.isfinite(p).all() for p in local]).all()
     if all_reduce_mean((~finite).float(), rt).item() > 0:
         raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
 
@@ -329,13 +381,13 @@ class StopSignal:
 
 def train(cfg: TrainConfig) -> dict:
     """Run training as configured; returns the last eval record."""
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend)
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend, group=cfg.parallel == "fsdp")
     stop = StopSignal()
     try:
         return run(cfg, rt, stop)
     finally:
         stop.restore()
-        if rt.ddp:
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -343,7 +395,7 @@ def train(cfg: TrainConfig) -> dict:
 class State:
     """A run in progress: what its checkpoint holds, and a resumed run restores."""
 
-    model: GPT  # the bare model: neither compiled nor wrapped by DDP
+    model: GPT  # the model itself (sharded in place by FSDP), neither compiled nor wrapped by DDP
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # float16's loss scaling; disabled otherwise
     iter_num: int  # optimizer steps taken
@@ -359,6 +411,10 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by the "
             f"{rt.world_size} processes; the global batch must split evenly"
         )
+    if cfg.parallel == "fsdp" and rt.dtype == torch.float16:
+        raise ConfigError("parallel='fsdp' computes in bfloat16 or float32: this GPU has no bfloat16, use DDP")
+    if cfg.cpu_offload and rt.device.type != "cuda":
+        raise ConfigError("cpu_offload keeps weights and AdamW state in CPU memory instead of a GPU's: it needs CUDA")
     vocab = shared_vocabulary(cfg)
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
@@ -370,7 +426,11 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     model = torch.compile(state.model) if cfg.compile else state.model
     if teacher and cfg.compile:
         teacher.model = torch.compile(teacher.model)
-    train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.ddp else model
+    if rt.ddp and cfg.parallel == "ddp":
+        train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    else:
+        train_model = model
+    no_sync = deferred_reduction(train_model, state.model, cfg)
     vocab_size = state.model.config.vocab_size
 
     last_eval: dict = {}
@@ -386,14 +446,14 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
             progress.eval(last_eval)
             is_best = last_eval["val_loss"] < state.best_val_loss
             state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])
-            if rt.master and state.iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
-                save_checkpoint(state, cfg, start, vocab, is_best)
+            if state.iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
+                save_checkpoint(state, cfg, rt, start, vocab, is_best)
         if cfg.eval_only or state.iter_num >= cfg.max_iters:
             break
         if stop.requested(rt):
             stop_if_weights_diverged(state.model, rt, state.iter_num)
+            save_checkpoint(state, cfg, rt, start, vocab, is_best=False)
             if rt.master:
-                save_checkpoint(state, cfg, start, vocab, is_best=False)
                 print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
             break
 
@@ -401,7 +461,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
         batches = step_batches(cfg, rt, vocab_size, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
-        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher)
+        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync)
         state.iter_num += 1
         state.tokens += cfg.tokens_per_iter
 
@@ -414,26 +474,61 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
 
 
 def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
-    """The model on its device with its optimizer: fresh, or, resuming, as the checkpoint left them."""
-    model = start.model.to(rt.device)
+    """The model on its device (sharded by FSDP) with its optimizer: fresh, or, resuming, as the checkpoint
+    left them."""
+    model = start.model.to("cpu" if cfg.cpu_offload else rt.device)  # offloaded: FSDP moves each unit when used
+    for p in model.parameters():  # bf16-true: the weights themselves, and so their gradients and AdamW state
+        p.data = p.data.to(rt.param_dtype)
     model.gradient_checkpointing = cfg.gradient_checkpointing
-    betas = (cfg.beta1, cfg.beta2)
-    optimizer = model.configure_optimizers(
-        cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
-    )
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     ckpt = start.resume
+    optimizer_state = ckpt.optimizer if ckpt is not None else None
+    if cfg.parallel == "fsdp":
+        if optimizer_state is not None:  # torch's format numbers the parameters of the whole model: name them
+            optimizer_state = named_optimizer_state(model, make_optimizer(model, cfg, rt), optimizer_state)
+        shard(model, cfg, rt)
+    optimizer = make_optimizer(model, cfg, rt)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
+    if start.resume_shards is not None:
+        load_sharded(start.resume_shards, model, optimizer)
+    elif cfg.parallel == "fsdp":
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(optimizer_state)
     # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
     # of the run that wrote it), or, where that config is not train.py's, of this run's.
     tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
     if tokens is None:
         tokens = ckpt.iter_num * cfg.tokens_per_iter
-    optimizer.load_state_dict(ckpt.optimizer)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
+    betas = (cfg.beta1, cfg.beta2)
+    return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params)
+
+
+def named_optimizer_state(model: GPT, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A checkpoint's AdamW state in torch's format (parameters by number) keyed by parameter name instead,
+    through an optimizer of the unsharded model: the form FSDP's optimizer loads, in shards."""
+    optimizer.load_state_dict(state)
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+
+
+def shard(model: GPT, cfg: TrainConfig, rt: Runtime) -> None:
+    """FSDP2 in place: each block its own unit, then the root with the embeddings, final norm and head (GPT-2's
+    tied wte and lm_head stay one parameter, in one unit). Computing in bfloat16 over float32 weights, FSDP
+    gathers bfloat16 copies and reduces gradients in float32; bf16-true gathers and reduces its own bfloat16."""
+    mixed = MixedPrecisionPolicy()
+    if rt.dtype != rt.param_dtype:
+        mixed = MixedPrecisionPolicy(param_dtype=rt.dtype, reduce_dtype=torch.float32)
+    offload = CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy()
+    for block in model.transformer.h:
+        fully_shard(block, mp_policy=mixed, offload_policy=offload)
+    fully_shard(model, mp_policy=mixed, offload_policy=offload)
 
 
 def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime, lr: float) -> dict:
@@ -452,12 +547,12 @@ def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime
     }
 
 
-def save_checkpoint(state: State, cfg: TrainConfig, start: Start, vocab: dict, is_best: bool) -> None:
-    """The checkpoint step (master process only): out_dir/ckpt.pt, and best.pt when its val loss is the best."""
+def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, vocab: dict, is_best: bool) -> None:
+    """The checkpoint step, called on every process: out_dir/ckpt.pt (written by the master process), and
+    best.pt when its val loss is the best; FSDP: every process writes its shards (checkpoint.save_sharded)."""
     out_dir = Path(cfg.out_dir)
-    Checkpoint.of(
-        state.model,
-        optimizer=state.optimizer.state_dict(),
+    ckpt = Checkpoint(
+        model_args=state.model.config.model_args(),
         scaler=state.scaler.state_dict() if state.scaler.is_enabled() else None,
         config=asdict(cfg),
         iter_num=state.iter_num,
@@ -466,9 +561,15 @@ def save_checkpoint(state: State, cfg: TrainConfig, start: Start, vocab: dict, i
         inherit=start.inherit,
         continued_from=start.continued_from,
         tokenizer=vocab,
-    ).save(out_dir / "ckpt.pt")
-    if is_best:
-        mark_best(out_dir)
+    )
+    if cfg.parallel == "fsdp":
+        save_sharded(out_dir, state.model, state.optimizer, ckpt, is_best)
+        return
+    if rt.master:
+        ckpt.model, ckpt.optimizer = state.model.state_dict(), state.optimizer.state_dict()
+        ckpt.save(out_dir / "ckpt.pt")
+        if is_best:
+            mark_best(out_dir)
 
 
 class Progress:
@@ -543,7 +644,8 @@ def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int
     width = max(len(f.name) for f in fields(cfg))
     for key, value in asdict(cfg).items():
         print(f"{key:<{width}} = {value!r}")
-    print(f"processes: {rt.world_size}, device: {rt.device}, dtype: {str(rt.dtype).removeprefix('torch.')}")
+    compute, weights = (str(t).removeprefix("torch.") for t in (rt.dtype, rt.param_dtype))
+    print(f"processes: {rt.world_size} ({cfg.parallel}), device: {rt.device}, dtype: {compute}, weights {weights}")
     print(f"model: {model.config.n_layer} layers, {model.get_num_params() / 1e6:.2f}M parameters")
     print(f"tokens per iteration: {tokens_per_iter:,}")
 

@@ -31,7 +31,10 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
         ("--n_layer=4.5", "n_layer must be int, got float 4.5"),
         ("--compile=1", "compile must be bool, got int 1"),
         ("--learning_rate=fast", "learning_rate must be float, got 'fast'"),
-        ("--dtype=fp8", "dtype must be 'auto' or one of"),
+        ("--dtype=fp8", "dtype must be 'auto', 'bf16-true' or one of"),
+        ("--parallel=zero3", "parallel must be one of \\['ddp', 'fsdp'\\]"),
+        ("--cpu_offload=True", "cpu_offload and fsdp_reduce_every_micro_batch need parallel='fsdp'"),
+        ("--fsdp_reduce_every_micro_batch=True", "need parallel='fsdp'"),
         ("--batch_size=0", "batch_size must be at least 1"),
         ("n_layer=4", "config file n_layer=4 not found"),
         ("--backend=mpi", "backend must be 'auto', 'nccl' or 'gloo'"),
@@ -130,3 +133,8 @@ def test_dataset_and_data_dir_naming_one_folder_through_a_link_agree(tmp_path, m
     (tmp_path / "data" / "shakespeare").mkdir(parents=True)
     (tmp_path / "data" / "shk").symlink_to("shakespeare")
     assert parse_config(["--dataset=shakespeare", "--data_dir=data/shk"]).data_dir == "data/shk"
+
+
+def test_fsdp_refuses_float16():
+    with pytest.raises(ConfigError, match="parallel='fsdp' computes in bfloat16 or float32"):
+        parse_config(["--parallel=fsdp", "--dtype=float16"])

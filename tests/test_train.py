@@ -324,32 +324,40 @@ def test_a_meta_pkl_that_carries_code_is_refused_without_running_it(tiny_config,
 
 
 def test_every_process_stops_when_one_holds_non_finite_weights(tmp_path):
+    """Under DDP each process holds the whole model; under FSDP only its shards, here the NaN in rank 1's."""
     script = tmp_path / "diverge_on_rank_1.py"
     script.write_text(f"""
 import os, sys, torch, torch.distributed as dist
 sys.path.insert(0, {str(ROOT)!r})
+from torch.distributed.fsdp import fully_shard
 from model import GPT, GPTConfig
 from runtime import Runtime
 from train import NonFiniteLossError, stop_if_weights_diverged
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=10))
-if rank == 1:
-    with torch.no_grad():
-        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
-try:
-    stop_if_weights_diverged(model, Runtime(rank, 2, torch.device("cpu"), torch.float32), 5)
-    print(f"rank {{rank}} went on")
-except NonFiniteLossError as e:
-    print(f"rank {{rank}} stopped: {{e}}")
+for parallel in ("ddp", "fsdp"):
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=10))
+    if rank == 1:
+        with torch.no_grad():
+            model.transformer.h[0].mlp.c_fc.weight[-1, 0] = float("nan")  # a row of the second shard
+    if parallel == "fsdp":
+        fully_shard(model)
+        assert torch.isfinite(model.transformer.h[0].mlp.c_fc.weight.to_local()).all() == (rank == 0)
+    try:
+        stop_if_weights_diverged(model, Runtime(rank, 2, torch.device("cpu"), torch.float32, torch.float32), 5)
+        print(f"{{parallel}} rank {{rank}} went on")
+    except NonFiniteLossError as e:
+        print(f"{{parallel}} rank {{rank}} stopped: {{e}}")
 dist.destroy_process_group()
 """)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "rank 0 stopped: parameters became NaN/inf by iter 5" in result.stdout
-    assert "rank 1 stopped" in result.stdout and "went on" not in result.stdout
+    for parallel in ("ddp", "fsdp"):
+        assert f"{parallel} rank 0 stopped: parameters became NaN/inf by iter 5" in result.stdout
+        assert f"{parallel} rank 1 stopped" in result.stdout
+    assert "went on" not in result.stdout
 
 
 def test_wandb_logs_offline_without_network(tiny_config):

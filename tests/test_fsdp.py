@@ -1,0 +1,261 @@
+"""FSDP2 (parallel='fsdp') on CPU with gloo, through torchrun: the same losses and weights as one process,
+sharded checkpoints that resume on other process counts and between DDP and FSDP, survive a kill during a
+save, and consolidate into a ckpt.pt that nanoGPT's loading idiom reads."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from checkpoint import Checkpoint, read_sharded, sharded_step
+from configurator import ConfigError, TrainConfig
+from data.format import corpus_vocabulary
+from model import GPT, NANOGPT_FIELDS, GPTConfig
+from tests.conftest import ROOT
+from tests.test_train import as_args, metrics, train_losses
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def torchrun(cfg: TrainConfig, nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "train.py", *as_args(cfg)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def two_nodes(cfg: TrainConfig) -> None:
+    """Two torchrun launches of one process each, as on two machines: --nnodes, --node_rank and a c10d
+    rendezvous at the first node's address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rdzv = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}"]
+    nodes = [
+        subprocess.Popen(
+            [*TORCHRUN, *rdzv, f"--node_rank={rank}", "train.py", *as_args(cfg)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for rank in range(2)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (out, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    assert "processes: 2 (fsdp)" in outputs[0][0]
+
+
+def evals(out_dir) -> list[dict]:
+    return [r for r in metrics(out_dir) if r["kind"] == "eval"]
+
+
+def assert_same_run(a: Path, b: Path, iters=None) -> None:
+    """Two runs took the same steps: the losses of every logged step, and their last evals."""
+    la, lb = train_losses(a), train_losses(b)
+    for it in iters or la:
+        assert lb[it] == pytest.approx(la[it], abs=1e-4), it
+    assert evals(b)[-1]["val_losses"] == pytest.approx(evals(a)[-1]["val_losses"], abs=1e-4)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), atol=1e-4, rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def config(shakespeare_dir, tmp_path_factory):
+    """A 2-layer config whose runs clip their gradients (grad_clip far below the norm), accumulate two
+    micro-batches, and estimate losses from 3 batches (uneven over 2 processes)."""
+    root = tmp_path_factory.mktemp("fsdp")
+
+    def make(name: str, **overrides) -> TrainConfig:
+        values = dict(
+            out_dir=str(root / name),
+            data_dir=str(shakespeare_dir),
+            device="cpu",
+            compile=False,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            block_size=32,
+            batch_size=4,
+            gradient_accumulation_steps=2,
+            learning_rate=3e-3,
+            warmup_iters=2,
+            max_iters=8,
+            lr_decay_iters=8,
+            min_lr=3e-4,
+            eval_interval=4,
+            eval_iters=3,
+            grad_clip=0.05,
+            backend="gloo",
+        )
+        return TrainConfig(**values | overrides)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def llama_source(config, shakespeare_dir) -> str:
+    """A tiny Llama (RMSNorm, SwiGLU, RoPE, grouped KV heads, an untied head) to start runs from."""
+    torch.manual_seed(0)
+    args = dict(n_layer=2, n_head=4, n_kv_head=2, n_embd=32, block_size=32, vocab_size=50257, bias=False)
+    llama = dict(norm="rmsnorm", mlp="swiglu", intermediate_size=48, rope=True, tie_embeddings=False)
+    path = Path(config("llama").out_dir + ".pt")
+    Checkpoint.of(GPT(GPTConfig(**args, **llama)), tokenizer=corpus_vocabulary(shakespeare_dir)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def baseline(config) -> TrainConfig:
+    """The uninterrupted one-process run that every FSDP run must reproduce."""
+    cfg = config("one")
+    train.train(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def fsdp_gpt2(config, baseline) -> TrainConfig:
+    cfg = replace(baseline, out_dir=config("fsdp").out_dir, parallel="fsdp")
+    result = torchrun(cfg)
+    assert "processes: 2 (fsdp)" in result.stdout
+    return cfg
+
+
+def test_fsdp_takes_the_steps_of_one_process_tied_gpt2(baseline, fsdp_gpt2):
+    assert_same_run(Path(baseline.out_dir), Path(fsdp_gpt2.out_dir))
+    assert not (Path(fsdp_gpt2.out_dir) / "ckpt.pt").exists()  # sharded checkpoints only
+    sharded = Checkpoint.load(Path(fsdp_gpt2.out_dir) / "sharded")
+    assert sharded.iter_num == 8 and sharded.tokens == 8 * 2 * 4 * 32
+    assert_same_weights(Checkpoint.load(Path(baseline.out_dir) / "ckpt.pt").model, sharded.model)
+
+
+def test_fsdp_takes_the_steps_of_one_process_untied_llama(config, llama_source):
+    one = config("llama-one", init_from=llama_source)
+    train.train(one)
+    two = replace(one, out_dir=config("llama-fsdp").out_dir, parallel="fsdp")
+    torchrun(two)
+    assert_same_run(Path(one.out_dir), Path(two.out_dir))
+    sharded = Checkpoint.load(Path(two.out_dir) / "sharded").model
+    assert not torch.equal(sharded["lm_head.weight"], sharded["transformer.wte.weight"])
+    assert_same_weights(Checkpoint.load(Path(one.out_dir) / "ckpt.pt").model, sharded)
+
+
+def test_consolidated_checkpoint_loads_as_nanogpt_loads_it_and_equals_the_shards(fsdp_gpt2, tmp_path):
+    out = tmp_path / "ckpt.pt"
+    cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(fsdp_gpt2.out_dir) / "sharded"), str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert "step 8" in result.stdout
+    raw = torch.load(out, weights_only=True)
+    assert set(raw["model_args"]) <= set(NANOGPT_FIELDS)
+    nanogpt = GPT(GPTConfig(**raw["model_args"])).eval()
+    nanogpt.load_state_dict(raw["model"])
+    assert nanogpt.lm_head.weight is nanogpt.transformer.wte.weight
+    step = sharded_step(Path(fsdp_gpt2.out_dir) / "sharded")
+    shards = GPT(GPTConfig(**raw["model_args"])).eval()
+    shards.load_state_dict(read_sharded(step).model)
+    idx = torch.randint(0, 50257, (3, 32))
+    assert torch.equal(nanogpt(idx, idx)[0], shards(idx, idx)[0])
+    # what a DDP run resumes: AdamW's state in torch's own format, one entry per parameter
+    assert len(raw["optimizer"]["state"]) == len(list(nanogpt.parameters()))
+    assert raw["iter_num"] == 8 and raw["config"]["parallel"] == "fsdp"
+
+
+def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(fsdp_gpt2, tmp_path):
+    cmd = [sys.executable, "checkpoint.py", "consolidate", str(tmp_path), str(tmp_path / "ckpt.pt")]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 1 and "is no sharded checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "ckpt.pt").exists()
+
+
+def resumed(cfg: TrainConfig, name: str, source: TrainConfig, **overrides) -> TrainConfig:
+    """cfg continued to 8 steps in a copy of `source`'s run folder."""
+    import shutil
+
+    out_dir = Path(cfg.out_dir).parent / name
+    shutil.copytree(source.out_dir, out_dir)
+    return replace(cfg, out_dir=str(out_dir), init_from="resume", max_iters=8, **overrides)
+
+
+def test_a_sharded_checkpoint_of_two_processes_resumes_on_one_and_on_two_exactly(config, baseline):
+    half = replace(baseline, out_dir=config("half-fsdp").out_dir, parallel="fsdp", max_iters=4)
+    torchrun(half)
+    assert Checkpoint.load(Path(half.out_dir) / "sharded").iter_num == 4
+    on_one_fsdp = resumed(half, "on-one-fsdp", half)
+    on_one_ddp = resumed(half, "on-one-ddp", half, parallel="ddp")  # FSDP -> DDP
+    for cfg in (on_one_fsdp, on_one_ddp):
+        train.train(cfg)
+        assert_same_run(Path(baseline.out_dir), Path(cfg.out_dir), iters=range(5, 9))
+    assert (Path(on_one_ddp.out_dir) / "ckpt.pt").exists()
+    on_two_nodes = resumed(half, "on-two-nodes", half)
+    two_nodes(on_two_nodes)
+    assert_same_run(Path(baseline.out_dir), Path(on_two_nodes.out_dir), iters=range(5, 9))
+
+
+def test_a_ddp_checkpoint_resumes_under_fsdp_on_two_processes_exactly(config, baseline):
+    half = replace(baseline, out_dir=config("half-ddp").out_dir, max_iters=4)
+    train.train(half)
+    on_two = resumed(half, "ddp-to-fsdp", half, parallel="fsdp")
+    torchrun(on_two)
+    assert_same_run(Path(baseline.out_dir), Path(on_two.out_dir), iters=range(5, 9))
+
+
+def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(config, baseline, tmp_path):
+    """SIGKILL once the second save's shards are all written, before `latest` names them: the folder looks
+    complete, and must not be taken for the checkpoint."""
+    cfg = replace(baseline, out_dir=config("killed").out_dir, parallel="fsdp", eval_interval=2)
+    script = tmp_path / "die_in_second_save.py"
+    script.write_text(f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch.distributed.checkpoint as dcp
+import train
+real, saves = dcp.save, []
+def save_then_die(state, checkpoint_id):
+    real(state, checkpoint_id=checkpoint_id)
+    saves.append(checkpoint_id)
+    if len(saves) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+dcp.save = save_then_die
+train.main(sys.argv[1:])
+""")
+    result = subprocess.run([sys.executable, str(script), *as_args(cfg)], cwd=ROOT, capture_output=True, env=ENV)
+    assert result.returncode == -signal.SIGKILL
+    sharded = Path(cfg.out_dir) / "sharded"
+    assert len(list(sharded.glob("step-00000004-*"))) == 1  # the killed save's folder, complete but not named
+    assert Checkpoint.load(sharded, weights=False).iter_num == 2
+    train.train(replace(cfg, init_from="resume"))
+    assert_same_run(Path(baseline.out_dir), Path(cfg.out_dir), iters=range(3, 9))
+    kept = {(sharded / p).read_text() for p in ("latest", "best")}
+    assert {p.name for p in sharded.glob("step-*")} == kept  # the orphan is gone with the next save
+    assert Checkpoint.load(sharded, weights=False).iter_num == 8
+
+
+def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
+    with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
+        train.train(config("offload", parallel="fsdp", cpu_offload=True))
+    assert not torch.distributed.is_initialized()  # the process group of one is closed again
+
+
+def test_bf16_true_keeps_weights_and_adamw_state_in_bfloat16_and_learns(config):
+    cfg = config("bf16-true", dtype="bf16-true", max_iters=12, lr_decay_iters=12)
+    train.train(cfg)
+    ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
+    assert {t.dtype for t in ckpt.model.values()} == {torch.bfloat16}
+    moments = [s[k] for s in ckpt.optimizer["state"].values() for k in ("exp_avg", "exp_avg_sq")]
+    assert {t.dtype for t in moments} == {torch.bfloat16}
+    first, last = evals(cfg.out_dir)[0]["val_loss"], evals(cfg.out_dir)[-1]["val_loss"]
+    assert last < first - 0.3

@@ -51,7 +51,7 @@ def two_nodes(cfg: TrainConfig) -> None:
         for rank in range(2)
     ]
     outputs = [node.communicate(timeout=300) for node in nodes]
-    for node, (out, err) in zip(nodes, outputs, strict=True):
+    for node, (_, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, err[-3000:]
     assert "processes: 2 (fsdp)" in outputs[0][0]
 

@@ -17,22 +17,30 @@ On a GPU, GPT-2 medium as the paper trains it (bf16, compile on, 49,152 tokens p
     python bench.py config/train_gpt2_medium.py --variants=eager,compiled --steps=20
 The cost of distillation, a 16-layer student of GPT-2 medium taught by it:
     python bench.py config/train_gpt2_medium.py --n_layer=16 --variants=eager,distill --teacher=gpt2-medium
+
+What fits where, before launching: --memory prints the memory one process of --nproc needs for the config's
+model (its shapes on the meta device, no weights read) under DDP and FSDP, with float32 weights or bf16-true:
+    python bench.py config/inheritune_openllama_3b_13.py --memory --nproc=8
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
-from hf import ConversionError
+from data.format import corpus_vocabulary
+from hf import ConversionError, is_hf_source, read_hf_config
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import load_teacher, train_step
@@ -153,6 +161,110 @@ def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
     return measured, f"measured {resolve_dtype(cfg.dtype, device)} matmul peak {measured / 1e9:.0f} GFLOP/s"
 
 
+# ----------------------------------------------------------------------------- what fits where
+
+
+def trained_model(cfg: TrainConfig) -> GPT:
+    """The network a config trains, on the meta device (shapes, no weights): from scratch, or its source's
+    (a checkpoint's model_args, a Hugging Face config), at the student's depth where it inherits."""
+    if cfg.init_from == "scratch":
+        corpus = Path(next(iter(cfg.mixture)))
+        vocab = (corpus_vocabulary(corpus) if corpus.is_dir() else None) or {"vocab_size": GPT2_VOCAB}
+        args = cfg.scratch_model_args(vocab["vocab_size"])
+    else:
+        sources = {"inherit": cfg.inherit_from, "resume": cfg.init_from == "resume" and latest_checkpoint(cfg.out_dir)}
+        source = str(sources.get(cfg.init_from, cfg.init_from))
+        args = read_hf_config(source) if is_hf_source(source) else Checkpoint.load(source, weights=False).model_args
+        args = {k: v for k, v in args.items() if k != "scale_layer_idx"}  # of the source's depth; no memory
+        args["block_size"] = min(args["block_size"], cfg.block_size)
+        if cfg.init_from == "inherit":
+            args["n_layer"] = cfg.n_layer
+    with torch.device("meta"):
+        return GPT(GPTConfig.from_model_args(args))
+
+
+@dataclass
+class Memory:
+    """Bytes one process holds in training (GiB in the table)."""
+
+    setting: str
+    weights: int
+    grads: int  # FSDP holding back its reduction also holds every unit's unsharded gradients
+    adamw: int  # its two moments, in the weights' dtype
+    gathered: int  # FSDP: the unsharded weights of the units in use (the root, one block, the next prefetched)
+    activations: int  # of one micro-batch, kept for the backward pass
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.adamw + self.gathered + self.activations
+
+
+def local_elements(params: list[torch.Tensor], world_size: int, fsdp: bool) -> int:
+    """Elements of the weights one process holds: all, or under FSDP2 its shard of each: dim 0 cut in
+    world_size parts of ceil(rows / world_size) rows (the first process's; the last may hold fewer)."""
+    if not fsdp:
+        return sum(p.numel() for p in params)
+    return sum(math.ceil(p.shape[0] / world_size) * (p.numel() // p.shape[0]) for p in params)
+
+
+def activation_bytes(model: GPT, cfg: TrainConfig, compute_bytes: int) -> int:
+    """Korthikanti et al. (2022): a GPT-2 layer keeps 34 B T h bytes of 16-bit activations when attention never
+    stores its T x T scores (SDPA), the MLP's 19 of them growing with its width over 4h; recomputing each block
+    keeps its input and one layer's. Then the logits: in the compute dtype, in float32 for the softmax, and
+    their gradient."""
+    c = model.config
+    tokens, h = cfg.batch_size * c.block_size, c.n_embd
+    inner = c.intermediate_size or 4 * h
+    layer = tokens * (60 * h + 19 * inner) * compute_bytes // 8  # (15 h + 19 inner / 4) at 2 bytes
+    kept = c.n_layer * tokens * h * compute_bytes + layer if cfg.gradient_checkpointing else c.n_layer * layer
+    return kept + tokens * c.padded_vocab_size * (2 * compute_bytes + 4)
+
+
+def estimate_memory(model: GPT, cfg: TrainConfig, world_size: int, parallel: str, true_bf16: bool) -> Memory:
+    """One process's memory under `parallel` with float32 weights (computing in the config's dtype) or bf16-true."""
+    fsdp = parallel == "fsdp"
+    compute_bytes = 4 if cfg.dtype == "float32" else 2  # 'auto' is bfloat16 on the GPUs this is for
+    weight_bytes = 2 if true_bf16 else 4
+    params = list(model.parameters())  # a tied wte/lm_head once
+    local = local_elements(params, world_size, fsdp)
+    grads = local * weight_bytes
+    gathered = 0
+    if fsdp:
+        blocks = [sum(p.numel() for p in block.parameters()) for block in model.transformer.h]
+        root = len(params) and sum(p.numel() for p in params) - sum(blocks)
+        gathered = (root + 2 * max(blocks)) * compute_bytes
+        micro_batches = cfg.gradient_accumulation_steps // world_size
+        if micro_batches > 1 and not cfg.fsdp_reduce_every_micro_batch:
+            grads += sum(p.numel() for p in params) * compute_bytes
+    setting = parallel + (" bf16-true" if true_bf16 else "")
+    activations = activation_bytes(model, cfg, compute_bytes)
+    return Memory(setting, local * weight_bytes, grads, 2 * local * weight_bytes, gathered, activations)
+
+
+def print_memory(cfg: TrainConfig, world_size: int) -> None:
+    model = trained_model(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    compute = "float32" if cfg.dtype == "float32" else "bfloat16"
+    print(
+        f"{params / 1e6:,.1f}M parameters ({model.config.n_layer} layers, width {model.config.n_embd}), "
+        f"{world_size} processes, micro-batch {cfg.batch_size} x {model.config.block_size}, computing in {compute}"
+        + (", gradient checkpointing" if cfg.gradient_checkpointing else "")
+    )
+    gib = 2**30
+    print(
+        f"{'GiB per process':<16} {'weights':>8} {'grads':>8} {'AdamW':>8} {'gathered':>9} "
+        f"{'activations':>12} {'total':>8}"
+    )
+    for parallel in ("ddp", "fsdp"):
+        for true_bf16 in (False, True):
+            m = estimate_memory(model, cfg, world_size, parallel, true_bf16)
+            print(
+                f"{m.setting:<16} {m.weights / gib:>8.2f} {m.grads / gib:>8.2f} {m.adamw / gib:>8.2f} "
+                f"{m.gathered / gib:>9.2f} {m.activations / gib:>12.2f} {m.total / gib:>8.2f}"
+            )
+    print("activations are an estimate (Korthikanti et al. 2022); the CUDA context and allocator slack come on top")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     variants_help = f"comma-separated subset of {VARIANTS} (distill needs --teacher)"
@@ -160,7 +272,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--bench_peak_flops", type=float, default=0.0, help="device peak FLOP/s for MFU")
+    parser.add_argument("--memory", action="store_true", help="print the memory estimate instead of measuring")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) of the memory estimate")
     args, rest = parser.parse_known_args(argv)
+    if args.memory:
+        if args.nproc < 1:
+            parser.error("--nproc must be at least 1")
+        try:
+            print_memory(parse_config(rest), args.nproc)
+        except (ConfigError, CheckpointError, ConversionError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2 if isinstance(e, ConfigError) else 1
+        return 0
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:

@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Their (n_layer, n_head, n_embd), as nanoGPT's from_pretrained lists them: their configs without a download.
+HF_GPT2_SHAPES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280),
+                  "gpt2-xl": (48, 25, 1600)}  # fmt: skip
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
@@ -51,6 +54,23 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     raise ConversionError(f"{source}: a {hf.config.model_type} model; this GPT reproduces {known}")
 
 
+def read_hf_config(source: str) -> dict:
+    """The GPTConfig arguments of a Hugging Face causal LM from its config alone, no weights (a GPT-2's
+    biases, which only its weights tell, are counted as there)."""
+    from transformers import AutoConfig
+
+    if source in HF_GPT2_SHAPES:
+        n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
+        return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
+    c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
+    if c.model_type == "gpt2":
+        return gpt2_args(c, source, bias=True)
+    if c.model_type in LLAMA_FAMILY:
+        return llama_args(c, source)
+    known = ", ".join(("gpt2", *LLAMA_FAMILY))
+    raise ConversionError(f"{source}: a {c.model_type} model; this GPT reproduces {known}")
+
+
 def check_hf_config(source: str, cannot: dict[str, bool], config) -> None:
     """Stop with one line naming every setting of a transformers config that this GPT cannot reproduce."""
     settings = [f"{name}={getattr(config, name, None)!r}" for name, unsupported in cannot.items() if unsupported]
@@ -58,8 +78,8 @@ def check_hf_config(source: str, cannot: dict[str, bool], config) -> None:
         raise ConversionError(f"{source}: this GPT cannot reproduce the Hugging Face setting {', '.join(settings)}")
 
 
-def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    c = hf.config
+def gpt2_args(c, source: str, bias: bool) -> dict:
+    """GPTConfig arguments of a transformers GPT2Config, checked reproducible."""
     # (reorder_and_upcast_attn only computes the same attention in float32)
     cannot = {
         "activation_function": c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),  # tanh GELU
@@ -70,6 +90,18 @@ def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         "tie_word_embeddings": not c.tie_word_embeddings,
     }
     check_hf_config(source, cannot, c)
+    return dict(
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.n_positions,
+        vocab_size=c.vocab_size,
+        bias=bias,
+        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
+    )
+
+
+def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     state = {}
     for key, value in hf.state_dict().items():
         if key.endswith((".attn.bias", ".attn.masked_bias")):
@@ -79,15 +111,7 @@ def read_hf_gpt2(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     # zeros; a trained GPT-2's biases are never all zero. Read back as bias-free, the model keeps its size.
     biases = [key for key in state if key.endswith(".bias")]
     bias = any(state[key].any() for key in biases)
-    args = dict(
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        block_size=c.n_positions,
-        vocab_size=c.vocab_size,
-        bias=bias,
-        scale_attn_by_inverse_layer_idx=c.scale_attn_by_inverse_layer_idx,
-    )
+    args = gpt2_args(hf.config, source, bias)
     return args, state if bias else {k: v for k, v in state.items() if k not in biases}
 
 
@@ -99,8 +123,8 @@ def llama_rope_scaling(rope: dict) -> dict | None:
     return {k: rope[k] for k in keys}
 
 
-def read_hf_llama(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    c = hf.config
+def llama_args(c, source: str) -> dict:
+    """GPTConfig arguments of a transformers Llama or Qwen2 config, checked reproducible."""
     rope = c.rope_parameters or {}
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     cannot = {
@@ -112,8 +136,7 @@ def read_hf_llama(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         "use_sliding_window": getattr(c, "use_sliding_window", False),
     }
     check_hf_config(source, cannot, c)
-    qkv_bias = c.model_type == "qwen2"
-    args = dict(
+    return dict(
         n_layer=c.num_hidden_layers,
         n_head=c.num_attention_heads,
         n_embd=c.hidden_size,
@@ -129,8 +152,14 @@ def read_hf_llama(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         rope_scaling=llama_rope_scaling(rope),
         n_kv_head=c.num_key_value_heads,
         tie_embeddings=c.tie_word_embeddings,
-        qkv_bias=qkv_bias,
+        qkv_bias=c.model_type == "qwen2",
     )
+
+
+def read_hf_llama(hf, source: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    c = hf.config
+    args = llama_args(c, source)
+    qkv_bias = args["qkv_bias"]
     theirs = hf.state_dict()
     state = {mine: theirs[name] for mine, name in llama_names(c.num_hidden_layers).items()}
     for i in range(c.num_hidden_layers):

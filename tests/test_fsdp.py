@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -259,3 +259,57 @@ def test_bf16_true_keeps_weights_and_adamw_state_in_bfloat16_and_learns(config):
     assert {t.dtype for t in moments} == {torch.bfloat16}
     first, last = evals(cfg.out_dir)[0]["val_loss"], evals(cfg.out_dir)[-1]["val_loss"]
     assert last < first - 0.3
+
+
+def test_memory_estimate_matches_the_tensors_each_process_holds(config, tmp_path):
+    """bench.py --memory's weights, gradients and AdamW state, against the tensors of a real step on two
+    processes: whole under DDP, shards under FSDP (the first process's the largest), float32 or bf16-true."""
+    cfg = config("memory", n_layer=3, n_embd=45, n_head=3)  # odd rows: shards of unequal size
+    script = tmp_path / "memory_probe.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from dataclasses import asdict, replace
+import torch
+import train
+from bench import estimate_memory, trained_model
+from configurator import TrainConfig
+from runtime import autocast_context, setup_runtime
+from torch.distributed.tensor import DTensor
+
+def nbytes(tensors):
+    tensors = [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+base = TrainConfig(**{asdict(cfg)!r})
+rt = setup_runtime("cpu", "float32", "gloo", group=True)
+run_weights = lambda true_bf16: torch.bfloat16 if true_bf16 else torch.float32
+for parallel in ("ddp", "fsdp"):
+    for dtype in ("float32", "bf16-true"):
+        cfg = replace(base, parallel=parallel, dtype=dtype, fsdp_reduce_every_micro_batch=parallel == "fsdp")
+        true_bf16 = dtype == "bf16-true"
+        run = replace(rt, dtype=torch.bfloat16 if true_bf16 else rt.dtype, param_dtype=run_weights(true_bf16))
+        state = train.initial_state(cfg, run, train.build_model(cfg, 50257))
+        x = torch.randint(0, 50257, (cfg.batch_size, cfg.block_size))
+        with autocast_context(run.device, run.dtype):
+            loss = state.model(x, x)[1]
+        loss.backward()
+        params = list(state.model.parameters())
+        state.optimizer.step()
+        moments = [v for s in state.optimizer.state.values() for k, v in s.items() if k != "step"]
+        held = dict(weights=nbytes(params), grads=nbytes(p.grad for p in params), adamw=nbytes(moments))
+        estimate = estimate_memory(trained_model(cfg), cfg, 2, parallel, true_bf16)
+        for part, value in held.items():
+            expected = getattr(estimate, part)
+            ok = value == expected if rt.rank == 0 else value <= expected
+            verdict = "ok" if ok else "WRONG"
+            print(f"rank {{rt.rank}} {{parallel}} {{dtype}} {{part}} {{value}} {{expected}} {{verdict}}")
+""")
+    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(script)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("rank")]
+    assert len(lines) == 2 * 2 * 2 * 3 and all(line.endswith(" ok") for line in lines), "\n".join(lines)
+    fsdp_weights = [line.split() for line in lines if "fsdp float32 weights" in line]
+    ddp_weights = [line.split() for line in lines if "ddp float32 weights" in line and "fsdp" not in line]
+    assert int(fsdp_weights[0][-3]) < int(ddp_weights[0][-3]) / 1.9  # sharded: about half each

@@ -223,7 +223,8 @@ def activation_bytes(model: GPT, cfg: TrainConfig, compute_bytes: int) -> int:
 def estimate_memory(model: GPT, cfg: TrainConfig, world_size: int, parallel: str, true_bf16: bool) -> Memory:
     """One process's memory under `parallel` with float32 weights (computing in the config's dtype) or bf16-true."""
     fsdp = parallel == "fsdp"
-    compute_bytes = 4 if cfg.dtype == "float32" else 2  # 'auto' is bfloat16 on the GPUs this is for
+    # 'auto' is bfloat16 on the GPUs this is for; bf16-true computes in bfloat16 whatever the config's dtype
+    compute_bytes = 4 if cfg.dtype == "float32" and not true_bf16 else 2
     weight_bytes = 2 if true_bf16 else 4
     params = list(model.parameters())  # a tied wte/lm_head once
     local = local_elements(params, world_size, fsdp)
@@ -244,7 +245,7 @@ def estimate_memory(model: GPT, cfg: TrainConfig, world_size: int, parallel: str
 def print_memory(cfg: TrainConfig, world_size: int) -> None:
     model = trained_model(cfg)
     params = sum(p.numel() for p in model.parameters())
-    compute = "float32" if cfg.dtype == "float32" else "bfloat16"
+    compute = "float32 (bf16-true: bfloat16)" if cfg.dtype == "float32" else "bfloat16"
     print(
         f"{params / 1e6:,.1f}M parameters ({model.config.n_layer} layers, width {model.config.n_embd}), "
         f"{world_size} processes, micro-batch {cfg.batch_size} x {model.config.block_size}, computing in {compute}"

@@ -24,6 +24,9 @@ inherit_parts = "all"
 # fresh_embedding_std = 1.0  # and that fresh wte is nn.Embedding's N(0, 1), not GPT-2's N(0, 0.02)
 # decay_1d_params = True  # their AdamW call decays every parameter, norm gains included
 # seed = 5000  # theirs is 5000 + rank; here batches are drawn by index in the global batch, so one seed serves all
+# Precision: their script (train.py's setup) takes bf16-mixed on one device, as this run: float32 weights under
+# bf16 autocast, dtype = "bfloat16" below. With more than one device it switches to FSDP and bf16-true; theirs then:
+# parallel = "fsdp"; dtype = "bf16-true"  # 8 bytes per parameter instead of 16 (docs/scale.md)
 data_dir = {
     "data/redpajama/arxiv": 2.5,
     "data/redpajama/book": 4.5,

@@ -25,3 +25,31 @@ def test_the_distill_variant_times_the_step_with_its_teacher(tmp_path, capsys):
     assert bench.main([*argv, f"--teacher={tmp_path / 'nowhere.pt'}"]) == 1
     err = capsys.readouterr().err
     assert "error: variant distill:" in err and "nowhere.pt" in err
+
+
+def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_path, capsys):
+    """A student of a checkpoint has the reference's width and vocabulary at its own depth; GPT-2 medium's
+    hub name needs no download. The parameter counts are those of the real models."""
+    import torch
+
+    from checkpoint import Checkpoint
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    reference = GPT(GPTConfig(n_layer=6, n_head=2, n_embd=32, block_size=64, vocab_size=1000, bias=False))
+    Checkpoint.of(reference).save(tmp_path / "ref.pt")
+    student = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}", "--n_layer=4", "--n_embd=32"]
+    assert bench.main(["--memory", "--nproc=2", *student, "--n_head=2", "--block_size=64"]) == 0
+    out = capsys.readouterr().out
+    params = sum(
+        p.numel()
+        for p in GPT(GPTConfig(n_layer=4, n_head=2, n_embd=32, vocab_size=1000, bias=False, block_size=64)).parameters()
+    )
+    assert out.startswith(f"{params / 1e6:,.1f}M parameters (4 layers, width 32), 2 processes")
+    medium = ["--init_from=inherit", "--inherit_from=gpt2-medium", "--n_layer=16", "--n_head=16", "--n_embd=1024"]
+    assert bench.main(["--memory", "--nproc=8", *medium]) == 0
+    with torch.device("meta"):
+        gpt2_16 = GPT(GPTConfig(n_layer=16, n_head=16, n_embd=1024, vocab_size=50257, bias=True))
+    assert capsys.readouterr().out.startswith(f"{sum(p.numel() for p in gpt2_16.parameters()) / 1e6:,.1f}M parameters")
+    assert bench.main(["--memory", "--init_from=inherit", f"--inherit_from={tmp_path / 'none.pt'}"]) == 1
+    assert "none.pt not found" in capsys.readouterr().err

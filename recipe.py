@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
-from checkpoint import Checkpoint, CheckpointError
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from grow import grow_rounds
@@ -345,11 +345,11 @@ def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float |
 
 
 def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
-    """Each model's zero-shot task scores (the reference's, and each run's ckpt.pt), kept in its folder's
+    """Each model's zero-shot task scores (the reference's, and each run's last checkpoint), kept in its folder's
     tasks.json so that a second call scores nothing again."""
     names = args.task_names
     for row in rows:
-        model = args.reference if row["method"] == "reference" else str(Path(row["out_dir"]) / "ckpt.pt")
+        model = args.reference if row["method"] == "reference" else str(latest_checkpoint(row["out_dir"]))
         saved = Path(row["out_dir"]) / "tasks.json"
         asked = {"tasks": names, "limit": args.tasks_limit}
         if saved.exists() and json.loads(saved.read_text())["asked"] == asked:

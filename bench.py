@@ -172,11 +172,15 @@ def trained_model(cfg: TrainConfig) -> GPT:
         vocab = (corpus_vocabulary(corpus) if corpus.is_dir() else None) or {"vocab_size": GPT2_VOCAB}
         args = cfg.scratch_model_args(vocab["vocab_size"])
     else:
+        if cfg.init_from == "inherit" and not cfg.inherit_from:
+            raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         sources = {"inherit": cfg.inherit_from, "resume": cfg.init_from == "resume" and latest_checkpoint(cfg.out_dir)}
         source = str(sources.get(cfg.init_from, cfg.init_from))
         args = read_hf_config(source) if is_hf_source(source) else Checkpoint.load(source, weights=False).model_args
         args = {k: v for k, v in args.items() if k != "scale_layer_idx"}  # of the source's depth; no memory
-        args["block_size"] = min(args["block_size"], cfg.block_size)
+        if args["block_size"] < cfg.block_size:  # train.py's own refusal
+            raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {args['block_size']}")
+        args["block_size"] = cfg.block_size
         if cfg.init_from == "inherit":
             args["n_layer"] = cfg.n_layer
     with torch.device("meta"):
@@ -236,13 +240,18 @@ def estimate_memory(model: GPT, cfg: TrainConfig, world_size: int, parallel: str
         gathered = (root + 2 * max(blocks)) * compute_bytes
         micro_batches = cfg.gradient_accumulation_steps // world_size
         if micro_batches > 1 and not cfg.fsdp_reduce_every_micro_batch:
-            grads += sum(p.numel() for p in params) * compute_bytes
+            grads += sum(p.numel() for p in params) * weight_bytes  # accumulated in the reduction's dtype
     setting = parallel + (" bf16-true" if true_bf16 else "")
     activations = activation_bytes(model, cfg, compute_bytes)
     return Memory(setting, local * weight_bytes, grads, 2 * local * weight_bytes, gathered, activations)
 
 
 def print_memory(cfg: TrainConfig, world_size: int) -> None:
+    if cfg.gradient_accumulation_steps % world_size:
+        raise ConfigError(
+            f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by {world_size} "
+            "processes: train.py would refuse it"
+        )
     model = trained_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     compute = "float32 (bf16-true: bfloat16)" if cfg.dtype == "float32" else "bfloat16"

@@ -198,13 +198,14 @@ def sharded_step(path: str | Path) -> Path | None:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path:
-    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded's latest, whichever has taken more
-    steps (a run may have switched between DDP and FSDP)."""
+    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded (its `latest`), whichever was written
+    last: a run may switch between DDP and FSDP, and a new run in an old folder writes one of the two."""
     out_dir = Path(out_dir)
-    candidates = [p for p in (out_dir / "ckpt.pt", out_dir / SHARDED) if p.is_file() or sharded_step(p)]
+    written = {out_dir / "ckpt.pt": out_dir / "ckpt.pt", out_dir / SHARDED: out_dir / SHARDED / "latest"}
+    candidates = [p for p in written if p.is_file() or sharded_step(p)]
     if not candidates:
-        raise CheckpointError(f"nothing to resume in {out_dir}: no ckpt.pt and no sharded checkpoint")
-    return max(candidates, key=lambda p: Checkpoint.load(p, weights=False).iter_num)
+        raise CheckpointError(f"no checkpoint found in {out_dir}: neither ckpt.pt nor sharded/latest")
+    return max(candidates, key=lambda p: written[p].stat().st_mtime_ns)
 
 
 def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint,
@@ -299,8 +300,10 @@ def _add_consolidate_arguments(p) -> None:
 
 def _consolidate_command(args) -> int:
     try:
+        if Path(args.out).is_dir():
+            raise CheckpointError(f"{args.out} is a folder: name the file to write, e.g. {Path(args.out) / 'ckpt.pt'}")
         ckpt = consolidate(args.source, args.out)
-    except CheckpointError as e:
+    except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: step {ckpt.iter_num}, {ckpt.tokens or 0:,} tokens, {len(ckpt.model)} tensors")

@@ -148,11 +148,15 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     complete, so a crash at any moment leaves either the old file or the new one, never half of it."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a write that failed leaves nothing behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: str | Path, record: object) -> None:

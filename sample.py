@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError, load_model
+from checkpoint import CheckpointError, latest_checkpoint, load_model
 from data.tokenizer import corpus_codec, hf_tokenizer_name
 from runtime import autocast_context, resolve_device_name, resolve_dtype
 
@@ -34,7 +34,9 @@ def parse_bool(text: str) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_help = "'resume' (out_dir/ckpt.pt), a checkpoint, or a Hugging Face model; --init_from is nanoGPT's name"
+    model_help = (
+        "'resume' (out_dir's last checkpoint), a checkpoint, or a Hugging Face model; --init_from is nanoGPT's name"
+    )
     p.add_argument("--model", "--init_from", dest="model", default="resume", help=model_help)
     p.add_argument("--out_dir", default="out", help="training folder, read with --model=resume")
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')
@@ -58,7 +60,7 @@ def read_prompt(start: str) -> str:
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
-    source = Path(args.out_dir) / "ckpt.pt" if args.model == "resume" else args.model
+    source = latest_checkpoint(args.out_dir) if args.model == "resume" else args.model
     model, ckpt = load_model(source, device)
     model.eval()
     if args.compile:

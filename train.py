@@ -114,6 +114,11 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         else:
             model, ckpt = load_model(source, dropout=cfg.dropout)
         start = Start(model, ckpt, shards, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
+        if model.config.block_size != cfg.block_size:  # AdamW's moments of wpe have the checkpoint's positions
+            raise ConfigError(
+                f"a resumed run keeps its block_size, {model.config.block_size}: to train at {cfg.block_size}, "
+                f"start a new run from the checkpoint (init_from={source}), which crops it"
+            )
     else:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
@@ -508,13 +513,36 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
 
 def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
     betas = (cfg.beta1, cfg.beta2)
-    return model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params)
+    optimizer = model.configure_optimizers(
+        cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
+    )
+    create_adamw_state(optimizer)
+    return optimizer
+
+
+def create_adamw_state(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's state as its first step creates it (zero moments, step 0), made now: a checkpoint written
+    before the first step holds it, and DCP's get_state_dict finds it instead of creating it by a zero step
+    of its own, which would leave step 1 and so every later bias correction off by one step."""
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0  # the step moves no weight (weight decay too scales by 1 - lr * wd)
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    for state in optimizer.state.values():
+        state["step"].zero_()
 
 
 def named_optimizer_state(model: GPT, optimizer: torch.optim.Optimizer, state: dict) -> dict:
     """A checkpoint's AdamW state in torch's format (parameters by number) keyed by parameter name instead,
-    through an optimizer of the unsharded model: the form FSDP's optimizer loads, in shards."""
-    optimizer.load_state_dict(state)
+    through an optimizer of the unsharded model: the form FSDP's optimizer loads, in shards. A checkpoint
+    without state (written before the first step by an older version) keeps the optimizer's fresh one."""
+    if state["state"]:
+        optimizer.load_state_dict(state)
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
 
 

@@ -53,3 +53,12 @@ def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_
     assert capsys.readouterr().out.startswith(f"{sum(p.numel() for p in gpt2_16.parameters()) / 1e6:,.1f}M parameters")
     assert bench.main(["--memory", "--init_from=inherit", f"--inherit_from={tmp_path / 'none.pt'}"]) == 1
     assert "none.pt not found" in capsys.readouterr().err
+    refused = {  # what train.py refuses, refused before estimating
+        "--nproc=3": "gradient_accumulation_steps 40 is not divisible by 3 processes",
+        "--init_from=inherit": "init_from='inherit' needs inherit_from",
+        "--block_size=128": "block_size 128 exceeds the source model's 64",
+    }
+    for arg, message in refused.items():
+        extra = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}"] if "block" in arg else []
+        assert bench.main(["--memory", *extra, arg]) == 2
+        assert message in capsys.readouterr().err

@@ -263,7 +263,8 @@ def test_bf16_true_keeps_weights_and_adamw_state_in_bfloat16_and_learns(config):
 
 def test_memory_estimate_matches_the_tensors_each_process_holds(config, tmp_path):
     """bench.py --memory's weights, gradients and AdamW state, against the tensors of a real step on two
-    processes: whole under DDP, shards under FSDP (the first process's the largest), float32 or bf16-true."""
+    processes: whole under DDP, shards under FSDP (the first process's the largest), float32 or bf16-true;
+    and the unsharded gradients FSDP holds between micro-batches."""
     cfg = config("memory", n_layer=3, n_embd=45, n_head=3)  # odd rows: shards of unequal size
     script = tmp_path / "memory_probe.py"
     script.write_text(f"""
@@ -304,12 +305,78 @@ for parallel in ("ddp", "fsdp"):
             ok = value == expected if rt.rank == 0 else value <= expected
             verdict = "ok" if ok else "WRONG"
             print(f"rank {{rt.rank}} {{parallel}} {{dtype}} {{part}} {{value}} {{expected}} {{verdict}}")
+
+# Computing in bfloat16 over float32 weights, a micro-batch whose reduction is held back leaves every unit's
+# unsharded gradients, accumulated in the float32 of the reduction (FSDP2's own record of them).
+cfg = replace(base, parallel="fsdp", dtype="bfloat16", gradient_accumulation_steps=4)
+run = replace(rt, dtype=torch.bfloat16)
+state = train.initial_state(cfg, run, train.build_model(cfg, 50257))
+x = torch.randint(0, 50257, (cfg.batch_size, cfg.block_size))
+with train.fsdp_no_sync(state.model):
+    with autocast_context(run.device, run.dtype):
+        loss = state.model(x, x)[1]
+    loss.backward()
+units = [m._get_fsdp_state()._fsdp_param_group for m in state.model.modules() if hasattr(m, "_get_fsdp_state")]
+grads = [fp.unsharded_accumulated_grad if fp.unsharded_accumulated_grad is not None else fp._unsharded_param.grad
+         for unit in units if unit is not None for fp in unit.fsdp_params]
+every = replace(cfg, fsdp_reduce_every_micro_batch=True)
+expected = estimate_memory(trained_model(cfg), cfg, 2, "fsdp", False).grads
+expected -= estimate_memory(trained_model(every), every, 2, "fsdp", False).grads
+verdict = "ok" if nbytes(g for g in grads if g is not None) == expected else "WRONG"
+print(f"rank {{rt.rank}} fsdp bfloat16 held {{nbytes(g for g in grads if g is not None)}} {{expected}} {{verdict}}")
 """)
     cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(script)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("rank")]
-    assert len(lines) == 2 * 2 * 2 * 3 and all(line.endswith(" ok") for line in lines), "\n".join(lines)
+    assert len(lines) == 2 * 2 * 2 * 3 + 2 and all(line.endswith(" ok") for line in lines), "\n".join(lines)
     fsdp_weights = [line.split() for line in lines if "fsdp float32 weights" in line]
     ddp_weights = [line.split() for line in lines if "ddp float32 weights" in line and "fsdp" not in line]
     assert int(fsdp_weights[0][-3]) < int(ddp_weights[0][-3]) / 1.9  # sharded: about half each
+
+
+def test_a_checkpoint_written_before_the_first_step_resumes_exactly(config, baseline, monkeypatch):
+    """A stop before the first step checkpoints AdamW's fresh state (step 0): the resumed run takes the
+    uninterrupted run's steps, its bias corrections not one step ahead."""
+    cfg = replace(baseline, out_dir=config("stopped-at-0").out_dir, parallel="fsdp")
+    with monkeypatch.context() as m:
+        m.setattr(train.StopSignal, "requested", lambda self, rt: True)
+        train.train(cfg)
+    saved = read_sharded(sharded_step(Path(cfg.out_dir) / "sharded"), optimizer=True)
+    assert saved.iter_num == 0 and {s["step"].item() for s in saved.optimizer["state"].values()} == {0.0}
+    train.train(replace(cfg, init_from="resume"))
+    assert_same_run(Path(baseline.out_dir), Path(cfg.out_dir), iters=range(1, 9))
+
+
+def test_resume_continues_the_checkpoint_written_last_in_a_reused_folder(config, baseline):
+    """An old DDP run's ckpt.pt of 8 steps, then a new FSDP run of 4 in the same folder: resume continues the
+    new one."""
+    import shutil
+
+    out_dir = config("reused").out_dir
+    shutil.copytree(baseline.out_dir, out_dir)
+    new = replace(baseline, out_dir=out_dir, parallel="fsdp", n_layer=1, max_iters=4)
+    train.train(new)
+    train.train(replace(new, init_from="resume", max_iters=6))
+    resumed = Checkpoint.load(Path(out_dir) / "sharded", weights=False)
+    assert resumed.iter_num == 6 and resumed.model_args["n_layer"] == 1
+
+
+def test_consolidate_into_a_folder_is_refused_and_leaves_nothing(fsdp_gpt2, tmp_path):
+    cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(fsdp_gpt2.out_dir) / "sharded"), str(tmp_path)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 1 and "is a folder: name the file to write" in result.stderr
+    assert "Traceback" not in result.stderr and not tmp_path.with_name(tmp_path.name + ".tmp").exists()
+    missing = tmp_path / "no" / "such" / "ckpt.pt"
+    result = subprocess.run(cmd[:-1] + [str(missing)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "No such file" in result.stderr
+
+
+def test_sample_resumes_a_sharded_run_folder(fsdp_gpt2, capsys):
+    import sample
+
+    assert (
+        sample.main(["--out_dir", fsdp_gpt2.out_dir, "--max_new_tokens", "5", "--num_samples", "1", "--device", "cpu"])
+        == 0
+    )
+    assert capsys.readouterr().out.strip()

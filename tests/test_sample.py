@@ -87,7 +87,7 @@ def test_a_hugging_face_folder_samples_gpt2_text(tmp_path, capsys):
 
 def test_missing_checkpoint_and_bad_flags_are_clear_errors(tmp_path, capsys):
     code, _, err = run_sample(capsys, f"--out_dir={tmp_path}")
-    assert code == 1 and "not found" in err
+    assert code == 1 and f"no checkpoint found in {tmp_path}: neither ckpt.pt nor sharded/latest" in err
     with pytest.raises(SystemExit):
         sample.main(["--compile=yes"])
     assert "expected True or False, got 'yes'" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import torch
 
 import train
 from checkpoint import Checkpoint, load_model
-from configurator import TrainConfig
+from configurator import ConfigError, TrainConfig
 from data.format import write_meta
 from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
 from tests.conftest import CodeOnUnpickle
@@ -364,3 +364,11 @@ def test_wandb_logs_offline_without_network(tiny_config):
     cfg = tiny_config(max_iters=2, wandb_log=True, wandb_mode="offline", wandb_run_name="test")
     train.train(cfg)
     assert list((Path(cfg.out_dir) / "wandb").glob("offline-run-*"))
+
+
+def test_a_resume_with_another_block_size_is_refused(tiny_config):
+    """AdamW's moments of wpe have the checkpoint's positions: cropping on resume would pair them with a
+    smaller wpe."""
+    train.train(tiny_config(max_iters=4))
+    with pytest.raises(ConfigError, match="a resumed run keeps its block_size, 32: to train at 16, start a new run"):
+        train.train(tiny_config(max_iters=8, init_from="resume", block_size=16))

@@ -93,7 +93,7 @@ mutation: mutation-network mutation-methods mutation-scaling
 test: $(VENV)/installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) out-* .pytest_cache

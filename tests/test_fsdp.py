@@ -271,6 +271,7 @@ def test_memory_estimate_matches_the_tensors_each_process_holds(config, tmp_path
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 from dataclasses import asdict, replace
+from pathlib import Path
 import torch
 import train
 from bench import estimate_memory, trained_model
@@ -284,6 +285,7 @@ def nbytes(tensors):
 
 base = TrainConfig(**{asdict(cfg)!r})
 rt = setup_runtime("cpu", "float32", "gloo", group=True)
+report = []
 run_weights = lambda true_bf16: torch.bfloat16 if true_bf16 else torch.float32
 for parallel in ("ddp", "fsdp"):
     for dtype in ("float32", "bf16-true"):
@@ -304,7 +306,7 @@ for parallel in ("ddp", "fsdp"):
             expected = getattr(estimate, part)
             ok = value == expected if rt.rank == 0 else value <= expected
             verdict = "ok" if ok else "WRONG"
-            print(f"rank {{rt.rank}} {{parallel}} {{dtype}} {{part}} {{value}} {{expected}} {{verdict}}")
+            report.append(f"rank {{rt.rank}} {{parallel}} {{dtype}} {{part}} {{value}} {{expected}} {{verdict}}")
 
 # Computing in bfloat16 over float32 weights, a micro-batch whose reduction is held back leaves every unit's
 # unsharded gradients, accumulated in the float32 of the reduction (FSDP2's own record of them).
@@ -322,13 +324,15 @@ grads = [fp.unsharded_accumulated_grad if fp.unsharded_accumulated_grad is not N
 every = replace(cfg, fsdp_reduce_every_micro_batch=True)
 expected = estimate_memory(trained_model(cfg), cfg, 2, "fsdp", False).grads
 expected -= estimate_memory(trained_model(every), every, 2, "fsdp", False).grads
-verdict = "ok" if nbytes(g for g in grads if g is not None) == expected else "WRONG"
-print(f"rank {{rt.rank}} fsdp bfloat16 held {{nbytes(g for g in grads if g is not None)}} {{expected}} {{verdict}}")
+held = nbytes(g for g in grads if g is not None)
+report.append(f"rank {{rt.rank}} fsdp bfloat16 held {{held}} {{expected}} {{'ok' if held == expected else 'WRONG'}}")
+# a file per process: their lines on one stdout can interleave
+Path({str(tmp_path)!r}, f"rank{{rt.rank}}.txt").write_text("\\n".join(report))
 """)
     cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(script)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("rank")]
+    lines = [line for rank in (0, 1) for line in (tmp_path / f"rank{rank}.txt").read_text().splitlines()]
     assert len(lines) == 2 * 2 * 2 * 3 + 2 and all(line.endswith(" ok") for line in lines), "\n".join(lines)
     fsdp_weights = [line.split() for line in lines if "fsdp float32 weights" in line]
     ddp_weights = [line.split() for line in lines if "ddp float32 weights" in line and "fsdp" not in line]
@@ -380,3 +384,24 @@ def test_sample_resumes_a_sharded_run_folder(fsdp_gpt2, capsys):
         == 0
     )
     assert capsys.readouterr().out.strip()
+
+
+def test_an_inherited_student_distilled_on_a_mixture_under_fsdp_takes_one_process_steps(config, fsdp_gpt2, python_dir):
+    """What train.py does on one process holds under FSDP: an Inheritune student (1 of the reference's 2
+    blocks), distilled from the reference, on a mixture of two corpora with a val loss for each; the
+    reference and the teacher read from the FSDP run's sharded checkpoints as they are."""
+    sharded = Path(fsdp_gpt2.out_dir) / "sharded"
+    mixture = {fsdp_gpt2.data_dir: 0.5, str(python_dir): 0.5}
+    student = dict(init_from="inherit", inherit_from=str(sharded), n_layer=1, teacher=str(sharded / "best"))
+    student["data_dir"] = mixture
+    one = config("student-one", **student)
+    train.train(one)
+    two = replace(one, out_dir=config("student-fsdp").out_dir, parallel="fsdp")
+    torchrun(two)
+    assert_same_run(Path(one.out_dir), Path(two.out_dir))
+    assert set(evals(two.out_dir)[-1]["val_losses"]) == set(mixture)
+    assert all(r["train_kl"] > 0 for r in metrics(two.out_dir) if r["kind"] == "train")  # the teacher took part
+    assert_same_weights(
+        Checkpoint.load(Path(one.out_dir) / "ckpt.pt").model, Checkpoint.load(Path(two.out_dir) / "sharded").model
+    )
+    assert Checkpoint.load(Path(two.out_dir) / "sharded", weights=False).inherit["layers"] == [0]

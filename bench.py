@@ -32,7 +32,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -182,6 +182,10 @@ def trained_model(cfg: TrainConfig) -> GPT:
             raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {args['block_size']}")
         args["block_size"] = cfg.block_size
         if cfg.init_from == "inherit":
+            if cfg.n_layer > args["n_layer"]:  # inherit.py's own refusal
+                raise ConfigError(
+                    f"the student asks for {cfg.n_layer} layers but the reference has only {args['n_layer']}"
+                )
             args["n_layer"] = cfg.n_layer
     with torch.device("meta"):
         return GPT(GPTConfig.from_model_args(args))
@@ -254,7 +258,7 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
         )
     model = trained_model(cfg)
     params = sum(p.numel() for p in model.parameters())
-    compute = "float32 (bf16-true: bfloat16)" if cfg.dtype == "float32" else "bfloat16"
+    compute = {"float32": "float32 (bf16-true: bfloat16)", "float16": "float16"}.get(cfg.dtype, "bfloat16")
     print(
         f"{params / 1e6:,.1f}M parameters ({model.config.n_layer} layers, width {model.config.n_embd}), "
         f"{world_size} processes, micro-batch {cfg.batch_size} x {model.config.block_size}, computing in {compute}"
@@ -265,13 +269,24 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
         f"{'GiB per process':<16} {'weights':>8} {'grads':>8} {'AdamW':>8} {'gathered':>9} "
         f"{'activations':>12} {'total':>8}"
     )
-    for parallel in ("ddp", "fsdp"):
+    host = []
+    for parallel in ("ddp", "fsdp") if cfg.dtype != "float16" else ("ddp",):
         for true_bf16 in (False, True):
             m = estimate_memory(model, cfg, world_size, parallel, true_bf16)
+            if parallel == "fsdp" and cfg.cpu_offload:  # FSDP keeps them in host memory, the AdamW step too
+                host.append(m.weights + m.grads + m.adamw)
+                m = replace(m, weights=0, grads=0, adamw=0)
             print(
                 f"{m.setting:<16} {m.weights / gib:>8.2f} {m.grads / gib:>8.2f} {m.adamw / gib:>8.2f} "
                 f"{m.gathered / gib:>9.2f} {m.activations / gib:>12.2f} {m.total / gib:>8.2f}"
             )
+    if cfg.dtype == "float16":
+        print("fsdp: refused with float16 (train.py's FSDP computes in bfloat16 or float32)")
+    if host:
+        print(
+            f"cpu_offload: FSDP's weights, gradients and AdamW state are in CPU memory, {host[0] / gib:.2f} GiB "
+            f"per process ({host[1] / gib:.2f} bf16-true)"
+        )
     print("activations are an estimate (Korthikanti et al. 2022); the CUDA context and allocator slack come on top")
 
 

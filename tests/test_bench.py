@@ -1,3 +1,7 @@
+import re
+
+import pytest
+
 import bench
 
 
@@ -57,8 +61,41 @@ def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_
         "--nproc=3": "gradient_accumulation_steps 40 is not divisible by 3 processes",
         "--init_from=inherit": "init_from='inherit' needs inherit_from",
         "--block_size=128": "block_size 128 exceeds the source model's 64",
+        "--n_layer=7 --block_size=64": "the student asks for 7 layers but the reference has only 6",
     }
     for arg, message in refused.items():
-        extra = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}"] if "block" in arg else []
-        assert bench.main(["--memory", *extra, arg]) == 2
+        inherits = "_size" in arg or "n_layer" in arg
+        extra = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}"] if inherits else []
+        assert bench.main(["--memory", *extra, *arg.split()]) == 2
         assert message in capsys.readouterr().err
+
+
+def table(out: str) -> dict[str, list[float]]:
+    """bench.py --memory's rows: setting -> GiB of weights, grads, AdamW, gathered, activations, total."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith(("ddp ", "fsdp ")):
+            rows[line[:16].strip()] = [float(x) for x in line[16:].split()]
+    return rows
+
+
+def test_memory_of_float16_and_cpu_offload_says_what_train_py_would_do(capsys):
+    """float16: DDP only (train.py refuses FSDP with it) and labelled float16; cpu_offload: FSDP's weights,
+    gradients and AdamW state are counted in host memory, not on the GPU."""
+    gpt2 = ["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=4"]
+    assert bench.main(["--memory", "--nproc=8", *gpt2, "--dtype=float16"]) == 0
+    out = capsys.readouterr().out
+    assert "computing in float16" in out and set(table(out)) == {"ddp", "ddp bf16-true"}
+    assert "fsdp: refused with float16" in out
+    assert bench.main(["--memory", "--nproc=8", *gpt2, "--dtype=bfloat16"]) == 0
+    plain = table(capsys.readouterr().out)
+    assert (
+        bench.main(["--memory", "--nproc=8", *gpt2, "--dtype=bfloat16", "--parallel=fsdp", "--cpu_offload=True"]) == 0
+    )
+    out = capsys.readouterr().out
+    offload = table(out)
+    assert offload["ddp"] == plain["ddp"]
+    for setting in ("fsdp", "fsdp bf16-true"):
+        assert offload[setting][:3] == [0.0, 0.0, 0.0] and offload[setting][3:5] == plain[setting][3:5]
+    host = re.search(r"cpu_offload: FSDP's weights, gradients and AdamW state are in CPU memory, ([\d.]+) GiB", out)
+    assert float(host[1]) == pytest.approx(sum(plain["fsdp"][:3]), abs=0.02)

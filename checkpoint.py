@@ -18,6 +18,7 @@ the files `latest` and `best` name a step folder. Any number of processes, shard
 from __future__ import annotations
 
 import hashlib
+import pickle
 import shutil
 import sys
 import time
@@ -186,15 +187,25 @@ def source_sha256(source: str | Path) -> str:
 
 def sharded_step(path: str | Path) -> Path | None:
     """The step folder of a sharded checkpoint that `path` names: out_dir/sharded (its latest), a pointer file
-    in it (latest, best), or a step folder; None where `path` is none of these."""
+    in it (latest, best), or a step folder; None where `path` is none of these. A pointer that names no
+    complete step folder is an error: it must never let a reader pass over to another checkpoint."""
     path = Path(path)
     if path.is_dir() and (path / "latest").is_file():
         path = path / "latest"
     if path.is_file() and path.name in POINTERS:
-        path = path.parent / path.read_text().strip()
-    if path.is_dir() and (path / META).is_file() and (path / ".metadata").is_file():
-        return path
-    return None
+        pointer = f"{path.parent.name}/{path.name}"
+        try:
+            name = path.read_text().strip()
+        except (UnicodeDecodeError, OSError) as e:
+            raise CheckpointError(f"{pointer} is not the name of a step folder ({path}: {e})") from e
+        if not is_step_folder(path.parent / name):
+            raise CheckpointError(f"{pointer} names {name}, which is missing or incomplete in {path.parent}")
+        return path.parent / name
+    return path if is_step_folder(path) else None
+
+
+def is_step_folder(path: Path) -> bool:
+    return path.is_dir() and (path / META).is_file() and (path / ".metadata").is_file()
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path:
@@ -240,6 +251,7 @@ def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     of processes: DCP reads each process's part of every tensor. Collective where a process group exists."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict, set_state_dict
 
     if optimizer is None:
@@ -247,14 +259,53 @@ def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     else:
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optimizer_state}
+    check_metadata(step)
     with warnings.catch_warnings():
         if not dist.is_initialized():  # DCP warns that it reads in this one process: what is meant here
             warnings.simplefilter("ignore", UserWarning)
         try:
             dcp.load(state, checkpoint_id=step)
-        except Exception as e:  # DCP raises CheckpointException wrapping each process's error
+        except CheckpointException as e:  # each process's error, with its traceback: say the errors only
+            errors = {f"{type(err).__name__}: {err}" for err, _ in e.failures.values()}
+            raise CheckpointError(f"cannot read the sharded checkpoint {step}: {'; '.join(sorted(errors))}") from e
+        except Exception as e:
             raise CheckpointError(f"cannot read the sharded checkpoint {step}: {e}") from e
     set_state_dict(model, optimizer or [], model_state_dict=state["model"], optim_state_dict=state.get("optim", {}))
+
+
+# What a DCP .metadata file is made of: the classes its pickle may name, and nothing that runs code.
+DCP_METADATA_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+    *(
+        ("torch.distributed.checkpoint.metadata", name)
+        for name in (
+            "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+            "ChunkStorageMetadata", "BytesStorageMetadata", "_MEM_FORMAT_ENCODING",
+        )
+    ),
+}  # fmt: skip
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        dtype = module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        if (module, name) not in DCP_METADATA_GLOBALS and not dtype:
+            raise pickle.UnpicklingError(f"{module}.{name} is refused: a checkpoint's metadata names no code")
+        return super().find_class(module, name)
+
+
+def check_metadata(step: Path) -> None:
+    """Read a step's .metadata with an unpickler of DCP's own classes only, before DCP's pickle.load reads
+    it: a checkpoint must never run code."""
+    try:
+        with open(step / ".metadata", "rb") as f:
+            MetadataUnpickler(f).load()
+    except Exception as e:  # a truncated pickle fails in many ways
+        raise CheckpointError(f"cannot read the sharded checkpoint {step}: .metadata: {e}") from e
 
 
 def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> Checkpoint:
@@ -288,6 +339,8 @@ def consolidate(source: str | Path, out: str | Path) -> Checkpoint:
     step = sharded_step(source)
     if step is None:
         raise CheckpointError(f"{source} is no sharded checkpoint (a step folder, or a folder with `latest`)")
+    if Path(out).resolve().is_relative_to(step.parent.resolve()):
+        raise CheckpointError(f"{out} is inside the sharded checkpoint {step.parent}: write the file elsewhere")
     ckpt = read_sharded(step, optimizer=True)
     ckpt.save(out)
     return ckpt

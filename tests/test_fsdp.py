@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import Checkpoint, read_sharded, sharded_step
+from checkpoint import Checkpoint, CheckpointError, read_sharded, sharded_step
 from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from model import GPT, NANOGPT_FIELDS, GPTConfig
@@ -405,3 +405,72 @@ def test_an_inherited_student_distilled_on_a_mixture_under_fsdp_takes_one_proces
         Checkpoint.load(Path(one.out_dir) / "ckpt.pt").model, Checkpoint.load(Path(two.out_dir) / "sharded").model
     )
     assert Checkpoint.load(Path(two.out_dir) / "sharded", weights=False).inherit["layers"] == [0]
+
+
+def copy_of_run(run: TrainConfig, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run.out_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+
+
+def test_a_sharded_checkpoint_whose_metadata_carries_code_is_refused_without_running_it(fsdp_gpt2, tmp_path):
+    """DCP pickles .metadata; reading it must run no code, as torch.load(weights_only=True) for a ckpt.pt."""
+    import pickle
+
+    from tests.conftest import CodeOnUnpickle
+
+    run = copy_of_run(fsdp_gpt2, tmp_path)
+    marker = tmp_path / "ran"
+    step = sharded_step(run / "sharded")
+    (step / ".metadata").write_bytes(pickle.dumps(CodeOnUnpickle(marker)))
+    for args in (["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"],
+                 ["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")]):  # fmt: skip
+        result = command(*args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"cannot read the sharded checkpoint {step}" in result.stderr and "refused" in result.stderr
+        assert not marker.exists()
+
+
+def test_a_truncated_shard_is_a_clear_error_for_every_reader(fsdp_gpt2, tmp_path):
+    run = copy_of_run(fsdp_gpt2, tmp_path)
+    step = sharded_step(run / "sharded")
+    shard = step / "__0_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    for args in (["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")],
+                 ["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"]):  # fmt: skip
+        result = command(*args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert f"cannot read the sharded checkpoint {step}" in result.stderr
+    with pytest.raises(CheckpointError, match="cannot read the sharded checkpoint"):
+        train.train(replace(fsdp_gpt2, out_dir=str(run), init_from="resume", max_iters=10))
+
+
+def test_a_pointer_naming_no_checkpoint_is_refused_not_passed_over(config, fsdp_gpt2, baseline, tmp_path):
+    """`latest` naming a removed step folder must not send a resume back to an older ckpt.pt in the folder,
+    and an unreadable pointer is named."""
+    import shutil
+
+    run = copy_of_run(fsdp_gpt2, tmp_path)
+    shutil.copy(Path(baseline.out_dir) / "ckpt.pt", run / "ckpt.pt")
+    os.utime(run / "ckpt.pt", ns=(0, 0))  # written before the sharded checkpoints
+    missing = sharded_step(run / "sharded").name
+    shutil.rmtree(run / "sharded" / missing)
+    with pytest.raises(CheckpointError, match=f"sharded/latest names {missing}, which is missing or incomplete"):
+        train.train(replace(fsdp_gpt2, out_dir=str(run), init_from="resume", max_iters=10))
+    (run / "sharded" / "latest").write_bytes(b"\x80\x02garbage")
+    result = command("sample.py", f"--model={run / 'sharded'}", "--device=cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "sharded/latest is not the name of a step folder" in result.stderr
+
+
+def test_consolidate_refuses_to_write_into_the_sharded_folder(fsdp_gpt2, tmp_path):
+    run = copy_of_run(fsdp_gpt2, tmp_path)
+    latest = (run / "sharded" / "latest").read_text()
+    result = command("checkpoint.py", "consolidate", str(run / "sharded"), str(run / "sharded" / "latest"))
+    assert result.returncode == 1 and "inside the sharded checkpoint" in result.stderr
+    assert (run / "sharded" / "latest").read_text() == latest

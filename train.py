@@ -114,6 +114,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         else:
             model, ckpt = load_model(source, dropout=cfg.dropout)
         start = Start(model, ckpt, shards, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
+        refuse_another_model(cfg, ckpt, source)
         if model.config.block_size != cfg.block_size:  # AdamW's moments of wpe have the checkpoint's positions
             raise ConfigError(
                 f"a resumed run keeps its block_size, {model.config.block_size}: to train at {cfg.block_size}, "
@@ -129,6 +130,22 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     if model.config.block_size > cfg.block_size:
         model.crop_block_size(cfg.block_size)
     return start
+
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx")  # the config's shape keys
+
+
+def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
+    """A resume trains the checkpoint's model whatever the config says: a config that asks for another shape
+    than the run's own config did is refused, not ignored (config.json would record the shape not trained)."""
+    written = ckpt.config or {}
+    changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in MODEL_KEYS
+               if key in written and written[key] != getattr(cfg, key)]  # fmt: skip
+    if changed:
+        raise ConfigError(
+            f"a resumed run keeps its model: {', '.join(changed)}; to train another, start a new run from the "
+            f"checkpoint (init_from={source}) or from scratch"
+        )
 
 
 # ----------------------------------------------------------------------------- data

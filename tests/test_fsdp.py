@@ -76,8 +76,9 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module")
 def config(shakespeare_dir, tmp_path_factory):
-    """A 2-layer config whose runs clip their gradients (grad_clip far below the norm), accumulate two
-    micro-batches, and estimate losses from 3 batches (uneven over 2 processes)."""
+    """A 2-layer config whose runs clip their gradients (grad_clip far below the norm), accumulate four
+    micro-batches (two per process of two: FSDP holds back the first's reduction), and estimate losses from
+    3 batches (uneven over 2 processes)."""
     root = tmp_path_factory.mktemp("fsdp")
 
     def make(name: str, **overrides) -> TrainConfig:
@@ -91,7 +92,7 @@ def config(shakespeare_dir, tmp_path_factory):
             n_embd=32,
             block_size=32,
             batch_size=4,
-            gradient_accumulation_steps=2,
+            gradient_accumulation_steps=4,
             learning_rate=3e-3,
             warmup_iters=2,
             max_iters=8,
@@ -138,7 +139,7 @@ def test_fsdp_takes_the_steps_of_one_process_tied_gpt2(baseline, fsdp_gpt2):
     assert_same_run(Path(baseline.out_dir), Path(fsdp_gpt2.out_dir))
     assert not (Path(fsdp_gpt2.out_dir) / "ckpt.pt").exists()  # sharded checkpoints only
     sharded = Checkpoint.load(Path(fsdp_gpt2.out_dir) / "sharded")
-    assert sharded.iter_num == 8 and sharded.tokens == 8 * 2 * 4 * 32
+    assert sharded.iter_num == 8 and sharded.tokens == 8 * 4 * 4 * 32
     assert_same_weights(Checkpoint.load(Path(baseline.out_dir) / "ckpt.pt").model, sharded.model)
 
 

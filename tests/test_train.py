@@ -372,3 +372,16 @@ def test_a_resume_with_another_block_size_is_refused(tiny_config):
     train.train(tiny_config(max_iters=4))
     with pytest.raises(ConfigError, match="a resumed run keeps its block_size, 32: to train at 16, start a new run"):
         train.train(tiny_config(max_iters=8, init_from="resume", block_size=16))
+
+
+def test_a_resume_that_asks_for_another_model_is_refused_not_ignored(tiny_config):
+    """The checkpoint's model continues; a resume whose config asks for another shape would train it while
+    config.json recorded the other."""
+    train.train(tiny_config(max_iters=4))
+    config_json = (Path(tiny_config().out_dir) / "config.json").read_text()
+    with pytest.raises(
+        ConfigError, match=r"a resumed run keeps its model: n_layer 2 \(asked 3\), n_embd 32 \(asked 64"
+    ):
+        train.train(tiny_config(max_iters=8, init_from="resume", n_layer=3, n_embd=64))
+    assert (Path(tiny_config().out_dir) / "config.json").read_text() == config_json
+    train.train(tiny_config(max_iters=8, init_from="resume", dropout=0.1))  # not the shape: dropout may change

@@ -51,33 +51,35 @@ def python_dir(tmp_path_factory) -> Path:
     return out
 
 
+def tiny_values(data_dir: Path) -> dict:
+    """A 2-layer model that trains at tens of steps per second on a CPU core: TrainConfig's values."""
+    return dict(
+        data_dir=str(data_dir),
+        device="cpu",
+        compile=False,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        block_size=32,
+        batch_size=4,
+        gradient_accumulation_steps=2,
+        learning_rate=3e-3,
+        warmup_iters=2,
+        max_iters=20,
+        lr_decay_iters=20,
+        min_lr=3e-4,
+        eval_interval=10,
+        eval_iters=4,
+        log_interval=1,
+    )
+
+
 @pytest.fixture
 def tiny_config(shakespeare_dir, tmp_path):
-    """A 2-layer model that trains at tens of steps per second on a CPU core."""
+    """tiny_values as a TrainConfig, written to tmp_path/out unless overridden."""
 
     def make(**overrides) -> TrainConfig:
-        values = dict(
-            out_dir=str(tmp_path / "out"),
-            data_dir=str(shakespeare_dir),
-            device="cpu",
-            compile=False,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-            block_size=32,
-            batch_size=4,
-            gradient_accumulation_steps=2,
-            learning_rate=3e-3,
-            warmup_iters=2,
-            max_iters=20,
-            lr_decay_iters=20,
-            min_lr=3e-4,
-            eval_interval=10,
-            eval_iters=4,
-            log_interval=1,
-        )
-        values.update(overrides)
-        return TrainConfig(**values)
+        return TrainConfig(**tiny_values(shakespeare_dir) | {"out_dir": str(tmp_path / "out")} | overrides)
 
     return make
 

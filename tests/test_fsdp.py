@@ -18,7 +18,7 @@ from checkpoint import Checkpoint, CheckpointError, read_sharded, sharded_step
 from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from model import GPT, NANOGPT_FIELDS, GPTConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_values
 from tests.test_train import as_args, metrics, train_losses
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -84,26 +84,15 @@ def config(shakespeare_dir, tmp_path_factory):
     def make(name: str, **overrides) -> TrainConfig:
         values = dict(
             out_dir=str(root / name),
-            data_dir=str(shakespeare_dir),
-            device="cpu",
-            compile=False,
-            n_layer=2,
-            n_head=2,
-            n_embd=32,
-            block_size=32,
-            batch_size=4,
             gradient_accumulation_steps=4,
-            learning_rate=3e-3,
-            warmup_iters=2,
             max_iters=8,
             lr_decay_iters=8,
-            min_lr=3e-4,
             eval_interval=4,
             eval_iters=3,
             grad_clip=0.05,
             backend="gloo",
         )
-        return TrainConfig(**values | overrides)
+        return TrainConfig(**tiny_values(shakespeare_dir) | values | overrides)
 
     return make
 

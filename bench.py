@@ -41,6 +41,7 @@ from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
 from hf import ConversionError, is_hf_source, read_hf_config
+from inherit import InheritError, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import load_teacher, train_step
@@ -181,12 +182,12 @@ def trained_model(cfg: TrainConfig) -> GPT:
         if args["block_size"] < cfg.block_size:  # train.py's own refusal
             raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {args['block_size']}")
         args["block_size"] = cfg.block_size
-        if cfg.init_from == "inherit":
-            if cfg.n_layer > args["n_layer"]:  # inherit.py's own refusal
-                raise ConfigError(
-                    f"the student asks for {cfg.n_layer} layers but the reference has only {args['n_layer']}"
-                )
-            args["n_layer"] = cfg.n_layer
+        if cfg.init_from == "inherit":  # the student's depth, as inherit.py checks it
+            request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
+            try:
+                args["n_layer"] = len(unmeasured_spec(GPTConfig.from_model_args(args), request).layers)
+            except InheritError as e:
+                raise ConfigError(str(e)) from None
     with torch.device("meta"):
         return GPT(GPTConfig.from_model_args(args))
 

@@ -264,13 +264,17 @@ def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
         if not dist.is_initialized():  # DCP warns that it reads in this one process: what is meant here
             warnings.simplefilter("ignore", UserWarning)
         try:
-            dcp.load(state, checkpoint_id=step)
+            dcp.load(state, checkpoint_id=step, planner=safe_planner())
         except CheckpointException as e:  # each process's error, with its traceback: say the errors only
             errors = {f"{type(err).__name__}: {err}" for err, _ in e.failures.values()}
             raise CheckpointError(f"cannot read the sharded checkpoint {step}: {'; '.join(sorted(errors))}") from e
         except Exception as e:
             raise CheckpointError(f"cannot read the sharded checkpoint {step}: {e}") from e
-    set_state_dict(model, optimizer or [], model_state_dict=state["model"], optim_state_dict=state.get("optim", {}))
+    try:
+        optim = state.get("optim", {})
+        set_state_dict(model, optimizer or [], model_state_dict=state["model"], optim_state_dict=optim)
+    except (RuntimeError, AttributeError, TypeError, ValueError, KeyError) as e:  # what it read is no such state
+        raise CheckpointError(f"the sharded checkpoint {step} does not fit the model: {e}") from e
 
 
 # What a DCP .metadata file is made of: the classes its pickle may name, and nothing that runs code.
@@ -300,12 +304,39 @@ class MetadataUnpickler(pickle.Unpickler):
 
 def check_metadata(step: Path) -> None:
     """Read a step's .metadata with an unpickler of DCP's own classes only, before DCP's pickle.load reads
-    it: a checkpoint must never run code."""
+    it: a checkpoint must never run code. It must be DCP's Metadata (else DCP falls back to unchecked
+    files) and name files in its own folder only."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
     try:
         with open(step / ".metadata", "rb") as f:
-            MetadataUnpickler(f).load()
+            metadata = MetadataUnpickler(f).load()
     except Exception as e:  # a truncated pickle fails in many ways
         raise CheckpointError(f"cannot read the sharded checkpoint {step}: .metadata: {e}") from e
+    if not isinstance(metadata, Metadata):
+        kind = type(metadata).__name__
+        raise CheckpointError(
+            f"cannot read the sharded checkpoint {step}: .metadata: it holds {kind}, not DCP's Metadata"
+        )
+    for info in (metadata.storage_data or {}).values():
+        if Path(info.relative_path).name != info.relative_path:
+            raise CheckpointError(
+                f"the sharded checkpoint {step} names a file outside its folder: {info.relative_path}"
+            )
+
+
+def safe_planner() -> object:
+    """DCP's load planner, but reading byte items (optimizer settings) as torch.load(weights_only=True) does:
+    DCP's own reads them with weights_only=False."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class SafePlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value):
+            torch.load(value, weights_only=True)  # raises on anything but plain data, before DCP's own load
+            value.seek(0)
+            super().load_bytes(read_item, value)
+
+    return SafePlanner()
 
 
 def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> Checkpoint:

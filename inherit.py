@@ -133,6 +133,18 @@ def make_spec(
     return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
 
 
+def unmeasured_spec(ref: GPTConfig, request: dict) -> InheritSpec:
+    """The student a request makes, checked against the reference's config alone (no weights): what
+    chosen_by picks where nothing is measured; a measured choice (bi, angular) stands for blocks 0..n-1,
+    of the depth it picks."""
+    method, n_layer, parts = request.get("layers", ""), request.get("n_layer"), request.get("parts", "all")
+    if method == "stack" and n_layer is not None:
+        return make_spec(ref, n_layer, stacked_layers(n_layer, ref.n_layer), parts, stacked=True)
+    if method in LAYER_METHODS:
+        return make_spec(ref, n_layer, parts=parts)
+    return make_spec(ref, n_layer, method, parts)
+
+
 def build_student(
     ref: GPT, spec: InheritSpec, seed: int = 1337, dropout: float = 0.0, embedding_std: float = INIT_STD
 ) -> GPT:

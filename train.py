@@ -143,8 +143,8 @@ def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> No
                if key in written and written[key] != getattr(cfg, key)]  # fmt: skip
     if changed:
         raise ConfigError(
-            f"a resumed run keeps its model: {', '.join(changed)}; to train another, start a new run from the "
-            f"checkpoint (init_from={source}) or from scratch"
+            f"a resumed run keeps its model and the config it was started with: {', '.join(changed)}; resume "
+            f"with the run's values, or start a new run from the checkpoint (init_from={source})"
         )
 
 

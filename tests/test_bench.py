@@ -99,3 +99,23 @@ def test_memory_of_float16_and_cpu_offload_says_what_train_py_would_do(capsys):
         assert offload[setting][:3] == [0.0, 0.0, 0.0] and offload[setting][3:5] == plain[setting][3:5]
     host = re.search(r"cpu_offload: FSDP's weights, gradients and AdamW state are in CPU memory, ([\d.]+) GiB", out)
     assert float(host[1]) == pytest.approx(sum(plain["fsdp"][:3]), abs=0.02)
+
+
+def test_memory_of_a_stacked_student_deeper_than_its_reference(tmp_path, capsys):
+    """Stacking may build a student deeper than its reference (inherit.py's rule: ceil(n/2) blocks of it)."""
+    import torch
+
+    from checkpoint import Checkpoint
+    from model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    Checkpoint.of(GPT(GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=64, vocab_size=1000))).save(
+        tmp_path / "r.pt"
+    )
+    stack = ["--init_from=inherit", f"--inherit_from={tmp_path / 'r.pt'}", "--inherit_layers=stack", "--block_size=64"]
+    assert bench.main(["--memory", *stack, "--n_layer=6"]) == 0
+    assert "(6 layers, width 32)" in capsys.readouterr().out
+    assert bench.main(["--memory", *stack, "--n_layer=7"]) == 2
+    assert "a stacked student of 7 layers needs 4 layers, the reference has 3" in capsys.readouterr().err
+    assert bench.main(["--memory", *stack[:2], "--inherit_layers=0,2", "--n_layer=2", "--block_size=64"]) == 0
+    assert "(2 layers, width 32)" in capsys.readouterr().out

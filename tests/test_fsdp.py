@@ -2,6 +2,7 @@
 sharded checkpoints that resume on other process counts and between DDP and FSDP, survive a kill during a
 save, and consolidate into a ckpt.pt that nanoGPT's loading idiom reads."""
 
+import io
 import os
 import signal
 import socket
@@ -464,3 +465,44 @@ def test_consolidate_refuses_to_write_into_the_sharded_folder(fsdp_gpt2, tmp_pat
     result = command("checkpoint.py", "consolidate", str(run / "sharded"), str(run / "sharded" / "latest"))
     assert result.returncode == 1 and "inside the sharded checkpoint" in result.stderr
     assert (run / "sharded" / "latest").read_text() == latest
+
+
+def test_no_way_round_the_metadata_check_runs_code(fsdp_gpt2, tmp_path):
+    """A .metadata that is no DCP Metadata (DCP then reads a process's own __0.metadata with pickle), and a
+    byte item (an optimizer setting, which DCP reads with torch.load(weights_only=False)) pointed at a file
+    that carries code: both refused, nothing run."""
+    import pickle
+
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+
+    from tests.conftest import CodeOnUnpickle
+
+    marker = tmp_path / "ran"
+    run = copy_of_run(fsdp_gpt2, tmp_path)
+    step = sharded_step(run / "sharded")
+    metadata = (step / ".metadata").read_bytes()
+    consolidate = ["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")]
+
+    (step / ".metadata").write_bytes(pickle.dumps(None))
+    (step / "__0.metadata").write_bytes(pickle.dumps(CodeOnUnpickle(marker)))
+    result = command(*consolidate)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not marker.exists(), result.stderr[-2000:]
+    assert ".metadata: it holds NoneType, not DCP's Metadata" in result.stderr
+
+    (step / "__0.metadata").unlink()
+    md = pickle.loads(metadata)  # the run's own, trusted here
+    evil = step / "__9_0.distcp"
+    buffer = io.BytesIO()
+    torch.save(CodeOnUnpickle(marker), buffer)
+    evil.write_bytes(buffer.getvalue())
+    lr = next(index for index in md.storage_data if index.fqn == "optim.param_groups.0.lr")
+    md.storage_data[lr] = _StorageInfo(evil.name, 0, len(buffer.getvalue()))
+    (step / ".metadata").write_bytes(pickle.dumps(md))
+    result = command(*consolidate)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and not marker.exists(), result.stderr[-2000:]
+    assert "Weights only load failed" in result.stderr
+
+    md.storage_data[lr] = _StorageInfo("../../ckpt.pt", 0, 10)
+    (step / ".metadata").write_bytes(pickle.dumps(md))
+    result = command(*consolidate)
+    assert result.returncode == 1 and "names a file outside its folder: ../../ckpt.pt" in result.stderr

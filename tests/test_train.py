@@ -380,7 +380,7 @@ def test_a_resume_that_asks_for_another_model_is_refused_not_ignored(tiny_config
     train.train(tiny_config(max_iters=4))
     config_json = (Path(tiny_config().out_dir) / "config.json").read_text()
     with pytest.raises(
-        ConfigError, match=r"a resumed run keeps its model: n_layer 2 \(asked 3\), n_embd 32 \(asked 64"
+        ConfigError, match=r"the config it was started with: n_layer 2 \(asked 3\), n_embd 32 \(asked 64"
     ):
         train.train(tiny_config(max_iters=8, init_from="resume", n_layer=3, n_embd=64))
     assert (Path(tiny_config().out_dir) / "config.json").read_text() == config_json

@@ -108,10 +108,11 @@ class Runtime:
         return self.world_size > 1
 
 
-def setup_runtime(device: str, dtype: str, backend: str, group: bool = False) -> Runtime:
+def setup_runtime(device: str, dtype: str, backend: str, group: bool = False, cpu_offload: bool = False) -> Runtime:
     """Join the process group when launched by torchrun (backend 'auto': nccl on CUDA, gloo on CPU); with
     `group`, a single process not launched by torchrun makes a group of its own (FSDP shards over a group,
-    even of one)."""
+    even of one). With `cpu_offload`, NCCL gets gloo beside it for the collectives over tensors in CPU
+    memory (the norm of offloaded gradients that clipping all-reduces: NCCL has no CPU tensors)."""
     import torch
     import torch.distributed as dist
 
@@ -121,6 +122,8 @@ def setup_runtime(device: str, dtype: str, backend: str, group: bool = False) ->
         device_name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
         torch.cuda.set_device(device_name)
     chosen = backend if backend != "auto" else ("nccl" if device_name.startswith("cuda") else "gloo")
+    if chosen == "nccl" and cpu_offload:
+        chosen = "cuda:nccl,cpu:gloo"
     if "RANK" in os.environ and (world_size > 1 or group):
         dist.init_process_group(backend=chosen)
     elif group:

@@ -403,7 +403,7 @@ class StopSignal:
 
 def train(cfg: TrainConfig) -> dict:
     """Run training as configured; returns the last eval record."""
-    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend, group=cfg.parallel == "fsdp")
+    rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend, cfg.parallel == "fsdp", cfg.cpu_offload)
     stop = StopSignal()
     try:
         return run(cfg, rt, stop)

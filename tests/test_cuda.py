@@ -111,3 +111,15 @@ def test_fsdp_with_bf16_and_compile_on_the_gpu_learns_and_resumes(tiny_config, t
     assert Checkpoint.load(tmp_path / "fsdp" / "sharded", weights=False).iter_num == 30
     train.train(tiny_config(**{**cfg.__dict__, "parallel": "ddp", "init_from": "resume", "max_iters": 35}))
     assert Checkpoint.load(tmp_path / "fsdp" / "ckpt.pt", weights=False).iter_num == 35
+
+
+def test_fsdp_with_cpu_offload_and_clipping_takes_the_steps_of_fsdp_on_the_gpu(tiny_config, tmp_path):
+    """CPU offload keeps the shards and AdamW state in host memory: clipping all-reduces their norm there
+    (gloo beside NCCL), and the run takes the steps of the run without offload."""
+    common = dict(device="cuda", dtype="float32", parallel="fsdp", grad_clip=0.05, max_iters=10, lr_decay_iters=10)
+    plain = tiny_config(**common, out_dir=str(tmp_path / "plain"))
+    offload = tiny_config(**common, cpu_offload=True, out_dir=str(tmp_path / "offload"))
+    train.train(plain)
+    train.train(offload)
+    a, b = ({r["iter"]: r["train_loss"] for r in metrics(c.out_dir) if r["kind"] == "train"} for c in (plain, offload))
+    assert a.keys() == b.keys() and all(b[i] == pytest.approx(a[i], abs=1e-3) for i in a)

@@ -41,7 +41,7 @@ from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
 from hf import ConversionError, is_hf_source, read_hf_config
-from inherit import InheritError, unmeasured_spec
+from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
 from train import load_teacher, train_step
@@ -185,6 +185,7 @@ def trained_model(cfg: TrainConfig) -> GPT:
         if cfg.init_from == "inherit":  # the student's depth, as inherit.py checks it
             request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
             try:
+                check_width(GPTConfig.from_model_args(args), cfg.n_embd, cfg.n_head)
                 args["n_layer"] = len(unmeasured_spec(GPTConfig.from_model_args(args), request).layers)
             except InheritError as e:
                 raise ConfigError(str(e)) from None

@@ -264,7 +264,7 @@ def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
         if not dist.is_initialized():  # DCP warns that it reads in this one process: what is meant here
             warnings.simplefilter("ignore", UserWarning)
         try:
-            dcp.load(state, checkpoint_id=step, planner=safe_planner())
+            dcp.load(state, storage_reader=safe_reader(step), planner=safe_planner())
         except CheckpointException as e:  # each process's error, with its traceback: say the errors only
             errors = {f"{type(err).__name__}: {err}" for err, _ in e.failures.values()}
             raise CheckpointError(f"cannot read the sharded checkpoint {step}: {'; '.join(sorted(errors))}") from e
@@ -302,27 +302,55 @@ class MetadataUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def check_metadata(step: Path) -> None:
-    """Read a step's .metadata with an unpickler of DCP's own classes only, before DCP's pickle.load reads
-    it: a checkpoint must never run code. It must be DCP's Metadata (else DCP falls back to unchecked
-    files) and name files in its own folder only."""
-    from torch.distributed.checkpoint.metadata import Metadata
+def check_metadata(step: Path) -> object:
+    """A step's .metadata read by an unpickler of DCP's own classes only (DCP's own pickle.load runs any
+    code), checked to be DCP's Metadata in fields DCP can use, naming files in its own folder (else DCP
+    falls back to a process's unchecked __N.metadata, or fails with a traceback)."""
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"cannot read the sharded checkpoint {step}: .metadata: {why}")
 
     try:
         with open(step / ".metadata", "rb") as f:
             metadata = MetadataUnpickler(f).load()
     except Exception as e:  # a truncated pickle fails in many ways
-        raise CheckpointError(f"cannot read the sharded checkpoint {step}: .metadata: {e}") from e
+        raise refuse(str(e)) from e
     if not isinstance(metadata, Metadata):
-        kind = type(metadata).__name__
-        raise CheckpointError(
-            f"cannot read the sharded checkpoint {step}: .metadata: it holds {kind}, not DCP's Metadata"
-        )
-    for info in (metadata.storage_data or {}).values():
+        raise refuse(f"it holds {type(metadata).__name__}, not DCP's Metadata")
+    fields = {"state_dict_metadata": dict, "storage_data": dict, "storage_meta": (StorageMeta, type(None))}
+    for name, kind in fields.items():
+        if not isinstance(getattr(metadata, name, None), kind):
+            raise refuse(f"its {name} is a {type(getattr(metadata, name, None)).__name__}")
+    for info in metadata.storage_data.values():
+        if not (isinstance(info, _StorageInfo) and isinstance(info.relative_path, str)):
+            raise refuse(f"a storage entry is {info!r}")
         if Path(info.relative_path).name != info.relative_path:
             raise CheckpointError(
                 f"the sharded checkpoint {step} names a file outside its folder: {info.relative_path}"
             )
+    return metadata
+
+
+def safe_reader(step: Path) -> object:
+    """DCP's file reader, but reading .metadata through check_metadata and never a process's own
+    __N.metadata (DCP's fallback where .metadata fails), both of which DCP's own unpickles unchecked."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            if kwargs.get("rank") is not None:
+                raise CheckpointError("only .metadata is read, not a process's own metadata file")
+            metadata = check_metadata(step)
+            if metadata.storage_meta is None:
+                from torch.distributed.checkpoint.metadata import StorageMeta
+
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(step)
 
 
 def safe_planner() -> object:

@@ -227,11 +227,11 @@ def build_half_width(ref: GPT, seed: int = 1337, dropout: float = 0.0) -> GPT:
     return student
 
 
-def check_width(ref: GPT, n_embd: int, n_head: int) -> None:
-    if (n_embd, n_head) != (ref.config.n_embd, ref.config.n_head):
+def check_width(ref: GPTConfig, n_embd: int, n_head: int) -> None:
+    if (n_embd, n_head) != (ref.n_embd, ref.n_head):
         raise InheritError(
             f"mismatched width: the student is configured with n_embd {n_embd}, n_head {n_head}, "
-            f"the reference has n_embd {ref.config.n_embd}, n_head {ref.config.n_head}"
+            f"the reference has n_embd {ref.n_embd}, n_head {ref.n_head}"
         )
 
 
@@ -289,7 +289,7 @@ def inherit(
     build the student; returns it with its provenance."""
     ref, ref_ckpt = load_model(source)
     if width is not None:
-        check_width(ref, *width)
+        check_width(ref.config, *width)
     request, choice = chosen_by(ref, ref_ckpt.vocabulary(), request, measure)
     spec = make_spec(ref.config, **request)
     student = build_student(ref, spec, seed, dropout, embedding_std)

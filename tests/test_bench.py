@@ -62,10 +62,12 @@ def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_
         "--init_from=inherit": "init_from='inherit' needs inherit_from",
         "--block_size=128": "block_size 128 exceeds the source model's 64",
         "--n_layer=7 --block_size=64": "the student asks for 7 layers but the reference has only 6",
+        "--n_embd=64 --block_size=64": "mismatched width: the student is configured with n_embd 64, n_head 2",
     }
     for arg, message in refused.items():
         inherits = "_size" in arg or "n_layer" in arg
-        extra = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}"] if inherits else []
+        width = ["--n_head=2"] + ([] if "n_embd" in arg else ["--n_embd=32"])
+        extra = ["--init_from=inherit", f"--inherit_from={tmp_path / 'ref.pt'}", *width] if inherits else []
         assert bench.main(["--memory", *extra, *arg.split()]) == 2
         assert message in capsys.readouterr().err
 
@@ -113,9 +115,10 @@ def test_memory_of_a_stacked_student_deeper_than_its_reference(tmp_path, capsys)
         tmp_path / "r.pt"
     )
     stack = ["--init_from=inherit", f"--inherit_from={tmp_path / 'r.pt'}", "--inherit_layers=stack", "--block_size=64"]
+    stack += ["--n_embd=32", "--n_head=2"]
     assert bench.main(["--memory", *stack, "--n_layer=6"]) == 0
     assert "(6 layers, width 32)" in capsys.readouterr().out
     assert bench.main(["--memory", *stack, "--n_layer=7"]) == 2
     assert "a stacked student of 7 layers needs 4 layers, the reference has 3" in capsys.readouterr().err
-    assert bench.main(["--memory", *stack[:2], "--inherit_layers=0,2", "--n_layer=2", "--block_size=64"]) == 0
+    assert bench.main(["--memory", *stack[:2], *stack[3:], "--inherit_layers=0,2", "--n_layer=2"]) == 0
     assert "(2 layers, width 32)" in capsys.readouterr().out

@@ -506,3 +506,13 @@ def test_no_way_round_the_metadata_check_runs_code(fsdp_gpt2, tmp_path):
     (step / ".metadata").write_bytes(pickle.dumps(md))
     result = command(*consolidate)
     assert result.returncode == 1 and "names a file outside its folder: ../../ckpt.pt" in result.stderr
+
+    # A Metadata whose fields DCP cannot use sent it to the unchecked __0.metadata too; or gave tracebacks.
+    (step / "__0.metadata").write_bytes(pickle.dumps(CodeOnUnpickle(marker)))
+    for field, value in [("storage_meta", 5), ("storage_data", []), ("storage_data", {lr: _StorageInfo(3, 0, 1)})]:
+        broken = pickle.loads(metadata)
+        setattr(broken, field, value)
+        (step / ".metadata").write_bytes(pickle.dumps(broken))
+        result = command(*consolidate)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert not marker.exists() and f"cannot read the sharded checkpoint {step}: .metadata" in result.stderr

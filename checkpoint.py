@@ -388,7 +388,7 @@ def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> C
         opt = model.configure_optimizers(config["weight_decay"], config["learning_rate"], betas, "cpu", decay_1d)
     load_sharded(step, model, opt)
     ckpt.model = model.state_dict()
-    ckpt.optimizer = opt.state_dict() if opt else None
+    ckpt.optimizer = model.optimizer_state_dict(opt) if opt else None
     return ckpt
 
 

@@ -361,6 +361,46 @@ class GPT(nn.Module):
             if missing > 0 and rows.size(0) == module.config.vocab_size:
                 state_dict[key] = torch.cat([rows, rows.new_zeros(missing, rows.size(1))])
 
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
+        """optimizer.state_dict() with the AdamW moments of wte and lm_head cut to vocab_size rows, as
+        state_dict() cuts the weights: what a model of vocab_size rows (nanoGPT's) resumes. The padding rows
+        never get a gradient, so their moments are zero and the cut loses nothing."""
+        state = optimizer.state_dict()
+        rows = self.config.vocab_size
+        for index in self._vocab_param_indices(optimizer):
+            moments = state["state"].get(index, {})
+            state["state"][index] = {
+                k: v[:rows].clone() if self._is_vocab_moment(v, self.config.padded_vocab_size) else v
+                for k, v in moments.items()
+            }
+        return state
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """optimizer.load_state_dict, the moments of wte and lm_head of vocab_size rows (optimizer_state_dict's,
+        nanoGPT's) padded with the zero moments of the padding rows."""
+        padded = dict(state["state"])
+        missing = self.config.padded_vocab_size - self.config.vocab_size
+        for index in self._vocab_param_indices(optimizer):
+            moments = state["state"].get(index, {})
+            padded[index] = {
+                k: torch.cat([v, v.new_zeros(missing, *v.shape[1:])])
+                if self._is_vocab_moment(v, self.config.vocab_size)
+                else v
+                for k, v in moments.items()
+            }
+        optimizer.load_state_dict({**state, "state": padded})
+
+    def _vocab_param_indices(self, optimizer: torch.optim.Optimizer) -> list[int]:
+        """Where wte and lm_head (once, when tied) stand in torch's numbering of an optimizer's parameters."""
+        vocab = {id(self.transformer.wte.weight), id(self.lm_head.weight)}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return [i for i, p in enumerate(params) if id(p) in vocab]
+
+    def _is_vocab_moment(self, value: object, rows: int) -> bool:
+        """A moment of `rows` rows, where the padding makes a difference (else there is nothing to cut or pad)."""
+        padding = self.config.padded_vocab_size != self.config.vocab_size
+        return padding and torch.is_tensor(value) and value.dim() == 2 and value.size(0) == rows
+
     def crop_block_size(self, block_size: int) -> None:
         """nanoGPT's model surgery: keep the first block_size positions, e.g. to train GPT-2 at 256 tokens."""
         if block_size > self.config.block_size:

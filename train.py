@@ -517,7 +517,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     elif cfg.parallel == "fsdp":
         set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
     else:
-        optimizer.load_state_dict(optimizer_state)
+        model.load_optimizer_state_dict(optimizer, optimizer_state)
     # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
     # of the run that wrote it), or, where that config is not train.py's, of this run's.
     tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
@@ -559,7 +559,7 @@ def named_optimizer_state(model: GPT, optimizer: torch.optim.Optimizer, state: d
     through an optimizer of the unsharded model: the form FSDP's optimizer loads, in shards. A checkpoint
     without state (written before the first step by an older version) keeps the optimizer's fresh one."""
     if state["state"]:
-        optimizer.load_state_dict(state)
+        model.load_optimizer_state_dict(optimizer, state)
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
 
 
@@ -611,7 +611,7 @@ def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, v
         save_sharded(out_dir, state.model, state.optimizer, ckpt, is_best)
         return
     if rt.master:
-        ckpt.model, ckpt.optimizer = state.model.state_dict(), state.optimizer.state_dict()
+        ckpt.model, ckpt.optimizer = state.model.state_dict(), state.model.optimizer_state_dict(state.optimizer)
         ckpt.save(out_dir / "ckpt.pt")
         if is_best:
             mark_best(out_dir)

@@ -20,7 +20,7 @@ from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from model import GPT, NANOGPT_FIELDS, GPTConfig
 from tests.conftest import ROOT, tiny_values
-from tests.test_train import as_args, metrics, train_losses
+from tests.test_train import as_args, assert_adamw_state_fits_the_weights, metrics, train_losses
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -162,6 +162,7 @@ def test_consolidated_checkpoint_loads_as_nanogpt_loads_it_and_equals_the_shards
     assert torch.equal(nanogpt(idx, idx)[0], shards(idx, idx)[0])
     # what a DDP run resumes: AdamW's state in torch's own format, one entry per parameter
     assert len(raw["optimizer"]["state"]) == len(list(nanogpt.parameters()))
+    assert_adamw_state_fits_the_weights(raw)
     assert raw["iter_num"] == 8 and raw["config"]["parallel"] == "fsdp"
 
 

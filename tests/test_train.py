@@ -115,6 +115,29 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     assert len(iters) == len(set(iters)), "a resumed run must not log an iteration twice"
 
 
+def assert_adamw_state_fits_the_weights(raw: dict) -> None:
+    """Each AdamW moment of a ckpt.pt has its weight's stored shape (vocab_size rows, not the padded ones):
+    the state nanoGPT's train.py resumes into its model of model_args, whose parameters (tied once) it
+    numbers matrices first, then vectors, in named_parameters order."""
+    with torch.device("meta"):
+        named = list(GPT(GPTConfig(**raw["model_args"])).named_parameters())
+    order = [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
+    assert len(raw["optimizer"]["state"]) == len(order)
+    for index, name in enumerate(order):
+        for moment in ("exp_avg", "exp_avg_sq"):
+            assert raw["optimizer"]["state"][index][moment].shape == raw["model"][name].shape, (name, moment)
+
+
+def test_a_checkpoints_adamw_state_has_the_shapes_of_its_weights_and_resumes(tiny_config):
+    """The moments of wte are cut to the 50,257 rows its weight is stored with, and padded again on resume
+    (test_resume_continues_exactly: to the same losses)."""
+    train.train(tiny_config(max_iters=4))
+    raw = torch.load(Path(tiny_config().out_dir) / "ckpt.pt", weights_only=True)
+    assert raw["model"]["transformer.wte.weight"].shape == (50257, 32)
+    assert_adamw_state_fits_the_weights(raw)
+    train.train(tiny_config(max_iters=6, init_from="resume"))
+
+
 def test_a_resume_with_another_batch_counts_the_tokens_it_trained_on(tiny_config, tmp_path):
     """10 steps of 2 micro-batches, then 10 of 4: D is their sum, not 20 steps of the last batch."""
     train.train(tiny_config(max_iters=10, gradient_accumulation_steps=2))

@@ -23,7 +23,7 @@ from pathlib import Path
 from checkpoint import Checkpoint, CheckpointError
 from configurator import ConfigError, parse_config
 from hf import is_hf_source
-from runs import RunError, format_table, launch_training, plot_curves, read_run, summary
+from runs import DIVERGED_EXIT, RunError, format_table, launch_training, plot_curves, read_run, summary
 from runtime import write_json
 
 
@@ -83,7 +83,7 @@ def grow(args: argparse.Namespace) -> int:
     if rows is None:
         return 1
     print(format_table(rows, target))
-    matched = [r for r in rows if r["val_loss"] <= target]
+    matched = [r for r in rows if not r.get("diverged") and r["val_loss"] <= target]
     print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
     runs = {r["model"]: [read_run(out_dir / f"n{r['layers']}")] for r in rows}
     plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
@@ -117,14 +117,19 @@ def grow_rounds(
             t0 = time.time()
             init = ["--init_from=inherit", f"--inherit_from={reference}"]
             code = launch_training(config, round_dir, [*overrides, f"--n_layer={n}"], init, nproc)
-            if code != 0:
+            if code not in (0, DIVERGED_EXIT):
                 print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
                 return None
-            row = {**summary(f"inheritune n={n}", read_run(round_dir)), "time_s": round(time.time() - t0, 1)}
-            row["gap"] = row["val_loss"] - target
+            diverged = code == DIVERGED_EXIT
+            name = f"inheritune n={n}" + (" (diverged)" if diverged else "")
+            row = {**summary(name, read_run(round_dir)), "time_s": round(time.time() - t0, 1), "diverged": diverged}
+            row["gap"] = None if diverged else row["val_loss"] - target  # its val loss is of its last good eval
             done[n] = row
             state["rounds"].append(row)
             write_json(state_path, state)
+        if done[n].get("diverged"):  # a deeper student of the same settings is no answer: the loop ends here
+            print(f"round n={n}: diverged earlier (NaN/inf); the growth stops there; delete {round_dir} to retrain it")
+            return [done[k] for k in sorted(done)]
         if done[n]["val_loss"] <= target or n >= ref_layers:
             return [done[k] for k in sorted(done)]
         n = min(n + step, ref_layers)

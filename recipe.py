@@ -237,7 +237,10 @@ def recipe(args: argparse.Namespace) -> int:
             return 1
         for row in rounds:
             plan.append(("grow", row["layers"]))
-            state["times"].setdefault(str(run_dir(out_dir, "grow", row["layers"])), row["time_s"])
+            folder = str(run_dir(out_dir, "grow", row["layers"]))
+            state["times"].setdefault(folder, row["time_s"])
+            if row.get("diverged") and folder not in state["diverged"]:
+                state["diverged"].append(folder)
 
     rows, corpora = report_rows(out_dir, plan, reference_dir, ref, state)
     if args.task_names:

@@ -87,3 +87,18 @@ def test_a_hub_reference_that_cannot_be_reached_is_one_clear_error(tmp_path, cap
     args = ["--inherit_from", "nobody/no-such-model", "--config", "config/train_shakespeare.py"]
     assert grow.main([*args, "--out_dir", str(tmp_path / "g")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_diverged_round_ends_the_growth_and_matches_nothing(trained_reference, tmp_path, capsys):
+    """Its last good val loss (here far below the target) is no result: no match, no deeper round, no retrain."""
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(tmp_path / "g"), "--target", "100"]
+    args += ["--", "--learning_rate=1e30", "--min_lr=1e30", "--warmup_iters=0"]
+    assert grow.main(args) == 0
+    out = capsys.readouterr().out
+    assert "inheritune n=2 (diverged)" in out and "no student matched the target" in out
+    rounds = json.loads((tmp_path / "g" / "grow.json").read_text())["rounds"]
+    assert [(r["layers"], r["diverged"], r["gap"]) for r in rounds] == [(2, True, None)]
+    assert grow.main(args) == 0
+    assert "round n=2: diverged earlier" in capsys.readouterr().out

@@ -128,19 +128,20 @@ def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(train
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
-    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "scratch,first"]
-    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "scratch,first,grow"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32", "--grow_start", "2"]
     argv += ["--", "--learning_rate=1e30", "--min_lr=1e30", "--warmup_iters=0"]
     assert recipe.main(argv) == 0
     rows = json.loads((out / "report.json").read_text())["rows"]
-    assert [(r["method"], r["diverged"], r["gap"]) for r in rows[1:]] == [
-        ("scratch", True, None),
-        ("first", True, None),
+    assert [(r["method"], r["layers"], r["diverged"], r["gap"]) for r in rows[1:]] == [
+        ("scratch", 2, True, None),
+        ("first", 2, True, None),
+        ("grow", 2, True, None),  # the growth loop stops at its diverged round
     ]
-    assert (out / "report.md").read_text().count("diverged after step") == 2
+    assert (out / "report.md").read_text().count("diverged after step") == 3
     capsys.readouterr()
     assert recipe.main(argv) == 0
-    assert capsys.readouterr().out.count("diverged earlier") == 2
+    assert capsys.readouterr().out.count("diverged earlier") == 3
 
 
 def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(trained_reference, tmp_path):

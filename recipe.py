@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
-from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, source_sha256
 from configurator import ConfigError, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from grow import grow_rounds
@@ -176,6 +176,7 @@ def run_dir(out_dir: Path, method: str, n: int) -> Path:
 
 def recipe(args: argparse.Namespace) -> int:
     ref = Checkpoint.load(args.reference, weights=False)
+    reference_sha256 = check_same_reference(Path(args.out_dir) / "report.json", args.reference)
     ref_layers = ref.model_args["n_layer"]
     ns = depths(args.n_layer, ref_layers)
     methods = check_methods(args.methods, ref)
@@ -206,7 +207,7 @@ def recipe(args: argparse.Namespace) -> int:
             out_dir / "half_width" / "student.pt"
         )
     state_path = out_dir / "report.json"
-    state = read_state(state_path)
+    state = read_state(state_path) | {"reference_sha256": reference_sha256}
 
     reference_dir = out_dir / "reference"
     evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={args.reference}"]
@@ -293,10 +294,25 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
     return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
 
 
+def check_same_reference(state_path: Path, reference: str) -> str:
+    """The reference's sha256, refused where this out_dir's runs were trained from another file of the same
+    name: their inherited blocks, the analysis and the target would be the old reference's."""
+    sha256 = source_sha256(reference)
+    saved = read_state(state_path)["reference_sha256"]
+    if saved not in (None, sha256):
+        raise RunError(
+            f"{reference} has changed since the runs in {state_path.parent} were trained from it (sha256 "
+            f"{saved[:12]}..., now {sha256[:12]}...): give another --out_dir"
+        )
+    return sha256
+
+
 def read_state(state_path: Path) -> dict:
-    """What earlier calls learnt: each run's wall-clock seconds, and the runs that diverged."""
+    """What earlier calls learnt: each run's wall-clock seconds, the runs that diverged, and the reference's
+    sha256."""
     saved = json.loads(state_path.read_text()) if state_path.exists() else {}
-    return {"times": saved.get("times", {}), "diverged": saved.get("diverged", [])}
+    keys = {"times": {}, "diverged": [], "reference_sha256": None}
+    return {key: saved.get(key, default) for key, default in keys.items()}
 
 
 def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:

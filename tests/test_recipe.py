@@ -7,6 +7,7 @@ import pytest
 
 import configurator
 import recipe
+from checkpoint import Checkpoint
 from tests.conftest import ROOT, write_config_file
 
 
@@ -47,6 +48,12 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert recipe.main([*argv, "--", "--max_iters=7"]) == 1
     assert "trained with max_iters=6; this command asks for max_iters=7" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+    # another reference under the same path is refused: the finished students inherited from the old one
+    replaced = Checkpoint.load(ref)
+    replaced.model = {k: v + 0.01 for k, v in replaced.model.items()}
+    replaced.save(ref)
+    assert recipe.main(argv) == 1
+    assert f"{ref} has changed since the runs in {out} were trained from it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -259,7 +259,7 @@ def load_sharded(step: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     else:
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optimizer_state}
-    check_metadata(step)
+    check_metadata(step)  # its error as it is: inside dcp.load it comes wrapped with DCP's failed fallback
     with warnings.catch_warnings():
         if not dist.is_initialized():  # DCP warns that it reads in this one process: what is meant here
             warnings.simplefilter("ignore", UserWarning)
@@ -337,6 +337,7 @@ def safe_reader(step: Path) -> object:
     """DCP's file reader, but reading .metadata through check_metadata and never a process's own
     __N.metadata (DCP's fallback where .metadata fails), both of which DCP's own unpickles unchecked."""
     from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
 
     class SafeReader(FileSystemReader):
         def read_metadata(self, *args, **kwargs):
@@ -344,8 +345,6 @@ def safe_reader(step: Path) -> object:
                 raise CheckpointError("only .metadata is read, not a process's own metadata file")
             metadata = check_metadata(step)
             if metadata.storage_meta is None:
-                from torch.distributed.checkpoint.metadata import StorageMeta
-
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id
             return metadata

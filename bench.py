@@ -184,9 +184,10 @@ def trained_model(cfg: TrainConfig) -> GPT:
         args["block_size"] = cfg.block_size
         if cfg.init_from == "inherit":  # the student's depth, as inherit.py checks it
             request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
+            reference = GPTConfig.from_model_args(args)
             try:
-                check_width(GPTConfig.from_model_args(args), cfg.n_embd, cfg.n_head)
-                args["n_layer"] = len(unmeasured_spec(GPTConfig.from_model_args(args), request).layers)
+                check_width(reference, cfg.n_embd, cfg.n_head)
+                args["n_layer"] = len(unmeasured_spec(reference, request).layers)
             except InheritError as e:
                 raise ConfigError(str(e)) from None
     with torch.device("meta"):

@@ -176,7 +176,9 @@ def run_dir(out_dir: Path, method: str, n: int) -> Path:
 
 def recipe(args: argparse.Namespace) -> int:
     ref = Checkpoint.load(args.reference, weights=False)
-    reference_sha256 = check_same_reference(Path(args.out_dir) / "report.json", args.reference)
+    state_path = Path(args.out_dir) / "report.json"
+    state = read_state(state_path)
+    check_same_reference(state, state_path, args.reference)
     ref_layers = ref.model_args["n_layer"]
     ns = depths(args.n_layer, ref_layers)
     methods = check_methods(args.methods, ref)
@@ -206,8 +208,6 @@ def recipe(args: argparse.Namespace) -> int:
         Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(
             out_dir / "half_width" / "student.pt"
         )
-    state_path = out_dir / "report.json"
-    state = read_state(state_path) | {"reference_sha256": reference_sha256}
 
     reference_dir = out_dir / "reference"
     evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={args.reference}"]
@@ -294,17 +294,16 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
     return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
 
 
-def check_same_reference(state_path: Path, reference: str) -> str:
-    """The reference's sha256, refused where this out_dir's runs were trained from another file of the same
-    name: their inherited blocks, the analysis and the target would be the old reference's."""
+def check_same_reference(state: dict, state_path: Path, reference: str) -> None:
+    """Record the reference's sha256 in state; refused where this out_dir's runs were trained from another
+    file of the same name: their inherited blocks, the analysis and the target would be the old reference's."""
     sha256 = source_sha256(reference)
-    saved = read_state(state_path)["reference_sha256"]
-    if saved not in (None, sha256):
+    if state["reference_sha256"] not in (None, sha256):
         raise RunError(
             f"{reference} has changed since the runs in {state_path.parent} were trained from it (sha256 "
-            f"{saved[:12]}..., now {sha256[:12]}...): give another --out_dir"
+            f"{state['reference_sha256'][:12]}..., now {sha256[:12]}...): give another --out_dir"
         )
-    return sha256
+    state["reference_sha256"] = sha256
 
 
 def read_state(state_path: Path) -> dict:

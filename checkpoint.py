@@ -1,7 +1,8 @@
 """The checkpoint format, and the one loader of every model source.
 
     from checkpoint import Checkpoint, load_model
-    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", a Hugging Face folder, out/sharded
+    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", a Hugging Face folder, out/sharded,
+                                                          # a GGUF file
     Checkpoint.of(model, iter_num=100).save("student.pt")
 
     python checkpoint.py consolidate out-big/sharded out-big/ckpt.pt   # a sharded checkpoint as one file
@@ -31,7 +32,7 @@ import torch
 from configurator import TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
-from hf import HF_GPT2_NAMES, is_hf_source
+from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source
 from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, atomic_file, run_command
 
@@ -40,6 +41,7 @@ RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
 SHARDED = "sharded"  # an FSDP run's checkpoints: out_dir/sharded
 META = "meta.pt"  # a sharded checkpoint's Checkpoint fields but the tensors
 POINTERS = ("latest", "best")  # files in out_dir/sharded naming a step folder
+NOTED_DEQUANTIZED: set[str] = set()  # GGUF sources whose note_dequantized this process has printed
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +64,7 @@ class Checkpoint:
     inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
     continued_from: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
     tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
+    dequantized: dict | None = None  # a GGUF source's tensor types ({"Q4_1": 210, "F32": 61}): dequantised weights
 
     def tokens_seen(self) -> int | None:
         """Tokens this model has been trained on: its run's own, and those of the model the run continued
@@ -151,14 +154,30 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
     source = str(source)
     if is_hf_source(source):
+        dequantized = gguf_tensor_types(source) if is_gguf(source) else None
         model = GPT.from_pretrained(source, dict(dropout=dropout)).to(device)
         tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
-        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer)
+        if dequantized is not None:
+            note_dequantized(source, dequantized)
+        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer, dequantized=dequantized)
     ckpt = Checkpoint.load(source)
     model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
     load_weights(model, ckpt.model)
     ckpt.model = None
     return model.to(device), ckpt
+
+
+def note_dequantized(source: str, tensor_types: dict[str, int]) -> None:
+    """Say, once per source and command however often it loads it, that a GGUF's weights are not the model's."""
+    quantized = {t: n for t, n in tensor_types.items() if t not in GGUF_PLAIN_TYPES}
+    if quantized and source not in NOTED_DEQUANTIZED:
+        NOTED_DEQUANTIZED.add(source)
+        kinds = ", ".join(f"{n} {t}" for t, n in quantized.items())
+        print(
+            f"note: {source} holds quantised tensors ({kinds}): they are dequantised to float32, an approximation "
+            "of the original model's weights, not the weights themselves",
+            file=sys.stderr,
+        )
 
 
 def source_sha256(source: str | Path) -> str:

@@ -64,6 +64,7 @@ def export(source: str, out: Path) -> None:
         "best_val_loss": ckpt.best_val_loss,
         "inherit": ckpt.inherit,
         "continued_from": ckpt.continued_from,
+        "dequantized": ckpt.dequantized,
     }
     write_json(out / "inheritune.json", origin)
 

@@ -1,7 +1,10 @@
 """Hugging Face conversion, both ways: a transformers causal LM (GPT-2, or the Llama family: Llama,
-OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one.
+OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one. llama.cpp's GGUF
+files of the Llama family come in the same way, through transformers' own GGUF loader (which dequantises
+the tensors with the `gguf` package and undoes llama.cpp's q/k row permutation).
 
     config_args, state = read_hf("gpt2-medium")    # GPTConfig arguments and a state dict in nanoGPT's names
+    config_args, state = read_hf("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     to_hf(model, eos_token, bos_token).save_pretrained("hf-student")
 
 It works on config arguments and state dicts and imports nothing of the project, so model.py can build
@@ -11,6 +14,9 @@ is imported only inside the functions that use it: it is slow to import.
 
 from __future__ import annotations
 
+import collections
+import functools
+import importlib.metadata
 from pathlib import Path
 
 import torch
@@ -29,11 +35,17 @@ class ConversionError(ValueError):
 
 
 def is_hf_source(source: str) -> bool:
-    """A Hugging Face model: OpenAI's GPT-2 names, a local folder with config.json, or a hub id (owner/name)
-    that is no local path."""
+    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json, a hub id
+    (owner/name) that is no local path, or a GGUF file."""
     path = Path(source)
     hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
-    return source in HF_GPT2_NAMES or (path.is_dir() and (path / "config.json").is_file()) or hub_id
+    folder = path.is_dir() and (path / "config.json").is_file()
+    return source in HF_GPT2_NAMES or folder or hub_id or is_gguf(source)
+
+
+def is_gguf(source: str | Path) -> bool:
+    """A llama.cpp GGUF file, by its name (a missing one is then refused as such, not taken for a hub id)."""
+    return str(source).endswith(".gguf")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -44,8 +56,12 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     state dict (this project's names, float32) of the same network."""
     from transformers import AutoModelForCausalLM
 
-    local = Path(source).is_dir()
-    hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+    if is_gguf(source):
+        gguf_tensor_types(source)  # refuses a truncated file, another architecture, an unknown tensor type
+        hf = from_gguf(AutoModelForCausalLM, source, dtype=torch.float32)
+    else:
+        local = Path(source).is_dir()
+        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
     if hf.config.model_type == "gpt2":
         return read_hf_gpt2(hf, source)
     if hf.config.model_type in LLAMA_FAMILY:
@@ -62,7 +78,11 @@ def read_hf_config(source: str) -> dict:
     if source in HF_GPT2_SHAPES:
         n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
         return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
-    c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
+    if is_gguf(source):
+        gguf_tensor_types(source)
+        c = from_gguf(AutoConfig, source)
+    else:
+        c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
     if c.model_type == "gpt2":
         return gpt2_args(c, source, bias=True)
     if c.model_type in LLAMA_FAMILY:
@@ -196,6 +216,53 @@ def llama_fused(qkv_bias: bool) -> dict[str, tuple[str, ...]]:
     if qkv_bias:
         fused["attn.c_attn.bias"] = tuple(f"{t}.bias" for t in qkv)
     return fused
+
+
+# ----------------------------------------------------------------------------- GGUF files (llama.cpp)
+
+# Tensor types gguf.dequantize reads as they are; the rest need a dequantiser in its registry (gguf.quants'
+# _type_traits, private but stable at the pinned gguf==0.19.0), the one transformers' GGUF loader calls.
+GGUF_PLAIN_TYPES = ("F32", "F16")
+
+
+def gguf_tensor_types(source: str | Path) -> dict[str, int]:
+    """How many tensors of each type (F32, Q8_0, Q4_1, ...) a GGUF file holds, read from its header, after
+    checking it whole, of an architecture this GPT reproduces, and of types that `gguf` can dequantise."""
+    path = Path(source)
+    if not path.is_file():
+        raise ConversionError(f"{source}: no such GGUF file")
+    stat = path.stat()
+    return dict(_gguf_tensor_types(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.cache
+def _gguf_tensor_types(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """gguf_tensor_types of one version of a file (its size and time are the key: a replaced file is read
+    again); a header read costs seconds, and every loader of a command checks it."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, OSError) as e:  # a short file fails as a shape or offset mismatch
+        raise ConversionError(f"{path}: not a complete GGUF file (truncated or corrupt?): {e}") from None
+    field = reader.fields.get("general.architecture")
+    architecture = field.contents() if field is not None else "unknown"
+    if architecture not in LLAMA_FAMILY:
+        readable = ", ".join(LLAMA_FAMILY)
+        raise ConversionError(f"{path}: a GGUF of architecture {architecture!r}; this GPT reads {readable}")
+    types = collections.Counter(tensor.tensor_type.name for tensor in reader.tensors)
+    readable = set(GGUF_PLAIN_TYPES) | {t.name for t in gguf.quants._type_traits}  # gguf's registry of dequantisers
+    unreadable = sorted(set(types) - readable)
+    if unreadable:
+        version = importlib.metadata.version("gguf")
+        raise ConversionError(f"{path}: gguf {version} cannot dequantise its {', '.join(unreadable)} tensors")
+    return tuple(sorted(types.items()))
+
+
+def from_gguf(auto_class, source: str | Path, **kwargs):
+    """`auto_class` (AutoModelForCausalLM, AutoConfig, AutoTokenizer) from a local GGUF file, offline."""
+    path = Path(source).resolve()
+    return auto_class.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True, **kwargs)
 
 
 # ----------------------------------------------------------------------------- writing

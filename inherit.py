@@ -270,6 +270,7 @@ def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec, c
         "reference_n_layer": ref.config.n_layer,
         "reference_val_loss": ref_ckpt.best_val_loss,
         "reference_tokenizer": ref_ckpt.tokenizer,
+        "reference_dequantized": ref_ckpt.dequantized,  # a GGUF reference's tensor types
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
         "chosen_by": choice,
     }

@@ -124,6 +124,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
         source = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
+        if ckpt.dequantized is not None:  # a GGUF: weights dequantised from these tensor types
+            source["dequantized"] = ckpt.dequantized
         start = Start(model, None, None, ckpt.inherit, source, ckpt.vocabulary())
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")

@@ -1,5 +1,5 @@
 """Tokenizers: GPT-2 BPE, loaded without touching the network, and any Hugging Face tokenizer (a local
-folder, or a hub name when online) for the Llama family. Prepare scripts encode with them, sample.py
+folder, the one a GGUF file carries, or a hub name when online) for the Llama family. Prepare scripts encode with them, sample.py
 decodes, and meta.json records which one made a corpus.
 
 tiktoken.get_encoding("gpt2") downloads its vocabulary at first use, which hangs or fails without
@@ -27,6 +27,7 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from data.format import dtype_for, read_char_meta, read_meta
+from hf import from_gguf, is_gguf
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -98,10 +99,13 @@ def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
 
 
 def load_hf_tokenizer(name: str):
-    """A fast Hugging Face tokenizer from a local folder (read offline) or a hub name."""
+    """A fast Hugging Face tokenizer from a local folder (read offline), a GGUF file (the tokenizer it
+    carries, converted by transformers) or a hub name."""
     from transformers import AutoTokenizer  # imported only here: it is slow to import
 
     try:
+        if is_gguf(name):
+            return from_gguf(AutoTokenizer, name)
         return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).is_dir())
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}") from e
@@ -114,9 +118,13 @@ def fingerprint(tokenizer) -> str:
 
 
 def source_tokenizer(source: str) -> dict | None:
-    """The vocabulary record of a Hugging Face model: of the tokenizer its folder carries (fingerprinted), or
-    of a hub model's own tokenizer (by its name, read only when used); None for a folder without one."""
+    """The vocabulary record of a Hugging Face model: of the tokenizer its folder or GGUF file carries
+    (fingerprinted), or of a hub model's own tokenizer (by its name, read only when used); None for a folder
+    without one."""
     folder = Path(source)
+    if is_gguf(source):
+        tokenizer = load_hf_tokenizer(source)
+        return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
     if not folder.is_dir():
         return {"tokenizer": source}
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model")):

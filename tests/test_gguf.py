@@ -1,0 +1,269 @@
+"""GGUF files (llama.cpp's format) as a model source: a tiny Llama written here with gguf's own GGUFWriter, as
+llama.cpp's convert_hf_to_gguf.py writes one (q/k rows permuted, F32 and Q8_0 tensors, a GPT-2-style BPE
+tokenizer), read by every loader and compared with the transformers model it was written from."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+import inherit
+from checkpoint import Checkpoint, load_model
+from data.tokenizer import encoder_for, load_hf_tokenizer, same_vocabulary
+from hf import ConversionError, gguf_tensor_types, read_hf_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# A byte-level BPE as GPT-2's: the 256 byte symbols, a few merges, and the special tokens after them.
+MERGES = ["Ġ t", "h e", "Ġt he", "Ġ a", "i n", "Ġ s", "e r", "o n", "Ġ o", "r e"]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def byte_level_vocabulary() -> list[str]:
+    symbols = list(bytes_to_unicode().values())
+    merged = [left + right for left, right in (m.split(" ") for m in MERGES)]
+    return [*SPECIALS, *symbols, *merged]
+
+
+def permute_like_llama_cpp(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute: the rows of each head from Hugging Face's rotate-half
+    layout to llama.cpp's interleaved pairs."""
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def tiny_llama(qwen2: bool = False, tied: bool = True, seed: int = 0):
+    """A 3-layer Llama (or Qwen2) with GQA, rope theta 500,000 and weights large enough for sharp attention and
+    logits of several units, so that a wrong row order or a lost tensor shows in the logits."""
+    vocab = len(byte_level_vocabulary())
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_theta=500_000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(Qwen2Config(**common)) if qwen2 else LlamaForCausalLM(LlamaConfig(**common))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))  # gains that differ from 1, so a lost norm shows
+            else:
+                p.normal_(0, 0.15 if p.dim() > 1 else 0.5)
+    return model.eval()
+
+
+def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: str | None = None) -> Path:
+    """`model` as llama.cpp writes it: its names, q/k permuted (Llama; llama.cpp leaves Qwen2's as they are),
+    F32 tensors, or Q8_0 for the names ending as listed in `quantize`, and a GPT-2-style BPE tokenizer."""
+    c = model.config
+    arch = architecture or c.model_type
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny")
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    writer.add_vocab_size(c.vocab_size)
+    tokens = byte_level_vocabulary()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    types = [gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in tokens]
+    writer.add_token_types(types)
+    writer.add_token_merges(MERGES)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(c.num_hidden_layers):
+        for theirs, ours in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"model.layers.{i}.{theirs}.{kind}"] = f"blk.{i}.{ours}.{kind}"
+    state = model.state_dict()
+    for key, value in state.items():
+        if key == "lm_head.weight" and c.tie_word_embeddings:
+            continue  # a tied model has no output tensor: readers take the token embedding
+        array = value.float().numpy()
+        if arch == "llama" and key.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = c.num_attention_heads if "q_proj" in key else c.num_key_value_heads
+            array = permute_like_llama_cpp(array, heads)
+        name = names[key]
+        if array.ndim == 2 and name.endswith(quantize):
+            writer.add_tensor(
+                name,
+                gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0),
+                raw_dtype=gguf.GGMLQuantizationType.Q8_0,
+            )
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def logits_of(model, idx: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(idx)
+    return out.logits if hasattr(out, "logits") else model(idx, targets=idx)[0]
+
+
+IDX = torch.tensor([[5, 90, 17, 200, 3, 77, 150, 260, 9, 42, 101, 11]])
+
+
+@pytest.mark.parametrize("qwen2, tied", [(False, True), (False, False), (True, True)])
+def test_a_gguf_reads_as_the_model_it_was_written_from(tmp_path, qwen2, tied):
+    """F32 tensors are exact: the logits are the transformers model's, with GQA, rope theta 500,000, tied
+    and untied heads, Qwen2's biases, and llama.cpp's q/k permutation undone."""
+    hf = tiny_llama(qwen2, tied)
+    path = write_gguf(hf, tmp_path / "tiny.gguf")
+    model, ckpt = load_model(path)
+    expected = logits_of(hf, IDX)
+    assert expected.std() > 1  # realistic magnitudes: logits of several units
+    torch.testing.assert_close(logits_of(model, IDX), expected, atol=2e-5, rtol=1e-5)
+    assert model.config.rope_theta == 500_000.0 and model.config.n_kv_head == 2
+    assert model.config.tie_embeddings == tied
+    assert ckpt.dequantized == {"F32": len(gguf.GGUFReader(str(path)).tensors)}
+
+
+def test_the_permutation_must_be_undone(tmp_path, monkeypatch):
+    """The file holds q/k rows in llama.cpp's order: read as stored (the un-permutation skipped), the model is
+    another one, so the test above would fail were it not undone."""
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    hf = tiny_llama()
+    path = write_gguf(hf, tmp_path / "tiny.gguf")
+    monkeypatch.setattr(LlamaTensorProcessor, "_reverse_permute_weights", lambda self, w, *heads: w)
+    read_as_stored, _ = load_model(path)
+    assert (logits_of(read_as_stored, IDX) - logits_of(hf, IDX)).abs().max() > 0.5
+
+
+def test_quantised_tensors_read_as_transformers_dequantises_them(tmp_path):
+    hf = tiny_llama(tied=False)
+    path = write_gguf(hf, tmp_path / "q8.gguf", quantize=("attn_q.weight", "ffn_up.weight", "token_embd.weight"))
+    model, ckpt = load_model(path)
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="q8.gguf", dtype=torch.float32).eval()
+    torch.testing.assert_close(logits_of(model, IDX), logits_of(theirs, IDX), atol=2e-5, rtol=1e-5)
+    assert ckpt.dequantized["Q8_0"] == 2 * 3 + 1
+    # and close to, but not, the original: Q8_0 rounds
+    difference = (logits_of(model, IDX) - logits_of(hf, IDX)).abs().max()
+    assert 0 < difference < 0.5
+
+
+def test_its_tokenizer_prepares_a_corpus_the_model_then_accepts(tmp_path):
+    hf = tiny_llama()
+    path = write_gguf(hf, tmp_path / "tiny.gguf")
+    tokenizer = load_hf_tokenizer(str(path))
+    assert len(tokenizer) == hf.config.vocab_size and tokenizer.eos_token_id == 2
+    text = " the hat is on the heron"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    encoder = encoder_for(str(path))
+    assert encoder.eot == 2 and encoder.meta["vocab_size"] == hf.config.vocab_size
+    _, ckpt = load_model(path)
+    assert same_vocabulary(ckpt.vocabulary(), encoder.meta)
+    assert ckpt.vocabulary()["tokenizer_fingerprint"] == encoder.meta["tokenizer_fingerprint"]
+
+
+def test_config_alone_and_a_student_record_where_it_came_from(tmp_path):
+    hf = tiny_llama()
+    path = write_gguf(hf, tmp_path / "tiny.gguf", quantize=("ffn_down.weight",))
+    args = read_hf_config(str(path))
+    assert (args["n_layer"], args["n_head"], args["n_kv_head"], args["rope_theta"]) == (3, 4, 2, 500_000.0)
+    student, origin = inherit.inherit(str(path), {"n_layer": 2})
+    assert origin["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert origin["reference_dequantized"] == gguf_tensor_types(path)
+    ref, _ = load_model(path)
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, ref.state_dict()[key]), key  # blocks 0, 1, embedding, norm: bit for bit
+
+
+def test_bad_files_are_refused_in_one_line(tmp_path):
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    with pytest.raises(ConversionError, match="not a complete GGUF file"):
+        load_model(truncated)
+    other = write_gguf(tiny_llama(), tmp_path / "gemma.gguf", architecture="gemma")
+    with pytest.raises(ConversionError, match="architecture 'gemma'"):
+        load_model(other)
+    with pytest.raises(ConversionError, match="no such GGUF file"):
+        load_model(tmp_path / "missing.gguf")
+
+
+def test_a_tensor_type_gguf_cannot_dequantise_is_refused(tmp_path):
+    """Q8_1 has no dequantiser in gguf 0.19 (llama.cpp uses it only for intermediate results)."""
+    path = tmp_path / "q8_1.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    q8_1 = gguf.GGMLQuantizationType.Q8_1
+    block_bytes = gguf.GGML_QUANT_SIZES[q8_1][1]
+    writer.add_tensor("token_embd.weight", np.zeros((4, 2 * block_bytes), dtype=np.uint8), raw_dtype=q8_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ConversionError, match="cannot dequantise its Q8_1 tensors"):
+        gguf_tensor_types(path)
+
+
+def test_every_command_reads_a_gguf(tmp_path):
+    """inherit.py and analyze.py as a user runs them, the corpus prepared with the file's own tokenizer; the
+    note that the weights were dequantised is said once."""
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf", quantize=("ffn_up.weight",))
+    corpus = tmp_path / "corpus"
+    prepare = [sys.executable, "data/shakespeare/prepare.py", "--tokenizer", str(path), "--out_dir", str(corpus)]
+    subprocess.run(prepare, cwd=ROOT, check=True, capture_output=True)
+    student = tmp_path / "student.pt"
+    run = subprocess.run(
+        [sys.executable, "inherit.py", "--inherit_from", str(path), "--n_layer", "2", "--out", str(student)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stderr.count("dequantised") == 1
+    assert Checkpoint.load(student).inherit["reference_dequantized"]["Q8_0"] == 3
+    out = tmp_path / "analysis"
+    analysis = [sys.executable, "analyze.py", "--model", str(path), "--data", str(corpus), "--out", str(out)]
+    analysis += ["--num_seqs", "4", "--seq_len", "16"]
+    subprocess.run(analysis, cwd=ROOT, check=True, capture_output=True)
+    assert json.loads((out / "analysis.json").read_text())["models"][0]["n_layer"] == 3

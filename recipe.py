@@ -281,10 +281,10 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
     if earlier.get("settings") == asked:
         result = earlier["models"][0]
     else:
-        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), 1.0, ns[0])
+        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), ns[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
-        plot_heads([result], folder / "heads.png")
+        plot_heads([result], folder / "heads.png", settings.collapsed_rank)
         write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
     choices = {n: layer_choices(args.reference, measures, n) for n in ns}

@@ -32,7 +32,7 @@ import torch
 from configurator import TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
-from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source
+from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
 from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, atomic_file, run_command
 
@@ -165,6 +165,15 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     load_weights(model, ckpt.model)
     ckpt.model = None
     return model.to(device), ckpt
+
+
+def describe(source: str | Path) -> Checkpoint:
+    """What any model source is, without reading its weights: a checkpoint's record (Checkpoint.load with
+    weights=False), or the config of a Hugging Face model or GGUF file (which records no training)."""
+    source = str(source)
+    if is_hf_source(source):
+        return Checkpoint(model_args=GPTConfig(**read_hf_config(source)).model_args())
+    return Checkpoint.load(source, weights=False)
 
 
 def note_dequantized(source: str, tensor_types: dict[str, int]) -> None:

@@ -77,13 +77,16 @@ def parts_of(config: GPTConfig) -> tuple[str, ...]:
 
 
 def parse_parts(text: str, config: GPTConfig) -> tuple[str, ...]:
-    """'all', or a comma-separated list of the reference's parts."""
+    """'all', 'none' (a model of the reference's architecture from scratch), or a comma-separated list of the
+    reference's parts."""
     if text.strip() == "all":
         return parts_of(config)
+    if text.strip() == "none":
+        return ()
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in parts if p not in (*MODEL_PARTS, *BLOCK_PARTS)]
     if unknown or not parts:
-        known = ", ".join(("all", *MODEL_PARTS, *BLOCK_PARTS))
+        known = ", ".join(("all", "none", *MODEL_PARTS, *BLOCK_PARTS))
         raise InheritError(f"unknown parts {unknown or text!r}; choose from {known}")
     if "wpe" in parts and config.rope:
         raise InheritError("the reference has rotary position embeddings, no wpe to inherit")
@@ -316,7 +319,8 @@ def main(argv: list[str]) -> int:
         prog="inherit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
-    parts_help = "what to copy: all, or any of wte (token embedding, and the head when tied), head (an untied head), "
+    parts_help = "what to copy: all, none (the architecture alone: a model from scratch), or any of wte (token "
+    parts_help += "embedding, and the head when tied), head (an untied head), "
     parts_help += "wpe, ln_f, and of each block attn, mlp, ln"
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")

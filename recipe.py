@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
-from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, source_sha256
+from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint, source_sha256
 from configurator import ConfigError, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from grow import grow_rounds
@@ -58,7 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="recipe.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--reference", required=True, help="the trained reference: a checkpoint of this project")
+    reference_help = "the trained reference: a checkpoint, a Hugging Face model or a GGUF file"
+    p.add_argument("--reference", required=True, help=reference_help)
     p.add_argument("--config", required=True, help="training config of every student (its max_iters is the budget)")
     p.add_argument("--n_layer", required=True, help="student depths, comma-separated, each below the reference's")
     methods_help = "comma-separated, of: " + "; ".join(f"{k}: {v}" for k, v in METHODS.items())
@@ -119,9 +120,6 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
     if unknown or not methods:
         raise ValueError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
     args = ref.model_args
-    from_scratch = [m for m in methods if m in ("distill", "scratch", "scratch-2x")]
-    if args.get("rope") and from_scratch:
-        raise ValueError(f"{', '.join(from_scratch)} train GPT-2 from scratch; the reference is of the Llama family")
     if "half_width" in methods and args["n_head"] % 2:
         raise ValueError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
     return methods
@@ -157,7 +155,14 @@ def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: Train
         ]
     if method == "half_width":
         return [f"--init_from={Path(args.out_dir) / 'half_width' / 'student.pt'}"]
-    scratch = [f"--n_layer={n}", *width, "--init_from=scratch"]
+    # GPT-2 from scratch at the reference's width; the Llama family as the reference's architecture with nothing
+    # inherited (the config's model keys describe GPT-2 alone)
+    fresh = (
+        [*width, "--init_from=scratch"]
+        if width
+        else ["--init_from=inherit", f"--inherit_from={ref}", "--inherit_parts=none"]
+    )
+    scratch = [f"--n_layer={n}", *fresh]
     if method == "distill":
         return [*scratch, f"--teacher={ref}", f"--distill_alpha={args.distill_alpha}"]
     if method == "scratch-2x":
@@ -175,7 +180,7 @@ def run_dir(out_dir: Path, method: str, n: int) -> Path:
 
 
 def recipe(args: argparse.Namespace) -> int:
-    ref = Checkpoint.load(args.reference, weights=False)
+    ref = describe(args.reference)
     state_path = Path(args.out_dir) / "report.json"
     state = read_state(state_path)
     check_same_reference(state, state_path, args.reference)
@@ -199,7 +204,8 @@ def recipe(args: argparse.Namespace) -> int:
     )
     # scratch students get the reference's width and attention, whatever the config says
     scratch_args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
-    width = [f"--{key}={scratch_args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
+    gpt2_keys = ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")
+    width = [] if ref.model_args.get("rope") else [f"--{key}={scratch_args[key]}" for key in gpt2_keys]
     out_dir.mkdir(parents=True, exist_ok=True)
     analysis = analyze_reference(args, cfg, ns)
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
@@ -346,7 +352,8 @@ def report_rows(
     reference = read_run(reference_dir)
     corpora = list(reference.last_eval["val_losses"])
     rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
-    rows[0] |= {"steps": ref.iter_num, "tokens": ref.tokens_seen()}
+    trained_here = ref.config is not None  # a Hugging Face model or GGUF file records no training
+    rows[0] |= {"steps": ref.iter_num if trained_here else None, "tokens": ref.tokens_seen()}
     for method, n in plan:
         folder = run_dir(out_dir, method, n)
         row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
@@ -357,7 +364,10 @@ def report_rows(
 
 def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float | None, seconds) -> dict:
     row = summary(method, run, tuple(corpora)) | {"method": method, "out_dir": str(folder)}
-    row["inherited_layers"] = (run.inherit or {}).get("layers") if method != "reference" else None
+    inherit = run.inherit or {}
+    row["inherited_layers"] = inherit.get("layers") if method != "reference" and inherit.get("parts") else None
+    first = run.evals[0]  # the step-0 eval: the model as built, before training (pruned without healing)
+    row["val_loss_start"] = first["val_loss"] if first["iter"] == 0 and method != "reference" else None
     row["gap"] = None if ref_loss is None else row["val_loss"] - ref_loss
     return row | {"time_s": seconds}
 
@@ -386,15 +396,17 @@ def run_name(row: dict, rows: list[dict]) -> str:
 
 
 def markdown_table(rows: list[dict], corpora: list[str]) -> str:
-    head = "| method | layers | from blocks | params | steps | tokens | val loss | "
+    head = "| method | layers | from blocks | params | steps | tokens | val loss before training | val loss | "
     head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
-    lines = [head, "|" + " --- |" * (9 + len(corpora))]
+    lines = [head, "|" + " --- |" * (10 + len(corpora))]
     for r in rows:
         blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
         gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
         clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
         tokens = f"{r['tokens']:,}" if r["tokens"] is not None else ""
-        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], tokens]
+        steps = r["steps"] if r["steps"] is not None else ""
+        start = f"{r['val_loss_start']:.4f}" if r.get("val_loss_start") is not None else ""
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", steps, tokens, start]
         if r.get("diverged"):
             cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, clock]
         else:
@@ -407,8 +419,9 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
     parts = [
         f"# Which small model: every method from {report['reference']}",
         "",
-        f"Made by `{args.command}`. Val loss: each run's final eval; gap: to the reference's val loss by the",
-        "same estimate (the same batches); wall-clock: the run's training time, over the calls that trained it.",
+        f"Made by `{args.command}`. Val loss: each run's final eval; before training: its eval at step 0, the",
+        "model as built (pruned without healing); gap: to the reference's val loss by the same estimate (the same",
+        "batches); wall-clock: the run's training time, over the calls that trained it.",
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",

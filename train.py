@@ -134,7 +134,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     return start
 
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx")  # the config's shape keys
+# the config's shape keys, and what decides which parameters AdamW holds state for
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
 
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
@@ -504,6 +505,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     for p in model.parameters():  # bf16-true: the weights themselves, and so their gradients and AdamW state
         p.data = p.data.to(rt.param_dtype)
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    model.transformer.wte.weight.requires_grad_(not cfg.freeze_embedding)  # AdamW takes what requires grad
     ckpt = start.resume
     optimizer_state = ckpt.optimizer if ckpt is not None else None
     if cfg.parallel == "fsdp":

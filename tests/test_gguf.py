@@ -267,3 +267,62 @@ def test_every_command_reads_a_gguf(tmp_path):
     analysis += ["--num_seqs", "4", "--seq_len", "16"]
     subprocess.run(analysis, cwd=ROOT, check=True, capture_output=True)
     assert json.loads((out / "analysis.json").read_text())["models"][0]["n_layer"] == 3
+
+
+def gguf_corpus(path: Path, out: Path) -> Path:
+    """Shakespeare in the GGUF's own tokens."""
+    prepare = [sys.executable, "data/shakespeare/prepare.py", "--tokenizer", str(path), "--out_dir", str(out)]
+    subprocess.run(prepare, cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+def test_recipe_on_a_gguf_reference_builds_llama_students_and_scores_them_before_training(tmp_path):
+    """The demo's shape in miniature: a GGUF reference, first-n and from-scratch students of its architecture
+    (scratch: nothing inherited), each scored at step 0 (as built) and after the budget."""
+    import recipe
+    from runs import read_run
+
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    corpus = gguf_corpus(path, tmp_path / "corpus")
+    config = tmp_path / "c.py"
+    values = dict(
+        data_dir=str(corpus),
+        device="cpu",
+        compile=False,
+        n_head=4,
+        n_embd=64,
+        block_size=16,
+        batch_size=2,
+        gradient_accumulation_steps=1,
+        max_iters=4,
+        lr_decay_iters=4,
+        warmup_iters=1,
+        eval_interval=2,
+        eval_iters=2,
+        log_interval=1,
+        learning_rate=1e-3,
+        freeze_embedding=True,
+    )
+    config.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()))
+    out = tmp_path / "r"
+    argv = ["--reference", str(path), "--config", str(config), "--n_layer", "2", "--methods", "first,scratch"]
+    assert recipe.main([*argv, "--out_dir", str(out), "--num_seqs", "2", "--seq_len", "16"]) == 0
+    rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert rows["reference"]["steps"] is None and rows["reference"]["val_loss_start"] is None
+    assert rows["first"]["inherited_layers"] == [0, 1] and rows["scratch"]["inherited_layers"] is None
+    scratch = read_run(out / "n2" / "scratch")
+    assert scratch.model["model_args"]["rope"] and scratch.model["model_args"]["n_kv_head"] == 2
+    assert scratch.inherit["parts"] == []
+    for method in ("first", "scratch"):
+        run = read_run(out / "n2" / method)
+        assert rows[method]["val_loss_start"] == run.evals[0]["val_loss"] and run.evals[0]["iter"] == 0
+    # nothing inherited: a fresh model's loss, near that of uniform guessing over the vocabulary
+    assert abs(rows["scratch"]["val_loss_start"] - np.log(len(byte_level_vocabulary()))) < 0.1
+    assert "| first | 2 | 0,1 |" in (out / "report.md").read_text()
+    # freeze_embedding: the inherited embedding (and the head tied to it) left as inherited, the blocks trained
+    student = Checkpoint.load(out / "n2" / "first" / "ckpt.pt").model
+    reference = load_model(path)[0].state_dict()
+    assert torch.equal(student["transformer.wte.weight"], reference["transformer.wte.weight"])
+    assert not torch.equal(
+        student["transformer.h.0.attn.c_attn.weight"], reference["transformer.h.0.attn.c_attn.weight"]
+    )

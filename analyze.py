@@ -7,10 +7,12 @@ For each T x T post-softmax attention matrix A (one head, one sequence):
 - rank k*(tau): the fewest singular values of A that hold a fraction tau of sum(s_i^2);
 - mass m*(eta): the fewest columns of A that hold a fraction eta of ||A||_F^2, taking columns by their
   share ||A[:, j]||^2 / ||A||_F^2, largest first.
-Both are averaged over the sequences. Per layer, MaxRank is the largest head rank and AvgMass the mean
-head mass. A layer is lazy when MaxRank is 1: every head of it puts its attention in one column (the
-first token, an "attention sink"), so it adds little. The suggested student keeps the leading non-lazy
-layers (Inheritune, arXiv 2404.08634).
+Both are averaged over the sequences (and the rank of the sequence-averaged matrix, the authors' notebook's,
+is reported beside). Per layer, MaxRank is the largest head rank and AvgMass the mean head mass. A head has
+collapsed at a rank of at most --collapsed_rank (1.5): its attention sits in one column (often the first
+token, an "attention sink"). A layer is lazy when --lazy_share (half) of its heads collapsed (1.0: every
+head, the paper's MaxRank = 1). The suggested student keeps the leading non-lazy layers (Inheritune, arXiv
+2404.08634).
 
 Two measures of the residual stream h_l (block l's input; h_L leaves the last block, before ln_f):
 - Block Influence BI_l = 1 - mean over tokens of cos(h_l, h_l+1) (ShortGPT, arXiv 2403.03853);
@@ -93,11 +95,11 @@ def angular_distance(hidden: torch.Tensor, span: int) -> torch.Tensor:
     return torch.arccos(cos.clamp(-1.0, 1.0)) / math.pi
 
 
-# The two ways of giving one head one rank: the mean of its per-sequence ranks (the paper's figures: their
-# MaxRank is fractional, with a spread over sequences), or the rank of its attention matrix averaged over the
-# sequences first (the authors' attention-collapse-demo notebook: attn_weights.mean(dim=0), then the rank).
+# The two ways of giving one head one rank: the mean of its per-sequence ranks (the paper's, v4 Section 2:
+# Rank(h, l) = (1/N) sum_n k*_{n,h,l}), or the rank of its attention matrix averaged over the sequences first
+# (the authors' attention-collapse-demo notebook: attn_weights.mean(dim=0), then the rank).
 RANK_OF = {
-    "sequence": "the mean over sequences of each sequence's rank (the paper's figures)",
+    "sequence": "the mean over sequences of each sequence's rank (the paper's)",
     "mean": "the rank of the attention matrix averaged over the sequences (the authors' notebook)",
 }
 
@@ -114,10 +116,11 @@ class Settings:
     seed: int = 1337
     batch_size: int = 25
     # A head has collapsed when its rank is at most this: 1.5 is rank 1 in the typical sequence (a mean that
-    # rounds to 1; an integer rank of the averaged matrix must be 1), the paper's "near rank-one".
+    # rounds to 1; an integer rank of the averaged matrix must be 1), the paper's "near rank-1" (v4 Figure 11;
+    # its GPT-2 small's lazy layers average 1.22, Table 4).
     collapsed_rank: float = 1.5
     # A layer is lazy when at least this share of its heads collapsed. 1.0 with collapsed_rank 1.0 is the
-    # paper's MaxRank = 1; deep Llamas collapse head by head rather than whole layers (paper v4 on LLaMA-3 8B).
+    # paper's MaxRank = 1; LLaMA-3 8B collapses half its heads without whole layers (paper v4, Figure 11).
     lazy_share: float = 0.5
     rank_of: str = "sequence"  # which rank of a head the verdict reads: a key of RANK_OF
 

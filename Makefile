@@ -67,7 +67,7 @@ demo-seeds: $(VENV)/installed
 		"scratch (4), 2x steps=out-seeds/{seed}/scratch-2x" --seeds $(SEEDS) --out out-seeds/inheritune.png \
 		--title "Inheritune on Shakespeare, seeds $(SEEDS) (2 CPU cores)"
 
-# Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo` has not) continued on
+# Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo-gpt2` has not) continued on
 # the Python standard library with 0% and 25% replay, against the same model from scratch; then a scaling
 # sweep from scratch (2, 4, 8 layers; the 8 is that baseline) and its fit.
 demo-cpt: $(VENV)/installed

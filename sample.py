@@ -6,7 +6,7 @@
 
 --model (nanoGPT's --init_from, which works too) is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint
 path, or a Hugging Face model (GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'; or the Llama family
-by hub id or local folder). Text is encoded with the vocabulary the model
+by hub id, local folder or GGUF file). Text is encoded with the vocabulary the model
 was trained with: the character vocabulary of nanoGPT's meta.pkl in the corpus folder its checkpoint
 records (config['dataset'], as nanoGPT looks it up), or the Hugging Face tokenizer of its corpus or of
 its Hugging Face folder (the Llama family), else GPT-2 BPE, loaded offline.
@@ -34,9 +34,8 @@ def parse_bool(text: str) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_help = (
-        "'resume' (out_dir's last checkpoint), a checkpoint, or a Hugging Face model; --init_from is nanoGPT's name"
-    )
+    model_help = "'resume' (out_dir's last checkpoint), a checkpoint, a Hugging Face model or a GGUF file; "
+    model_help += "--init_from is nanoGPT's name"
     p.add_argument("--model", "--init_from", dest="model", default="resume", help=model_help)
     p.add_argument("--out_dir", default="out", help="training folder, read with --model=resume")
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')

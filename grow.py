@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import Checkpoint, CheckpointError
+from checkpoint import CheckpointError, describe
 from configurator import ConfigError, parse_config
-from hf import is_hf_source
+from hf import ConversionError
 from runs import DIVERGED_EXIT, RunError, format_table, launch_training, plot_curves, read_run, summary
 from runtime import write_json
 
@@ -48,19 +48,15 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         return grow(args)
-    except (CheckpointError, ConfigError, RunError, OSError) as e:
+    except (CheckpointError, ConfigError, ConversionError, RunError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
 
 def reference_facts(source: str) -> tuple[int, float | None]:
     """The reference's depth and best val loss, without loading its weights: from its checkpoint through a
-    memory map, or from a Hugging Face model's config (which records no val loss)."""
-    if is_hf_source(source):
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir()).num_hidden_layers, None
-    ref = Checkpoint.load(source, weights=False)
+    memory map, or from a Hugging Face model's or GGUF file's config (which records no val loss)."""
+    ref = describe(source)
     return ref.model_args["n_layer"], ref.best_val_loss
 
 

@@ -4,8 +4,6 @@ tokenizer), read by every loader and compared with the transformers model it was
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
@@ -17,6 +15,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 import inherit
 from checkpoint import Checkpoint, load_model
+from data.shakespeare.prepare import prepare
 from data.tokenizer import encoder_for, load_hf_tokenizer, same_vocabulary
 from hf import ConversionError, gguf_tensor_types, read_hf_config
 
@@ -245,34 +244,38 @@ def test_a_tensor_type_gguf_cannot_dequantise_is_refused(tmp_path):
         gguf_tensor_types(path)
 
 
-def test_every_command_reads_a_gguf(tmp_path):
-    """inherit.py and analyze.py as a user runs them, the corpus prepared with the file's own tokenizer; the
-    note that the weights were dequantised is said once."""
+def test_every_command_reads_a_gguf(tmp_path, capsys):
+    """inherit.py, analyze.py, evaluation.py (loss, export) and sample.py as a user runs them, the corpus
+    prepared with the file's own tokenizer; the note that the weights were dequantised is said once."""
+    import analyze
+    import evaluation
+    import sample
+
     path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf", quantize=("ffn_up.weight",))
-    corpus = tmp_path / "corpus"
-    prepare = [sys.executable, "data/shakespeare/prepare.py", "--tokenizer", str(path), "--out_dir", str(corpus)]
-    subprocess.run(prepare, cwd=ROOT, check=True, capture_output=True)
+    corpus = gguf_corpus(path, tmp_path / "corpus")
     student = tmp_path / "student.pt"
-    run = subprocess.run(
-        [sys.executable, "inherit.py", "--inherit_from", str(path), "--n_layer", "2", "--out", str(student)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert run.stderr.count("dequantised") == 1
+    assert inherit.main(["--inherit_from", str(path), "--n_layer", "2", "--out", str(student)]) == 0
     assert Checkpoint.load(student).inherit["reference_dequantized"]["Q8_0"] == 3
     out = tmp_path / "analysis"
-    analysis = [sys.executable, "analyze.py", "--model", str(path), "--data", str(corpus), "--out", str(out)]
-    analysis += ["--num_seqs", "4", "--seq_len", "16"]
-    subprocess.run(analysis, cwd=ROOT, check=True, capture_output=True)
+    argv = ["--model", str(path), "--data", str(corpus), "--out", str(out), "--num_seqs", "4", "--seq_len", "16"]
+    assert analyze.main(argv) == 0
     assert json.loads((out / "analysis.json").read_text())["models"][0]["n_layer"] == 3
+    loss = tmp_path / "loss.json"
+    argv = ["loss", "--model", str(path), "--data", str(corpus), "--max_tokens", "2000", "--out", str(loss)]
+    assert evaluation.main(argv) == 0
+    assert 0 < json.loads(loss.read_text())["loss"] < 20
+    text = sample.sample(sample.parse_args(["--model", str(path), "--start", " the", "--max_new_tokens", "4"]))
+    assert text[0].startswith(" the") and len(text) == 2
+    assert evaluation.main(["export", "--model", str(path), "--out", str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    model, _ = load_model(path)
+    torch.testing.assert_close(logits_of(exported, IDX), logits_of(model, IDX), atol=2e-5, rtol=1e-5)
+    assert capsys.readouterr().err.count("dequantised") == 1
 
 
 def gguf_corpus(path: Path, out: Path) -> Path:
     """Shakespeare in the GGUF's own tokens."""
-    prepare = [sys.executable, "data/shakespeare/prepare.py", "--tokenizer", str(path), "--out_dir", str(out)]
-    subprocess.run(prepare, cwd=ROOT, check=True, capture_output=True)
+    prepare(out, str(path))
     return out
 
 
@@ -326,3 +329,15 @@ def test_recipe_on_a_gguf_reference_builds_llama_students_and_scores_them_before
     assert not torch.equal(
         student["transformer.h.0.attn.c_attn.weight"], reference["transformer.h.0.attn.c_attn.weight"]
     )
+
+
+def test_grow_reads_a_gguf_reference_and_refuses_a_broken_one_in_a_line(tmp_path, capsys):
+    import grow
+
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    assert grow.reference_facts(str(path)) == (3, None)  # its depth, and no recorded val loss
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    argv = ["--inherit_from", str(truncated), "--config", "config/inheritune_smollm2.py", "--target", "3.0"]
+    assert grow.main(argv) == 1
+    assert "not a complete GGUF file" in capsys.readouterr().err

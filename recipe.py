@@ -30,7 +30,17 @@ import sys
 import time
 from pathlib import Path
 
-from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
+from analyze import (
+    LAYER_METHODS,
+    Settings,
+    analyze_model,
+    describe_choices,
+    describe_collapse,
+    describe_suggestion,
+    layer_choices,
+    plot_heads,
+    plot_layers,
+)
 from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint, source_sha256
 from configurator import ConfigError, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
@@ -294,9 +304,11 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int])
         write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
     choices = {n: layer_choices(args.reference, measures, n) for n in ns}
+    print(describe_collapse(result, settings))
+    print(describe_suggestion(result, settings))
     for n in ns:
         print(describe_choices({"choices": choices[n]}))
-    keys = ("max_rank", "avg_mass", "lazy_layers", "block_influence", "suggestion")
+    keys = ("max_rank", "avg_mass", "collapsed_heads", "lazy_layers", "block_influence", "suggestion")
     return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
 
 
@@ -428,9 +440,13 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         *([format_task_table({run_name(r, report["rows"]): r for r in report["rows"]}), ""] if args.task_names else []),
         "![val loss of every run](curves.png)",
         "",
-        "The reference's layers (attention rank and mass, Block Influence, angular distance):",
+        "The reference's layers (attention rank, heads collapsed, mass, Block Influence, angular distance):",
         "",
         "![per layer](analysis/layers.png)",
+        "",
+        "Its heads (rank per head, the collapsed ones marked):",
+        "",
+        "![per head](analysis/heads.png)",
     ]
     return "\n".join(parts) + "\n"
 

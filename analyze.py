@@ -462,7 +462,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="analyze.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], or HF folder")
+    p.add_argument("--model", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], HF folder or GGUF file")
     p.add_argument("--data", required=True, help="prepared corpus folder; sequences come from its val.bin")
     p.add_argument("--compare", default="", help="a second model, analyzed on the same sequences and plotted beside")
     p.add_argument("--num_seqs", type=int, default=Settings.num_seqs)

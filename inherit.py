@@ -318,7 +318,8 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="inherit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
+    source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, "
+    source_help += "or a GGUF file"
     parts_help = "what to copy: all, none (the architecture alone: a model from scratch), or any of wte (token "
     parts_help += "embedding, and the head when tied), head (an untied head), "
     parts_help += "wpe, ln_f, and of each block attn, mlp, ln"

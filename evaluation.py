@@ -34,7 +34,7 @@ from hf import ConversionError, to_hf
 from model import GPT
 from runtime import autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
 
-MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, or a GGUF file"
+MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, a GGUF"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
 NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-normalised likelihood)
 

@@ -268,14 +268,16 @@ def streamed_batches(
     texts: Iterable[str], test_size: float, seed: int, fraction: float | None
 ) -> Callable[[set[str]], Batches]:
     """A one-pass stream split by document hash: val with probability test_size, and with --fraction each
-    training document kept with that probability. Reading stops once the training split is full."""
+    training document kept with that probability. Once the training split is full, the rest of the stream is
+    still read for its val documents: val is every val document of the stream, whatever the cut and however
+    far the tokenizer threads had read ahead when train filled up."""
 
     def batches(full: set[str]) -> Batches:
         pending: dict[str, list[str]] = {"train": [], "val": []}
         for text in texts:
-            if "train" in full:
-                return
             split = "val" if unit_hash(text, seed, "split") < test_size else "train"
+            if split == "train" and "train" in full:
+                continue
             if split == "train" and fraction is not None and unit_hash(text, seed, "subset") >= fraction:
                 continue
             pending[split].append(text)

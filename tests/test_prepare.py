@@ -268,3 +268,20 @@ def test_redpajama_sources_get_their_share_of_the_budget(docs, tmp_path, capsys)
     (tmp_path / "in" / "mystery").mkdir()
     assert redpajama.main([*argv, "--force"]) == 1
     assert "sources ['mystery'] have no weight: give --weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_streamed_val_split_is_the_same_whatever_the_cut_and_the_threads(docs, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(pipeline, "BATCH_DOCS", 8)  # many batches in flight when train fills up
+    stream = [*docs, *(f"second pass {d}" for d in docs)]
+
+    def prepared(out, max_tokens):
+        batches = pipeline.streamed_batches(iter(stream), test_size=0.05, seed=2357, fraction=None)
+        return pipeline.write_corpus(tmp_path / out, batches, threads, {}, max_tokens)["splits"]
+
+    whole = prepared("whole", None)
+    assert 20 < whole["val"]["documents"] < 60
+    for max_tokens in (200, 3000):
+        cut = prepared(f"cut{max_tokens}", max_tokens)
+        assert cut["train"]["tokens"] < whole["train"]["tokens"]
+        assert cut["val"] == whole["val"]  # val stays whole: every val document of the stream, in order

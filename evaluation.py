@@ -28,8 +28,15 @@ import numpy as np
 import torch
 
 from checkpoint import CheckpointError, load_model, source_sha256
-from data.format import open_tokens
-from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, hf_tokenizer_name, load_hf_tokenizer, save_hf_tokenizer
+from data.format import corpus_vocabulary, open_tokens
+from data.tokenizer import (
+    EOT_TOKEN,
+    VOCAB_SIZE,
+    hf_tokenizer_name,
+    load_hf_tokenizer,
+    same_vocabulary,
+    save_hf_tokenizer,
+)
 from hf import ConversionError, to_hf
 from model import GPT
 from runtime import autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
@@ -123,6 +130,17 @@ def corpus_loss(
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
+def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
+    """Refuse a corpus made with another tokenizer than the model's (a vocabulary record): its ids would be
+    read as other tokens, and a loss printed all the same. Bare bins are GPT-2 tokens, as nanoGPT's."""
+    corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
+    if not same_vocabulary(vocabulary, corpus):
+        raise ValueError(
+            f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
+            "its loss would be of tokens the model never saw"
+        )
+
+
 def loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
@@ -137,7 +155,8 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
 def loss_main(args: argparse.Namespace) -> int:
     try:
         device = torch.device(resolve_device_name(args.device))
-        model, _ = load_model(args.model, device)
+        model, ckpt = load_model(args.model, device)
+        check_corpus_tokenizer(Path(args.data), ckpt.vocabulary())
         tokens = open_tokens(Path(args.data), args.split)
         tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
         dtype = resolve_dtype(args.dtype, device)

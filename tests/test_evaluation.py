@@ -170,3 +170,18 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     assert lines[0] == header + " | avg acc |"
     assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 |  |  | 60.00 |"
     assert lines[3] == "| student |  | 42.00 | 78.00 | 30.00 | 40.50 | 50.00 |"
+
+
+def test_loss_refuses_a_corpus_of_another_tokenizer_than_the_models(shakespeare_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32, vocab_size=70031))
+    llama = {"tokenizer": "my-llama", "tokenizer_fingerprint": "0123456789abcdef", "vocab_size": 70031}
+    Checkpoint.of(model, tokenizer=llama).save(tmp_path / "llama.pt")
+    bare = tmp_path / "bare"  # nanoGPT's openwebtext: bins only, GPT-2 ids
+    bare.mkdir()
+    shutil.copy(shakespeare_dir / "val.bin", bare / "val.bin")
+    for data in (shakespeare_dir, bare):  # every GPT-2 id is below 70,031: only the tokenizers tell them apart
+        argv = ["loss", "--model", str(tmp_path / "llama.pt"), "--data", str(data), "--device", "cpu"]
+        assert evaluation.main([*argv, "--max_tokens", "100"]) == 1
+        err = capsys.readouterr().err
+        assert f"{data} was made with the tokenizer gpt2, the model reads my-llama" in err

@@ -213,14 +213,27 @@ def task_errors(names: list[str], task_manager) -> list[str]:
     return errors
 
 
-def primary_metric(task: str, metrics: dict[str, float]) -> tuple[str, float]:
-    """The figure the paper reports for a task: acc_norm for HellaSwag, acc where there is one, else perplexity."""
+def primary_metric(task: str, metrics: dict[str, float]) -> str | None:
+    """The figure the paper reports for a task: acc_norm for HellaSwag, acc where there is one, else
+    perplexity, else its first; None for a task without figures (a group that aggregates nothing)."""
     preferred = ("acc_norm",) if task.startswith(NORMALISED_TASKS) else ()
     for metric in (*preferred, "acc", "word_perplexity", "perplexity"):
         if metric in metrics:
-            return metric, metrics[metric]
-    metric = next(iter(metrics))
-    return metric, metrics[metric]
+            return metric
+    return next(iter(metrics), None)
+
+
+def reported_metrics(output: dict) -> dict[str, dict[str, float]]:
+    """Every task lm-eval reports, the members of each tag and group asked for and the groups themselves
+    (their aggregate, where their YAML asks for one): metric name -> value, its filter and stderr left out."""
+    return {
+        task: {
+            key.split(",")[0]: value
+            for key, value in entries.items()
+            if "," in key and "stderr" not in key and isinstance(value, int | float)
+        }
+        for task, entries in output["results"].items()
+    }
 
 
 def loadable_tasks(names: list[str], include_path: str):
@@ -257,11 +270,8 @@ def run_tasks(
             device=device,
             log_samples=False,
         )
-    tasks = {}
-    for name in names:
-        metrics = {k.split(",")[0]: v for k, v in output["results"][name].items() if "," in k and "stderr" not in k}
-        tasks[name] = metrics
-    return {"model": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
+    tasks, groups = reported_metrics(output), output.get("group_subtasks") or {}
+    return {"model": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks, "groups": groups}
 
 
 def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
@@ -270,7 +280,9 @@ def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
     columns = []
     for r in rows.values():
         for task, metrics in r.get("tasks", {}).items():
-            metric = primary_metric(task, metrics)[0]
+            metric = primary_metric(task, metrics)
+            if metric is None:
+                continue
             columns += [(task, metric)] + (
                 [(task, "perplexity")] if metric != "perplexity" and "perplexity" in metrics else []
             )
@@ -278,8 +290,10 @@ def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def format_task_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per model, its val loss where known, each task's figures, and the mean accuracy."""
+    """Markdown: one row per model, its val loss where known, each task's figures, and the mean accuracy of
+    its tasks (a group's aggregate is shown, not counted again beside its members)."""
     columns = task_columns(rows)
+    groups = {group for r in rows.values() for group in r.get("groups", {})}
     has_loss = any("loss" in r for r in rows.values())
     has_acc = any(metric.startswith("acc") for _, metric in columns)
     header = ["model", *(["val loss"] if has_loss else []), *(f"{t} ({m})" for t, m in columns)]
@@ -294,7 +308,7 @@ def format_task_table(rows: dict[str, dict]) -> str:
                 cells.append("")
             elif metric.startswith("acc"):
                 cells.append(f"{100 * value:.2f}")
-                accs.append(value)
+                accs += [] if task in groups else [value]
             else:
                 cells.append(f"{value:.2f}")
         cells += [f"{100 * sum(accs) / len(accs):.2f}" if accs else ""] if has_acc else []
@@ -314,16 +328,16 @@ def tasks_arguments(p: argparse.ArgumentParser) -> None:
 
 def tasks_main(args: argparse.Namespace) -> int:
     names = [t for t in args.tasks.split(",") if t]
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation: a folder that cannot be made fails now
         device = resolve_device_name(args.device)
         result = run_tasks(args.model, names, args.include_path, args.limit, args.batch_size, device)
     except (ImportError, ValueError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    write_json(out, result)  # first: hours of evaluation are on disk before anything else can fail
     print(format_task_table({args.model: result}))
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
     print(f"wrote {out}")
     return 0
 

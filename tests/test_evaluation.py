@@ -185,3 +185,55 @@ def test_loss_refuses_a_corpus_of_another_tokenizer_than_the_models(shakespeare_
         assert evaluation.main([*argv, "--max_tokens", "100"]) == 1
         err = capsys.readouterr().err
         assert f"{data} was made with the tokenizer gpt2, the model reads my-llama" in err
+
+
+def test_tags_and_groups_report_each_member_and_the_groups_aggregate_written_before_the_table(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(ROOT)  # the tasks' data_files are relative to the repository root
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
+    out = tmp_path / "tasks.json"
+    argv = ["tasks", "--model", source, *TINY_QA_ARGS, "--device", "cpu", "--out", str(out)]
+    argv[argv.index("tiny_qa")] = "tiny_tag,tiny_group"
+
+    def table_fails(rows):
+        raise RuntimeError("the table fails after the evaluation")
+
+    monkeypatch.setattr(evaluation, "format_task_table", table_fails)
+    with pytest.raises(RuntimeError, match="after the evaluation"):
+        evaluation.main(argv)
+    result = json.loads(out.read_text())  # the evaluation's results were written first
+    assert set(result["tasks"]) == {"tiny_qa_tagged", "tiny_qa", "tiny_group"}
+    assert result["groups"] == {"tiny_group": ["tiny_qa"]}
+    assert result["tasks"]["tiny_group"]["acc"] == result["tasks"]["tiny_qa"]["acc"]  # the mean of one member
+    monkeypatch.undo()
+    assert evaluation.main(["table", f"student={out}"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    assert header == "| model | tiny_qa_tagged (acc) | tiny_qa (acc) | tiny_group (acc) | avg acc |"
+    accs = [result["tasks"][task]["acc"] for task in ("tiny_qa_tagged", "tiny_qa")]  # a group is not counted twice
+    assert row.endswith(f"| {100 * sum(accs) / 2:.2f} |")
+
+
+def test_the_template_task_scores_answers_after_one_space(monkeypatch):
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
+    task = get_task_dict(["tiny_qa"], TaskManager(include_path=str(ROOT / "tests" / "lm_eval_tasks")))["tiny_qa"]
+    task.build_all_requests(limit=2, rank=0, world_size=1)
+    pairs = [instance.arguments for instance in task.instances]
+    assert ("Question: Who wrote Hamlet?\nAnswer:", " William Shakespeare") in pairs
+    assert all(context.endswith("Answer:") and answer[0] == " " != answer[1] for context, answer in pairs)
+
+
+def test_a_group_without_an_aggregate_has_no_column_and_its_members_do():
+    output = {  # lm-eval 0.4.13's results for a group whose YAML has no aggregate_metric_list
+        "results": {
+            "qa_a": {"alias": "qa_a", "sample_len": 4, "acc,none": 0.25, "acc_stderr,none": 0.25},
+            "qa_b": {"alias": "qa_b", "sample_len": 4, "acc,none": 0.75, "acc_stderr,none": "N/A"},
+            "qa_group": {"alias": "qa_group", "name": "qa_group"},
+        },
+    }
+    tasks = evaluation.reported_metrics(output)
+    assert tasks == {"qa_a": {"acc": 0.25}, "qa_b": {"acc": 0.75}, "qa_group": {}}
+    table = evaluation.format_task_table({"m": {"tasks": tasks, "groups": {"qa_group": ["qa_a", "qa_b"]}}})
+    assert table.splitlines()[::2] == ["| model | qa_a (acc) | qa_b (acc) | avg acc |", "| m | 25.00 | 75.00 | 50.00 |"]

@@ -290,17 +290,18 @@ def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def format_task_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per model, its val loss where known, each task's figures, and the mean accuracy of
-    its tasks (a group's aggregate is shown, not counted again beside its members)."""
+    """Markdown: one row per model, its losses where known (a column per corpus and split), each task's
+    figures, and the mean accuracy of its tasks (a group's aggregate is shown, not counted again beside its
+    members)."""
     columns = task_columns(rows)
     groups = {group for r in rows.values() for group in r.get("groups", {})}
-    has_loss = any("loss" in r for r in rows.values())
+    losses = list(dict.fromkeys(label for r in rows.values() for label in r.get("losses", {})))
     has_acc = any(metric.startswith("acc") for _, metric in columns)
-    header = ["model", *(["val loss"] if has_loss else []), *(f"{t} ({m})" for t, m in columns)]
+    header = ["model", *losses, *(f"{t} ({m})" for t, m in columns)]
     header += ["avg acc"] if has_acc else []
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, r in rows.items():
-        cells = [name, *([f"{r['loss']:.4f}" if "loss" in r else ""] if has_loss else [])]
+        cells = [name, *(f"{r['losses'][label]:.4f}" if label in r.get("losses", {}) else "" for label in losses)]
         accs = []
         for task, metric in columns:
             value = r.get("tasks", {}).get(task, {}).get(metric)
@@ -351,16 +352,53 @@ def table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="", help="also write the markdown table here")
 
 
-def table_main(args: argparse.Namespace) -> int:
+def loss_label(record: dict) -> str:
+    """A loss column's name: its split and corpus, as `loss` records them ("val loss (data/openwebtext)")."""
+    if "split" in record and "data" in record:
+        return f"{record['split']} loss ({record['data']})"
+    return "loss"
+
+
+def named_path(item: str) -> tuple[str, Path]:
+    """NAME=FILE split at the first '=' (as runs.py reads NAME=DIR); a FILE alone, even one whose path holds
+    an '=', is named by its stem."""
+    name, sep, path = item.partition("=")
+    if not sep or Path(item).is_file():
+        return Path(item).stem, Path(item)
+    return name, Path(path)
+
+
+def join_results(items: list[str]) -> dict[str, dict]:
+    """One row per NAME: the losses and tasks of all its files together; a figure given twice for one name
+    (the same task, or a loss of the same split and corpus, in two files) is refused, never overwritten."""
     rows: dict[str, dict] = {}
-    for item in args.results:
-        name, _, path = item.rpartition("=")
+    given: dict[tuple[str, str], Path] = {}  # (name, loss label or task) -> the file that gave it
+    for item in items:
+        name, path = named_path(item)
         try:
-            record = json.loads(Path(path).read_text())
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            print(f"error: {path}: {e}", file=sys.stderr)
-            return 1
-        rows.setdefault(name or Path(path).stem, {}).update(record)
+            raise ValueError(f"{path}: {e}") from e
+        if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+            raise ValueError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
+        row = rows.setdefault(name, {"losses": {}, "tasks": {}, "groups": {}})
+        figures = {loss_label(record): record["loss"]} if "loss" in record else {}
+        for key, part in (("losses", figures), ("tasks", record.get("tasks", {}))):
+            for figure, value in part.items():
+                if (name, figure) in given:
+                    raise ValueError(f"{name}: {figure} is in both {given[name, figure]} and {path}")
+                given[name, figure] = path
+                row[key][figure] = value
+        row["groups"] |= record.get("groups", {})
+    return rows
+
+
+def table_main(args: argparse.Namespace) -> int:
+    try:
+        rows = join_results(args.results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     table = format_task_table(rows)
     print(table)
     if args.out:

@@ -142,7 +142,7 @@ def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, ca
 
 def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     files = {
-        "ref-loss": {"loss": 2.853},
+        "ref-loss": {"data": "data/shakespeare", "split": "val", "loss": 2.853},
         "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4}, "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
         "student-tasks": {
             "tasks": {
@@ -165,7 +165,8 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     assert evaluation.main(argv) == 0
     lines = (tmp_path / "table.md").read_text().splitlines()
     header = (
-        "| model | val loss | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) | lambada_openai (perplexity)"
+        "| model | val loss (data/shakespeare) | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) "
+        "| lambada_openai (perplexity)"
     )
     assert lines[0] == header + " | avg acc |"
     assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 |  |  | 60.00 |"
@@ -237,3 +238,37 @@ def test_a_group_without_an_aggregate_has_no_column_and_its_members_do():
     assert tasks == {"qa_a": {"acc": 0.25}, "qa_b": {"acc": 0.75}, "qa_group": {}}
     table = evaluation.format_task_table({"m": {"tasks": tasks, "groups": {"qa_group": ["qa_a", "qa_b"]}}})
     assert table.splitlines()[::2] == ["| model | qa_a (acc) | qa_b (acc) | avg acc |", "| m | 25.00 | 75.00 | 50.00 |"]
+
+
+def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_path, capsys):
+    folder = tmp_path / "lr=3e-4"  # a folder named after a setting, as sweeps name them
+    folder.mkdir()
+    files = {
+        "a": {"tasks": {"sciq": {"acc": 0.5}, "piqa": {"acc": 0.6}}},
+        "b": {"tasks": {"arc_easy": {"acc": 0.3}, "lambada_openai": {"acc": 0.3}, "empty_group": {}}},
+        "val": {"data": "data/shakespeare", "split": "val", "loss": 2.5},
+        "train": {"data": "data/shakespeare", "split": "train", "loss": 2.25},
+        "val-again": {"data": "data/shakespeare", "split": "val", "loss": 2.75},
+        "runs": [{"name": "a", "final_val_loss": 2.5}],  # runs.py compare's JSON, not ours
+    }
+    for name, record in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(record))
+    argv = ["table", *(f"student={folder}/{name}.json" for name in ("a", "b", "val", "train")), f"{folder}/a.json"]
+    assert evaluation.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "| model | val loss (data/shakespeare) | train loss (data/shakespeare) | sciq (acc) | piqa (acc) "
+        "| arc_easy (acc) | lambada_openai (acc) | avg acc |"
+    )
+    assert lines[2] == "| student | 2.5000 | 2.2500 | 50.00 | 60.00 | 30.00 | 30.00 | 42.50 |"
+    assert lines[3] == "| a |  |  | 50.00 | 60.00 |  |  | 55.00 |"  # a path alone, '=' and all
+    for again, figure in (("val-again", "val loss (data/shakespeare)"), ("a", "sciq")):
+        assert (
+            evaluation.main(
+                ["table", f"student={folder}/val.json", f"student={folder}/a.json", f"student={folder}/{again}.json"]
+            )
+            == 1
+        )
+        assert f"student: {figure} is in both {folder}/" in capsys.readouterr().err
+    assert evaluation.main(["table", f"x={folder}/runs.json"]) == 1
+    assert "runs.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err

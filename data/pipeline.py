@@ -187,7 +187,9 @@ def write_corpus(
 
 
 def input_files(paths: list[str]) -> list[Path]:
-    """Every supported file named or found (recursively, sorted) under the given paths."""
+    """Every supported file named or found (recursively, sorted) under the given paths, each once: a path
+    given twice, or a file under two given paths, would put its documents in the corpus twice (and the
+    copies on both sides of the split)."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -200,7 +202,7 @@ def input_files(paths: list[str]) -> list[Path]:
             raise FileNotFoundError(f"{path} not found")
     if not files:
         raise ValueError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
-    return files
+    return list({f.resolve(): f for f in files}.values())  # in the order first found
 
 
 def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iterator[dict]:

@@ -285,3 +285,15 @@ def test_a_streamed_val_split_is_the_same_whatever_the_cut_and_the_threads(docs,
         cut = prepared(f"cut{max_tokens}", max_tokens)
         assert cut["train"]["tokens"] < whole["train"]["tokens"]
         assert cut["val"] == whole["val"]  # val stays whole: every val document of the stream, in order
+
+
+def test_a_file_named_twice_or_under_two_given_paths_is_read_once(docs, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = write_jsonl(folder / "docs.jsonl", docs)
+    assert prepare([path], tmp_path / "once") == 0
+    assert prepare([folder, folder], tmp_path / "twice") == 0
+    assert prepare([folder, tmp_path / "in" / ".." / "in" / "docs.jsonl"], tmp_path / "overlap") == 0
+    once = bins(tmp_path / "once")
+    for out in ("twice", "overlap"):
+        assert all(np.array_equal(bins(tmp_path / out)[s], once[s]) for s in ("train", "val")), out

@@ -211,7 +211,77 @@ def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iter
     `stamps` (size, mtime of each file) is unused here but part of the arguments that datasets hashes to
     name its cache: without it, edited files with unchanged names would be read from a stale cache."""
     for f in files:
-        yield {"text": Path(f).read_text(encoding="utf-8")}
+        try:
+            yield {"text": Path(f).read_text(encoding="utf-8")}
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def load_text_files(files: list[str]):
+    """Whole .txt files as a datasets.Dataset of one document each; a file that is not UTF-8 is named."""
+    import datasets
+
+    stamps = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    gen_kwargs = {"files": files, "stamps": stamps}
+    try:
+        return datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs)
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, ValueError):  # text_file_documents' own, naming the file
+            raise e.__cause__ from None
+        raise
+
+
+def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
+    """jsonl / parquet rows as a datasets.Dataset; a file that cannot be read with the others (other
+    columns), a text field that is not text, and a row without text are each named in one line."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
+    except datasets.exceptions.DatasetGenerationError as e:
+        raise ValueError(file_that_differs(kind, files) or f"{' '.join(files)}: {e.__cause__ or e}") from e
+    if text_field not in ds.column_names:
+        raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
+    feature = ds.features[text_field]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        raise ValueError(f"{files[0]}: its '{text_field}' field holds {feature}, not text; see --text_field")
+    column = ds.data.column(text_field)
+    if column.null_count:
+        import pyarrow.compute as pc
+
+        file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
+        raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
+    return ds
+
+
+def file_and_row(kind: str, files: list[str], index: int) -> tuple[str, int]:
+    """Which file, and which of its rows, row `index` of their concatenation is (read file by file: only
+    to name a bad row)."""
+    import datasets
+
+    for f in files:
+        rows = len(datasets.load_dataset(kind, data_files=[f], split="train"))
+        if index < rows:
+            return f, index
+        index -= rows
+    raise IndexError(f"row {index} is beyond the files {files}")
+
+
+def file_that_differs(kind: str, files: list[str]) -> str | None:
+    """Why datasets could not read these files together: the first that cannot be read alone, or whose
+    columns are not the first file's (read file by file: only to name it)."""
+    import datasets
+
+    first = None
+    for f in files:
+        try:
+            columns = datasets.load_dataset(kind, data_files=[f], split="train").column_names
+        except datasets.exceptions.DatasetGenerationError as e:
+            return f"{f}: {str(e.__cause__ or e).splitlines()[0]}"
+        if first is not None and columns != first[1]:
+            return f"{f}: its columns {columns} are not those of {first[0]} ({first[1]})"
+        first = first or (f, columns)
+    return None
 
 
 def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
@@ -226,14 +296,9 @@ def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
     parts = []
     for kind, files in by_kind.items():
         if kind == "text":
-            stamps = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-            gen_kwargs = {"files": files, "stamps": stamps}
-            parts.append(datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs))
+            parts.append(load_text_files(files))
             continue
-        ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
-        if text_field not in ds.column_names:
-            raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
-        ds = ds.select_columns([text_field])
+        ds = load_rows(kind, files, text_field, num_proc).select_columns([text_field])
         parts.append(ds if text_field == "text" else ds.rename_column(text_field, "text"))
     return datasets.concatenate_datasets(parts)
 

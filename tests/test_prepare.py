@@ -297,3 +297,32 @@ def test_a_file_named_twice_or_under_two_given_paths_is_read_once(docs, tmp_path
     once = bins(tmp_path / "once")
     for out in ("twice", "overlap"):
         assert all(np.array_equal(bins(tmp_path / out)[s], once[s]) for s in ("train", "val")), out
+
+
+def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, capsys):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("a good document")
+    (texts / "b.txt").write_bytes(b"Latin-1, not UTF-8: caf\xe9")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    write_jsonl(rows / "a.jsonl", docs[:10])
+    (rows / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"id": 3}\n')  # its third row: no text
+    (tmp_path / "null.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
+    (tmp_path / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    datasets.Dataset.from_dict({"text": docs[:5]}).to_parquet(str(tables / "a.parquet"))
+    datasets.Dataset.from_dict({"body": docs[:5]}).to_parquet(str(tables / "b.parquet"))
+    expected = {
+        texts: f"{texts / 'b.txt'}: not UTF-8 text (unexpected end of data at byte 23)",
+        rows: f"{rows / 'b.jsonl'}: row 3 has no text in its 'text' field (null or missing)",
+        tmp_path / "null.jsonl": f"{tmp_path / 'null.jsonl'}: row 2 has no text in its 'text' field (null or missing)",
+        tables: f"{tables / 'b.parquet'}: its columns ['body'] are not those of {tables / 'a.parquet'} (['text'])",
+        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds Value('int64'), not text; "
+        "see --text_field",
+    }
+    for i, (path, message) in enumerate(expected.items()):
+        assert prepare([path], tmp_path / f"out{i}") == 1
+        assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"  # after datasets' progress bars
+        assert not (tmp_path / f"out{i}" / "meta.json").exists()

@@ -392,13 +392,29 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
     return args
 
 
-def already_prepared(out_dir: Path) -> bool:
+def already_prepared(out_dir: Path, settings: dict) -> bool:
+    """Whether out_dir holds a complete corpus prepared with these settings (tokenizer, test_size, seed,
+    max_tokens, fraction); one prepared with others is a ValueError, not taken for this one. A setting its
+    meta.json does not record (written by an older version) is not compared."""
     meta = read_meta(out_dir)
     if meta is None:
         return False
+    recorded = {**meta, **(meta.get("subset") or {})}
+    for key, value in settings.items():
+        if key in recorded and recorded[key] != value:
+            raise ValueError(
+                f"{out_dir} was prepared with {key} {recorded[key]}, not {value}: pass --force to prepare it "
+                "again, or give another --out_dir"
+            )
     tokens = ", ".join(f"{name} {s['tokens']:,} tokens" for name, s in meta["splits"].items())
     print(f"{out_dir} is already prepared ({tokens}); nothing to do. Pass --force to prepare it again.")
     return True
+
+
+def prepared_settings(args: argparse.Namespace) -> dict:
+    """What makes one prepared corpus differ from another of the same source, as meta.json records it."""
+    keys = ("tokenizer", "test_size", "seed", "max_tokens", "fraction")
+    return {key: getattr(args, key) for key in keys if hasattr(args, key)}
 
 
 def open_hub_or_explain(open_hub, args: argparse.Namespace):
@@ -413,10 +429,10 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
     description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
     args = parse_args(argv, description, default_out, hub_options)
     out_dir = Path(args.out_dir)
-    if not args.force and already_prepared(out_dir):
-        return 0
     start = time.perf_counter()
     try:
+        if not args.force and already_prepared(out_dir, prepared_settings(args)):
+            return 0
         encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
         if args.input:
             ds = load_local_dataset(args.input, args.text_field, args.num_proc)

@@ -326,3 +326,25 @@ def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, caps
         assert prepare([path], tmp_path / f"out{i}") == 1
         assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"  # after datasets' progress bars
         assert not (tmp_path / f"out{i}" / "meta.json").exists()
+
+
+def test_a_rerun_with_other_settings_is_refused_not_taken_for_done(docs, tmp_path, capsys):
+    from data.redpajama import prepare as redpajama
+
+    for i, source in enumerate(("arxiv", "cc")):
+        (tmp_path / "in" / source).mkdir(parents=True)
+        write_jsonl(tmp_path / "in" / source / "part.jsonl", [f"{source} {d}" for d in docs[i::2]])
+    argv = ["--input", str(tmp_path / "in"), "--out_dir", str(tmp_path / "rp"), "--test_size", "0.1"]
+    assert redpajama.main([*argv, "--max_tokens", "4000"]) == 0
+    assert redpajama.main([*argv, "--max_tokens", "4000"]) == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert redpajama.main([*argv, "--max_tokens", "8000"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'rp' / 'arxiv'} was prepared with max_tokens 144, not 288" in err and "--force" in err
+    assert json.loads((tmp_path / "rp" / "arxiv" / "meta.json").read_text())["subset"]["max_tokens"] == 144
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    assert prepare([path], tmp_path / "owt", "--max_tokens", "1000") == 0
+    for other in (["--max_tokens", "2000"], ["--seed", "7", "--max_tokens", "1000"], []):
+        assert prepare([path], tmp_path / "owt", *other) == 1
+        assert "was prepared with" in capsys.readouterr().err
+    assert prepare([path], tmp_path / "owt", "--max_tokens", "2000", "--force") == 0

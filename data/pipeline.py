@@ -380,14 +380,20 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
         "local folder (read offline) or a hub name, e.g. a Llama-family reference's",
     )
     hub_options(p)
+    return parse_checked(p, argv)
+
+
+def parse_checked(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Every prepare script's arguments, with the checks of the options it has (argparse's exit 2 and one
+    line, before anything is read or written)."""
     args = p.parse_args(argv)
-    if args.num_proc < 1:
+    if getattr(args, "num_proc", 1) < 1:
         p.error("--num_proc must be at least 1")
-    if not 0 < args.test_size < 1:
+    if not 0 < getattr(args, "test_size", 0.5) < 1:
         p.error("--test_size must be in (0, 1)")
-    if args.fraction is not None and not 0 < args.fraction <= 1:
+    if getattr(args, "fraction", None) is not None and not 0 < args.fraction <= 1:
         p.error("--fraction must be in (0, 1]")
-    if args.max_tokens is not None and args.max_tokens < 1:
+    if getattr(args, "max_tokens", None) is not None and args.max_tokens < 1:
         p.error("--max_tokens must be at least 1")
     return args
 

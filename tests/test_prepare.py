@@ -348,3 +348,26 @@ def test_a_rerun_with_other_settings_is_refused_not_taken_for_done(docs, tmp_pat
         assert prepare([path], tmp_path / "owt", *other) == 1
         assert "was prepared with" in capsys.readouterr().err
     assert prepare([path], tmp_path / "owt", "--max_tokens", "2000", "--force") == 0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--test_size", "0"], "--test_size must be in (0, 1)"),
+        (["--test_size", "1.5"], "--test_size must be in (0, 1)"),
+        (["--max_tokens", "0"], "--max_tokens must be at least 1"),
+        (["--max_tokens", "-100"], "--max_tokens must be at least 1"),
+        (["--num_proc", "0"], "--num_proc must be at least 1"),
+    ],
+)
+def test_every_prepare_script_checks_its_options_alike(option, message, tmp_path, capsys):
+    from data.python import prepare as python_prepare
+    from data.redpajama import prepare as redpajama
+
+    (tmp_path / "in" / "cc").mkdir(parents=True)
+    redpajama_argv = ["--input", str(tmp_path / "in"), "--max_tokens", "1000"]
+    for main, argv in ((python_prepare.main, []), (redpajama.main, redpajama_argv)):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--out_dir", str(tmp_path / "out"), *option])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()

@@ -18,7 +18,13 @@ import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import already_prepared, prepared_settings, streamed_batches, write_corpus  # noqa: E402
+from data.pipeline import (  # noqa: E402
+    already_prepared,
+    parse_checked,
+    prepared_settings,
+    streamed_batches,
+    write_corpus,
+)
 from data.tokenizer import encoder_for  # noqa: E402
 
 
@@ -50,7 +56,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
-    args = p.parse_args(argv)
+    args = parse_checked(p, argv)
     try:
         if not args.force and already_prepared(args.out_dir, prepared_settings(args)):
             return 0

@@ -25,6 +25,7 @@ from data.pipeline import (  # noqa: E402
     already_prepared,
     load_local_dataset,
     map_style_batches,
+    parse_checked,
     prepared_settings,
     write_corpus,
 )
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=2357)
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads and loader processes")
     p.add_argument("--force", action="store_true", help="prepare every source again")
-    args = p.parse_args(argv)
+    args = parse_checked(p, argv)
     try:
         sources = sorted(d.name for d in args.input.iterdir() if d.is_dir()) if args.input.is_dir() else []
         if not sources:

@@ -93,6 +93,18 @@ def export_main(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- loss
 
 
+def int_at_least(minimum: int):
+    """An argparse type: an integer of at least `minimum` (argparse's one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def windows(tokens: np.ndarray, block_size: int) -> list[tuple[int, int]]:
     """(start, length) of consecutive windows that predict every token after the first exactly once."""
     predicted = len(tokens) - 1
@@ -145,10 +157,10 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
     p.add_argument("--split", default="val")
-    p.add_argument("--max_tokens", type=int, default=0, help="only the split's first N tokens (0: all of it)")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_tokens", type=int_at_least(0), default=0, help="only the split's first N tokens (0: all)")
+    p.add_argument("--batch_size", type=int_at_least(1), default=8)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16 or float16")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="float32 is exact")
     p.add_argument("--out", default="", help="also write the result as JSON here")
 
 
@@ -320,9 +332,9 @@ def format_task_table(rows: dict[str, dict]) -> str:
 def tasks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
-    p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
+    p.add_argument("--limit", type=int_at_least(1), help="only the first K examples of each task (a quick look)")
     p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=int_at_least(1), default=8)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="", help="JSON of the results (default: beside the checkpoint)")
 

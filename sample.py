@@ -45,9 +45,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--top_k", type=int, default=200, help="sample among the k likeliest tokens; 0 for all")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    p.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16' or 'float16'")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--compile", type=parse_bool, default=False, help="torch.compile the blocks (True/False)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.num_samples < 1:
+        p.error("--num_samples must be at least 1")
+    if args.max_new_tokens < 0:
+        p.error("--max_new_tokens must be 0 or more")
+    if args.temperature < 0:  # a negative one would sample the inverted distribution
+        p.error("--temperature must be 0 (greedy) or more")
+    if args.top_k < 0:
+        p.error("--top_k must be 0 (all tokens) or more")
+    return args
 
 
 def read_prompt(start: str) -> str:

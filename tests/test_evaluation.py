@@ -272,3 +272,19 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
         assert f"student: {figure} is in both {folder}/" in capsys.readouterr().err
     assert evaluation.main(["table", f"x={folder}/runs.json"]) == 1
     assert "runs.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dtype", "bf16"], "argument --dtype: invalid choice: 'bf16'"),
+        (["--dtype", "float64"], "argument --dtype: invalid choice: 'float64'"),
+        (["--batch_size", "0"], "argument --batch_size: must be at least 1, got 0"),
+        (["--max_tokens", "-5"], "argument --max_tokens: must be at least 0, got -5"),
+    ],
+)
+def test_bad_loss_options_are_one_line(flags, message, tmp_path, capsys):
+    argv = ["loss", "--model", str(tmp_path / "ckpt.pt"), "--data", str(tmp_path), *flags]
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -118,3 +118,20 @@ def test_a_model_decodes_with_the_tokenizer_its_checkpoint_records_not_its_corpu
     code, after, err = run_sample(capsys, *args)
     assert code == 0, err
     assert after == before and texts_of(after)[0].startswith("ROMEO:")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--dtype=bf16", "argument --dtype: invalid choice: 'bf16'"),
+        ("--dtype=float64", "argument --dtype: invalid choice: 'float64'"),
+        ("--num_samples=0", "--num_samples must be at least 1"),
+        ("--temperature=-1", "--temperature must be 0 (greedy) or more"),
+        ("--top_k=-1", "--top_k must be 0 (all tokens) or more"),
+        ("--max_new_tokens=-1", "--max_new_tokens must be 0 or more"),
+    ],
+)
+def test_bad_sampling_options_are_one_line_before_any_model_loads(flag, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sample.main([flag])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -435,6 +435,18 @@ def seed_folders(template: str, seeds: list[int]) -> dict[int, str]:
     return {seed: template.replace(SEED_FIELD, str(seed)) for seed in seeds}
 
 
+def finite_or_null(value: object) -> object:
+    """A record with each NaN or infinite number (a diverged run's loss) as null: JSON has no NaN, and
+    strict readers refuse the `NaN` that json.dumps writes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def compare_main(args: argparse.Namespace) -> int:
     pairs = [r.split("=", 1) if "=" in r else (default_name(r), r) for r in args.runs]
     named = dict(pairs)
@@ -466,7 +478,8 @@ def compare_main(args: argparse.Namespace) -> int:
     if differences:
         print(format_differences(differences, len(seeds)))
     if args.out:
-        write_json(out.with_suffix(".json"), {"runs": rows, "differences": differences} if seeds else rows)
+        record = {"runs": rows, "differences": differences} if seeds else rows
+        write_json(out.with_suffix(".json"), finite_or_null(record))
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 

@@ -244,3 +244,12 @@ def test_a_torn_last_metrics_line_is_ignored_and_reported_and_a_bad_one_elsewher
         runs.read_run(tmp_path / "a")
     with pytest.raises(runs.RunError, match=f"{metrics}: line 2 is not JSON"):
         runs.MetricsLog(tmp_path / "a", resume_iter=10)
+
+
+def test_compare_writes_a_diverged_runs_loss_as_null_not_nan(tmp_path, capsys):
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    fake_run(tmp_path / "diverged", [6.0, float("nan")])
+    out = tmp_path / "compare.png"
+    assert runs.main(["compare", str(tmp_path / "ok"), str(tmp_path / "diverged"), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert [row["val_loss"] for row in rows] == [5.5, None]

@@ -1,7 +1,8 @@
 # The real-model demo (make demo): students of SmolLM2-135M-Instruct (30 layers, a GGUF fetched by
 # `make smollm2`) trained on Shakespeare in SmolLM2's own tokens, on a budget that fits 2 CPU cores.
 #   make smollm2
-#   python data/shakespeare/prepare.py --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf --out_dir data/shakespeare-smollm2
+#   python data/shakespeare/prepare.py --tokenizer models/SmolLM2-135M-Instruct.Q4_1.gguf \
+#       --out_dir data/shakespeare-smollm2
 #   python train.py config/inheritune_smollm2.py      # its first 14 layers (analyze.py's suggestion)
 out_dir = "out-smollm2/inheritune"
 data_dir = "data/shakespeare-smollm2"

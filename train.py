@@ -45,6 +45,7 @@ from checkpoint import (
     latest_checkpoint,
     load_model,
     load_sharded,
+    next_save_number,
     save_sharded,
     sharded_step,
     source_sha256,
@@ -57,7 +58,7 @@ from data.tokenizer import same_vocabulary
 from hf import ConversionError
 from inherit import InheritError, inherit
 from model import GPT, GPTConfig
-from runs import DIVERGED_EXIT, MetricsLog, mark_best, write_config
+from runs import DIVERGED_EXIT, MetricsLog, link_checkpoint, write_config
 from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
@@ -594,7 +595,8 @@ def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime
 
 def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, vocab: dict, is_best: bool) -> None:
     """The checkpoint step, called on every process: out_dir/ckpt.pt (written by the master process), and
-    best.pt when its val loss is the best; FSDP: every process writes its shards (checkpoint.save_sharded)."""
+    best.pt when its val loss is the best, written first: a kill between the two leaves ckpt.pt at the previous
+    step, never best.pt behind the best step; FSDP: every process writes its shards (checkpoint.save_sharded)."""
     out_dir = Path(cfg.out_dir)
     ckpt = Checkpoint(
         model_args=state.model.config.model_args(),
@@ -606,15 +608,18 @@ def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, v
         inherit=start.inherit,
         continued_from=start.continued_from,
         tokenizer=vocab,
+        save_number=next_save_number(out_dir) if rt.master else None,  # the master process writes its fields
     )
     if cfg.parallel == "fsdp":
         save_sharded(out_dir, state.model, state.optimizer, ckpt, is_best)
         return
     if rt.master:
         ckpt.model, ckpt.optimizer = state.model.state_dict(), state.model.optimizer_state_dict(state.optimizer)
-        ckpt.save(out_dir / "ckpt.pt")
         if is_best:
-            mark_best(out_dir)
+            ckpt.save(out_dir / "best.pt")
+            link_checkpoint(out_dir / "best.pt", out_dir / "ckpt.pt")
+        else:
+            ckpt.save(out_dir / "ckpt.pt")
 
 
 class Progress:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import Checkpoint, CheckpointError, read_sharded, sharded_step
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, read_sharded, sharded_step
 from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from model import GPT, NANOGPT_FIELDS, GPTConfig
@@ -236,6 +236,27 @@ train.main(sys.argv[1:])
     assert Checkpoint.load(sharded, weights=False).iter_num == 8
 
 
+def test_a_failed_sharded_save_is_one_line_and_the_previous_checkpoint_stays(config):
+    """A full disk (a file size limit) during the step-8 save: one error line, no traceback, and `latest` still
+    names step 4, which resumes."""
+    import resource
+
+    cfg = config("disk-full", parallel="fsdp", max_iters=4)
+    train.train(cfg)
+    resume = replace(cfg, init_from="resume", max_iters=8)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB: a shard of wte's moments is more
+
+    cmd = [sys.executable, "train.py", *as_args(resume)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, preexec_fn=small_files)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith("error: cannot write the sharded checkpoint") and result.stderr.count("\n") == 1
+    assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 4
+    train.train(resume)
+    assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 8
+
+
 def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
         train.train(config("offload", parallel="fsdp", cpu_offload=True))
@@ -356,6 +377,54 @@ def test_resume_continues_the_checkpoint_written_last_in_a_reused_folder(config,
     train.train(replace(new, init_from="resume", max_iters=6))
     resumed = Checkpoint.load(Path(out_dir) / "sharded", weights=False)
     assert resumed.iter_num == 6 and resumed.model_args["n_layer"] == 1
+
+
+def test_resume_continues_the_checkpoint_saved_last_whatever_the_file_times(config):
+    """DDP to step 4 (ckpt.pt), FSDP on to 8 (sharded/), then ckpt.pt touched, as any copy or restore that does
+    not keep times: the resume continues step 8. A new run in that folder continues nothing and removes no
+    later step than its own."""
+    cfg = config("touched", max_iters=4)
+    out = Path(cfg.out_dir)
+    train.train(cfg)
+    train.train(replace(cfg, init_from="resume", parallel="fsdp", max_iters=8))
+    os.utime(out / "ckpt.pt")
+    assert latest_checkpoint(out) == out / "sharded"
+    train.train(replace(cfg, init_from="resume", parallel="fsdp", max_iters=10))
+    assert Checkpoint.load(out / "sharded", weights=False).iter_num == 10
+    assert [r["iter"] for r in evals(out)] == [0, 4, 8, 10]  # continued from 8, not from 4
+    step_10 = sharded_step(out / "sharded").name
+    train.train(replace(cfg, parallel="fsdp", max_iters=4))  # a new run: its step 4 is saved last
+    assert latest_checkpoint(out) == out / "sharded" and Checkpoint.load(out / "sharded").iter_num == 4
+    assert (out / "sharded" / step_10).is_dir()
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_kill_between_a_saves_two_names_leaves_best_naming_the_best_step(config, tmp_path, parallel):
+    """SIGKILL once the first of `best` and `latest` (best.pt and ckpt.pt) names the step-4 save: after the
+    resume, `best` names the step of the lowest val loss, whichever was written first."""
+    cfg = config(f"killed-between-{parallel}", parallel=parallel, max_iters=4, lr_decay_iters=4, eval_interval=2)
+    script = tmp_path / "die_between_names.py"
+    script.write_text(f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real, named = os.replace, []
+def replace_then_die(src, dst):
+    real(src, dst)
+    if os.path.basename(dst) in ("ckpt.pt", "best.pt", "latest", "best"):
+        named.append(dst)
+        if len(named) == 3:  # the step-2 save named two, this is the first of the step-4 save
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+train.main(sys.argv[1:])
+""")
+    result = subprocess.run([sys.executable, str(script), *as_args(cfg)], cwd=ROOT, capture_output=True, env=ENV)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    train.train(replace(cfg, init_from="resume"))
+    losses = {r["iter"]: r["val_loss"] for r in evals(cfg.out_dir)}
+    assert losses[4] < losses[2]
+    best = Path(cfg.out_dir) / ("sharded/best" if parallel == "fsdp" else "best.pt")
+    assert Checkpoint.load(best, weights=False).iter_num == 4
 
 
 def test_consolidate_into_a_folder_is_refused_and_leaves_nothing(fsdp_gpt2, tmp_path):

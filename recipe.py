@@ -201,7 +201,9 @@ def recipe(args: argparse.Namespace) -> int:
     scratch_args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
     width = [f"--{key}={scratch_args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyze_reference(args, cfg, ns)
+    refuse_runs_of_another_reference(out_dir, state["reference_sha256"])
+    write_json(state_path, state)  # the reference's identity, before anything is measured or trained from it
+    analysis = analyze_reference(args, cfg, ns, state["reference_sha256"])
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
         (out_dir / "half_width").mkdir(exist_ok=True)
         student, origin = inherit_half_width(args.reference, cfg.seed)
@@ -270,13 +272,13 @@ def grow(
     return grow_rounds(*run, start, args.grow_step, ref_layers, target, Path(args.out_dir) / "grow")
 
 
-def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int]) -> dict:
+def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int], sha256: str) -> dict:
     """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
-    out_dir/analysis (once: a second call reads them)."""
+    out_dir/analysis (once: a second call of the same reference file, by its sha256, reads them)."""
     settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
     folder = Path(args.out_dir) / "analysis"
     saved = folder / "analysis.json"
-    asked = vars(settings) | {"model": args.reference}
+    asked = vars(settings) | {"model": args.reference, "sha256": sha256}
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
     if earlier.get("settings") == asked:
         result = earlier["models"][0]
@@ -304,6 +306,27 @@ def check_same_reference(state: dict, state_path: Path, reference: str) -> None:
             f"{state['reference_sha256'][:12]}..., now {sha256[:12]}...): give another --out_dir"
         )
     state["reference_sha256"] = sha256
+
+
+def refuse_runs_of_another_reference(out_dir: Path, sha256: str) -> None:
+    """Every run in out_dir that records the reference it came from (the reference's evaluation its
+    continued_from, a student that inherited its inherit, as the half-width student.pt) must have come from
+    this file: a report.json lost, or written by a version that recorded the sha256 only after the first run,
+    cannot vouch for them."""
+    records = {}
+    for config in sorted(out_dir.glob("**/config.json")):
+        run = read_run(config.parent)
+        records[config.parent] = run.continued_from if config.parent == out_dir / "reference" else run.inherit
+    student = out_dir / "half_width" / "student.pt"
+    if student.exists():
+        records[student] = Checkpoint.load(student, weights=False).inherit
+    for made, record in records.items():
+        recorded = (record or {}).get("source_sha256")
+        if recorded not in (None, sha256):
+            raise RunError(
+                f"{made} was made from another reference file (sha256 {recorded[:12]}..., the reference's "
+                f"now {sha256[:12]}...): give another --out_dir"
+            )
 
 
 def read_state(state_path: Path) -> dict:

@@ -513,12 +513,17 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
+    configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     if start.resume_shards is not None:
         load_sharded(start.resume_shards, model, optimizer)
     elif cfg.parallel == "fsdp":
         set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
     else:
         model.load_optimizer_state_dict(optimizer, optimizer_state)
+    # Loading restored the settings the checkpoint was saved with: the config's win, as config.json records them
+    for group, settings in zip(optimizer.param_groups, configured, strict=True):
+        group.update(settings)
+    report_changed_optimizer_settings(cfg, ckpt, rt)
     # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
     # of the run that wrote it), or, where that config is not train.py's, of this run's.
     tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
@@ -527,6 +532,17 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
+
+
+OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params")
+
+
+def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Runtime) -> None:
+    saved = ckpt.config or {}
+    changed = [f"{key} {getattr(cfg, key)} (was {saved[key]})" for key in OPTIMIZER_KEYS
+               if key in saved and saved[key] != getattr(cfg, key)]  # fmt: skip
+    if changed and rt.master:
+        print(f"resumed with the config's AdamW settings: {', '.join(changed)}")
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:

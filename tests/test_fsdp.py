@@ -257,6 +257,21 @@ def test_a_failed_sharded_save_is_one_line_and_the_previous_checkpoint_stays(con
     assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 8
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_resume_applies_the_configs_adamw_settings_not_the_checkpoints(config, parallel, capsys):
+    cfg = config(f"new-adamw-{parallel}", parallel=parallel, max_iters=4, eval_interval=2)
+    train.train(cfg)
+    changed = dict(weight_decay=0.5, beta2=0.9, decay_1d_params=True)
+    train.train(replace(cfg, init_from="resume", max_iters=6, **changed))
+    assert "resumed with the config's AdamW settings: weight_decay 0.5 (was 0.1)" in capsys.readouterr().out
+    out = Path(cfg.out_dir)
+    sharded = sharded_step(out / "sharded")
+    saved = Checkpoint.load(out / "ckpt.pt") if parallel == "ddp" else read_sharded(sharded, optimizer=True)
+    assert saved.iter_num == 6 and saved.config["weight_decay"] == 0.5
+    groups = saved.optimizer["param_groups"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [(0.5, (0.9, 0.9))] * 2
+
+
 def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
         train.train(config("offload", parallel="fsdp", cpu_offload=True))

@@ -114,6 +114,11 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=cfg.dropout))
         else:
             model, ckpt = load_model(source, dropout=cfg.dropout)
+            if ckpt.optimizer is None:  # a model file (a student of inherit.py) put where a run's checkpoint goes
+                raise CheckpointError(
+                    f"{source} holds no optimizer state, so it is no run to resume: train from it with "
+                    f"--init_from={source} (a fresh optimizer from its weights)"
+                )
         start = Start(model, ckpt, shards, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
         refuse_another_model(cfg, ckpt, source)
         if model.config.block_size != cfg.block_size:  # AdamW's moments of wpe have the checkpoint's positions

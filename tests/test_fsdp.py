@@ -272,6 +272,20 @@ def test_a_resume_applies_the_configs_adamw_settings_not_the_checkpoints(config,
     assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [(0.5, (0.9, 0.9))] * 2
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_model_file_without_optimizer_state_is_no_run_to_resume(config, parallel, capsys):
+    """A student written by inherit.py, copied in as out_dir/ckpt.pt: one clear error, not a traceback."""
+    cfg = config(f"student-as-ckpt-{parallel}", parallel=parallel, init_from="resume")
+    Path(cfg.out_dir).mkdir()
+    torch.manual_seed(0)
+    student = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50257))
+    Checkpoint.of(student, tokenizer=corpus_vocabulary(Path(cfg.data_dir))).save(Path(cfg.out_dir) / "ckpt.pt")
+    assert train.main(as_args(cfg)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg.out_dir}/ckpt.pt holds no optimizer state") and "Traceback" not in err
+    assert f"--init_from={cfg.out_dir}/ckpt.pt" in err
+
+
 def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
         train.train(config("offload", parallel="fsdp", cpu_offload=True))

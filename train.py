@@ -160,13 +160,26 @@ def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> No
 def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
     """This process's micro-batches of one step. Micro-batch indices are global over all processes,
     so the set of batches in a step does not depend on the number of processes."""
-    local_steps = cfg.gradient_accumulation_steps // rt.world_size
     batches = []
-    for micro in range(local_steps):
-        rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, rt.rank * local_steps + micro)
+    for index in micro_batch_indices(cfg, rt):
+        rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, index)
         x, y = get_batch(cfg.mixture, "train", cfg.batch_size, cfg.block_size, vocab_size, rng)
         batches.append((to_device(x, rt.device), to_device(y, rt.device)))
     return batches
+
+
+def dropout_seeds(cfg: TrainConfig, rt: Runtime, iter_num: int) -> list[int]:
+    """The seed of the dropout masks of each of this process's micro-batches, by its global index as its batch:
+    the masks too depend only on (seed, iteration, index), so neither a resume nor the number of processes
+    changes them."""
+    indices = micro_batch_indices(cfg, rt)
+    return [int(np.random.SeedSequence([cfg.seed, iter_num, index]).generate_state(1)[0]) for index in indices]
+
+
+def micro_batch_indices(cfg: TrainConfig, rt: Runtime) -> range:
+    """The global indices of this process's micro-batches in a step."""
+    local_steps = cfg.gradient_accumulation_steps // rt.world_size
+    return range(rt.rank * local_steps, (rt.rank + 1) * local_steps)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -270,12 +283,15 @@ def train_step(
     grad_clip: float,
     teacher: Teacher | None = None,
     no_sync: Callable[[], typing.ContextManager] = nullcontext,
+    seeds: list[int] | None = None,
 ) -> torch.Tensor:
     """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
     distillation term (a tensor of 3: no device sync). `no_sync` holds back the reduction of gradients over
-    processes, which then happens once, on the last micro-batch."""
+    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout."""
     total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
+        if seeds is not None:
+            torch.manual_seed(seeds[micro])
         last = micro == len(batches) - 1
         with no_sync() if not last else nullcontext():
             with ctx:
@@ -485,11 +501,12 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                 print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
             break
 
-        # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
-        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
         batches = step_batches(cfg, rt, vocab_size, state.iter_num)
+        seeds = dropout_seeds(cfg, rt, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
-        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync)
+        loss = train_step(
+            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds
+        )
         state.iter_num += 1
         state.tokens += cfg.tokens_per_iter
 

@@ -286,6 +286,16 @@ def test_a_model_file_without_optimizer_state_is_no_run_to_resume(config, parall
     assert f"--init_from={cfg.out_dir}/ckpt.pt" in err
 
 
+def test_dropout_masks_do_not_depend_on_the_number_of_processes(config):
+    """Dropout 0.1 over 4 micro-batches: one process, and two under DDP and under FSDP, take the same steps."""
+    one = config("dropout-one", dropout=0.1, max_iters=4, lr_decay_iters=4)
+    train.train(one)
+    for parallel in ("ddp", "fsdp"):
+        two = replace(one, out_dir=config(f"dropout-{parallel}").out_dir, parallel=parallel)
+        torchrun(two)
+        assert_same_run(Path(one.out_dir), Path(two.out_dir))
+
+
 def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
         train.train(config("offload", parallel="fsdp", cpu_offload=True))

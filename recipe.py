@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,8 @@ METHODS = {
     "grow": "the growth loop: the first n blocks from the analysis's suggested n, grown until the reference's loss",
 }
 DEFAULT_METHODS = "first,bi,angular,stack,distill,scratch,scratch-2x"
+# Students that carry what the reference learnt (its blocks, or its teacher's logits): their tokens seen add its own.
+CARRY_REFERENCE = {*LAYER_METHODS, "stack", "half_width", "grow", "distill"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -202,7 +205,7 @@ def recipe(args: argparse.Namespace) -> int:
     width = [f"--{key}={scratch_args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
     out_dir.mkdir(parents=True, exist_ok=True)
     refuse_runs_of_another_reference(out_dir, state["reference_sha256"])
-    write_json(state_path, state)  # the reference's identity, before anything is measured or trained from it
+    save_state(state_path, state)  # the reference's identity, before anything is measured or trained from it
     analysis = analyze_reference(args, cfg, ns, state["reference_sha256"])
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
         (out_dir / "half_width").mkdir(exist_ok=True)
@@ -225,7 +228,7 @@ def recipe(args: argparse.Namespace) -> int:
             continue
         overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
         code = train_run(args, folder, overrides, state)
-        write_json(state_path, state)
+        save_state(state_path, state)
         if code == DIVERGED_EXIT:
             print(
                 f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the other runs go on",
@@ -337,6 +340,12 @@ def read_state(state_path: Path) -> dict:
     return {key: saved.get(key, default) for key, default in keys.items()}
 
 
+def save_state(state_path: Path, state: dict) -> None:
+    """state into report.json, which keeps the report of an earlier call beside it."""
+    saved = json.loads(state_path.read_text()) if state_path.exists() else {}
+    write_json(state_path, saved | state)
+
+
 def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:
     """Train (or resume, or skip) one run; its wall-clock is the sum over the calls that trained it (the part
     of a call killed outright is lost), and a run that diverged is kept in state["diverged"]."""
@@ -369,10 +378,12 @@ def report_rows(
     reference = read_run(reference_dir)
     corpora = list(reference.last_eval["val_losses"])
     rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
-    rows[0] |= {"steps": ref.iter_num, "tokens": ref.tokens_seen()}
+    rows[0] |= {"steps": ref.iter_num, "tokens": ref.tokens_seen(), "tokens_seen": ref.tokens_seen()}
     for method, n in plan:
         folder = run_dir(out_dir, method, n)
         row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
+        carried = ref.tokens_seen() if method in CARRY_REFERENCE else 0  # D_p: what its start or teacher learnt
+        row["tokens_seen"] = None if carried is None or row["tokens"] is None else row["tokens"] + carried
         diverged = str(folder) in state["diverged"]  # its val loss is of its last good eval: no result
         rows.append(row | ({"diverged": True, "gap": None} if diverged else {"diverged": False}))
     return rows, corpora
@@ -382,7 +393,8 @@ def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float |
     row = summary(method, run, tuple(corpora)) | {"method": method, "out_dir": str(folder)}
     row["inherited_layers"] = (run.inherit or {}).get("layers") if method != "reference" else None
     row["gap"] = None if ref_loss is None else row["val_loss"] - ref_loss
-    return row | {"time_s": seconds}
+    steps = [r["ms_per_iter"] for r in run.records if r["kind"] == "train" and "ms_per_iter" in r]
+    return row | {"time_s": seconds, "ms_per_iter": statistics.median(steps) if steps else None}
 
 
 def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
@@ -409,19 +421,20 @@ def run_name(row: dict, rows: list[dict]) -> str:
 
 
 def markdown_table(rows: list[dict], corpora: list[str]) -> str:
-    head = "| method | layers | from blocks | params | steps | tokens | val loss | "
-    head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
-    lines = [head, "|" + " --- |" * (9 + len(corpora))]
+    head = "| method | layers | from blocks | params | steps | tokens | tokens seen | val loss | "
+    head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | ms/iter | wall-clock |"
+    lines = [head, "|" + " --- |" * (11 + len(corpora))]
     for r in rows:
         blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
         gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
         clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
-        tokens = f"{r['tokens']:,}" if r["tokens"] is not None else ""
-        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], tokens]
+        step_time = f"{r['ms_per_iter']:.1f}" if r.get("ms_per_iter") is not None else ""
+        tokens = [f"{r[key]:,}" if r.get(key) is not None else "" for key in ("tokens", "tokens_seen")]
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], *tokens]
         if r.get("diverged"):
-            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, clock]
+            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, step_time, clock]
         else:
-            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
+            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, step_time, clock]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -431,7 +444,10 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         f"# Which small model: every method from {report['reference']}",
         "",
         f"Made by `{args.command}`. Val loss: each run's final eval; gap: to the reference's val loss by the",
-        "same estimate (the same batches); wall-clock: the run's training time, over the calls that trained it.",
+        "same estimate (the same batches). Tokens: the run's own; tokens seen adds what a student carries from",
+        "the reference (its blocks, or its teacher's logits): the reference's own tokens. ms/iter: the median",
+        "time of a training step, the one measure to rank methods by cost; wall-clock: the whole process time",
+        "over the calls that trained it (start-up, evals, checkpoints, a teacher's loading included).",
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",

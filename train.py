@@ -676,7 +676,7 @@ class Progress:
             print_config(cfg, rt, model, self.tokens_per_iter)
             facts = {
                 "model_args": model.config.model_args(),
-                "params": model.get_num_params(),
+                "params": params_without_padding(model),
                 "scaling_params": model.get_num_scaling_params(),
             }
             write_config(out_dir, asdict(cfg), facts, start.inherit, start.continued_from)
@@ -726,6 +726,14 @@ class Progress:
     def finish(self) -> None:
         if self.wandb:
             self.wandb.finish()
+
+
+def params_without_padding(model: GPT) -> int:
+    """get_num_params less the padding rows of wte (and an untied lm_head): they never train, and no checkpoint
+    holds them."""
+    config = model.config
+    padding = (config.padded_vocab_size - config.vocab_size) * config.n_embd
+    return model.get_num_params() - padding * (1 if config.tie_embeddings else 2)
 
 
 def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int) -> None:

@@ -1,6 +1,7 @@
 """recipe.py: every way of building the small model on one budget, with a report."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 import configurator
 import recipe
 from checkpoint import Checkpoint
+from runs import read_run
 from tests.conftest import ROOT, write_config_file
 
 
@@ -35,6 +37,16 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert rows["reference"]["layers"] == 4 and rows["reference"]["gap"] is None
     assert rows["first"]["gap"] == pytest.approx(rows["first"]["val_loss"] - rows["reference"]["val_loss"])
     assert all(r["time_s"] > 0 for name, r in rows.items() if name != "reference")
+    # params as the checkpoint's tensors hold them (no padding rows of the vocabulary; the tied head once; wpe
+    # left out, GPT-2's way)
+    student = Checkpoint.load(out / "n2" / "first" / "ckpt.pt").model
+    tensors = {t.data_ptr(): t.numel() for k, t in student.items() if k != "transformer.wpe.weight"}
+    assert rows["first"]["params"] == sum(tensors.values())
+    # tokens seen: an inherited student carries the reference's 20 x 4 x 2 x 32, one from scratch nothing
+    assert rows["first"]["tokens_seen"] == rows["first"]["tokens"] + 20 * 4 * 2 * 32
+    assert rows["scratch-2x"]["tokens_seen"] == rows["scratch-2x"]["tokens"]
+    steps = [r["ms_per_iter"] for r in read_run(out / "n2" / "first").records if r["kind"] == "train"]
+    assert rows["first"]["ms_per_iter"] == statistics.median(steps) > 0 and len(steps) == 6
     markdown = (out / "report.md").read_text()
     assert "| first | 2 | 0,1 |" in markdown and "curves.png" in markdown
     assert (out / "curves.png").stat().st_size > 0 and (out / "analysis" / "layers.png").stat().st_size > 0

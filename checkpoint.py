@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import shutil
 import sys
 import time
@@ -65,6 +66,8 @@ class Checkpoint:
     continued_from: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
     tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
     dequantized: dict | None = None  # a GGUF source's tensor types ({"Q4_1": 210, "F32": 61}): dequantised weights
+    save_number: int | None = None  # one more than that of every checkpoint in its out_dir when it was written:
+    # which of ckpt.pt and sharded/ a resume continues (file times change with any copy or restore)
 
     def tokens_seen(self) -> int | None:
         """Tokens this model has been trained on: its run's own, and those of the model the run continued
@@ -237,23 +240,42 @@ def is_step_folder(path: Path) -> bool:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path:
-    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded (its `latest`), whichever was written
-    last: a run may switch between DDP and FSDP, and a new run in an old folder writes one of the two."""
+    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded (its `latest`), whichever was saved
+    last by what they record (save_number, then step): a run may switch between DDP and FSDP, and a new run
+    in an old folder writes one of the two. A checkpoint there that cannot be read is an error, not passed over."""
     out_dir = Path(out_dir)
-    written = {out_dir / "ckpt.pt": out_dir / "ckpt.pt", out_dir / SHARDED: out_dir / SHARDED / "latest"}
-    candidates = [p for p in written if p.is_file() or sharded_step(p)]
-    if not candidates:
+    found = {path: Checkpoint.load(path, weights=False) for path in checkpoint_paths(out_dir)}
+    if not found:
         raise CheckpointError(f"no checkpoint found in {out_dir}: neither ckpt.pt nor sharded/latest")
-    return max(candidates, key=lambda p: written[p].stat().st_mtime_ns)
+    return max(found, key=lambda path: (found[path].save_number or 0, found[path].iter_num))
+
+
+def checkpoint_paths(out_dir: Path) -> list[Path]:
+    return [path for path in (out_dir / "ckpt.pt", out_dir / SHARDED) if path.is_file() or sharded_step(path)]
+
+
+def next_save_number(out_dir: str | Path) -> int:
+    """The save_number of a checkpoint written now in out_dir: one more than any there (an unreadable one,
+    which no resume continues, counts as none)."""
+    numbers = [0]
+    for path in (Path(out_dir) / "ckpt.pt", Path(out_dir) / SHARDED):
+        try:
+            if path.is_file() or sharded_step(path):
+                numbers.append(Checkpoint.load(path, weights=False).save_number or 0)
+        except CheckpointError:
+            pass
+    return 1 + max(numbers)
 
 
 def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint,
                  best: bool) -> Path:  # fmt: skip
     """Every process writes its shards of the model and its optimizer into a new step folder of
-    out_dir/sharded; only then does process 0 point `latest` (and `best`) at it, atomically, and remove the
-    folders no pointer names. A kill at any moment leaves the previous checkpoint whole and named."""
+    out_dir/sharded; only then does process 0 point `best` (when it is) and `latest` at it, atomically, and
+    remove the folders of this step or earlier that no pointer names. A kill at any moment leaves the previous
+    checkpoint whole and named. A failed write is one CheckpointError, `latest` still naming the previous one."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = Path(out_dir) / SHARDED
@@ -261,15 +283,22 @@ def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.o
     dist.broadcast_object_list(name, src=0)
     folder = root / name[0]
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=folder)  # returns once all wrote
+    try:
+        dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=folder)  # returns once all wrote
+    except CheckpointException as e:  # each process's error with its traceback: say the errors only
+        errors = {f"{type(err).__name__}: {err}" for err, _ in e.failures.values()}
+        raise CheckpointError(f"cannot write the sharded checkpoint {folder}: {'; '.join(sorted(errors))}") from e
     if dist.get_rank() == 0:
         ckpt.save(folder / META)
-        for pointer in ("latest", "best") if best else ("latest",):
+        # `best` first: a kill between the two leaves `latest` at the previous step, which the resume trains
+        # again to this one, never a `best` behind the best step that a resume would keep naming
+        for pointer in ("best", "latest") if best else ("latest",):
             with atomic_file(root / pointer) as f:
                 f.write(folder.name.encode())
         named = {(root / p).read_text().strip() for p in POINTERS if (root / p).is_file()}
         for old in root.glob("step-*"):
-            if old.name not in named:
+            step = re.fullmatch(r"step-(\d+)-\d+", old.name)
+            if old.name not in named and step and int(step[1]) <= ckpt.iter_num:  # a later step is never removed
                 shutil.rmtree(old, ignore_errors=True)
     return folder
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,8 @@ METHODS = {
     "grow": "the growth loop: the first n blocks from the analysis's suggested n, grown until the reference's loss",
 }
 DEFAULT_METHODS = "first,bi,angular,stack,distill,scratch,scratch-2x"
+# Students that carry what the reference learnt (its blocks, or its teacher's logits): their tokens seen add its own.
+CARRY_REFERENCE = {*LAYER_METHODS, "stack", "half_width", "grow", "distill"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -217,7 +220,9 @@ def recipe(args: argparse.Namespace) -> int:
     gpt2_keys = ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")
     width = [] if ref.model_args.get("rope") else [f"--{key}={scratch_args[key]}" for key in gpt2_keys]
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyze_reference(args, cfg, ns)
+    refuse_runs_of_another_reference(out_dir, state["reference_sha256"])
+    save_state(state_path, state)  # the reference's identity, before anything is measured or trained from it
+    analysis = analyze_reference(args, cfg, ns, state["reference_sha256"])
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
         (out_dir / "half_width").mkdir(exist_ok=True)
         student, origin = inherit_half_width(args.reference, cfg.seed)
@@ -239,7 +244,7 @@ def recipe(args: argparse.Namespace) -> int:
             continue
         overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
         code = train_run(args, folder, overrides, state)
-        write_json(state_path, state)
+        save_state(state_path, state)
         if code == DIVERGED_EXIT:
             print(
                 f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the other runs go on",
@@ -286,13 +291,13 @@ def grow(
     return grow_rounds(*run, start, args.grow_step, ref_layers, target, Path(args.out_dir) / "grow")
 
 
-def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int]) -> dict:
+def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int], sha256: str) -> dict:
     """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
-    out_dir/analysis (once: a second call reads them)."""
+    out_dir/analysis (once: a second call of the same reference file, by its sha256, reads them)."""
     settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
     folder = Path(args.out_dir) / "analysis"
     saved = folder / "analysis.json"
-    asked = vars(settings) | {"model": args.reference}
+    asked = vars(settings) | {"model": args.reference, "sha256": sha256}
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
     if earlier.get("settings") == asked:
         result = earlier["models"][0]
@@ -324,12 +329,39 @@ def check_same_reference(state: dict, state_path: Path, reference: str) -> None:
     state["reference_sha256"] = sha256
 
 
+def refuse_runs_of_another_reference(out_dir: Path, sha256: str) -> None:
+    """Every run in out_dir that records the reference it came from (the reference's evaluation its
+    continued_from, a student that inherited its inherit, as the half-width student.pt) must have come from
+    this file: a report.json lost, or written by a version that recorded the sha256 only after the first run,
+    cannot vouch for them."""
+    records = {}
+    for config in sorted(out_dir.glob("**/config.json")):
+        run = read_run(config.parent)
+        records[config.parent] = run.continued_from if config.parent == out_dir / "reference" else run.inherit
+    student = out_dir / "half_width" / "student.pt"
+    if student.exists():
+        records[student] = Checkpoint.load(student, weights=False).inherit
+    for made, record in records.items():
+        recorded = (record or {}).get("source_sha256")
+        if recorded not in (None, sha256):
+            raise RunError(
+                f"{made} was made from another reference file (sha256 {recorded[:12]}..., the reference's "
+                f"now {sha256[:12]}...): give another --out_dir"
+            )
+
+
 def read_state(state_path: Path) -> dict:
     """What earlier calls learnt: each run's wall-clock seconds, the runs that diverged, and the reference's
     sha256."""
     saved = json.loads(state_path.read_text()) if state_path.exists() else {}
     keys = {"times": {}, "diverged": [], "reference_sha256": None}
     return {key: saved.get(key, default) for key, default in keys.items()}
+
+
+def save_state(state_path: Path, state: dict) -> None:
+    """state into report.json, which keeps the report of an earlier call beside it."""
+    saved = json.loads(state_path.read_text()) if state_path.exists() else {}
+    write_json(state_path, saved | state)
 
 
 def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:
@@ -365,10 +397,13 @@ def report_rows(
     corpora = list(reference.last_eval["val_losses"])
     rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
     trained_here = ref.config is not None  # a Hugging Face model or GGUF file records no training
-    rows[0] |= {"steps": ref.iter_num if trained_here else None, "tokens": ref.tokens_seen()}
+    steps = ref.iter_num if trained_here else None
+    rows[0] |= {"steps": steps, "tokens": ref.tokens_seen(), "tokens_seen": ref.tokens_seen()}
     for method, n in plan:
         folder = run_dir(out_dir, method, n)
         row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
+        carried = ref.tokens_seen() if method in CARRY_REFERENCE else 0  # D_p: what its start or teacher learnt
+        row["tokens_seen"] = None if carried is None or row["tokens"] is None else row["tokens"] + carried
         diverged = str(folder) in state["diverged"]  # its val loss is of its last good eval: no result
         rows.append(row | ({"diverged": True, "gap": None} if diverged else {"diverged": False}))
     return rows, corpora
@@ -381,7 +416,8 @@ def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float |
     first = run.evals[0]  # the step-0 eval: the model as built, before training (pruned without healing)
     row["val_loss_start"] = first["val_loss"] if first["iter"] == 0 and method != "reference" else None
     row["gap"] = None if ref_loss is None else row["val_loss"] - ref_loss
-    return row | {"time_s": seconds}
+    steps = [r["ms_per_iter"] for r in run.records if r["kind"] == "train" and "ms_per_iter" in r]
+    return row | {"time_s": seconds, "ms_per_iter": statistics.median(steps) if steps else None}
 
 
 def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
@@ -408,21 +444,22 @@ def run_name(row: dict, rows: list[dict]) -> str:
 
 
 def markdown_table(rows: list[dict], corpora: list[str]) -> str:
-    head = "| method | layers | from blocks | params | steps | tokens | val loss before training | val loss | "
-    head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
-    lines = [head, "|" + " --- |" * (10 + len(corpora))]
+    head = "| method | layers | from blocks | params | steps | tokens | tokens seen | val loss before training | "
+    head += "val loss | " + "".join(f"{Path(c).name} | " for c in corpora) + "gap | ms/iter | wall-clock |"
+    lines = [head, "|" + " --- |" * (12 + len(corpora))]
     for r in rows:
         blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
         gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
         clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
-        tokens = f"{r['tokens']:,}" if r["tokens"] is not None else ""
+        step_time = f"{r['ms_per_iter']:.1f}" if r.get("ms_per_iter") is not None else ""
+        tokens = [f"{r[key]:,}" if r.get(key) is not None else "" for key in ("tokens", "tokens_seen")]
         steps = r["steps"] if r["steps"] is not None else ""
         start = f"{r['val_loss_start']:.4f}" if r.get("val_loss_start") is not None else ""
-        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", steps, tokens, start]
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", steps, *tokens, start]
         if r.get("diverged"):
-            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, clock]
+            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, step_time, clock]
         else:
-            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
+            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, step_time, clock]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -433,7 +470,10 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         "",
         f"Made by `{args.command}`. Val loss: each run's final eval; before training: its eval at step 0, the",
         "model as built (pruned without healing); gap: to the reference's val loss by the same estimate (the same",
-        "batches); wall-clock: the run's training time, over the calls that trained it.",
+        "batches). Tokens: the run's own; tokens seen adds what a student carries from the reference (its",
+        "blocks, or its teacher's logits): the reference's own tokens. ms/iter: the median time of a training",
+        "step, the one measure to rank methods by cost; wall-clock: the whole process time over the calls that",
+        "trained it (start-up, evals, checkpoints, a teacher's loading included).",
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",

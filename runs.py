@@ -98,16 +98,16 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def mark_best(out_dir: Path) -> None:
-    """best.pt := ckpt.pt, which was just written: a hard link costs no I/O; where the filesystem has none
-    (gcsfuse, s3fs, some network mounts) a copy. Either is renamed into place, so best.pt is always whole."""
-    tmp = out_dir / "best.pt.tmp"
+def link_checkpoint(source: Path, dest: Path) -> None:
+    """dest := source, a checkpoint just written: a hard link costs no I/O; where the filesystem has none
+    (gcsfuse, s3fs, some network mounts) a copy. Either is renamed into place, so dest is always whole."""
+    tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(out_dir / "ckpt.pt", tmp)
+        os.link(source, tmp)
     except OSError:
-        shutil.copyfile(out_dir / "ckpt.pt", tmp)
-    os.replace(tmp, out_dir / "best.pt")
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -65,7 +65,7 @@ def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monk
         raise OSError(errno.EPERM, "Operation not permitted")  # gcsfuse, s3fs
 
     monkeypatch.setattr(os, "link", no_links)
-    runs.mark_best(tmp_path)
+    runs.link_checkpoint(tmp_path / "ckpt.pt", tmp_path / "best.pt")
     assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
     Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=2).save(tmp_path / "ckpt.pt")
     assert Checkpoint.load(tmp_path / "best.pt").iter_num == 1

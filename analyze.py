@@ -368,11 +368,8 @@ def describe_suggestion(result: dict, settings: Settings) -> str:
     if not lazy:
         rule = f"{settings.lazy_share:.0%} of its heads collapsed by the {settings.rank_of} rank"
         return f"no lazy layer ({rule}) in {result['n_layer']} layers; the paper's starting point is n = L/2"
-    lines = [
-        f"lazy layers: {lazy}",
-        f"suggested student: the first {s['n_layer']} layers (the leading non-lazy ones)",
-        f"  {s['command']}",
-    ]
+    why = "the leading non-lazy ones" if lazy[0] > 0 else "layer 0 is lazy itself: the smallest student"
+    lines = [f"lazy layers: {lazy}", f"suggested student: the first {s['n_layer']} layers ({why})", f"  {s['command']}"]
     if "non_lazy_command" in s:
         lines += [f"every non-lazy layer ({len(s['non_lazy_layers'])}):", f"  {s['non_lazy_command']}"]
     return "\n".join(lines)
@@ -423,9 +420,9 @@ def plot_layers(results: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def plot_heads(results: list[dict], out: Path, collapsed_rank: float) -> None:
-    """Layer x head heatmaps of mean rank (log scale; the collapsed heads marked) and mean mass, one row per
-    model, on one colour scale per quantity so that the models compare at a glance."""
+def plot_heads(results: list[dict], out: Path, settings: Settings) -> None:
+    """Layer x head heatmaps of the rank the verdict reads (log scale; the collapsed heads marked) and of mean
+    mass, one row per model, on one colour scale per quantity so that the models compare at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -433,25 +430,27 @@ def plot_heads(results: list[dict], out: Path, collapsed_rank: float) -> None:
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.ticker import MaxNLocator
 
-    keys = ("rank", "mass")
+    rank = "rank" if settings.rank_of == "sequence" else "rank_of_mean"
+    keys = (rank, "mass")
     scale = {key: (min(np.min(r[key]) for r in results), max(np.max(r[key]) for r in results)) for key in keys}
     height = 3 + 0.1 * max(r["n_layer"] for r in results)  # a readable row per layer, 30 or 3
     fig, axes = plt.subplots(len(results), 2, figsize=(11, height * len(results)), squeeze=False)
     for row, r in zip(axes, results, strict=True):
         for ax, key in zip(row, keys, strict=True):
             vmin, vmax = scale[key]
-            norm = LogNorm(vmin, vmax) if key == "rank" else Normalize(vmin, vmax)  # ranks span 1 to tens
+            norm = LogNorm(vmin, vmax) if key == rank else Normalize(vmin, vmax)  # ranks span 1 to tens
             values = np.array(r[key])
             image = ax.imshow(values, aspect="auto", cmap="viridis", origin="lower", norm=norm)
-            if key == "rank":
-                layer, head = np.nonzero(values <= collapsed_rank)
+            if key == rank:
+                layer, head = np.nonzero(values <= settings.collapsed_rank)
                 ax.scatter(head, layer, marker="x", color="red", s=18)
             ax.set_xlabel("head")
             ax.set_ylabel("layer")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            marked = f" (x: collapsed, rank <= {collapsed_rank:g})" if key == "rank" else ""
-            ax.set_title(f"{Path(r['source']).name}: mean {key}{marked}", fontsize=10)
+            what = {"rank": "mean rank", "rank_of_mean": "rank of the mean attention", "mass": "mean mass"}[key]
+            marked = f" (x: collapsed, <= {settings.collapsed_rank:g})" if key == rank else ""
+            ax.set_title(f"{Path(r['source']).name}: {what}{marked}", fontsize=10)
             fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -523,7 +522,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", {"settings": vars(settings), "models": results})
     plot_layers(results, out / "layers.png")
-    plot_heads(results, out / "heads.png", settings.collapsed_rank)
+    plot_heads(results, out / "heads.png", settings)
     print(f"wrote {out / 'analysis.json'}, {out / 'layers.png'} and {out / 'heads.png'}")
     return 0
 

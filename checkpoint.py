@@ -439,6 +439,8 @@ def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> C
     opt = None
     if optimizer:
         config = ckpt.config
+        # a frozen embedding has no AdamW state: the optimizer must hold the parameters the run's did
+        model.transformer.wte.weight.requires_grad_(not config.get("freeze_embedding", False))
         betas = (config["beta1"], config["beta2"])
         decay_1d = config.get("decay_1d_params", False)
         opt = model.configure_optimizers(config["weight_decay"], config["learning_rate"], betas, "cpu", decay_1d)

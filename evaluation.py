@@ -56,9 +56,9 @@ def export(source: str, out: Path) -> None:
     name = hf_tokenizer_name(ckpt.tokenizer)
     if not name and model.config.vocab_size != VOCAB_SIZE:
         raise CheckpointError(f"{source}: no Hugging Face tokenizer is known for its {model.config.vocab_size} tokens")
+    tokenizer = load_hf_tokenizer(name) if name else None  # before anything is written: it may be gone
     out.mkdir(parents=True, exist_ok=True)
-    if name:
-        tokenizer = load_hf_tokenizer(name)
+    if tokenizer is not None:
         tokenizer.save_pretrained(out)
         to_hf(model, tokenizer.eos_token_id, tokenizer.bos_token_id).save_pretrained(out)
     else:
@@ -84,7 +84,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 def export_main(args: argparse.Namespace) -> int:
     try:
         export(args.model, Path(args.out))
-    except (CheckpointError, ConversionError, OSError) as e:
+    except (CheckpointError, ConversionError, OSError, ValueError) as e:  # ValueError: its tokenizer is gone
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def is_hf_source(source: str) -> bool:
 
 def is_gguf(source: str | Path) -> bool:
     """A llama.cpp GGUF file, by its name (a missing one is then refused as such, not taken for a hub id)."""
-    return str(source).endswith(".gguf")
+    return str(source).lower().endswith(".gguf")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -57,8 +58,11 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     from transformers import AutoModelForCausalLM
 
     if is_gguf(source):
-        gguf_tensor_types(source)  # refuses a truncated file, another architecture, an unknown tensor type
-        hf = from_gguf(AutoModelForCausalLM, source, dtype=torch.float32)
+        gguf_header(source)  # refuses a truncated file, another architecture, a missing tensor, an unknown type
+        try:
+            hf = from_gguf(AutoModelForCausalLM, source, dtype=torch.float32)
+        except (RuntimeError, ValueError, KeyError) as e:  # its metadata and tensors disagree (a head size...)
+            raise ConversionError(f"{source}: transformers cannot load it: {str(e).splitlines()[0]}") from None
     else:
         local = Path(source).is_dir()
         hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
@@ -79,7 +83,7 @@ def read_hf_config(source: str) -> dict:
         n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
         return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
     if is_gguf(source):
-        gguf_tensor_types(source)
+        gguf_header(source)
         c = from_gguf(AutoConfig, source)
     else:
         c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
@@ -225,38 +229,84 @@ def llama_fused(qkv_bias: bool) -> dict[str, tuple[str, ...]]:
 GGUF_PLAIN_TYPES = ("F32", "F16")
 
 
-def gguf_tensor_types(source: str | Path) -> dict[str, int]:
-    """How many tensors of each type (F32, Q8_0, Q4_1, ...) a GGUF file holds, read from its header, after
-    checking it whole, of an architecture this GPT reproduces, and of types that `gguf` can dequantise."""
+# The tensors llama.cpp writes for each block of a Llama (Qwen2 adds the q, k, v biases); a tied model has no
+# `output.weight`.
+GGUF_BLOCK_TENSORS = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    tensor_types: dict[str, int]  # how many tensors of each type: F32, Q8_0, Q4_1, ...
+    has_tokenizer: bool
+
+
+def gguf_header(source: str | Path) -> GGUFHeader:
+    """What a GGUF file's header says of it, after checking that it is whole, of an architecture this GPT
+    reproduces, with every tensor that architecture needs and nothing it would drop (llama.cpp's rope
+    scaling, for one), of types that `gguf` can dequantise."""
     path = Path(source)
     if not path.is_file():
         raise ConversionError(f"{source}: no such GGUF file")
     stat = path.stat()
-    return dict(_gguf_tensor_types(str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return _gguf_header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def gguf_tensor_types(source: str | Path) -> dict[str, int]:
+    return gguf_header(source).tensor_types
 
 
 @functools.cache
-def _gguf_tensor_types(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, int], ...]:
-    """gguf_tensor_types of one version of a file (its size and time are the key: a replaced file is read
-    again); a header read costs seconds, and every loader of a command checks it."""
+def _gguf_header(path: str, size: int, mtime_ns: int) -> GGUFHeader:
+    """gguf_header of one version of a file (its size and time are the key: a replaced file is read again);
+    a header read costs seconds, and every loader of a command checks it."""
     import gguf
 
     try:
         reader = gguf.GGUFReader(path)
-    except (ValueError, IndexError, KeyError, OSError) as e:  # a short file fails as a shape or offset mismatch
-        raise ConversionError(f"{path}: not a complete GGUF file (truncated or corrupt?): {e}") from None
-    field = reader.fields.get("general.architecture")
-    architecture = field.contents() if field is not None else "unknown"
+        architecture = reader.fields["general.architecture"].contents()
+        n_layer = int(reader.fields[f"{architecture}.block_count"].contents())
+        rope_scaling = reader.fields.get(f"{architecture}.rope.scaling.type")
+        rope_scaling = rope_scaling.contents() if rope_scaling is not None else "none"
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:  # a short file fails as a
+        # shape or offset mismatch, a corrupt one anywhere in its header
+        raise ConversionError(f"{path}: not a complete GGUF file (truncated or corrupt?): {e!r}") from None
     if architecture not in LLAMA_FAMILY:
         readable = ", ".join(LLAMA_FAMILY)
         raise ConversionError(f"{path}: a GGUF of architecture {architecture!r}; this GPT reads {readable}")
-    types = collections.Counter(tensor.tensor_type.name for tensor in reader.tensors)
+    if rope_scaling != "none":
+        raise ConversionError(f"{path}: its RoPE is scaled ({rope_scaling}), which transformers' GGUF loader drops")
+    types = dict(sorted(collections.Counter(tensor.tensor_type.name for tensor in reader.tensors).items()))
     readable = set(GGUF_PLAIN_TYPES) | {t.name for t in gguf.quants._type_traits}  # gguf's registry of dequantisers
     unreadable = sorted(set(types) - readable)
     if unreadable:
         version = importlib.metadata.version("gguf")
         raise ConversionError(f"{path}: gguf {version} cannot dequantise its {', '.join(unreadable)} tensors")
-    return tuple(sorted(types.items()))
+    check_gguf_tensors(path, {tensor.name for tensor in reader.tensors}, architecture, n_layer)
+    return GGUFHeader(types, "tokenizer.ggml.model" in reader.fields)
+
+
+def check_gguf_tensors(path: str, names: set[str], architecture: str, n_layer: int) -> None:
+    """Refuse a file without every tensor of its n_layer blocks, or with tensors the model would not read:
+    transformers fills a missing one with fresh weights and drops an unknown one (rope_freqs: Llama 3's rope
+    scaling), silently, so the model would not be the file's."""
+    biases = ("attn_q", "attn_k", "attn_v") if architecture == "qwen2" else ()
+    expected = {"token_embd.weight", "output_norm.weight"}
+    for i in range(n_layer):
+        expected |= {f"blk.{i}.{t}.weight" for t in GGUF_BLOCK_TENSORS} | {f"blk.{i}.{t}.bias" for t in biases}
+    missing, unknown = sorted(expected - names), sorted(names - expected - {"output.weight"})
+    if missing or unknown:
+        listed = ", ".join([*(f"{n} missing" for n in missing[:4]), *(f"{n} unknown" for n in unknown[:4])])
+        raise ConversionError(f"{path}: not the {n_layer}-block {architecture} its header describes ({listed})")
 
 
 def from_gguf(auto_class, source: str | Path, **kwargs):

@@ -243,6 +243,8 @@ def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Setting
     the record of why: the method, and for a measured choice the measure's values and the sequences."""
     request = {"n_layer": None, "layers": "", "parts": "all"} | request
     method = request["layers"]
+    if request["parts"].strip() == "none" and method not in ("", "first"):
+        raise InheritError(f"inherit_parts 'none' copies nothing: no layers to choose ({method!r})")
     if method not in [*LAYER_METHODS, "stack"]:
         return request, {"method": "listed" if method else "first"}
     if request["n_layer"] is None:

@@ -139,8 +139,10 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
 
 
 def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
-    """Students that inherit take the reference's width: a config of another width is the wrong config."""
-    inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow")]
+    """Students that inherit take the reference's width, and so do a Llama-family reference's models from
+    scratch (its architecture, nothing inherited): a config of another width is the wrong config."""
+    from_scratch = ("distill", "scratch", "scratch-2x") if ref.model_args.get("rope") else ()
+    inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow", *from_scratch)]
     ref_width, width = (ref.model_args["n_embd"], ref.model_args["n_head"]), (cfg.n_embd, cfg.n_head)
     if inheriting and width != ref_width:
         raise ValueError(
@@ -305,7 +307,7 @@ def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int],
         result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), ns[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
-        plot_heads([result], folder / "heads.png", settings.collapsed_rank)
+        plot_heads([result], folder / "heads.png", settings)
         write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
     choices = {n: layer_choices(args.reference, measures, n) for n in ns}

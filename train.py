@@ -147,7 +147,7 @@ MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_laye
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
     """A resume trains the checkpoint's model whatever the config says: a config that asks for another shape
     than the run's own config did is refused, not ignored (config.json would record the shape not trained)."""
-    written = ckpt.config or {}
+    written = {"freeze_embedding": False} | (ckpt.config or {})  # runs from before the key trained it
     changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in MODEL_KEYS
                if key in written and written[key] != getattr(cfg, key)]  # fmt: skip
     if changed:

@@ -377,7 +377,7 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
         "--tokenizer",
         default="gpt2",
         help="gpt2 (BPE, offline), or a Hugging Face tokenizer: a "
-        "local folder (read offline) or a hub name, e.g. a Llama-family reference's",
+        "local folder (read offline), a GGUF file's, or a hub name, e.g. a Llama-family reference's",
     )
     hub_options(p)
     return parse_checked(p, argv)

@@ -27,7 +27,7 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from data.format import corpus_vocabulary, dtype_for, read_char_meta
-from hf import from_gguf, is_gguf
+from hf import from_gguf, gguf_header, is_gguf
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -107,8 +107,8 @@ def load_hf_tokenizer(name: str):
         if is_gguf(name):
             return from_gguf(AutoTokenizer, name)
         return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).is_dir())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}") from e
+    except (OSError, ValueError, KeyError) as e:  # KeyError: a GGUF tokenizer without a part (its merges...)
+        raise ValueError(f"cannot load the tokenizer {name!r}: {(str(e).splitlines() or [repr(e)])[0]}") from e
 
 
 def fingerprint(tokenizer) -> str:
@@ -123,6 +123,8 @@ def source_tokenizer(source: str) -> dict | None:
     without one."""
     folder = Path(source)
     if is_gguf(source):
+        if not gguf_header(source).has_tokenizer:
+            return None
         tokenizer = load_hf_tokenizer(source)
         return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
     if not folder.is_dir():

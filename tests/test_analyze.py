@@ -394,3 +394,9 @@ def test_one_pass_gives_what_the_two_single_passes_give():
     att, hidden = model.attention_and_hidden_states(idx)
     assert torch.equal(att, model.attention_probs(idx))
     torch.testing.assert_close(hidden, model.hidden_states(idx), atol=1e-5, rtol=1e-5)  # SDPA against softmax
+
+
+def test_a_lazy_first_layer_is_not_called_a_leading_non_lazy_one():
+    result = {"lazy_layers": [0, 2], "suggestion": analyze.suggest_student("m.pt", 4, [0, 2]), "n_layer": 4}
+    text = analyze.describe_suggestion(result, Settings("d"))
+    assert "the first 1 layers (layer 0 is lazy itself" in text and "leading non-lazy" not in text

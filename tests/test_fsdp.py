@@ -627,3 +627,16 @@ def test_no_way_round_the_metadata_check_runs_code(fsdp_gpt2, tmp_path):
         result = command(*consolidate)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert not marker.exists() and f"cannot read the sharded checkpoint {step}: .metadata" in result.stderr
+
+
+def test_a_run_with_a_frozen_embedding_consolidates(config, tmp_path):
+    """The frozen token embedding has no AdamW state: consolidate builds the run's optimizer, not one that
+    expects it."""
+    cfg = config("frozen", parallel="fsdp", freeze_embedding=True, max_iters=4, lr_decay_iters=4)
+    torchrun(cfg)
+    out = Path(cfg.out_dir) / "ckpt.pt"
+    cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(cfg.out_dir) / "sharded"), str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
+    raw = torch.load(out, weights_only=True)
+    assert len(raw["optimizer"]["state"]) == len(raw["model"]) - 2  # all but wte and lm_head, one tied tensor

@@ -4,6 +4,7 @@ tokenizer), read by every loader and compared with the transformers model it was
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import gguf
@@ -70,14 +71,16 @@ def tiny_llama(qwen2: bool = False, tied: bool = True, seed: int = 0):
     return model.eval()
 
 
-def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: str | None = None) -> Path:
+def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: str | None = None, **faults) -> Path:
     """`model` as llama.cpp writes it: its names, q/k permuted (Llama; llama.cpp leaves Qwen2's as they are),
-    F32 tensors, or Q8_0 for the names ending as listed in `quantize`, and a GPT-2-style BPE tokenizer."""
+    F32 tensors, or Q8_0 for the names ending as listed in `quantize`, and a GPT-2-style BPE tokenizer. `faults`
+    spoil it: drop (tensor names left out), extra (tensor names added), blocks (another block_count),
+    rope_dims, rope_scaling (a type), merges=False, tokenizer=False."""
     c = model.config
     arch = architecture or c.model_type
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("tiny")
-    writer.add_block_count(c.num_hidden_layers)
+    writer.add_block_count(faults.get("blocks", c.num_hidden_layers))
     writer.add_context_length(c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
     writer.add_feed_forward_length(c.intermediate_size)
@@ -85,17 +88,22 @@ def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: 
     writer.add_head_count_kv(c.num_key_value_heads)
     writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    writer.add_rope_dimension_count(faults.get("rope_dims", c.hidden_size // c.num_attention_heads))
+    if "rope_scaling" in faults:
+        writer.add_rope_scaling_type(faults["rope_scaling"])
+        writer.add_rope_scaling_factor(4.0)
     writer.add_vocab_size(c.vocab_size)
-    tokens = byte_level_vocabulary()
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    types = [gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in tokens]
-    writer.add_token_types(types)
-    writer.add_token_merges(MERGES)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    if faults.get("tokenizer", True):
+        tokens = byte_level_vocabulary()
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        types = [gguf.TokenType.CONTROL if t in SPECIALS else gguf.TokenType.NORMAL for t in tokens]
+        writer.add_token_types(types)
+        if faults.get("merges", True):
+            writer.add_token_merges(MERGES)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
     names = {
         "model.embed_tokens.weight": "token_embd.weight",
         "model.norm.weight": "output_norm.weight",
@@ -125,6 +133,8 @@ def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: 
             heads = c.num_attention_heads if "q_proj" in key else c.num_key_value_heads
             array = permute_like_llama_cpp(array, heads)
         name = names[key]
+        if name in faults.get("drop", ()):
+            continue
         if array.ndim == 2 and name.endswith(quantize):
             writer.add_tensor(
                 name,
@@ -133,6 +143,8 @@ def write_gguf(model, path: Path, quantize: tuple[str, ...] = (), architecture: 
             )
         else:
             writer.add_tensor(name, np.ascontiguousarray(array))
+    for name in faults.get("extra", ()):
+        writer.add_tensor(name, np.ones(c.hidden_size // c.num_attention_heads // 2, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -341,3 +353,72 @@ def test_grow_reads_a_gguf_reference_and_refuses_a_broken_one_in_a_line(tmp_path
     argv = ["--inherit_from", str(truncated), "--config", "config/inheritune_smollm2.py", "--target", "3.0"]
     assert grow.main(argv) == 1
     assert "not a complete GGUF file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "faults, message",
+    [
+        ({"drop": ("blk.1.ffn_norm.weight",)}, "blk.1.ffn_norm.weight missing"),
+        ({"blocks": 4}, "blk.3.attn_q.weight missing"),
+        ({"extra": ("rope_freqs.weight",)}, "rope_freqs.weight unknown"),  # Llama 3's rope scaling, dropped
+        ({"rope_scaling": gguf.RopeScalingType.LINEAR}, "its RoPE is scaled (linear)"),
+        ({"rope_dims": 8}, "transformers cannot load it"),  # a head size its tensors do not have
+    ],
+)
+def test_a_gguf_that_is_not_the_model_its_header_describes_is_refused_in_one_line(tmp_path, faults, message):
+    """transformers would fill a missing tensor with fresh weights, drop an unknown one and the rope scaling,
+    and load a model that is not the file's, silently; or fail with pages of report."""
+    path = write_gguf(tiny_llama(), tmp_path / "bad.gguf", **faults)
+    with pytest.raises(ConversionError, match=re.escape(message)):
+        load_model(path)
+
+
+def test_a_gguf_tokenizer_that_cannot_load_is_one_line_and_none_at_all_is_no_tokenizer(tmp_path, capsys):
+    import analyze
+
+    path = write_gguf(tiny_llama(), tmp_path / "no-merges.gguf", merges=False)
+    with pytest.raises(ValueError, match="cannot load the tokenizer"):
+        load_hf_tokenizer(str(path))
+    corpus = gguf_corpus(write_gguf(tiny_llama(), tmp_path / "tiny.gguf"), tmp_path / "corpus")
+    argv = ["--model", str(path), "--data", str(corpus), "--num_seqs", "2", "--seq_len", "8", "--out", str(tmp_path)]
+    assert analyze.main(argv) == 1
+    assert "cannot load the tokenizer" in capsys.readouterr().err
+    bare = write_gguf(tiny_llama(), tmp_path / "bare.gguf", tokenizer=False)
+    _, ckpt = load_model(bare)
+    assert ckpt.tokenizer is None  # as a Hugging Face folder without tokenizer files
+    assert inherit.main(["--inherit_from", str(bare), "--n_layer", "1", "--out", str(tmp_path / "s.pt")]) == 0
+
+
+def test_export_of_a_model_whose_gguf_tokenizer_is_gone_is_one_line_and_writes_nothing(tmp_path, capsys):
+    import evaluation
+
+    path = write_gguf(tiny_llama(), tmp_path / "moved.gguf")
+    student = tmp_path / "student.pt"
+    assert inherit.main(["--inherit_from", str(path), "--n_layer", "1", "--out", str(student)]) == 0
+    path.rename(tmp_path / "elsewhere.gguf")
+    out = tmp_path / "hf"
+    assert evaluation.main(["export", "--model", str(student), "--out", str(out)]) == 1
+    assert "cannot load the tokenizer" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_gguf_is_known_by_its_suffix_in_any_case_and_nothing_is_inherited_with_parts_none(tmp_path):
+    from hf import is_gguf
+    from inherit import InheritError
+
+    assert is_gguf("models/X.GGUF") and is_gguf("x.gguf") and not is_gguf("x.gguf.pt")
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    with pytest.raises(InheritError, match="copies nothing"):
+        inherit.inherit(str(path), {"n_layer": 2, "layers": "stack", "parts": "none"})
+
+
+def test_recipe_refuses_a_config_of_another_width_for_a_llama_references_scratch_runs(tmp_path, capsys):
+    """Its models from scratch are its architecture, so its width: refused before the analysis runs."""
+    import recipe
+
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    config = tmp_path / "c.py"
+    config.write_text(f"data_dir = {str(tmp_path / 'corpus')!r}\nn_embd = 768\nn_head = 12\n")
+    argv = ["--reference", str(path), "--config", str(config), "--n_layer", "2", "--methods", "scratch"]
+    assert recipe.main([*argv, "--out_dir", str(tmp_path / "r")]) == 1
+    assert "differ from the reference's (64, 4)" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "analysis").exists()

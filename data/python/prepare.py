@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max_tokens", type=int, default=None, help="keep training files until they hold this many tokens")
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's")
     args = parse_checked(p, argv)
     try:
         if not args.force and already_prepared(args.out_dir, prepared_settings(args)):

@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
     p.add_argument("--max_tokens", type=int, required=True, help="training tokens of all sources together")
     p.add_argument("--weights", type=parse_weights, default=LLAMA_MIX, help="source:weight,... (default: LLaMA's)")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's")
     p.add_argument("--text_field", default="text", help="the text column of jsonl / parquet input")
     p.add_argument("--test_size", type=float, default=0.0005, help="share of each source's documents in val")
     p.add_argument("--seed", type=int, default=2357)

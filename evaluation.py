@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from checkpoint import CheckpointError, load_model, source_sha256
-from data.format import corpus_vocabulary, open_tokens
+from data.format import open_tokens
 from data.tokenizer import (
     EOT_TOKEN,
     VOCAB_SIZE,
+    check_corpus_tokenizer,
     hf_tokenizer_name,
     load_hf_tokenizer,
-    same_vocabulary,
     save_hf_tokenizer,
 )
 from hf import ConversionError, to_hf
@@ -141,17 +141,6 @@ def corpus_loss(
             total += batch_sum_loss(model, t[:, :-1], t[:, 1:], ctx)
             count += t[:, 1:].numel()
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
-
-
-def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
-    """Refuse a corpus made with another tokenizer than the model's (a vocabulary record): its ids would be
-    read as other tokens, and a loss printed all the same. Bare bins are GPT-2 tokens, as nanoGPT's."""
-    corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
-    if not same_vocabulary(vocabulary, corpus):
-        raise ValueError(
-            f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
-            "its loss would be of tokens the model never saw"
-        )
 
 
 def loss_arguments(p: argparse.ArgumentParser) -> None:

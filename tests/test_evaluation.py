@@ -288,3 +288,28 @@ def test_bad_loss_options_are_one_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         evaluation.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def nanogpt_checkpoint_over_a_corpus_prepared_again(root) -> tuple[str, str]:
+    """A nanoGPT checkpoint (no tokenizer record; GPT-2's 50,304 padded rows) whose config names data/shk,
+    and data/shk as it is after being prepared again with another tokenizer; (checkpoint, corpus) paths."""
+    torch.manual_seed(0)
+    args = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32, "bias": True, "vocab_size": 50304}
+    model = GPT(GPTConfig(**args))
+    torch.save({"model": model.state_dict(), "model_args": args, "config": {"dataset": "shk"}}, root / "nanogpt.pt")
+    data = root / "data" / "shk"
+    data.mkdir(parents=True)
+    np.arange(200, dtype=np.uint16).tofile(data / "val.bin")
+    bpe = {"tokenizer": "my-bpe", "tokenizer_fingerprint": "0123456789abcdef", "vocab_size": 1000, "dtype": "uint16"}
+    write_meta(data, bpe | {"splits": {}})
+    return str(root / "nanogpt.pt"), str(data)
+
+
+def test_loss_refuses_a_nanogpt_checkpoint_on_its_corpus_prepared_again_with_another_tokenizer(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # nanoGPT's data/<dataset>
+    source, data = nanogpt_checkpoint_over_a_corpus_prepared_again(tmp_path)
+    assert Checkpoint.load(source, weights=False).vocabulary() == {"tokenizer": "gpt2", "vocab_size": 50257}
+    assert evaluation.main(["loss", "--model", source, "--data", data, "--device", "cpu"]) == 1
+    assert f"{data} was made with the tokenizer my-bpe, the model reads gpt2" in capsys.readouterr().err

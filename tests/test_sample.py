@@ -135,3 +135,15 @@ def test_bad_sampling_options_are_one_line_before_any_model_loads(flag, message,
     with pytest.raises(SystemExit) as exit_:
         sample.main([flag])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_nanogpt_checkpoint_whose_corpus_was_prepared_again_with_another_tokenizer_is_refused(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.test_evaluation import nanogpt_checkpoint_over_a_corpus_prepared_again
+
+    monkeypatch.chdir(tmp_path)  # nanoGPT's data/<dataset>
+    source, data = nanogpt_checkpoint_over_a_corpus_prepared_again(tmp_path)
+    code, out, err = run_sample(capsys, f"--model={source}", "--start=Hello", "--max_new_tokens=2")
+    assert code == 1 and out == ""
+    assert "data/shk was made with the tokenizer my-bpe, the model reads gpt2" in err

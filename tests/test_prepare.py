@@ -294,8 +294,12 @@ def test_a_file_named_twice_or_under_two_given_paths_is_read_once(docs, tmp_path
     assert prepare([path], tmp_path / "once") == 0
     assert prepare([folder, folder], tmp_path / "twice") == 0
     assert prepare([folder, tmp_path / "in" / ".." / "in" / "docs.jsonl"], tmp_path / "overlap") == 0
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "other_name.jsonl").hardlink_to(path)  # one file under two names
+    assert prepare([folder, linked], tmp_path / "hardlink") == 0
     once = bins(tmp_path / "once")
-    for out in ("twice", "overlap"):
+    for out in ("twice", "overlap", "hardlink"):
         assert all(np.array_equal(bins(tmp_path / out)[s], once[s]) for s in ("train", "val")), out
 
 
@@ -371,3 +375,30 @@ def test_every_prepare_script_checks_its_options_alike(option, message, tmp_path
             main([*argv, "--out_dir", str(tmp_path / "out"), *option])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_with_other_input_files_or_text_field_is_refused(docs, tmp_path, capsys):
+    inputs = {name: tmp_path / name for name in ("a", "b")}
+    for i, folder in enumerate(inputs.values()):
+        folder.mkdir()
+        write_jsonl(folder / "docs.jsonl", docs[i::2])
+        write_jsonl(folder / "body.jsonl", docs[i::2], field="body")
+    out = tmp_path / "out"
+    assert prepare([inputs["a"] / "docs.jsonl"], out) == 0
+    assert prepare([tmp_path / "a" / ".." / "a" / "docs.jsonl"], out) == 0  # the same file, spelt otherwise
+    assert prepare([inputs["a"] / "docs.jsonl"], out, "--tokenizer", "") == 0  # GPT-2, spelt otherwise
+    assert "already prepared" in capsys.readouterr().out
+    for other in ([inputs["b"] / "docs.jsonl"], [inputs["a"] / "body.jsonl", "--text_field", "body"]):
+        assert prepare(other, out) == 1
+        assert f"error: {out} was prepared with input [" in capsys.readouterr().err
+
+
+def test_a_rerun_with_another_fineweb_subset_is_refused(docs, tmp_path, capsys):
+    def fake_hub(args):  # fineweb_prepare.open_hub with its stream replaced by local texts
+        return pipeline.streamed_batches(iter(docs), args.test_size, args.seed, None), None, {"source": "hub"}
+
+    argv = ["--out_dir", str(tmp_path / "fw"), "--test_size", "0.1", "--num_proc", "1"]
+    assert pipeline.run([*argv, "--subset", "sample-10BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 0
+    assert pipeline.run([*argv, "--subset", "sample-100BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 1
+    assert "was prepared with subset sample-10BT, not sample-100BT" in capsys.readouterr().err
+    assert json.loads((tmp_path / "fw" / "meta.json").read_text())["options"]["subset"] == "sample-10BT"

@@ -240,6 +240,7 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
     columns), a text field that is not text, and a row without text are each named in one line."""
     import datasets
 
+    refuse_text_fields_of_other_types(kind, files, text_field)
     try:
         ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
     except datasets.exceptions.DatasetGenerationError as e:
@@ -256,6 +257,26 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
         file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
         raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
     return ds
+
+
+def refuse_text_fields_of_other_types(kind: str, files: list[str], text_field: str) -> None:
+    """Name the first file whose text field holds no text, by its own schema (a parquet file's, or what
+    pyarrow infers from a jsonl's first block): datasets reads every file with the first one's schema, and
+    would turn a later file's numbers into text, or fail naming all the files."""
+    import pyarrow as pa
+    import pyarrow.json
+    import pyarrow.parquet
+
+    for f in files:
+        try:
+            schema = pyarrow.parquet.read_schema(f) if kind == "parquet" else pyarrow.json.open_json(f).schema
+        except (pa.ArrowInvalid, OSError):
+            continue  # not JSON lines (a JSON array), or not readable: datasets' own reading says why
+        if text_field not in schema.names:
+            continue  # other columns: load_rows names the file
+        field_type = schema.field(text_field).type
+        if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
+            raise ValueError(f"{f}: its '{text_field}' field holds {field_type}, not text; see --text_field")
 
 
 def file_and_row(kind: str, files: list[str], index: int) -> tuple[str, int]:

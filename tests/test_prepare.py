@@ -314,16 +314,23 @@ def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, caps
     (rows / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"id": 3}\n')  # its third row: no text
     (tmp_path / "null.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
     (tmp_path / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
+    mixed, lists = tmp_path / "mixed", tmp_path / "lists"  # a good file, then a bad one (datasets casts to the first)
+    for folder, bad in ((mixed, '{"text": 1}\n'), (lists, '{"text": ["x"]}\n')):
+        folder.mkdir()
+        write_jsonl(folder / "a.jsonl", docs[:10])
+        (folder / "b.jsonl").write_text(bad)
     tables = tmp_path / "tables"
     tables.mkdir()
     datasets.Dataset.from_dict({"text": docs[:5]}).to_parquet(str(tables / "a.parquet"))
     datasets.Dataset.from_dict({"body": docs[:5]}).to_parquet(str(tables / "b.parquet"))
     expected = {
+        mixed: f"{mixed / 'b.jsonl'}: its 'text' field holds int64, not text; see --text_field",
+        lists: f"{lists / 'b.jsonl'}: its 'text' field holds list<item: string>, not text; see --text_field",
         texts: f"{texts / 'b.txt'}: not UTF-8 text (unexpected end of data at byte 23)",
         rows: f"{rows / 'b.jsonl'}: row 3 has no text in its 'text' field (null or missing)",
         tmp_path / "null.jsonl": f"{tmp_path / 'null.jsonl'}: row 2 has no text in its 'text' field (null or missing)",
         tables: f"{tables / 'b.parquet'}: its columns ['body'] are not those of {tables / 'a.parquet'} (['text'])",
-        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds Value('int64'), not text; "
+        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds int64, not text; "
         "see --text_field",
     }
     for i, (path, message) in enumerate(expected.items()):

@@ -14,6 +14,7 @@ or the characters of nanoGPT's meta.pkl in its corpus folder (config['dataset'],
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--num_samples must be at least 1")
     if args.max_new_tokens < 0:
         p.error("--max_new_tokens must be 0 or more")
-    if args.temperature < 0:  # a negative one would sample the inverted distribution
-        p.error("--temperature must be 0 (greedy) or more")
+    if not 0 <= args.temperature < math.inf:  # a negative one would sample the inverted distribution; nan fails
+        p.error("--temperature must be 0 (greedy) or more, and finite")
     if args.top_k < 0:
         p.error("--top_k must be 0 (all tokens) or more")
     return args

@@ -166,7 +166,8 @@ def loss_main(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result = {"model": args.model, "data": args.data, "split": args.split} | result
+    span = {"split": args.split, "max_tokens": args.max_tokens or None}  # None: the whole split
+    result = {"model": args.model, "data": os.path.normpath(args.data)} | span | result
     print(
         f"{args.model} on {args.data}/{args.split}.bin: loss {result['loss']:.4f}, "
         f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens"
@@ -355,10 +356,12 @@ def table_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loss_label(record: dict) -> str:
-    """A loss column's name: its split and corpus, as `loss` records them ("val loss (data/openwebtext)")."""
-    if "split" in record and "data" in record:
-        return f"{record['split']} loss ({record['data']})"
-    return "loss"
+    """A loss column's name: its split, corpus and span, as `loss` records them ("val loss (data/openwebtext)",
+    "val loss (data/openwebtext, first 1,000 tokens)"): losses over other tokens never share a column."""
+    if "split" not in record or "data" not in record:
+        return "loss"
+    span = f", first {record['max_tokens']:,} tokens" if record.get("max_tokens") else ""
+    return f"{record['split']} loss ({os.path.normpath(record['data'])}{span})"
 
 
 def named_path(item: str) -> tuple[str, Path]:

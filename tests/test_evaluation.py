@@ -313,3 +313,22 @@ def test_loss_refuses_a_nanogpt_checkpoint_on_its_corpus_prepared_again_with_ano
     assert Checkpoint.load(source, weights=False).vocabulary() == {"tokenizer": "gpt2", "vocab_size": 50257}
     assert evaluation.main(["loss", "--model", source, "--data", data, "--device", "cpu"]) == 1
     assert f"{data} was made with the tokenizer my-bpe, the model reads gpt2" in capsys.readouterr().err
+
+
+def test_losses_over_other_spans_of_a_corpus_get_their_own_columns_and_one_corpus_one_name(tmp_path, capsys):
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.arange(1, 301, dtype=np.uint16).tofile(data / "val.bin")  # bare bins: GPT-2 ids
+    runs = {"all": [f"{data}/"], "head": [str(data), "--max_tokens", "100"]}  # one folder, spelt two ways
+    for name, flags in runs.items():
+        argv = ["loss", "--model", source, "--data", *flags, "--device", "cpu", "--out", str(tmp_path / f"{name}.json")]
+        assert evaluation.main(argv) == 0
+    records = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
+    assert records["all"]["data"] == records["head"]["data"] == str(data)
+    assert (records["all"]["max_tokens"], records["head"]["max_tokens"]) == (None, 100)
+    assert (records["all"]["tokens"], records["head"]["tokens"]) == (299, 100)
+    capsys.readouterr()
+    assert evaluation.main(["table", f"m={tmp_path}/all.json", f"m={tmp_path}/head.json"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == f"| model | val loss ({data}) | val loss ({data}, first 100 tokens) |"

@@ -98,7 +98,10 @@ def int_at_least(minimum: int):
     """An argparse type: an integer of at least `minimum` (argparse's one-line error otherwise)."""
 
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
@@ -373,6 +376,21 @@ def named_path(item: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_result(record) -> bool:
+    """Whether a JSON is `loss`'s (a numeric loss) or `tasks`' (task -> metric -> number)."""
+    if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+        return False
+    tasks = record.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(m, dict) for m in tasks.values()):
+        return False
+    metrics = [value for m in tasks.values() for value in m.values()]
+    return all(map(is_number, metrics)) and ("loss" not in record or is_number(record["loss"]))
+
+
 def join_results(items: list[str]) -> dict[str, dict]:
     """One row per NAME: the losses and tasks of all its files together; a figure given twice for one name
     (the same task, or a loss of the same split and corpus, in two files) is refused, never overwritten."""
@@ -384,7 +402,7 @@ def join_results(items: list[str]) -> dict[str, dict]:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: {e}") from e
-        if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+        if not is_result(record):
             raise ValueError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
         row = rows.setdefault(name, {"losses": {}, "tasks": {}, "groups": {}})
         figures = {loss_label(record): record["loss"]} if "loss" in record else {}

@@ -250,6 +250,9 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
         "train": {"data": "data/shakespeare", "split": "train", "loss": 2.25},
         "val-again": {"data": "data/shakespeare", "split": "val", "loss": 2.75},
         "runs": [{"name": "a", "final_val_loss": 2.5}],  # runs.py compare's JSON, not ours
+        "text_loss": {"loss": "x"},  # hand-made ones
+        "task_list": {"tasks": [1, 2]},
+        "text_metric": {"tasks": {"sciq": {"acc": "high"}}},
     }
     for name, record in files.items():
         (folder / f"{name}.json").write_text(json.dumps(record))
@@ -270,8 +273,11 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
             == 1
         )
         assert f"student: {figure} is in both {folder}/" in capsys.readouterr().err
-    assert evaluation.main(["table", f"x={folder}/runs.json"]) == 1
-    assert "runs.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+    for name in ("runs", "text_loss", "task_list", "text_metric"):
+        assert evaluation.main(["table", f"x={folder}/{name}.json"]) == 1
+        assert (
+            f"{name}.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+        )
 
 
 @pytest.mark.parametrize(
@@ -280,6 +286,7 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
         (["--dtype", "bf16"], "argument --dtype: invalid choice: 'bf16'"),
         (["--dtype", "float64"], "argument --dtype: invalid choice: 'float64'"),
         (["--batch_size", "0"], "argument --batch_size: must be at least 1, got 0"),
+        (["--batch_size", "abc"], "argument --batch_size: expected an integer, got 'abc'"),
         (["--max_tokens", "-5"], "argument --max_tokens: must be at least 0, got -5"),
     ],
 )

@@ -256,7 +256,30 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
 
         file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
         raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
+    bad = first_row_not_utf8(column)
+    if bad is not None:
+        file, row = file_and_row(kind, files, bad)
+        raise ValueError(f"{file}: row {row + 1} is not UTF-8 text in its '{text_field}' field")
     return ds
+
+
+def first_row_not_utf8(column) -> int | None:
+    """The index of the first string that is not UTF-8 in an Arrow string column (pyarrow's JSON reader
+    lets such bytes through, to fail later while tokenizing without naming the file); None if all are."""
+    import pyarrow as pa
+
+    start = 0
+    for chunk in column.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            for i in range(len(chunk)):  # only to name the row
+                try:
+                    chunk[i].as_py()
+                except UnicodeDecodeError:
+                    return start + i
+        start += len(chunk)
+    return None
 
 
 def refuse_text_fields_of_other_types(kind: str, files: list[str], text_field: str) -> None:

@@ -314,6 +314,10 @@ def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, caps
     (rows / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"id": 3}\n')  # its third row: no text
     (tmp_path / "null.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
     (tmp_path / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    write_jsonl(latin / "a.jsonl", docs[:3])
+    (latin / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
     mixed, lists = tmp_path / "mixed", tmp_path / "lists"  # a good file, then a bad one (datasets casts to the first)
     for folder, bad in ((mixed, '{"text": 1}\n'), (lists, '{"text": ["x"]}\n')):
         folder.mkdir()
@@ -324,6 +328,7 @@ def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, caps
     datasets.Dataset.from_dict({"text": docs[:5]}).to_parquet(str(tables / "a.parquet"))
     datasets.Dataset.from_dict({"body": docs[:5]}).to_parquet(str(tables / "b.parquet"))
     expected = {
+        latin: f"{latin / 'b.jsonl'}: row 2 is not UTF-8 text in its 'text' field",
         mixed: f"{mixed / 'b.jsonl'}: its 'text' field holds int64, not text; see --text_field",
         lists: f"{lists / 'b.jsonl'}: its 'text' field holds list<item: string>, not text; see --text_field",
         texts: f"{texts / 'b.txt'}: not UTF-8 text (unexpected end of data at byte 23)",

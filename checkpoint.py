@@ -99,17 +99,18 @@ class Checkpoint:
 
     def vocabulary(self) -> dict | None:
         """The vocabulary the model was trained with: its record, or, for a checkpoint without one (nanoGPT's),
-        what the checkpoint carries: the meta of the corpus its config names, else GPT-2's BPE for a model of
-        GPT-2's 50,257 rows (50,304 padded, as nanoGPT trains it). None where nothing tells."""
+        what the checkpoint carries itself: GPT-2's BPE for a model of GPT-2's 50,257 rows (50,304 padded, as
+        nanoGPT trains it), else the vocabulary of the corpus its config names if it has the model's rows
+        (nanoGPT's meta.pkl). Never a corpus folder's vocabulary of another size: the folder may have been
+        prepared again since. None where nothing tells."""
         if self.tokenizer is not None:
             return self.tokenizer
+        vocab_size = self.model_args.get("vocab_size")
+        if vocab_size in (GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB):
+            return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
         folder = self.corpus_folder()
         record = corpus_vocabulary(folder) if folder is not None and folder.is_dir() else None
-        if record is not None:
-            return record
-        if self.model_args.get("vocab_size") in (GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB):
-            return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
-        return None
+        return record if record is not None and record.get("vocab_size") == vocab_size else None
 
     @classmethod
     def of(cls, model: GPT, **state) -> Checkpoint:

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from checkpoint import CheckpointError, load_model, source_sha256
-from data.format import corpus_vocabulary, open_tokens
+from data.format import open_tokens
 from data.tokenizer import (
     EOT_TOKEN,
     VOCAB_SIZE,
+    check_corpus_tokenizer,
     hf_tokenizer_name,
     load_hf_tokenizer,
-    same_vocabulary,
     save_hf_tokenizer,
 )
 from hf import ConversionError, to_hf
@@ -98,7 +98,10 @@ def int_at_least(minimum: int):
     """An argparse type: an integer of at least `minimum` (argparse's one-line error otherwise)."""
 
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
@@ -143,17 +146,6 @@ def corpus_loss(
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
-def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
-    """Refuse a corpus made with another tokenizer than the model's (a vocabulary record): its ids would be
-    read as other tokens, and a loss printed all the same. Bare bins are GPT-2 tokens, as nanoGPT's."""
-    corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
-    if not same_vocabulary(vocabulary, corpus):
-        raise ValueError(
-            f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
-            "its loss would be of tokens the model never saw"
-        )
-
-
 def loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
@@ -177,7 +169,8 @@ def loss_main(args: argparse.Namespace) -> int:
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result = {"model": args.model, "data": args.data, "split": args.split} | result
+    span = {"split": args.split, "max_tokens": args.max_tokens or None}  # None: the whole split
+    result = {"model": args.model, "data": os.path.normpath(args.data)} | span | result
     print(
         f"{args.model} on {args.data}/{args.split}.bin: loss {result['loss']:.4f}, "
         f"perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens"
@@ -366,10 +359,12 @@ def table_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loss_label(record: dict) -> str:
-    """A loss column's name: its split and corpus, as `loss` records them ("val loss (data/openwebtext)")."""
-    if "split" in record and "data" in record:
-        return f"{record['split']} loss ({record['data']})"
-    return "loss"
+    """A loss column's name: its split, corpus and span, as `loss` records them ("val loss (data/openwebtext)",
+    "val loss (data/openwebtext, first 1,000 tokens)"): losses over other tokens never share a column."""
+    if "split" not in record or "data" not in record:
+        return "loss"
+    span = f", first {record['max_tokens']:,} tokens" if record.get("max_tokens") else ""
+    return f"{record['split']} loss ({os.path.normpath(record['data'])}{span})"
 
 
 def named_path(item: str) -> tuple[str, Path]:
@@ -379,6 +374,21 @@ def named_path(item: str) -> tuple[str, Path]:
     if not sep or Path(item).is_file():
         return Path(item).stem, Path(item)
     return name, Path(path)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_result(record) -> bool:
+    """Whether a JSON is `loss`'s (a numeric loss) or `tasks`' (task -> metric -> number)."""
+    if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+        return False
+    tasks = record.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(m, dict) for m in tasks.values()):
+        return False
+    metrics = [value for m in tasks.values() for value in m.values()]
+    return all(map(is_number, metrics)) and ("loss" not in record or is_number(record["loss"]))
 
 
 def join_results(items: list[str]) -> dict[str, dict]:
@@ -392,7 +402,7 @@ def join_results(items: list[str]) -> dict[str, dict]:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: {e}") from e
-        if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+        if not is_result(record):
             raise ValueError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
         row = rows.setdefault(name, {"losses": {}, "tasks": {}, "groups": {}})
         figures = {loss_label(record): record["loss"]} if "loss" in record else {}

@@ -14,13 +14,14 @@ or the characters of nanoGPT's meta.pkl in its corpus folder (config['dataset'],
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError, latest_checkpoint, load_model
-from data.tokenizer import model_codec
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_model
+from data.tokenizer import check_corpus_tokenizer, model_codec
 from runtime import autocast_context, resolve_device_name, resolve_dtype
 
 
@@ -51,8 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--num_samples must be at least 1")
     if args.max_new_tokens < 0:
         p.error("--max_new_tokens must be 0 or more")
-    if args.temperature < 0:  # a negative one would sample the inverted distribution
-        p.error("--temperature must be 0 (greedy) or more")
+    if not 0 <= args.temperature < math.inf:  # a negative one would sample the inverted distribution; nan fails
+        p.error("--temperature must be 0 (greedy) or more, and finite")
     if args.top_k < 0:
         p.error("--top_k must be 0 (all tokens) or more")
     return args
@@ -64,6 +65,17 @@ def read_prompt(start: str) -> str:
     return start
 
 
+def decoding_vocabulary(ckpt: Checkpoint) -> dict | None:
+    """The vocabulary to decode with: the checkpoint's record; for one without (nanoGPT's), what its size
+    tells, which the corpus its config names must not contradict (a folder prepared again since with another
+    tokenizer leaves nothing to tell which of the two the model was trained with)."""
+    vocabulary = ckpt.vocabulary()
+    folder = ckpt.corpus_folder()
+    if ckpt.tokenizer is None and folder is not None and folder.is_dir():
+        check_corpus_tokenizer(folder, vocabulary)
+    return vocabulary
+
+
 def sample(args: argparse.Namespace) -> list[str]:
     device = torch.device(resolve_device_name(args.device))
     dtype = resolve_dtype(args.dtype, device)
@@ -73,7 +85,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     if args.compile:
         for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
             block.compile(dynamic=True)
-    codec = model_codec(ckpt.vocabulary(), ckpt.corpus_folder())
+    codec = model_codec(decoding_vocabulary(ckpt), ckpt.corpus_folder())
     ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")

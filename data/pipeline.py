@@ -188,8 +188,8 @@ def write_corpus(
 
 def input_files(paths: list[str]) -> list[Path]:
     """Every supported file named or found (recursively, sorted) under the given paths, each once: a path
-    given twice, or a file under two given paths, would put its documents in the corpus twice (and the
-    copies on both sides of the split)."""
+    given twice, a file under two given paths, or one file under two names (links), would put its documents
+    in the corpus twice (and the copies on both sides of the split). A file is its device and inode."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -202,7 +202,11 @@ def input_files(paths: list[str]) -> list[Path]:
             raise FileNotFoundError(f"{path} not found")
     if not files:
         raise ValueError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
-    return list({f.resolve(): f for f in files}.values())  # in the order first found
+    once: dict[tuple[int, int], Path] = {}
+    for f in files:
+        stat = f.stat()
+        once.setdefault((stat.st_dev, stat.st_ino), f)  # in the order first found
+    return list(once.values())
 
 
 def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iterator[dict]:
@@ -236,6 +240,7 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
     columns), a text field that is not text, and a row without text are each named in one line."""
     import datasets
 
+    refuse_text_fields_of_other_types(kind, files, text_field)
     try:
         ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
     except datasets.exceptions.DatasetGenerationError as e:
@@ -251,7 +256,50 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
 
         file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
         raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
+    bad = first_row_not_utf8(column)
+    if bad is not None:
+        file, row = file_and_row(kind, files, bad)
+        raise ValueError(f"{file}: row {row + 1} is not UTF-8 text in its '{text_field}' field")
     return ds
+
+
+def first_row_not_utf8(column) -> int | None:
+    """The index of the first string that is not UTF-8 in an Arrow string column (pyarrow's JSON reader
+    lets such bytes through, to fail later while tokenizing without naming the file); None if all are."""
+    import pyarrow as pa
+
+    start = 0
+    for chunk in column.chunks:
+        try:
+            chunk.validate(full=True)
+        except pa.ArrowInvalid:
+            for i in range(len(chunk)):  # only to name the row
+                try:
+                    chunk[i].as_py()
+                except UnicodeDecodeError:
+                    return start + i
+        start += len(chunk)
+    return None
+
+
+def refuse_text_fields_of_other_types(kind: str, files: list[str], text_field: str) -> None:
+    """Name the first file whose text field holds no text, by its own schema (a parquet file's, or what
+    pyarrow infers from a jsonl's first block): datasets reads every file with the first one's schema, and
+    would turn a later file's numbers into text, or fail naming all the files."""
+    import pyarrow as pa
+    import pyarrow.json
+    import pyarrow.parquet
+
+    for f in files:
+        try:
+            schema = pyarrow.parquet.read_schema(f) if kind == "parquet" else pyarrow.json.open_json(f).schema
+        except (pa.ArrowInvalid, OSError):
+            continue  # not JSON lines (a JSON array), or not readable: datasets' own reading says why
+        if text_field not in schema.names:
+            continue  # other columns: load_rows names the file
+        field_type = schema.field(text_field).type
+        if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
+            raise ValueError(f"{f}: its '{text_field}' field holds {field_type}, not text; see --text_field")
 
 
 def file_and_row(kind: str, files: list[str], index: int) -> tuple[str, int]:
@@ -399,13 +447,13 @@ def parse_checked(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Names
 
 
 def already_prepared(out_dir: Path, settings: dict) -> bool:
-    """Whether out_dir holds a complete corpus prepared with these settings (tokenizer, test_size, seed,
-    max_tokens, fraction); one prepared with others is a ValueError, not taken for this one. A setting its
-    meta.json does not record (written by an older version) is not compared."""
+    """Whether out_dir holds a complete corpus prepared with these settings (prepared_settings: tokenizer,
+    split, cut, input files, hub subset...); one prepared with others is a ValueError, not taken for this one.
+    A setting its meta.json does not record (written by an older version) is not compared."""
     meta = read_meta(out_dir)
     if meta is None:
         return False
-    recorded = {**meta, **(meta.get("subset") or {})}
+    recorded = meta.get("options") or {**meta, **(meta.get("subset") or {})}
     for key, value in settings.items():
         if key in recorded and recorded[key] != value:
             raise ValueError(
@@ -417,10 +465,25 @@ def already_prepared(out_dir: Path, settings: dict) -> bool:
     return True
 
 
+NOT_SETTINGS = ("out_dir", "num_proc", "force")  # where the corpus goes and how fast, not what it holds
+
+
 def prepared_settings(args: argparse.Namespace) -> dict:
-    """What makes one prepared corpus differ from another of the same source, as meta.json records it."""
-    keys = ("tokenizer", "test_size", "seed", "max_tokens", "fraction")
-    return {key: getattr(args, key) for key in keys if hasattr(args, key)}
+    """What makes one prepared corpus differ from another of the same script, as meta.json records it under
+    "options": every option but out_dir, num_proc and force, with paths resolved (the same files named
+    otherwise are the same corpus); the text field only of local input, the only input that has one."""
+    settings = {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}
+    if settings.get("input") is not None:
+        given = settings["input"] if isinstance(settings["input"], list) else [settings["input"]]
+        settings["input"] = [str(Path(path).resolve()) for path in given]
+    else:
+        settings.pop("text_field", None)
+    tokenizer = settings.get("tokenizer")
+    if tokenizer == "":  # encoder_for's GPT-2, as "gpt2"
+        settings["tokenizer"] = "gpt2"
+    elif tokenizer and Path(tokenizer).is_dir():  # a local folder however spelt; else "gpt2" or a hub name
+        settings["tokenizer"] = str(Path(tokenizer).resolve())
+    return settings
 
 
 def open_hub_or_explain(open_hub, args: argparse.Namespace):
@@ -436,18 +499,20 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
     args = parse_args(argv, description, default_out, hub_options)
     out_dir = Path(args.out_dir)
     start = time.perf_counter()
+    settings = prepared_settings(args)
     try:
-        if not args.force and already_prepared(out_dir, prepared_settings(args)):
+        if not args.force and already_prepared(out_dir, settings):
             return 0
         encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
         if args.input:
             ds = load_local_dataset(args.input, args.text_field, args.num_proc)
             batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
-            source = {"source": "local files", "inputs": [str(p) for p in args.input], "split": "train_test_split"}
+            source = {"source": "local files", "split": "train_test_split"}
         else:
             batches, total, source = open_hub_or_explain(open_hub, args)
         meta = source | {"test_size": args.test_size, "seed": args.seed}
         meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
+        meta["options"] = settings
         meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total, encoder)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

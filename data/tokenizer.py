@@ -150,6 +150,17 @@ def same_vocabulary(a: dict | None, b: dict | None) -> bool:
     return a["tokenizer"] == b["tokenizer"]
 
 
+def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
+    """Refuse a corpus made with another tokenizer than the model's (a vocabulary record): its ids would be
+    read as other tokens. Bare bins are GPT-2 tokens, as nanoGPT's."""
+    corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
+    if not same_vocabulary(vocabulary, corpus):
+        raise ValueError(
+            f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
+            "its ids would be read as tokens the model never saw"
+        )
+
+
 def hf_tokenizer_name(record: dict | None) -> str:
     """The Hugging Face tokenizer a vocabulary record names; '' for GPT-2's BPE, characters, or unknown."""
     name = (record or {}).get("tokenizer", "gpt2")

@@ -250,6 +250,9 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
         "train": {"data": "data/shakespeare", "split": "train", "loss": 2.25},
         "val-again": {"data": "data/shakespeare", "split": "val", "loss": 2.75},
         "runs": [{"name": "a", "final_val_loss": 2.5}],  # runs.py compare's JSON, not ours
+        "text_loss": {"loss": "x"},  # hand-made ones
+        "task_list": {"tasks": [1, 2]},
+        "text_metric": {"tasks": {"sciq": {"acc": "high"}}},
     }
     for name, record in files.items():
         (folder / f"{name}.json").write_text(json.dumps(record))
@@ -270,8 +273,11 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
             == 1
         )
         assert f"student: {figure} is in both {folder}/" in capsys.readouterr().err
-    assert evaluation.main(["table", f"x={folder}/runs.json"]) == 1
-    assert "runs.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+    for name in ("runs", "text_loss", "task_list", "text_metric"):
+        assert evaluation.main(["table", f"x={folder}/{name}.json"]) == 1
+        assert (
+            f"{name}.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+        )
 
 
 @pytest.mark.parametrize(
@@ -280,6 +286,7 @@ def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_p
         (["--dtype", "bf16"], "argument --dtype: invalid choice: 'bf16'"),
         (["--dtype", "float64"], "argument --dtype: invalid choice: 'float64'"),
         (["--batch_size", "0"], "argument --batch_size: must be at least 1, got 0"),
+        (["--batch_size", "abc"], "argument --batch_size: expected an integer, got 'abc'"),
         (["--max_tokens", "-5"], "argument --max_tokens: must be at least 0, got -5"),
     ],
 )
@@ -288,3 +295,47 @@ def test_bad_loss_options_are_one_line(flags, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         evaluation.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def nanogpt_checkpoint_over_a_corpus_prepared_again(root) -> tuple[str, str]:
+    """A nanoGPT checkpoint (no tokenizer record; GPT-2's 50,304 padded rows) whose config names data/shk,
+    and data/shk as it is after being prepared again with another tokenizer; (checkpoint, corpus) paths."""
+    torch.manual_seed(0)
+    args = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 32, "bias": True, "vocab_size": 50304}
+    model = GPT(GPTConfig(**args))
+    torch.save({"model": model.state_dict(), "model_args": args, "config": {"dataset": "shk"}}, root / "nanogpt.pt")
+    data = root / "data" / "shk"
+    data.mkdir(parents=True)
+    np.arange(200, dtype=np.uint16).tofile(data / "val.bin")
+    bpe = {"tokenizer": "my-bpe", "tokenizer_fingerprint": "0123456789abcdef", "vocab_size": 1000, "dtype": "uint16"}
+    write_meta(data, bpe | {"splits": {}})
+    return str(root / "nanogpt.pt"), str(data)
+
+
+def test_loss_refuses_a_nanogpt_checkpoint_on_its_corpus_prepared_again_with_another_tokenizer(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # nanoGPT's data/<dataset>
+    source, data = nanogpt_checkpoint_over_a_corpus_prepared_again(tmp_path)
+    assert Checkpoint.load(source, weights=False).vocabulary() == {"tokenizer": "gpt2", "vocab_size": 50257}
+    assert evaluation.main(["loss", "--model", source, "--data", data, "--device", "cpu"]) == 1
+    assert f"{data} was made with the tokenizer my-bpe, the model reads gpt2" in capsys.readouterr().err
+
+
+def test_losses_over_other_spans_of_a_corpus_get_their_own_columns_and_one_corpus_one_name(tmp_path, capsys):
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.arange(1, 301, dtype=np.uint16).tofile(data / "val.bin")  # bare bins: GPT-2 ids
+    runs = {"all": [f"{data}/"], "head": [str(data), "--max_tokens", "100"]}  # one folder, spelt two ways
+    for name, flags in runs.items():
+        argv = ["loss", "--model", source, "--data", *flags, "--device", "cpu", "--out", str(tmp_path / f"{name}.json")]
+        assert evaluation.main(argv) == 0
+    records = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
+    assert records["all"]["data"] == records["head"]["data"] == str(data)
+    assert (records["all"]["max_tokens"], records["head"]["max_tokens"]) == (None, 100)
+    assert (records["all"]["tokens"], records["head"]["tokens"]) == (299, 100)
+    capsys.readouterr()
+    assert evaluation.main(["table", f"m={tmp_path}/all.json", f"m={tmp_path}/head.json"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == f"| model | val loss ({data}) | val loss ({data}, first 100 tokens) |"

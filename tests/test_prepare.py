@@ -294,8 +294,12 @@ def test_a_file_named_twice_or_under_two_given_paths_is_read_once(docs, tmp_path
     assert prepare([path], tmp_path / "once") == 0
     assert prepare([folder, folder], tmp_path / "twice") == 0
     assert prepare([folder, tmp_path / "in" / ".." / "in" / "docs.jsonl"], tmp_path / "overlap") == 0
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "other_name.jsonl").hardlink_to(path)  # one file under two names
+    assert prepare([folder, linked], tmp_path / "hardlink") == 0
     once = bins(tmp_path / "once")
-    for out in ("twice", "overlap"):
+    for out in ("twice", "overlap", "hardlink"):
         assert all(np.array_equal(bins(tmp_path / out)[s], once[s]) for s in ("train", "val")), out
 
 
@@ -310,16 +314,28 @@ def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, caps
     (rows / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"id": 3}\n')  # its third row: no text
     (tmp_path / "null.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
     (tmp_path / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    write_jsonl(latin / "a.jsonl", docs[:3])
+    (latin / "b.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    mixed, lists = tmp_path / "mixed", tmp_path / "lists"  # a good file, then a bad one (datasets casts to the first)
+    for folder, bad in ((mixed, '{"text": 1}\n'), (lists, '{"text": ["x"]}\n')):
+        folder.mkdir()
+        write_jsonl(folder / "a.jsonl", docs[:10])
+        (folder / "b.jsonl").write_text(bad)
     tables = tmp_path / "tables"
     tables.mkdir()
     datasets.Dataset.from_dict({"text": docs[:5]}).to_parquet(str(tables / "a.parquet"))
     datasets.Dataset.from_dict({"body": docs[:5]}).to_parquet(str(tables / "b.parquet"))
     expected = {
+        latin: f"{latin / 'b.jsonl'}: row 2 is not UTF-8 text in its 'text' field",
+        mixed: f"{mixed / 'b.jsonl'}: its 'text' field holds int64, not text; see --text_field",
+        lists: f"{lists / 'b.jsonl'}: its 'text' field holds list<item: string>, not text; see --text_field",
         texts: f"{texts / 'b.txt'}: not UTF-8 text (unexpected end of data at byte 23)",
         rows: f"{rows / 'b.jsonl'}: row 3 has no text in its 'text' field (null or missing)",
         tmp_path / "null.jsonl": f"{tmp_path / 'null.jsonl'}: row 2 has no text in its 'text' field (null or missing)",
         tables: f"{tables / 'b.parquet'}: its columns ['body'] are not those of {tables / 'a.parquet'} (['text'])",
-        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds Value('int64'), not text; "
+        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds int64, not text; "
         "see --text_field",
     }
     for i, (path, message) in enumerate(expected.items()):
@@ -371,3 +387,30 @@ def test_every_prepare_script_checks_its_options_alike(option, message, tmp_path
             main([*argv, "--out_dir", str(tmp_path / "out"), *option])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_with_other_input_files_or_text_field_is_refused(docs, tmp_path, capsys):
+    inputs = {name: tmp_path / name for name in ("a", "b")}
+    for i, folder in enumerate(inputs.values()):
+        folder.mkdir()
+        write_jsonl(folder / "docs.jsonl", docs[i::2])
+        write_jsonl(folder / "body.jsonl", docs[i::2], field="body")
+    out = tmp_path / "out"
+    assert prepare([inputs["a"] / "docs.jsonl"], out) == 0
+    assert prepare([tmp_path / "a" / ".." / "a" / "docs.jsonl"], out) == 0  # the same file, spelt otherwise
+    assert prepare([inputs["a"] / "docs.jsonl"], out, "--tokenizer", "") == 0  # GPT-2, spelt otherwise
+    assert "already prepared" in capsys.readouterr().out
+    for other in ([inputs["b"] / "docs.jsonl"], [inputs["a"] / "body.jsonl", "--text_field", "body"]):
+        assert prepare(other, out) == 1
+        assert f"error: {out} was prepared with input [" in capsys.readouterr().err
+
+
+def test_a_rerun_with_another_fineweb_subset_is_refused(docs, tmp_path, capsys):
+    def fake_hub(args):  # fineweb_prepare.open_hub with its stream replaced by local texts
+        return pipeline.streamed_batches(iter(docs), args.test_size, args.seed, None), None, {"source": "hub"}
+
+    argv = ["--out_dir", str(tmp_path / "fw"), "--test_size", "0.1", "--num_proc", "1"]
+    assert pipeline.run([*argv, "--subset", "sample-10BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 0
+    assert pipeline.run([*argv, "--subset", "sample-100BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 1
+    assert "was prepared with subset sample-10BT, not sample-100BT" in capsys.readouterr().err
+    assert json.loads((tmp_path / "fw" / "meta.json").read_text())["options"]["subset"] == "sample-10BT"

@@ -126,7 +126,9 @@ def test_a_model_decodes_with_the_tokenizer_its_checkpoint_records_not_its_corpu
         ("--dtype=bf16", "argument --dtype: invalid choice: 'bf16'"),
         ("--dtype=float64", "argument --dtype: invalid choice: 'float64'"),
         ("--num_samples=0", "--num_samples must be at least 1"),
-        ("--temperature=-1", "--temperature must be 0 (greedy) or more"),
+        ("--temperature=-1", "--temperature must be 0 (greedy) or more, and finite"),
+        ("--temperature=nan", "--temperature must be 0 (greedy) or more, and finite"),
+        ("--temperature=inf", "--temperature must be 0 (greedy) or more, and finite"),
         ("--top_k=-1", "--top_k must be 0 (all tokens) or more"),
         ("--max_new_tokens=-1", "--max_new_tokens must be 0 or more"),
     ],
@@ -135,3 +137,15 @@ def test_bad_sampling_options_are_one_line_before_any_model_loads(flag, message,
     with pytest.raises(SystemExit) as exit_:
         sample.main([flag])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_nanogpt_checkpoint_whose_corpus_was_prepared_again_with_another_tokenizer_is_refused(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.test_evaluation import nanogpt_checkpoint_over_a_corpus_prepared_again
+
+    monkeypatch.chdir(tmp_path)  # nanoGPT's data/<dataset>
+    source, data = nanogpt_checkpoint_over_a_corpus_prepared_again(tmp_path)
+    code, out, err = run_sample(capsys, f"--model={source}", "--start=Hello", "--max_new_tokens=2")
+    assert code == 1 and out == ""
+    assert "data/shk was made with the tokenizer my-bpe, the model reads gpt2" in err

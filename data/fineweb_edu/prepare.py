@@ -34,7 +34,7 @@ def open_hub(args: argparse.Namespace):
     stream = datasets.load_dataset(HUB_DATASET, name=args.subset, split="train", streaming=True)
     texts = (row["text"] for row in stream)
     batches = streamed_batches(texts, args.test_size, args.seed, args.fraction)
-    return batches, None, {"source": HUB_DATASET, "subset": args.subset, "split": "hash"}
+    return batches, None, {"source": HUB_DATASET, "split": "hash"}  # --subset: in "options"
 
 
 if __name__ == "__main__":

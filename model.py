@@ -189,9 +189,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
         self.layer = layer  # this block's index: its slot in the KV cache
-        self.scale = 1.0 / math.sqrt(self.head_dim)
-        if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= config.layer_scale_index(layer) + 1
+        self.scale = 1.0 / math.sqrt(self.head_dim)  # the same in every layer, so one compiled graph serves all
+        # The inverse-layer scale 1 / (l + 1) multiplies the queries, from a buffer: a per-layer Python float
+        # would be a constant of each block's compiled graph (dynamo guards on it), one recompile per layer.
+        self.scale_by_layer = config.scale_attn_by_inverse_layer_idx
+        inverse_layer = 1.0 / (config.layer_scale_index(layer) + 1) if self.scale_by_layer else 1.0
+        self.register_buffer("layer_scale", torch.tensor(inverse_layer), persistent=False)
 
     def forward(
         self, x: torch.Tensor, rope: Rope = None, cache: KVCache | None = None, return_attn: bool = False
@@ -203,6 +206,8 @@ class CausalSelfAttention(nn.Module):
         k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.scale_by_layer:
+            q = q * self.layer_scale
         start = 0
         if cache is not None:
             start = cache.length
@@ -441,9 +446,21 @@ class GPT(nn.Module):
                 x, _ = block(x, rope)
         if targets is None:
             return self._real_tokens(self._logits(x[:, [-1], :])), None
-        logits = self._logits(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        logits, loss = self._logits_and_loss(x, targets)
         return self._real_tokens(logits), loss
+
+    def _logits_and_loss(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self._logits(x)
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
+    def compile_blocks(self) -> None:
+        """torch.compile, in place, each block's forward (one graph that every layer shares) and the head with
+        its loss, as torchtitan compiles: before FSDP shards the blocks, whose hooks then run around the
+        compiled code, not inside it (they are opaque to dynamo, and split any graph that holds them). The
+        parameters keep their names, and the embedding lookup and the loop over blocks stay eager."""
+        for block in self.transformer.h:
+            block.forward = torch.compile(block.forward, fullgraph=True)
+        self._logits_and_loss = torch.compile(self._logits_and_loss, fullgraph=True)
 
     @torch.compiler.disable
     def _real_tokens(self, logits: torch.Tensor) -> torch.Tensor:

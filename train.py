@@ -441,17 +441,18 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
     teacher = load_teacher(cfg, rt.device, vocab, start.model)
+    if cfg.compile:  # before initial_state shards the blocks with FSDP
+        start.model.compile_blocks()
+        if teacher:
+            teacher.model.compile_blocks()
     state = initial_state(cfg, rt, start)
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
     progress = Progress(cfg, rt, state.model, start, resumed_at)
-    model = torch.compile(state.model) if cfg.compile else state.model
-    if teacher and cfg.compile:
-        teacher.model = torch.compile(teacher.model)
     if rt.ddp and cfg.parallel == "ddp":
-        train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        train_model = DDP(state.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     else:
-        train_model = model
+        train_model = state.model
     no_sync = deferred_reduction(train_model, state.model, cfg)
     vocab_size = state.model.config.vocab_size
 
@@ -464,7 +465,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
         if due and not (state.iter_num == resumed_at and not cfg.eval_only):
-            last_eval = evaluate(model, state, cfg, rt, lr)
+            last_eval = evaluate(state.model, state, cfg, rt, lr)
             progress.eval(last_eval)
             is_best = last_eval["val_loss"] < state.best_val_loss
             state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])

@@ -5,7 +5,6 @@ too, and nothing recompiled after the first training step."""
 
 import json
 import subprocess
-from dataclasses import replace
 
 import pytest
 

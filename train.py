@@ -163,6 +163,25 @@ def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) 
     return batches
 
 
+class Prefetch:
+    """The batches of the next step, built on the host (and their copies to the device queued) right after a
+    step is queued, while the device runs it, instead of on an idle device before the step."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, vocab_size: int) -> None:
+        self.cfg, self.rt, self.vocab_size = cfg, rt, vocab_size
+        self.ready: tuple[int, list[tuple[torch.Tensor, ...]]] | None = None
+
+    def build(self, iter_num: int) -> None:
+        self.ready = (iter_num, step_batches(self.cfg, self.rt, self.vocab_size, iter_num))
+
+    def take(self, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
+        """Step iter_num's batches: those built ahead, else (the first step of a run) built now."""
+        if self.ready is None or self.ready[0] != iter_num:
+            self.build(iter_num)
+        batches, self.ready = self.ready[1], None
+        return batches
+
+
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
@@ -386,10 +405,14 @@ class StopSignal:
         self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def requested(self, rt: Runtime) -> bool:
-        """Whether any process was signalled: all ranks must stop at the same step."""
+    def requested(self, rt: Runtime, iter_num: int, every: int) -> bool:
+        """Whether any process was signalled: all ranks must stop at the same step. One process knows at once;
+        several agree every `every` steps (the log steps, which wait for the device anyway), not at every
+        step: the all-reduce and its read would make the host wait for the device's queue to drain each step."""
         if not rt.ddp:
             return self.signum is not None
+        if iter_num % every:
+            return False
         flag = torch.tensor(float(self.signum is not None), device=rt.device)
         return bool(all_reduce_mean(flag, rt).item() > 0)
 
@@ -454,7 +477,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     else:
         train_model = state.model
     no_sync = deferred_reduction(train_model, state.model, cfg)
-    vocab_size = state.model.config.vocab_size
+    prefetch = Prefetch(cfg, rt, state.model.config.vocab_size)
 
     last_eval: dict = {}
     progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
@@ -473,7 +496,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                 save_checkpoint(state, cfg, rt, start, vocab, is_best)
         if cfg.eval_only or state.iter_num >= cfg.max_iters:
             break
-        if stop.requested(rt):
+        if stop.requested(rt, state.iter_num, cfg.log_interval):
             stop_if_weights_diverged(state.model, rt, state.iter_num)
             save_checkpoint(state, cfg, rt, start, vocab, is_best=False)
             if rt.master:
@@ -482,10 +505,11 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
 
         # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
-        batches = step_batches(cfg, rt, vocab_size, state.iter_num)
+        batches = prefetch.take(state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
         loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync)
         state.iter_num += 1
+        prefetch.build(state.iter_num)  # while the device still runs the step just queued
         state.tokens += cfg.tokens_per_iter
 
         if state.iter_num % cfg.log_interval == 0:

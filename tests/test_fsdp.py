@@ -336,7 +336,7 @@ def test_a_checkpoint_written_before_the_first_step_resumes_exactly(config, base
     uninterrupted run's steps, its bias corrections not one step ahead."""
     cfg = replace(baseline, out_dir=config("stopped-at-0").out_dir, parallel="fsdp")
     with monkeypatch.context() as m:
-        m.setattr(train.StopSignal, "requested", lambda self, rt: True)
+        m.setattr(train.StopSignal, "requested", lambda self, *args: True)
         train.train(cfg)
     saved = read_sharded(sharded_step(Path(cfg.out_dir) / "sharded"), optimizer=True)
     assert saved.iter_num == 0 and {s["step"].item() for s in saved.optimizer["state"].values()} == {0.0}

@@ -1,0 +1,36 @@
+"""What makes the first GPU run fast, checked on CPU through the counts of tests/train_probe.py: torch.compile
+compiles each block's forward as one graph that serves every layer, whatever its inverse-layer attention scale,
+before FSDP wraps the blocks, with its backward, and recompiles nothing after the first training step; the
+steps between log steps make no host sync."""
+
+import json
+import subprocess
+
+import pytest
+
+from configurator import TrainConfig
+from tests.conftest import ROOT, tiny_values
+from tests.test_fsdp import ENV, TORCHRUN
+from tests.test_train import as_args
+
+
+def probe(cfg: TrainConfig) -> dict:
+    """The counts of tests/train_probe.py for a run of cfg on two processes."""
+    cmd = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "tests/train_probe.py", *as_args(cfg)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_one_compiled_block_graph_serves_every_layer_and_only_log_steps_sync(shakespeare_dir, tmp_path, parallel):
+    # 3 layers scaled by 1, 1/2, 1/3; evals (no_grad: graphs of their own) at steps 0, 4 and 8, logs at 4 and 8.
+    values = dict(compile=True, n_layer=3, scale_attn_by_inverse_layer_idx=True, parallel=parallel, backend="gloo")
+    values |= dict(max_iters=8, lr_decay_iters=8, eval_interval=4, eval_iters=1, log_interval=4)
+    counts = probe(TrainConfig(**tiny_values(shakespeare_dir) | values | dict(out_dir=str(tmp_path / "out"))))
+    # The block and the head with its loss: a training graph each, with its backward, and an eval graph each.
+    assert counts["graphs"] == 4 and counts["graph_breaks"] == 0
+    assert counts["inference"] == 2 and counts["backward"] == counts["forward"] >= 2
+    # The stop-signal check agrees over the processes at the log steps only, where the loss is read anyway.
+    assert len(counts["syncs"]) == 8
+    assert [step for step, n in enumerate(counts["syncs"], start=1) if n] == [4, 8]

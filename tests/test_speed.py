@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+import train
 from configurator import TrainConfig
 from tests.conftest import ROOT, tiny_values
 from tests.test_fsdp import ENV, TORCHRUN
@@ -34,3 +35,20 @@ def test_one_compiled_block_graph_serves_every_layer_and_only_log_steps_sync(sha
     # The stop-signal check agrees over the processes at the log steps only, where the loss is read anyway.
     assert len(counts["syncs"]) == 8
     assert [step for step, n in enumerate(counts["syncs"], start=1) if n] == [4, 8]
+
+
+def test_the_next_steps_batches_are_built_before_the_log_step_waits_for_the_device(tiny_config, monkeypatch):
+    events = []
+
+    def recording(name, function):
+        def recorded(*args, **kwargs):
+            events.append(name)
+            return function(*args, **kwargs)
+
+        return recorded
+
+    monkeypatch.setattr(train, "step_batches", recording("batches", train.step_batches))
+    monkeypatch.setattr(train, "train_step", recording("step", train.train_step))
+    monkeypatch.setattr(train.Progress, "step", recording("log", train.Progress.step))
+    train.train(tiny_config(max_iters=3, eval_interval=100))
+    assert events == ["batches", *["step", "batches", "log"] * 3]  # the first step's, then each next one ahead

@@ -43,7 +43,7 @@ from data.format import corpus_vocabulary
 from hf import ConversionError, is_hf_source, read_hf_config
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
-from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
+from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype, tf32_matmuls
 from train import load_teacher, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
@@ -88,7 +88,8 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
     """One variant in its own process: its figures, or the one-line error that stopped it, on the queue."""
     try:
-        queue.put(measure_variant(cfg, variant, steps, warmup))
+        with tf32_matmuls():  # as train.py trains
+            queue.put(measure_variant(cfg, variant, steps, warmup))
     except (CheckpointError, ConversionError, OSError, ValueError) as e:
         queue.put({"error": str(e)})
 

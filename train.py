@@ -58,7 +58,7 @@ from hf import ConversionError
 from inherit import InheritError, inherit
 from model import GPT, GPTConfig
 from runs import DIVERGED_EXIT, MetricsLog, mark_best, write_config
-from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime
+from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime, tf32_matmuls
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
@@ -429,7 +429,8 @@ def train(cfg: TrainConfig) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend, cfg.parallel == "fsdp", cfg.cpu_offload)
     stop = StopSignal()
     try:
-        return run(cfg, rt, stop)
+        with tf32_matmuls():
+            return run(cfg, rt, stop)
     finally:
         stop.restore()
         if dist.is_initialized():

@@ -7,6 +7,7 @@ import json
 import subprocess
 
 import pytest
+import torch
 
 import train
 from configurator import TrainConfig
@@ -52,3 +53,20 @@ def test_the_next_steps_batches_are_built_before_the_log_step_waits_for_the_devi
     monkeypatch.setattr(train.Progress, "step", recording("log", train.Progress.step))
     train.train(tiny_config(max_iters=3, eval_interval=100))
     assert events == ["batches", *["step", "batches", "log"] * 3]  # the first step's, then each next one ahead
+
+
+def test_training_computes_cuda_float32_matmuls_in_tf32_and_restores_the_setting(tiny_config, monkeypatch):
+    """nanoGPT's TF32: float32 runs, and what runs outside autocast, on the tensor cores; CPU products unchanged
+    (the CPU runs' exact equalities hold), and the caller's setting back after the run."""
+    seen = set()
+
+    def step(*args, **kwargs):
+        seen.add((torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision))
+        return train_step(*args, **kwargs)
+
+    train_step = train.train_step
+    monkeypatch.setattr(train, "train_step", step)
+    before = torch.backends.cuda.matmul.fp32_precision
+    train.train(tiny_config(max_iters=2, eval_interval=100))
+    assert seen == {("tf32", "none")}
+    assert torch.backends.cuda.matmul.fp32_precision == before != "tf32"

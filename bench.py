@@ -119,7 +119,7 @@ def measure_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int) -> 
             model.compile_blocks()  # as train.py compiles
         # train.py's own checks: the teacher reads GPT-2's tokens, as the benchmark's, and block_size of them
         gpt2 = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
-        teacher = load_teacher(cfg, device, gpt2, model) if variant == "distill" else None
+        teacher = load_teacher(cfg, device, dtype, gpt2, model) if variant == "distill" else None
         step = lambda: train_step(model, optimizer, scaler, batches, ctx, cfg.grad_clip, teacher)  # noqa: E731
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()

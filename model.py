@@ -438,16 +438,25 @@ class GPT(nn.Module):
 
         Without targets only the last position's logits are computed (all that sampling needs).
         """
+        x = self._residual_stream(idx)
+        if targets is None:
+            return self._real_tokens(self._logits(x[:, [-1], :])), None
+        logits, loss = self._logits_and_loss(x, targets)
+        return self._real_tokens(logits), loss
+
+    def all_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """The logits of every position over the vocabulary (vocab_size columns), and no loss: a teacher's."""
+        return self._real_tokens(self._logits(self._residual_stream(idx)))
+
+    def _residual_stream(self, idx: torch.Tensor) -> torch.Tensor:
+        """The output of the last block, before ln_f."""
         x, rope = self._embed(idx)
         for block in self.transformer.h:
             if self.gradient_checkpointing and self.training:
                 x, _ = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x, _ = block(x, rope)
-        if targets is None:
-            return self._real_tokens(self._logits(x[:, [-1], :])), None
-        logits, loss = self._logits_and_loss(x, targets)
-        return self._real_tokens(logits), loss
+        return x
 
     def _logits_and_loss(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self._logits(x)

@@ -232,14 +232,16 @@ def check_vocabulary(start: Start, vocab: dict, cfg: TrainConfig) -> None:
 class Teacher:
     """Distillation's teacher: frozen, in eval mode, on the run's device."""
 
-    model: torch.nn.Module
+    model: GPT
     alpha: float
     temperature: float
 
 
-def load_teacher(cfg: TrainConfig, device: torch.device, vocab: dict, student: GPT) -> Teacher | None:
+def load_teacher(
+    cfg: TrainConfig, device: torch.device, dtype: torch.dtype, vocab: dict, student: GPT
+) -> Teacher | None:
     """The teacher of cfg.teacher, which must read the corpora's tokens and give logits over the student's
-    vocabulary column for column."""
+    vocabulary column for column; its weights in the run's compute dtype (it needs no float32 master copy)."""
     if not cfg.teacher:
         return None
     model, ckpt = load_model(cfg.teacher, device)
@@ -256,6 +258,8 @@ def load_teacher(cfg: TrainConfig, device: torch.device, vocab: dict, student: G
             f"{student.config.vocab_size}: their logits must match column for column"
         )
     model.eval().requires_grad_(False)
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
     return Teacher(model, cfg.distill_alpha, cfg.distill_temperature)
 
 
@@ -308,14 +312,47 @@ def train_step(
 
 def distillation_term(logits: torch.Tensor, teacher: Teacher, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """T^2 KL(teacher || student) of the softened distributions, the mean over the positions with a target;
-    logits are over the real vocabulary, so padding never takes part."""
+    logits are over the real vocabulary, so padding never takes part. The teacher computes no loss."""
     with torch.no_grad():
-        teacher_logits, _ = teacher.model(x, y)
-    t = teacher.temperature
-    student = F.log_softmax(logits.float() / t, dim=-1)
-    target = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    kl = F.kl_div(student, target, reduction="none", log_target=True).sum(dim=-1)
-    return t * t * kl[y != -1].mean()
+        teacher_logits = teacher.model.all_logits(x)
+    rows = (-1, logits.size(-1))
+    return SoftenedKL.apply(
+        logits.reshape(rows), teacher_logits.reshape(rows), y.reshape(-1) != -1, teacher.temperature
+    )
+
+
+# Positions of the distillation term computed at a time: its float32 temporaries are a few tensors of this many
+# rows of the vocabulary (0.2 GB each for GPT-2's), not of every position of the micro-batch (1.2 GB at 6 x 1024).
+DISTILL_CHUNK = 1024
+
+
+class SoftenedKL(torch.autograd.Function):
+    """T^2 sum_i w_i KL(softmax(t_i / T) || softmax(s_i / T)) over rows i of student logits s and teacher logits
+    t, w_i = mask_i / (number of rows in the mask), and its gradient T w_i (softmax(s_i / T) - softmax(t_i / T)),
+    both in float32 DISTILL_CHUNK rows at a time in the forward pass: autograd would keep every row's float32
+    log-softmaxes for the backward pass instead. The gradient is kept in the logits' dtype, as autograd keeps
+    it. The mask weighs the rows, never selects them: no shape depends on the data, so nothing waits for the
+    device."""
+
+    @staticmethod
+    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor:
+        weight = mask.float() / mask.sum().clamp_min(1)
+        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
+        total = torch.zeros((), device=student.device)
+        for start in range(0, student.size(0), DISTILL_CHUNK):
+            rows = slice(start, start + DISTILL_CHUNK)
+            log_s = F.log_softmax(student[rows].float() / t, dim=-1)
+            log_t = F.log_softmax(teacher[rows].float() / t, dim=-1)
+            p_t = log_t.exp()
+            total += (weight[rows] * log_t.sub_(log_s).mul_(p_t).sum(dim=-1)).sum()  # in place: 3 temporaries
+            grad[rows] = log_s.exp_().sub_(p_t).mul_(t * weight[rows, None])
+        ctx.save_for_backward(grad)
+        return t * t * total
+
+    @staticmethod
+    def backward(ctx, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * out, None, None, None
 
 
 def deferred_reduction(
@@ -464,7 +501,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab = shared_vocabulary(cfg)
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
-    teacher = load_teacher(cfg, rt.device, vocab, start.model)
+    teacher = load_teacher(cfg, rt.device, rt.dtype, vocab, start.model)
     if cfg.compile:  # before initial_state shards the blocks with FSDP
         start.model.compile_blocks()
         if teacher:

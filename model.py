@@ -517,9 +517,11 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the matmuls plus attention's 12 * L * C * T (PaLM appendix B)."""
+        """Training FLOPs per token: 6N for the matmuls plus attention's 12 * L * C * T (PaLM appendix B). N counts
+        the head, a matrix product, and not an untied token embedding, a lookup (tied, the two are one matrix)."""
         cfg = self.config
-        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        lookup = 0 if cfg.tie_embeddings else self.transformer.wte.weight.numel()
+        return 6 * (self.get_num_params() - lookup) + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
     def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = A100_PEAK_FLOPS) -> float:
         """nanoGPT's model FLOPs utilisation: this process's training FLOP/s over its device's peak, for

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean
+.PHONY: demo demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean gpu-check
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,3 +97,8 @@ test: $(VENV)/installed
 
 clean:
 	rm -rf $(VENV) out-* .pytest_cache
+
+# The GPU acceptance check (scripts/gpu_check.py): kernels, bench.py eager and compiled on GPT-2 small and medium
+# beside the memory prediction, tests/test_cuda.py and an FSDP + compile smoke run; summary in gpu-check/summary.md.
+gpu-check: $(VENV)/installed
+	$(PY) scripts/gpu_check.py --out gpu-check

@@ -47,7 +47,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16' or 'float16'")
-    p.add_argument("--compile", type=parse_bool, default=False, help="torch.compile the blocks (True/False)")
+    p.add_argument(
+        "--compile", type=parse_bool, default=False, help="torch.compile the one-token decoding step (True/False)"
+    )
     return p.parse_args(argv)
 
 
@@ -64,8 +66,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     model, ckpt = load_model(source, device)
     model.eval()
     if args.compile:
-        for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
-            block.compile(dynamic=True)
+        model.compile_decode_step()
     codec = corpus_codec(ckpt.corpus_folder(), model.config.vocab_size, fallback=hf_tokenizer_name(ckpt.tokenizer))
     ids = codec.encode(read_prompt(args.start))
     if not ids:

@@ -355,6 +355,12 @@ class SoftenedKL(torch.autograd.Function):
         return grad * out, None, None, None
 
 
+def data_parallel(model: GPT, rt: Runtime) -> DDP:
+    """DDP with the gradients kept in its communication buckets (views of them): without, DDP keeps a bucket copy
+    of every gradient beside it, 4 more bytes per float32 parameter (20 in all with AdamW, not 16)."""
+    return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
+
+
 def deferred_reduction(
     train_model: torch.nn.Module, model: GPT, cfg: TrainConfig
 ) -> Callable[[], typing.ContextManager]:
@@ -510,10 +516,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
     progress = Progress(cfg, rt, state.model, start, resumed_at)
-    if rt.ddp and cfg.parallel == "ddp":
-        train_model = DDP(state.model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    else:
-        train_model = state.model
+    train_model = data_parallel(state.model, rt) if rt.ddp and cfg.parallel == "ddp" else state.model
     no_sync = deferred_reduction(train_model, state.model, cfg)
     prefetch = Prefetch(cfg, rt, state.model.config.vocab_size)
 

@@ -8,9 +8,14 @@ import subprocess
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch._dynamo.testing import CompileCounterWithBackend
 
+import model as model_module
 import train
 from configurator import TrainConfig
+from model import GPT, GPTConfig, KVCache
+from runtime import Runtime
 from tests.conftest import ROOT, tiny_values
 from tests.test_fsdp import ENV, TORCHRUN
 from tests.test_train import as_args
@@ -70,3 +75,37 @@ def test_training_computes_cuda_float32_matmuls_in_tf32_and_restores_the_setting
     train.train(tiny_config(max_iters=2, eval_interval=100))
     assert seen == {("tf32", "none")}
     assert torch.backends.cuda.matmul.fp32_precision == before != "tf32"
+
+
+def test_the_compiled_decoding_step_compiles_once_for_every_position_and_layer_and_samples_as_eager(monkeypatch):
+    counter = CompileCounterWithBackend("eager")
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda function, **options: compile(function, backend=counter, **options))
+    caches = []
+    monkeypatch.setattr(model_module, "KVCache", lambda *args: caches.append(KVCache(*args)) or caches[-1])
+    torch.manual_seed(0)
+    config = GPTConfig(
+        n_layer=3, n_head=2, n_embd=32, block_size=64, vocab_size=100, scale_attn_by_inverse_layer_idx=True
+    )
+    model = GPT(config).eval()
+    idx = torch.randint(0, 100, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = model.generate(idx, 20, temperature=0.0)
+        model.compile_decode_step()
+        compiled = model.generate(idx, 20, temperature=0.0)
+    assert torch.equal(compiled, eager)
+    assert counter.frame_count == 1  # 19 one-token steps at positions 5..23, through 3 layers of 3 scales
+    assert {c.k[0].dtype for c in caches} == {torch.bfloat16}  # autocast's, not the float32 weights'
+
+
+def test_ddp_keeps_the_gradients_in_its_buckets():
+    """Not a bucket copy beside each gradient: 16 bytes per float32 parameter with AdamW, not 20."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100))
+        ddp = train.data_parallel(model, Runtime(0, 1, torch.device("cpu"), torch.float32, torch.float32))
+        x = torch.randint(0, 100, (2, 16))
+        ddp(x, x)[1].backward()
+        assert ddp.gradient_as_bucket_view and all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()

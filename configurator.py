@@ -76,9 +76,10 @@ class TrainConfig:
     inherit_layers: str = ""
     inherit_measure_seqs: int = 100  # validation sequences a measured choice reads (analyze.py's --num_seqs)
     inherit_measure_len: int = 100  # their length in tokens, at most block_size (analyze.py's --seq_len)
-    # What the student copies: 'all' the reference's parts, or any of wte (token embedding, and the head when
-    # tied), head (an untied head), wpe (a learned position embedding), ln_f (final norm), and of each
-    # inherited block attn, mlp, ln. The authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
+    # What the student copies: 'all' the reference's parts, 'none' (its architecture from scratch: how a Llama
+    # is trained from scratch), or any of wte (token embedding, and the head when tied), head (an untied head),
+    # wpe (a learned position embedding), ln_f (final norm), and of each inherited block attn, mlp, ln. The
+    # authors' code: GPT-2 'wte,attn,mlp,ln', OpenLLaMA 'head,attn,mlp,ln'.
     inherit_parts: str = "all"
     # std of a student's token embedding where it is not inherited: 0.02 as a model from scratch (GPT-2's);
     # 1.0 is nn.Embedding's default N(0, 1), which the authors' code leaves.
@@ -94,6 +95,9 @@ class TrainConfig:
     max_iters: int = 600000
     weight_decay: float = 0.1
     decay_1d_params: bool = False  # weight decay on biases and norm gains too (the authors' AdamW call)
+    # The token embedding (and the head, when tied to it) kept as it starts: no gradient, no AdamW state. A
+    # small model of a large vocabulary spends much of its step there (SmolLM2's 49,152 x 576 is 28M of 81M).
+    freeze_embedding: bool = False
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping

@@ -28,13 +28,20 @@ import numpy as np
 import torch
 
 from checkpoint import CheckpointError, load_model, source_sha256
-from data.format import open_tokens
-from data.tokenizer import EOT_TOKEN, VOCAB_SIZE, hf_tokenizer_name, load_hf_tokenizer, save_hf_tokenizer
+from data.format import corpus_vocabulary, open_tokens
+from data.tokenizer import (
+    EOT_TOKEN,
+    VOCAB_SIZE,
+    hf_tokenizer_name,
+    load_hf_tokenizer,
+    same_vocabulary,
+    save_hf_tokenizer,
+)
 from hf import ConversionError, to_hf
 from model import GPT
 from runtime import autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
 
-MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
+MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, a GGUF"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
 NORMALISED_TASKS = ("hellaswag",)  # scored by acc_norm in the paper (length-normalised likelihood)
 
@@ -49,9 +56,9 @@ def export(source: str, out: Path) -> None:
     name = hf_tokenizer_name(ckpt.tokenizer)
     if not name and model.config.vocab_size != VOCAB_SIZE:
         raise CheckpointError(f"{source}: no Hugging Face tokenizer is known for its {model.config.vocab_size} tokens")
+    tokenizer = load_hf_tokenizer(name) if name else None  # before anything is written: it may be gone
     out.mkdir(parents=True, exist_ok=True)
-    if name:
-        tokenizer = load_hf_tokenizer(name)
+    if tokenizer is not None:
         tokenizer.save_pretrained(out)
         to_hf(model, tokenizer.eos_token_id, tokenizer.bos_token_id).save_pretrained(out)
     else:
@@ -64,6 +71,7 @@ def export(source: str, out: Path) -> None:
         "best_val_loss": ckpt.best_val_loss,
         "inherit": ckpt.inherit,
         "continued_from": ckpt.continued_from,
+        "dequantized": ckpt.dequantized,
     }
     write_json(out / "inheritune.json", origin)
 
@@ -76,7 +84,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 def export_main(args: argparse.Namespace) -> int:
     try:
         export(args.model, Path(args.out))
-    except (CheckpointError, ConversionError, OSError) as e:
+    except (CheckpointError, ConversionError, OSError, ValueError) as e:  # ValueError: its tokenizer is gone
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")
@@ -84,6 +92,18 @@ def export_main(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- loss
+
+
+def int_at_least(minimum: int):
+    """An argparse type: an integer of at least `minimum` (argparse's one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def windows(tokens: np.ndarray, block_size: int) -> list[tuple[int, int]]:
@@ -123,21 +143,33 @@ def corpus_loss(
     return {"loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
 
 
+def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
+    """Refuse a corpus made with another tokenizer than the model's (a vocabulary record): its ids would be
+    read as other tokens, and a loss printed all the same. Bare bins are GPT-2 tokens, as nanoGPT's."""
+    corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
+    if not same_vocabulary(vocabulary, corpus):
+        raise ValueError(
+            f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
+            "its loss would be of tokens the model never saw"
+        )
+
+
 def loss_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True, help="prepared corpus folder")
     p.add_argument("--split", default="val")
-    p.add_argument("--max_tokens", type=int, default=0, help="only the split's first N tokens (0: all of it)")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_tokens", type=int_at_least(0), default=0, help="only the split's first N tokens (0: all)")
+    p.add_argument("--batch_size", type=int_at_least(1), default=8)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16 or float16")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="float32 is exact")
     p.add_argument("--out", default="", help="also write the result as JSON here")
 
 
 def loss_main(args: argparse.Namespace) -> int:
     try:
         device = torch.device(resolve_device_name(args.device))
-        model, _ = load_model(args.model, device)
+        model, ckpt = load_model(args.model, device)
+        check_corpus_tokenizer(Path(args.data), ckpt.vocabulary())
         tokens = open_tokens(Path(args.data), args.split)
         tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
         dtype = resolve_dtype(args.dtype, device)
@@ -194,14 +226,27 @@ def task_errors(names: list[str], task_manager) -> list[str]:
     return errors
 
 
-def primary_metric(task: str, metrics: dict[str, float]) -> tuple[str, float]:
-    """The figure the paper reports for a task: acc_norm for HellaSwag, acc where there is one, else perplexity."""
+def primary_metric(task: str, metrics: dict[str, float]) -> str | None:
+    """The figure the paper reports for a task: acc_norm for HellaSwag, acc where there is one, else
+    perplexity, else its first; None for a task without figures (a group that aggregates nothing)."""
     preferred = ("acc_norm",) if task.startswith(NORMALISED_TASKS) else ()
     for metric in (*preferred, "acc", "word_perplexity", "perplexity"):
         if metric in metrics:
-            return metric, metrics[metric]
-    metric = next(iter(metrics))
-    return metric, metrics[metric]
+            return metric
+    return next(iter(metrics), None)
+
+
+def reported_metrics(output: dict) -> dict[str, dict[str, float]]:
+    """Every task lm-eval reports, the members of each tag and group asked for and the groups themselves
+    (their aggregate, where their YAML asks for one): metric name -> value, its filter and stderr left out."""
+    return {
+        task: {
+            key.split(",")[0]: value
+            for key, value in entries.items()
+            if "," in key and "stderr" not in key and isinstance(value, int | float)
+        }
+        for task, entries in output["results"].items()
+    }
 
 
 def loadable_tasks(names: list[str], include_path: str):
@@ -238,11 +283,8 @@ def run_tasks(
             device=device,
             log_samples=False,
         )
-    tasks = {}
-    for name in names:
-        metrics = {k.split(",")[0]: v for k, v in output["results"][name].items() if "," in k and "stderr" not in k}
-        tasks[name] = metrics
-    return {"model": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks}
+    tasks, groups = reported_metrics(output), output.get("group_subtasks") or {}
+    return {"model": source, "limit": limit, "lm_eval": lm_eval.__version__, "tasks": tasks, "groups": groups}
 
 
 def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
@@ -251,7 +293,9 @@ def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
     columns = []
     for r in rows.values():
         for task, metrics in r.get("tasks", {}).items():
-            metric = primary_metric(task, metrics)[0]
+            metric = primary_metric(task, metrics)
+            if metric is None:
+                continue
             columns += [(task, metric)] + (
                 [(task, "perplexity")] if metric != "perplexity" and "perplexity" in metrics else []
             )
@@ -259,15 +303,18 @@ def task_columns(rows: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def format_task_table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per model, its val loss where known, each task's figures, and the mean accuracy."""
+    """Markdown: one row per model, its losses where known (a column per corpus and split), each task's
+    figures, and the mean accuracy of its tasks (a group's aggregate is shown, not counted again beside its
+    members)."""
     columns = task_columns(rows)
-    has_loss = any("loss" in r for r in rows.values())
+    groups = {group for r in rows.values() for group in r.get("groups", {})}
+    losses = list(dict.fromkeys(label for r in rows.values() for label in r.get("losses", {})))
     has_acc = any(metric.startswith("acc") for _, metric in columns)
-    header = ["model", *(["val loss"] if has_loss else []), *(f"{t} ({m})" for t, m in columns)]
+    header = ["model", *losses, *(f"{t} ({m})" for t, m in columns)]
     header += ["avg acc"] if has_acc else []
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, r in rows.items():
-        cells = [name, *([f"{r['loss']:.4f}" if "loss" in r else ""] if has_loss else [])]
+        cells = [name, *(f"{r['losses'][label]:.4f}" if label in r.get("losses", {}) else "" for label in losses)]
         accs = []
         for task, metric in columns:
             value = r.get("tasks", {}).get(task, {}).get(metric)
@@ -275,7 +322,7 @@ def format_task_table(rows: dict[str, dict]) -> str:
                 cells.append("")
             elif metric.startswith("acc"):
                 cells.append(f"{100 * value:.2f}")
-                accs.append(value)
+                accs += [] if task in groups else [value]
             else:
                 cells.append(f"{value:.2f}")
         cells += [f"{100 * sum(accs) / len(accs):.2f}" if accs else ""] if has_acc else []
@@ -286,25 +333,25 @@ def format_task_table(rows: dict[str, dict]) -> str:
 def tasks_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--tasks", default=PAPER_TASKS, help="comma-separated lm-eval task names")
-    p.add_argument("--limit", type=int, default=None, help="only the first K examples of each task (a quick look)")
+    p.add_argument("--limit", type=int_at_least(1), help="only the first K examples of each task (a quick look)")
     p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--batch_size", type=int_at_least(1), default=8)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="", help="JSON of the results (default: beside the checkpoint)")
 
 
 def tasks_main(args: argparse.Namespace) -> int:
     names = [t for t in args.tasks.split(",") if t]
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation: a folder that cannot be made fails now
         device = resolve_device_name(args.device)
         result = run_tasks(args.model, names, args.include_path, args.limit, args.batch_size, device)
     except (ImportError, ValueError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    write_json(out, result)  # first: hours of evaluation are on disk before anything else can fail
     print(format_task_table({args.model: result}))
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
     print(f"wrote {out}")
     return 0
 
@@ -318,16 +365,53 @@ def table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="", help="also write the markdown table here")
 
 
-def table_main(args: argparse.Namespace) -> int:
+def loss_label(record: dict) -> str:
+    """A loss column's name: its split and corpus, as `loss` records them ("val loss (data/openwebtext)")."""
+    if "split" in record and "data" in record:
+        return f"{record['split']} loss ({record['data']})"
+    return "loss"
+
+
+def named_path(item: str) -> tuple[str, Path]:
+    """NAME=FILE split at the first '=' (as runs.py reads NAME=DIR); a FILE alone, even one whose path holds
+    an '=', is named by its stem."""
+    name, sep, path = item.partition("=")
+    if not sep or Path(item).is_file():
+        return Path(item).stem, Path(item)
+    return name, Path(path)
+
+
+def join_results(items: list[str]) -> dict[str, dict]:
+    """One row per NAME: the losses and tasks of all its files together; a figure given twice for one name
+    (the same task, or a loss of the same split and corpus, in two files) is refused, never overwritten."""
     rows: dict[str, dict] = {}
-    for item in args.results:
-        name, _, path = item.rpartition("=")
+    given: dict[tuple[str, str], Path] = {}  # (name, loss label or task) -> the file that gave it
+    for item in items:
+        name, path = named_path(item)
         try:
-            record = json.loads(Path(path).read_text())
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            print(f"error: {path}: {e}", file=sys.stderr)
-            return 1
-        rows.setdefault(name or Path(path).stem, {}).update(record)
+            raise ValueError(f"{path}: {e}") from e
+        if not isinstance(record, dict) or not ({"loss", "tasks"} & record.keys()):
+            raise ValueError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
+        row = rows.setdefault(name, {"losses": {}, "tasks": {}, "groups": {}})
+        figures = {loss_label(record): record["loss"]} if "loss" in record else {}
+        for key, part in (("losses", figures), ("tasks", record.get("tasks", {}))):
+            for figure, value in part.items():
+                if (name, figure) in given:
+                    raise ValueError(f"{name}: {figure} is in both {given[name, figure]} and {path}")
+                given[name, figure] = path
+                row[key][figure] = value
+        row["groups"] |= record.get("groups", {})
+    return rows
+
+
+def table_main(args: argparse.Namespace) -> int:
+    try:
+        rows = join_results(args.results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     table = format_task_table(rows)
     print(table)
     if args.out:

@@ -20,10 +20,19 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import Checkpoint, CheckpointError
+from checkpoint import CheckpointError, describe, source_sha256
 from configurator import ConfigError, parse_config
-from hf import is_hf_source
-from runs import DIVERGED_EXIT, RunError, format_table, launch_training, plot_curves, read_run, summary
+from hf import ConversionError
+from runs import (
+    DIVERGED_EXIT,
+    RunError,
+    format_table,
+    launch_training,
+    plot_curves,
+    read_run,
+    refuse_changed_plan,
+    summary,
+)
 from runtime import write_json
 
 
@@ -48,19 +57,15 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         return grow(args)
-    except (CheckpointError, ConfigError, RunError, OSError) as e:
+    except (CheckpointError, ConfigError, ConversionError, RunError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
 
 def reference_facts(source: str) -> tuple[int, float | None]:
     """The reference's depth and best val loss, without loading its weights: from its checkpoint through a
-    memory map, or from a Hugging Face model's config (which records no val loss)."""
-    if is_hf_source(source):
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir()).num_hidden_layers, None
-    ref = Checkpoint.load(source, weights=False)
+    memory map, or from a Hugging Face model's or GGUF file's config (which records no val loss)."""
+    ref = describe(source)
     return ref.model_args["n_layer"], ref.best_val_loss
 
 
@@ -103,11 +108,20 @@ def grow_rounds(
     out_dir: Path,
 ) -> list[dict] | None:
     """Train students of start, start + step, ... layers (at most the reference's) in out_dir/n{n} until one
-    reaches the target val loss; each round's row, by depth, kept in out_dir/grow.json (None: a round failed)."""
+    reaches the target val loss; each round's row, by depth, kept in out_dir/grow.json (None: a round failed).
+    A round recorded there is reused only where it trained with these settings from this reference file; its
+    gap is to this target, which grow.json then records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "grow.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"target": target, "rounds": []}
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
+    state["target"] = target
+    sha256 = source_sha256(reference)
+    init = ["--init_from=inherit", f"--inherit_from={reference}"]
     done = {r["layers"]: r for r in state["rounds"]}
+    for n, row in done.items():
+        check_round(out_dir / f"n{n}", config, [*overrides, f"--n_layer={n}", *init], sha256)
+        row["gap"] = None if row.get("diverged") else row["val_loss"] - target
+    write_json(state_path, state)
     n = start
     while True:
         round_dir = out_dir / f"n{n}"
@@ -115,7 +129,6 @@ def grow_rounds(
             print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
         else:
             t0 = time.time()
-            init = ["--init_from=inherit", f"--inherit_from={reference}"]
             code = launch_training(config, round_dir, [*overrides, f"--n_layer={n}"], init, nproc)
             if code not in (0, DIVERGED_EXIT):
                 print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
@@ -133,6 +146,18 @@ def grow_rounds(
         if done[n]["val_loss"] <= target or n >= ref_layers:
             return [done[k] for k in sorted(done)]
         n = min(n + step, ref_layers)
+
+
+def check_round(round_dir: Path, config: str, overrides: list[str], sha256: str) -> None:
+    """A finished round of another budget, config or reference file is refused, not reused beside new ones."""
+    run = read_run(round_dir)
+    refuse_changed_plan(run, config, overrides)
+    recorded = (run.inherit or {}).get("source_sha256")
+    if recorded not in (None, sha256):
+        raise RunError(
+            f"{round_dir} inherited from another reference file (sha256 {recorded[:12]}..., now {sha256[:12]}...): "
+            f"give another --out_dir"
+        )
 
 
 if __name__ == "__main__":

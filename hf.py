@@ -1,7 +1,10 @@
 """Hugging Face conversion, both ways: a transformers causal LM (GPT-2, or the Llama family: Llama,
-OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one.
+OpenLLaMA, TinyLlama, SmolLM, Qwen2) read as this project's GPT, and a GPT written as one. llama.cpp's GGUF
+files of the Llama family come in the same way, through transformers' own GGUF loader (which dequantises
+the tensors with the `gguf` package and undoes llama.cpp's q/k row permutation).
 
     config_args, state = read_hf("gpt2-medium")    # GPTConfig arguments and a state dict in nanoGPT's names
+    config_args, state = read_hf("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     to_hf(model, eos_token, bos_token).save_pretrained("hf-student")
 
 It works on config arguments and state dicts and imports nothing of the project, so model.py can build
@@ -11,6 +14,10 @@ is imported only inside the functions that use it: it is slow to import.
 
 from __future__ import annotations
 
+import collections
+import functools
+import importlib.metadata
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,11 +36,17 @@ class ConversionError(ValueError):
 
 
 def is_hf_source(source: str) -> bool:
-    """A Hugging Face model: OpenAI's GPT-2 names, a local folder with config.json, or a hub id (owner/name)
-    that is no local path."""
+    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json, a hub id
+    (owner/name) that is no local path, or a GGUF file."""
     path = Path(source)
     hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
-    return source in HF_GPT2_NAMES or (path.is_dir() and (path / "config.json").is_file()) or hub_id
+    folder = path.is_dir() and (path / "config.json").is_file()
+    return source in HF_GPT2_NAMES or folder or hub_id or is_gguf(source)
+
+
+def is_gguf(source: str | Path) -> bool:
+    """A llama.cpp GGUF file, by its name (a missing one is then refused as such, not taken for a hub id)."""
+    return str(source).lower().endswith(".gguf")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -44,8 +57,15 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
     state dict (this project's names, float32) of the same network."""
     from transformers import AutoModelForCausalLM
 
-    local = Path(source).is_dir()
-    hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+    if is_gguf(source):
+        gguf_header(source)  # refuses a truncated file, another architecture, a missing tensor, an unknown type
+        try:
+            hf = from_gguf(AutoModelForCausalLM, source, dtype=torch.float32)
+        except (RuntimeError, ValueError, KeyError) as e:  # its metadata and tensors disagree (a head size...)
+            raise ConversionError(f"{source}: transformers cannot load it: {str(e).splitlines()[0]}") from None
+    else:
+        local = Path(source).is_dir()
+        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
     if hf.config.model_type == "gpt2":
         return read_hf_gpt2(hf, source)
     if hf.config.model_type in LLAMA_FAMILY:
@@ -62,7 +82,11 @@ def read_hf_config(source: str) -> dict:
     if source in HF_GPT2_SHAPES:
         n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
         return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
-    c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
+    if is_gguf(source):
+        gguf_header(source)
+        c = from_gguf(AutoConfig, source)
+    else:
+        c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
     if c.model_type == "gpt2":
         return gpt2_args(c, source, bias=True)
     if c.model_type in LLAMA_FAMILY:
@@ -196,6 +220,99 @@ def llama_fused(qkv_bias: bool) -> dict[str, tuple[str, ...]]:
     if qkv_bias:
         fused["attn.c_attn.bias"] = tuple(f"{t}.bias" for t in qkv)
     return fused
+
+
+# ----------------------------------------------------------------------------- GGUF files (llama.cpp)
+
+# Tensor types gguf.dequantize reads as they are; the rest need a dequantiser in its registry (gguf.quants'
+# _type_traits, private but stable at the pinned gguf==0.19.0), the one transformers' GGUF loader calls.
+GGUF_PLAIN_TYPES = ("F32", "F16")
+
+
+# The tensors llama.cpp writes for each block of a Llama (Qwen2 adds the q, k, v biases); a tied model has no
+# `output.weight`.
+GGUF_BLOCK_TENSORS = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    tensor_types: dict[str, int]  # how many tensors of each type: F32, Q8_0, Q4_1, ...
+    has_tokenizer: bool
+
+
+def gguf_header(source: str | Path) -> GGUFHeader:
+    """What a GGUF file's header says of it, after checking that it is whole, of an architecture this GPT
+    reproduces, with every tensor that architecture needs and nothing it would drop (llama.cpp's rope
+    scaling, for one), of types that `gguf` can dequantise."""
+    path = Path(source)
+    if not path.is_file():
+        raise ConversionError(f"{source}: no such GGUF file")
+    stat = path.stat()
+    return _gguf_header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def gguf_tensor_types(source: str | Path) -> dict[str, int]:
+    return gguf_header(source).tensor_types
+
+
+@functools.cache
+def _gguf_header(path: str, size: int, mtime_ns: int) -> GGUFHeader:
+    """gguf_header of one version of a file (its size and time are the key: a replaced file is read again);
+    a header read costs seconds, and every loader of a command checks it."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+        architecture = reader.fields["general.architecture"].contents()
+        n_layer = int(reader.fields[f"{architecture}.block_count"].contents())
+        rope_scaling = reader.fields.get(f"{architecture}.rope.scaling.type")
+        rope_scaling = rope_scaling.contents() if rope_scaling is not None else "none"
+    except (ValueError, IndexError, KeyError, OSError, UnicodeDecodeError) as e:  # a short file fails as a
+        # shape or offset mismatch, a corrupt one anywhere in its header
+        raise ConversionError(f"{path}: not a complete GGUF file (truncated or corrupt?): {e!r}") from None
+    if architecture not in LLAMA_FAMILY:
+        readable = ", ".join(LLAMA_FAMILY)
+        raise ConversionError(f"{path}: a GGUF of architecture {architecture!r}; this GPT reads {readable}")
+    if rope_scaling != "none":
+        raise ConversionError(f"{path}: its RoPE is scaled ({rope_scaling}), which transformers' GGUF loader drops")
+    types = dict(sorted(collections.Counter(tensor.tensor_type.name for tensor in reader.tensors).items()))
+    readable = set(GGUF_PLAIN_TYPES) | {t.name for t in gguf.quants._type_traits}  # gguf's registry of dequantisers
+    unreadable = sorted(set(types) - readable)
+    if unreadable:
+        version = importlib.metadata.version("gguf")
+        raise ConversionError(f"{path}: gguf {version} cannot dequantise its {', '.join(unreadable)} tensors")
+    check_gguf_tensors(path, {tensor.name for tensor in reader.tensors}, architecture, n_layer)
+    return GGUFHeader(types, "tokenizer.ggml.model" in reader.fields)
+
+
+def check_gguf_tensors(path: str, names: set[str], architecture: str, n_layer: int) -> None:
+    """Refuse a file without every tensor of its n_layer blocks, or with tensors the model would not read:
+    transformers fills a missing one with fresh weights and drops an unknown one (rope_freqs: Llama 3's rope
+    scaling), silently, so the model would not be the file's."""
+    biases = ("attn_q", "attn_k", "attn_v") if architecture == "qwen2" else ()
+    expected = {"token_embd.weight", "output_norm.weight"}
+    for i in range(n_layer):
+        expected |= {f"blk.{i}.{t}.weight" for t in GGUF_BLOCK_TENSORS} | {f"blk.{i}.{t}.bias" for t in biases}
+    missing, unknown = sorted(expected - names), sorted(names - expected - {"output.weight"})
+    if missing or unknown:
+        listed = ", ".join([*(f"{n} missing" for n in missing[:4]), *(f"{n} unknown" for n in unknown[:4])])
+        raise ConversionError(f"{path}: not the {n_layer}-block {architecture} its header describes ({listed})")
+
+
+def from_gguf(auto_class, source: str | Path, **kwargs):
+    """`auto_class` (AutoModelForCausalLM, AutoConfig, AutoTokenizer) from a local GGUF file, offline."""
+    path = Path(source).resolve()
+    return auto_class.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True, **kwargs)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -77,13 +77,16 @@ def parts_of(config: GPTConfig) -> tuple[str, ...]:
 
 
 def parse_parts(text: str, config: GPTConfig) -> tuple[str, ...]:
-    """'all', or a comma-separated list of the reference's parts."""
+    """'all', 'none' (a model of the reference's architecture from scratch), or a comma-separated list of the
+    reference's parts."""
     if text.strip() == "all":
         return parts_of(config)
+    if text.strip() == "none":
+        return ()
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in parts if p not in (*MODEL_PARTS, *BLOCK_PARTS)]
     if unknown or not parts:
-        known = ", ".join(("all", *MODEL_PARTS, *BLOCK_PARTS))
+        known = ", ".join(("all", "none", *MODEL_PARTS, *BLOCK_PARTS))
         raise InheritError(f"unknown parts {unknown or text!r}; choose from {known}")
     if "wpe" in parts and config.rope:
         raise InheritError("the reference has rotary position embeddings, no wpe to inherit")
@@ -240,6 +243,8 @@ def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Setting
     the record of why: the method, and for a measured choice the measure's values and the sequences."""
     request = {"n_layer": None, "layers": "", "parts": "all"} | request
     method = request["layers"]
+    if request["parts"].strip() == "none" and method not in ("", "first"):
+        raise InheritError(f"inherit_parts 'none' copies nothing: no layers to choose ({method!r})")
     if method not in [*LAYER_METHODS, "stack"]:
         return request, {"method": "listed" if method else "first"}
     if request["n_layer"] is None:
@@ -270,6 +275,7 @@ def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec, c
         "reference_n_layer": ref.config.n_layer,
         "reference_val_loss": ref_ckpt.best_val_loss,
         "reference_tokenizer": ref_ckpt.tokenizer,
+        "reference_dequantized": ref_ckpt.dequantized,  # a GGUF reference's tensor types
         **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()},
         "chosen_by": choice,
     }
@@ -314,8 +320,10 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="inherit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], or a Hugging Face folder or hub id"
-    parts_help = "what to copy: all, or any of wte (token embedding, and the head when tied), head (an untied head), "
+    source_help = "the reference: checkpoint path, gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, "
+    source_help += "or a GGUF file"
+    parts_help = "what to copy: all, none (the architecture alone: a model from scratch), or any of wte (token "
+    parts_help += "embedding, and the head when tied), head (an untied head), "
     parts_help += "wpe, ln_f, and of each block attn, mlp, ln"
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")

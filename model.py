@@ -496,12 +496,18 @@ class GPT(nn.Module):
     @torch.no_grad()
     def attention_probs(self, idx: torch.Tensor) -> torch.Tensor:
         """Post-softmax attention of every layer and head: a (n_layer, B, n_head, T, T) tensor."""
+        return self.attention_and_hidden_states(idx)[0]
+
+    @torch.no_grad()
+    def attention_and_hidden_states(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """attention_probs and hidden_states from one forward pass (an analysis measures both)."""
         x, rope = self._embed(idx)
-        maps = []
+        maps, states = [], [x]
         for block in self.transformer.h:
             x, att = block(x, rope, return_attn=True)
             maps.append(att)
-        return torch.stack(maps)
+            states.append(x)
+        return torch.stack(maps), torch.stack(states)
 
     @torch.no_grad()
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
 
-from analyze import LAYER_METHODS, Settings, analyze_model, describe_choices, layer_choices, plot_heads, plot_layers
-from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, source_sha256
+from analyze import (
+    LAYER_METHODS,
+    Settings,
+    analyze_model,
+    describe_choices,
+    describe_collapse,
+    describe_suggestion,
+    layer_choices,
+    plot_heads,
+    plot_layers,
+)
+from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint, source_sha256
 from configurator import ConfigError, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from grow import grow_rounds
@@ -52,13 +63,16 @@ METHODS = {
     "grow": "the growth loop: the first n blocks from the analysis's suggested n, grown until the reference's loss",
 }
 DEFAULT_METHODS = "first,bi,angular,stack,distill,scratch,scratch-2x"
+# Students that carry what the reference learnt (its blocks, or its teacher's logits): their tokens seen add its own.
+CARRY_REFERENCE = {*LAYER_METHODS, "stack", "half_width", "grow", "distill"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="recipe.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--reference", required=True, help="the trained reference: a checkpoint of this project")
+    reference_help = "the trained reference: a checkpoint, a Hugging Face model or a GGUF file"
+    p.add_argument("--reference", required=True, help=reference_help)
     p.add_argument("--config", required=True, help="training config of every student (its max_iters is the budget)")
     p.add_argument("--n_layer", required=True, help="student depths, comma-separated, each below the reference's")
     methods_help = "comma-separated, of: " + "; ".join(f"{k}: {v}" for k, v in METHODS.items())
@@ -119,17 +133,16 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
     if unknown or not methods:
         raise ValueError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
     args = ref.model_args
-    from_scratch = [m for m in methods if m in ("distill", "scratch", "scratch-2x")]
-    if args.get("rope") and from_scratch:
-        raise ValueError(f"{', '.join(from_scratch)} train GPT-2 from scratch; the reference is of the Llama family")
     if "half_width" in methods and args["n_head"] % 2:
         raise ValueError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
     return methods
 
 
 def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
-    """Students that inherit take the reference's width: a config of another width is the wrong config."""
-    inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow")]
+    """Students that inherit take the reference's width, and so do a Llama-family reference's models from
+    scratch (its architecture, nothing inherited): a config of another width is the wrong config."""
+    from_scratch = ("distill", "scratch", "scratch-2x") if ref.model_args.get("rope") else ()
+    inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow", *from_scratch)]
     ref_width, width = (ref.model_args["n_embd"], ref.model_args["n_head"]), (cfg.n_embd, cfg.n_head)
     if inheriting and width != ref_width:
         raise ValueError(
@@ -157,7 +170,14 @@ def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: Train
         ]
     if method == "half_width":
         return [f"--init_from={Path(args.out_dir) / 'half_width' / 'student.pt'}"]
-    scratch = [f"--n_layer={n}", *width, "--init_from=scratch"]
+    # GPT-2 from scratch at the reference's width; the Llama family as the reference's architecture with nothing
+    # inherited (the config's model keys describe GPT-2 alone)
+    fresh = (
+        [*width, "--init_from=scratch"]
+        if width
+        else ["--init_from=inherit", f"--inherit_from={ref}", "--inherit_parts=none"]
+    )
+    scratch = [f"--n_layer={n}", *fresh]
     if method == "distill":
         return [*scratch, f"--teacher={ref}", f"--distill_alpha={args.distill_alpha}"]
     if method == "scratch-2x":
@@ -175,7 +195,7 @@ def run_dir(out_dir: Path, method: str, n: int) -> Path:
 
 
 def recipe(args: argparse.Namespace) -> int:
-    ref = Checkpoint.load(args.reference, weights=False)
+    ref = describe(args.reference)
     state_path = Path(args.out_dir) / "report.json"
     state = read_state(state_path)
     check_same_reference(state, state_path, args.reference)
@@ -199,9 +219,12 @@ def recipe(args: argparse.Namespace) -> int:
     )
     # scratch students get the reference's width and attention, whatever the config says
     scratch_args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
-    width = [f"--{key}={scratch_args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
+    gpt2_keys = ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")
+    width = [] if ref.model_args.get("rope") else [f"--{key}={scratch_args[key]}" for key in gpt2_keys]
     out_dir.mkdir(parents=True, exist_ok=True)
-    analysis = analyze_reference(args, cfg, ns)
+    refuse_runs_of_another_reference(out_dir, state["reference_sha256"])
+    save_state(state_path, state)  # the reference's identity, before anything is measured or trained from it
+    analysis = analyze_reference(args, cfg, ns, state["reference_sha256"])
     if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
         (out_dir / "half_width").mkdir(exist_ok=True)
         student, origin = inherit_half_width(args.reference, cfg.seed)
@@ -223,7 +246,7 @@ def recipe(args: argparse.Namespace) -> int:
             continue
         overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
         code = train_run(args, folder, overrides, state)
-        write_json(state_path, state)
+        save_state(state_path, state)
         if code == DIVERGED_EXIT:
             print(
                 f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the other runs go on",
@@ -270,27 +293,29 @@ def grow(
     return grow_rounds(*run, start, args.grow_step, ref_layers, target, Path(args.out_dir) / "grow")
 
 
-def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int]) -> dict:
+def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int], sha256: str) -> dict:
     """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
-    out_dir/analysis (once: a second call reads them)."""
+    out_dir/analysis (once: a second call of the same reference file, by its sha256, reads them)."""
     settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
     folder = Path(args.out_dir) / "analysis"
     saved = folder / "analysis.json"
-    asked = vars(settings) | {"model": args.reference}
+    asked = vars(settings) | {"model": args.reference, "sha256": sha256}
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
     if earlier.get("settings") == asked:
         result = earlier["models"][0]
     else:
-        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), 1.0, ns[0])
+        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), ns[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
-        plot_heads([result], folder / "heads.png")
+        plot_heads([result], folder / "heads.png", settings)
         write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
     choices = {n: layer_choices(args.reference, measures, n) for n in ns}
+    print(describe_collapse(result, settings))
+    print(describe_suggestion(result, settings))
     for n in ns:
         print(describe_choices({"choices": choices[n]}))
-    keys = ("max_rank", "avg_mass", "lazy_layers", "block_influence", "suggestion")
+    keys = ("max_rank", "avg_mass", "collapsed_heads", "lazy_layers", "block_influence", "suggestion")
     return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
 
 
@@ -306,12 +331,39 @@ def check_same_reference(state: dict, state_path: Path, reference: str) -> None:
     state["reference_sha256"] = sha256
 
 
+def refuse_runs_of_another_reference(out_dir: Path, sha256: str) -> None:
+    """Every run in out_dir that records the reference it came from (the reference's evaluation its
+    continued_from, a student that inherited its inherit, as the half-width student.pt) must have come from
+    this file: a report.json lost, or written by a version that recorded the sha256 only after the first run,
+    cannot vouch for them."""
+    records = {}
+    for config in sorted(out_dir.glob("**/config.json")):
+        run = read_run(config.parent)
+        records[config.parent] = run.continued_from if config.parent == out_dir / "reference" else run.inherit
+    student = out_dir / "half_width" / "student.pt"
+    if student.exists():
+        records[student] = Checkpoint.load(student, weights=False).inherit
+    for made, record in records.items():
+        recorded = (record or {}).get("source_sha256")
+        if recorded not in (None, sha256):
+            raise RunError(
+                f"{made} was made from another reference file (sha256 {recorded[:12]}..., the reference's "
+                f"now {sha256[:12]}...): give another --out_dir"
+            )
+
+
 def read_state(state_path: Path) -> dict:
     """What earlier calls learnt: each run's wall-clock seconds, the runs that diverged, and the reference's
     sha256."""
     saved = json.loads(state_path.read_text()) if state_path.exists() else {}
     keys = {"times": {}, "diverged": [], "reference_sha256": None}
     return {key: saved.get(key, default) for key, default in keys.items()}
+
+
+def save_state(state_path: Path, state: dict) -> None:
+    """state into report.json, which keeps the report of an earlier call beside it."""
+    saved = json.loads(state_path.read_text()) if state_path.exists() else {}
+    write_json(state_path, saved | state)
 
 
 def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:
@@ -346,10 +398,14 @@ def report_rows(
     reference = read_run(reference_dir)
     corpora = list(reference.last_eval["val_losses"])
     rows = [row_of("reference", reference, reference_dir, corpora, None, None)]
-    rows[0] |= {"steps": ref.iter_num, "tokens": ref.tokens_seen()}
+    trained_here = ref.config is not None  # a Hugging Face model or GGUF file records no training
+    steps = ref.iter_num if trained_here else None
+    rows[0] |= {"steps": steps, "tokens": ref.tokens_seen(), "tokens_seen": ref.tokens_seen()}
     for method, n in plan:
         folder = run_dir(out_dir, method, n)
         row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
+        carried = ref.tokens_seen() if method in CARRY_REFERENCE else 0  # D_p: what its start or teacher learnt
+        row["tokens_seen"] = None if carried is None or row["tokens"] is None else row["tokens"] + carried
         diverged = str(folder) in state["diverged"]  # its val loss is of its last good eval: no result
         rows.append(row | ({"diverged": True, "gap": None} if diverged else {"diverged": False}))
     return rows, corpora
@@ -357,9 +413,13 @@ def report_rows(
 
 def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float | None, seconds) -> dict:
     row = summary(method, run, tuple(corpora)) | {"method": method, "out_dir": str(folder)}
-    row["inherited_layers"] = (run.inherit or {}).get("layers") if method != "reference" else None
+    inherit = run.inherit or {}
+    row["inherited_layers"] = inherit.get("layers") if method != "reference" and inherit.get("parts") else None
+    first = run.evals[0]  # the step-0 eval: the model as built, before training (pruned without healing)
+    row["val_loss_start"] = first["val_loss"] if first["iter"] == 0 and method != "reference" else None
     row["gap"] = None if ref_loss is None else row["val_loss"] - ref_loss
-    return row | {"time_s": seconds}
+    steps = [r["ms_per_iter"] for r in run.records if r["kind"] == "train" and "ms_per_iter" in r]
+    return row | {"time_s": seconds, "ms_per_iter": statistics.median(steps) if steps else None}
 
 
 def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
@@ -386,19 +446,22 @@ def run_name(row: dict, rows: list[dict]) -> str:
 
 
 def markdown_table(rows: list[dict], corpora: list[str]) -> str:
-    head = "| method | layers | from blocks | params | steps | tokens | val loss | "
-    head += "".join(f"{Path(c).name} | " for c in corpora) + "gap | wall-clock |"
-    lines = [head, "|" + " --- |" * (9 + len(corpora))]
+    head = "| method | layers | from blocks | params | steps | tokens | tokens seen | val loss before training | "
+    head += "val loss | " + "".join(f"{Path(c).name} | " for c in corpora) + "gap | ms/iter | wall-clock |"
+    lines = [head, "|" + " --- |" * (12 + len(corpora))]
     for r in rows:
         blocks = ",".join(map(str, r["inherited_layers"])) if r["inherited_layers"] else ""
         gap = f"{r['gap']:+.4f}" if r["gap"] is not None else ""
         clock = f"{r['time_s'] / 60:.1f} min" if r["time_s"] is not None else ""
-        tokens = f"{r['tokens']:,}" if r["tokens"] is not None else ""
-        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", r["steps"], tokens]
+        step_time = f"{r['ms_per_iter']:.1f}" if r.get("ms_per_iter") is not None else ""
+        tokens = [f"{r[key]:,}" if r.get(key) is not None else "" for key in ("tokens", "tokens_seen")]
+        steps = r["steps"] if r["steps"] is not None else ""
+        start = f"{r['val_loss_start']:.4f}" if r.get("val_loss_start") is not None else ""
+        cells = [r["method"], r["layers"], blocks, f"{r['params'] / 1e6:.2f}M", steps, *tokens, start]
         if r.get("diverged"):
-            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, clock]
+            cells += [f"diverged after step {r['steps']}", *([""] * len(corpora)), gap, step_time, clock]
         else:
-            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, clock]
+            cells += [f"{r['val_loss']:.4f}", *(f"{r['val_losses'][c]:.4f}" for c in corpora), gap, step_time, clock]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -407,17 +470,25 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
     parts = [
         f"# Which small model: every method from {report['reference']}",
         "",
-        f"Made by `{args.command}`. Val loss: each run's final eval; gap: to the reference's val loss by the",
-        "same estimate (the same batches); wall-clock: the run's training time, over the calls that trained it.",
+        f"Made by `{args.command}`. Val loss: each run's final eval; before training: its eval at step 0, the",
+        "model as built (pruned without healing); gap: to the reference's val loss by the same estimate (the same",
+        "batches). Tokens: the run's own; tokens seen adds what a student carries from the reference (its",
+        "blocks, or its teacher's logits): the reference's own tokens. ms/iter: the median time of a training",
+        "step, the one measure to rank methods by cost; wall-clock: the whole process time over the calls that",
+        "trained it (start-up, evals, checkpoints, a teacher's loading included).",
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",
         *([format_task_table({run_name(r, report["rows"]): r for r in report["rows"]}), ""] if args.task_names else []),
         "![val loss of every run](curves.png)",
         "",
-        "The reference's layers (attention rank and mass, Block Influence, angular distance):",
+        "The reference's layers (attention rank, heads collapsed, mass, Block Influence, angular distance):",
         "",
         "![per layer](analysis/layers.png)",
+        "",
+        "Its heads (rank per head, the collapsed ones marked):",
+        "",
+        "![per head](analysis/heads.png)",
     ]
     return "\n".join(parts) + "\n"
 

@@ -62,6 +62,24 @@ def resolved_mixture(data_dir: str | dict[str, float]) -> dict[str, float]:
     return {os.path.realpath(path): weight / total for path, weight in mixture.items()}
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's records. A last line without its newline that does not parse is what a crash in the
+    middle of an append leaves: it is ignored, with a warning; a line that does not parse anywhere else is a
+    RunError naming the file and the line."""
+    text = path.read_text()
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):
+                print(f"warning: {path}: its last line is torn (a crash mid-write?); ignored", file=sys.stderr)
+                break
+            raise RunError(f"{path}: line {number} is not JSON ({e})") from e
+    return records
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per log or eval record (master process only)."""
 
@@ -69,10 +87,9 @@ class MetricsLog:
         self.path = out_dir / METRICS_FILE
         if resume_iter is not None and self.path.exists():
             # Drop what an interrupted run logged after its last checkpoint: resumed curves stay single-valued.
-            lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["iter"] <= resume_iter]
+            kept = [record for record in read_metrics(self.path) if record["iter"] <= resume_iter]
             with atomic_file(self.path) as f:
-                f.write("".join(line + "\n" for line in kept).encode())
+                f.write("".join(json.dumps(record) + "\n" for record in kept).encode())
         elif resume_iter is None:
             self.path.write_text("")
 
@@ -81,16 +98,16 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
-def mark_best(out_dir: Path) -> None:
-    """best.pt := ckpt.pt, which was just written: a hard link costs no I/O; where the filesystem has none
-    (gcsfuse, s3fs, some network mounts) a copy. Either is renamed into place, so best.pt is always whole."""
-    tmp = out_dir / "best.pt.tmp"
+def link_checkpoint(source: Path, dest: Path) -> None:
+    """dest := source, a checkpoint just written: a hard link costs no I/O; where the filesystem has none
+    (gcsfuse, s3fs, some network mounts) a copy. Either is renamed into place, so dest is always whole."""
+    tmp = dest.with_name(dest.name + ".tmp")
     tmp.unlink(missing_ok=True)
     try:
-        os.link(out_dir / "ckpt.pt", tmp)
+        os.link(source, tmp)
     except OSError:
-        shutil.copyfile(out_dir / "ckpt.pt", tmp)
-    os.replace(tmp, out_dir / "best.pt")
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -169,7 +186,7 @@ def read_run(out_dir: str | Path) -> Run:
         if "init" in record:  # run folders written before 2026-12 used older names of two keys
             record["continued_from"] = record.pop("init")
             record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
-        records = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+        records = read_metrics(metrics_path)
         parts = (record["config"], record["model"], record["inherit"], record["continued_from"])
         return Run(out_dir, *parts, records, record.get("corpus"))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -418,6 +435,18 @@ def seed_folders(template: str, seeds: list[int]) -> dict[int, str]:
     return {seed: template.replace(SEED_FIELD, str(seed)) for seed in seeds}
 
 
+def finite_or_null(value: object) -> object:
+    """A record with each NaN or infinite number (a diverged run's loss) as null: JSON has no NaN, and
+    strict readers refuse the `NaN` that json.dumps writes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def compare_main(args: argparse.Namespace) -> int:
     pairs = [r.split("=", 1) if "=" in r else (default_name(r), r) for r in args.runs]
     named = dict(pairs)
@@ -449,7 +478,8 @@ def compare_main(args: argparse.Namespace) -> int:
     if differences:
         print(format_differences(differences, len(seeds)))
     if args.out:
-        write_json(out.with_suffix(".json"), {"runs": rows, "differences": differences} if seeds else rows)
+        record = {"runs": rows, "differences": differences} if seeds else rows
+        write_json(out.with_suffix(".json"), finite_or_null(record))
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 

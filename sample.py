@@ -6,10 +6,9 @@
 
 --model (nanoGPT's --init_from, which works too) is 'resume' (out_dir/ckpt.pt, as nanoGPT), a checkpoint
 path, or a Hugging Face model (GPT-2: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'; or the Llama family
-by hub id or local folder). Text is encoded with the vocabulary the model
-was trained with: the character vocabulary of nanoGPT's meta.pkl in the corpus folder its checkpoint
-records (config['dataset'], as nanoGPT looks it up), or the Hugging Face tokenizer of its corpus or of
-its Hugging Face folder (the Llama family), else GPT-2 BPE, loaded offline.
+by hub id, local folder or GGUF file). Text is encoded with the vocabulary the checkpoint records
+(data/tokenizer.py's model_codec): GPT-2 BPE, loaded offline, a Hugging Face tokenizer (or a GGUF file's),
+or the characters of nanoGPT's meta.pkl in its corpus folder (config['dataset'], as nanoGPT looks it up).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from checkpoint import CheckpointError, latest_checkpoint, load_model
-from data.tokenizer import corpus_codec, hf_tokenizer_name
+from data.tokenizer import model_codec
 from runtime import autocast_context, resolve_device_name, resolve_dtype
 
 
@@ -34,9 +33,8 @@ def parse_bool(text: str) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_help = (
-        "'resume' (out_dir's last checkpoint), a checkpoint, or a Hugging Face model; --init_from is nanoGPT's name"
-    )
+    model_help = "'resume' (out_dir's last checkpoint), a checkpoint, a Hugging Face model or a GGUF file; "
+    model_help += "--init_from is nanoGPT's name"
     p.add_argument("--model", "--init_from", dest="model", default="resume", help=model_help)
     p.add_argument("--out_dir", default="out", help="training folder, read with --model=resume")
     p.add_argument("--start", default="\n", help='prompt text, or "FILE:path" to read it from a file')
@@ -46,11 +44,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--top_k", type=int, default=200, help="sample among the k likeliest tokens; 0 for all")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    p.add_argument("--dtype", default="auto", help="'auto', 'float32', 'bfloat16' or 'float16'")
-    p.add_argument(
-        "--compile", type=parse_bool, default=False, help="torch.compile the one-token decoding step (True/False)"
-    )
-    return p.parse_args(argv)
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    compile_help = "torch.compile the one-token decoding step (True/False)"
+    p.add_argument("--compile", type=parse_bool, default=False, help=compile_help)
+    args = p.parse_args(argv)
+    if args.num_samples < 1:
+        p.error("--num_samples must be at least 1")
+    if args.max_new_tokens < 0:
+        p.error("--max_new_tokens must be 0 or more")
+    if args.temperature < 0:  # a negative one would sample the inverted distribution
+        p.error("--temperature must be 0 (greedy) or more")
+    if args.top_k < 0:
+        p.error("--top_k must be 0 (all tokens) or more")
+    return args
 
 
 def read_prompt(start: str) -> str:
@@ -67,7 +73,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     model.eval()
     if args.compile:
         model.compile_decode_step()
-    codec = corpus_codec(ckpt.corpus_folder(), model.config.vocab_size, fallback=hf_tokenizer_name(ckpt.tokenizer))
+    codec = model_codec(ckpt.vocabulary(), ckpt.corpus_folder())
     ids = codec.encode(read_prompt(args.start))
     if not ids:
         raise ValueError("the prompt is empty: give --start some text")

@@ -89,7 +89,12 @@ def points_from_runs(runs: list[Run], every_eval: bool, corpus: str) -> Points:
         if not evals:
             raise ScalingError(f"{run.out_dir} has no eval after its first step")
         for record in evals if every_eval else evals[-1:]:
-            rows.append((run.model["scaling_params"], record["tokens"], run.val_loss(record, corpus), str(run.out_dir)))
+            loss = run.val_loss(record, corpus)
+            if not np.isfinite(loss):
+                raise ScalingError(
+                    f"{run.out_dir}: its val loss at step {record['iter']} is {loss} (diverged?): leave it out"
+                )
+            rows.append((run.model["scaling_params"], record["tokens"], loss, str(run.out_dir)))
     return to_points(rows)
 
 
@@ -132,7 +137,7 @@ def source_tokens(run: Run) -> float | None:
 def points_from_csv(path: str) -> Points:
     """Columns N, D, loss (and optionally run: points of one run are resampled together)."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start CSV with a BOM
             reader = csv.DictReader(f)
             missing = {"N", "D", "loss"} - set(reader.fieldnames or [])
             if missing:
@@ -482,6 +487,7 @@ def plot_fit(points: Points, result: dict, base: dict | None, out: Path) -> None
     frontier.set_xscale("log")
     frontier.set_yscale("log")
     frontier.set_xlabel("compute C = 6ND (FLOPs)")
+    frontier.set_ylabel("N_opt (parameters), D_opt (tokens)")
     frontier.set_title("compute-optimal model size and tokens")
     frontier.grid(alpha=0.3, which="both")
     if laws:

@@ -45,6 +45,7 @@ from checkpoint import (
     latest_checkpoint,
     load_model,
     load_sharded,
+    next_save_number,
     save_sharded,
     sharded_step,
     source_sha256,
@@ -57,7 +58,7 @@ from data.tokenizer import same_vocabulary
 from hf import ConversionError
 from inherit import InheritError, inherit
 from model import GPT, GPTConfig
-from runs import DIVERGED_EXIT, MetricsLog, mark_best, write_config
+from runs import DIVERGED_EXIT, MetricsLog, link_checkpoint, write_config
 from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime, tf32_matmuls
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
@@ -113,6 +114,11 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             model = GPT(GPTConfig.from_model_args(ckpt.model_args, dropout=cfg.dropout))
         else:
             model, ckpt = load_model(source, dropout=cfg.dropout)
+            if ckpt.optimizer is None:  # a model file (a student of inherit.py) put where a run's checkpoint goes
+                raise CheckpointError(
+                    f"{source} holds no optimizer state, so it is no run to resume: train from it with "
+                    f"--init_from={source} (a fresh optimizer from its weights)"
+                )
         start = Start(model, ckpt, shards, ckpt.inherit, ckpt.continued_from, ckpt.vocabulary())
         refuse_another_model(cfg, ckpt, source)
         if model.config.block_size != cfg.block_size:  # AdamW's moments of wpe have the checkpoint's positions
@@ -124,6 +130,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         model, ckpt = load_model(cfg.init_from, dropout=cfg.dropout)
         tokens_seen = cfg.init_tokens_seen or ckpt.tokens_seen()
         source = {"source": cfg.init_from, "source_sha256": source_sha256(cfg.init_from), "tokens_seen": tokens_seen}
+        if ckpt.dequantized is not None:  # a GGUF: weights dequantised from these tensor types
+            source["dequantized"] = ckpt.dequantized
         start = Start(model, None, None, ckpt.inherit, source, ckpt.vocabulary())
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
@@ -132,13 +140,14 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     return start
 
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx")  # the config's shape keys
+# the config's shape keys, and what decides which parameters AdamW holds state for
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
 
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
     """A resume trains the checkpoint's model whatever the config says: a config that asks for another shape
     than the run's own config did is refused, not ignored (config.json would record the shape not trained)."""
-    written = ckpt.config or {}
+    written = {"freeze_embedding": False} | (ckpt.config or {})  # runs from before the key trained it
     changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in MODEL_KEYS
                if key in written and written[key] != getattr(cfg, key)]  # fmt: skip
     if changed:
@@ -154,10 +163,9 @@ def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> No
 def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
     """This process's micro-batches of one step. Micro-batch indices are global over all processes,
     so the set of batches in a step does not depend on the number of processes."""
-    local_steps = cfg.gradient_accumulation_steps // rt.world_size
     batches = []
-    for micro in range(local_steps):
-        rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, rt.rank * local_steps + micro)
+    for index in micro_batch_indices(cfg, rt):
+        rng = batch_rng(cfg.seed, TRAIN_STREAM, iter_num, index)
         x, y = get_batch(cfg.mixture, "train", cfg.batch_size, cfg.block_size, vocab_size, rng)
         batches.append((to_device(x, rt.device), to_device(y, rt.device)))
     return batches
@@ -180,6 +188,20 @@ class Prefetch:
             self.build(iter_num)
         batches, self.ready = self.ready[1], None
         return batches
+
+
+def dropout_seeds(cfg: TrainConfig, rt: Runtime, iter_num: int) -> list[int]:
+    """The seed of the dropout masks of each of this process's micro-batches, by its global index as its batch:
+    the masks too depend only on (seed, iteration, index), so neither a resume nor the number of processes
+    changes them."""
+    indices = micro_batch_indices(cfg, rt)
+    return [int(np.random.SeedSequence([cfg.seed, iter_num, index]).generate_state(1)[0]) for index in indices]
+
+
+def micro_batch_indices(cfg: TrainConfig, rt: Runtime) -> range:
+    """The global indices of this process's micro-batches in a step."""
+    local_steps = cfg.gradient_accumulation_steps // rt.world_size
+    return range(rt.rank * local_steps, (rt.rank + 1) * local_steps)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -287,12 +309,15 @@ def train_step(
     grad_clip: float,
     teacher: Teacher | None = None,
     no_sync: Callable[[], typing.ContextManager] = nullcontext,
+    seeds: list[int] | None = None,
 ) -> torch.Tensor:
     """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
     distillation term (a tensor of 3: no device sync). `no_sync` holds back the reduction of gradients over
-    processes, which then happens once, on the last micro-batch."""
+    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout."""
     total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
+        if seeds is not None:
+            torch.manual_seed(seeds[micro])
         last = micro == len(batches) - 1
         with no_sync() if not last else nullcontext():
             with ctx:
@@ -544,11 +569,12 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                 print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
             break
 
-        # Dropout masks, like batches, depend only on (seed, iteration, rank): resume stays exact.
-        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, state.iter_num, rt.rank]).generate_state(1)[0]))
         batches = prefetch.take(state.iter_num)
+        seeds = dropout_seeds(cfg, rt, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
-        loss = train_step(train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync)
+        loss = train_step(
+            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds
+        )
         state.iter_num += 1
         prefetch.build(state.iter_num)  # while the device still runs the step just queued
         state.tokens += cfg.tokens_per_iter
@@ -568,6 +594,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     for p in model.parameters():  # bf16-true: the weights themselves, and so their gradients and AdamW state
         p.data = p.data.to(rt.param_dtype)
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    model.transformer.wte.weight.requires_grad_(not cfg.freeze_embedding)  # AdamW takes what requires grad
     ckpt = start.resume
     optimizer_state = ckpt.optimizer if ckpt is not None else None
     if cfg.parallel == "fsdp":
@@ -578,12 +605,17 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == torch.float16)
     if ckpt is None:
         return State(model, optimizer, scaler, 0, 0, float("inf"))
+    configured = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     if start.resume_shards is not None:
         load_sharded(start.resume_shards, model, optimizer)
     elif cfg.parallel == "fsdp":
         set_optimizer_state_dict(model, optimizer, optimizer_state, options=StateDictOptions(full_state_dict=True))
     else:
         model.load_optimizer_state_dict(optimizer, optimizer_state)
+    # Loading restored the settings the checkpoint was saved with: the config's win, as config.json records them
+    for group, settings in zip(optimizer.param_groups, configured, strict=True):
+        group.update(settings)
+    report_changed_optimizer_settings(cfg, ckpt, rt)
     # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
     # of the run that wrote it), or, where that config is not train.py's, of this run's.
     tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
@@ -592,6 +624,17 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
+
+
+OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params")
+
+
+def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Runtime) -> None:
+    saved = ckpt.config or {}
+    changed = [f"{key} {getattr(cfg, key)} (was {saved[key]})" for key in OPTIMIZER_KEYS
+               if key in saved and saved[key] != getattr(cfg, key)]  # fmt: skip
+    if changed and rt.master:
+        print(f"resumed with the config's AdamW settings: {', '.join(changed)}")
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
@@ -660,7 +703,8 @@ def evaluate(model: torch.nn.Module, state: State, cfg: TrainConfig, rt: Runtime
 
 def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, vocab: dict, is_best: bool) -> None:
     """The checkpoint step, called on every process: out_dir/ckpt.pt (written by the master process), and
-    best.pt when its val loss is the best; FSDP: every process writes its shards (checkpoint.save_sharded)."""
+    best.pt when its val loss is the best, written first: a kill between the two leaves ckpt.pt at the previous
+    step, never best.pt behind the best step; FSDP: every process writes its shards (checkpoint.save_sharded)."""
     out_dir = Path(cfg.out_dir)
     ckpt = Checkpoint(
         model_args=state.model.config.model_args(),
@@ -672,15 +716,18 @@ def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, v
         inherit=start.inherit,
         continued_from=start.continued_from,
         tokenizer=vocab,
+        save_number=next_save_number(out_dir) if rt.master else None,  # the master process writes its fields
     )
     if cfg.parallel == "fsdp":
         save_sharded(out_dir, state.model, state.optimizer, ckpt, is_best)
         return
     if rt.master:
         ckpt.model, ckpt.optimizer = state.model.state_dict(), state.model.optimizer_state_dict(state.optimizer)
-        ckpt.save(out_dir / "ckpt.pt")
         if is_best:
-            mark_best(out_dir)
+            ckpt.save(out_dir / "best.pt")
+            link_checkpoint(out_dir / "best.pt", out_dir / "ckpt.pt")
+        else:
+            ckpt.save(out_dir / "ckpt.pt")
 
 
 class Progress:
@@ -699,7 +746,7 @@ class Progress:
             print_config(cfg, rt, model, self.tokens_per_iter)
             facts = {
                 "model_args": model.config.model_args(),
-                "params": model.get_num_params(),
+                "params": params_without_padding(model),
                 "scaling_params": model.get_num_scaling_params(),
             }
             write_config(out_dir, asdict(cfg), facts, start.inherit, start.continued_from)
@@ -749,6 +796,14 @@ class Progress:
     def finish(self) -> None:
         if self.wandb:
             self.wandb.finish()
+
+
+def params_without_padding(model: GPT) -> int:
+    """get_num_params less the padding rows of wte (and an untied lm_head): they never train, and no checkpoint
+    holds them."""
+    config = model.config
+    padding = (config.padded_vocab_size - config.vocab_size) * config.n_embd
+    return model.get_num_params() - padding * (1 if config.tie_embeddings else 2)
 
 
 def print_config(cfg: TrainConfig, rt: Runtime, model: GPT, tokens_per_iter: int) -> None:

@@ -187,7 +187,9 @@ def write_corpus(
 
 
 def input_files(paths: list[str]) -> list[Path]:
-    """Every supported file named or found (recursively, sorted) under the given paths."""
+    """Every supported file named or found (recursively, sorted) under the given paths, each once: a path
+    given twice, or a file under two given paths, would put its documents in the corpus twice (and the
+    copies on both sides of the split)."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -200,7 +202,7 @@ def input_files(paths: list[str]) -> list[Path]:
             raise FileNotFoundError(f"{path} not found")
     if not files:
         raise ValueError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
-    return files
+    return list({f.resolve(): f for f in files}.values())  # in the order first found
 
 
 def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iterator[dict]:
@@ -209,7 +211,77 @@ def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iter
     `stamps` (size, mtime of each file) is unused here but part of the arguments that datasets hashes to
     name its cache: without it, edited files with unchanged names would be read from a stale cache."""
     for f in files:
-        yield {"text": Path(f).read_text(encoding="utf-8")}
+        try:
+            yield {"text": Path(f).read_text(encoding="utf-8")}
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def load_text_files(files: list[str]):
+    """Whole .txt files as a datasets.Dataset of one document each; a file that is not UTF-8 is named."""
+    import datasets
+
+    stamps = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    gen_kwargs = {"files": files, "stamps": stamps}
+    try:
+        return datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs)
+    except datasets.exceptions.DatasetGenerationError as e:
+        if isinstance(e.__cause__, ValueError):  # text_file_documents' own, naming the file
+            raise e.__cause__ from None
+        raise
+
+
+def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
+    """jsonl / parquet rows as a datasets.Dataset; a file that cannot be read with the others (other
+    columns), a text field that is not text, and a row without text are each named in one line."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
+    except datasets.exceptions.DatasetGenerationError as e:
+        raise ValueError(file_that_differs(kind, files) or f"{' '.join(files)}: {e.__cause__ or e}") from e
+    if text_field not in ds.column_names:
+        raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
+    feature = ds.features[text_field]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        raise ValueError(f"{files[0]}: its '{text_field}' field holds {feature}, not text; see --text_field")
+    column = ds.data.column(text_field)
+    if column.null_count:
+        import pyarrow.compute as pc
+
+        file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
+        raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
+    return ds
+
+
+def file_and_row(kind: str, files: list[str], index: int) -> tuple[str, int]:
+    """Which file, and which of its rows, row `index` of their concatenation is (read file by file: only
+    to name a bad row)."""
+    import datasets
+
+    for f in files:
+        rows = len(datasets.load_dataset(kind, data_files=[f], split="train"))
+        if index < rows:
+            return f, index
+        index -= rows
+    raise IndexError(f"row {index} is beyond the files {files}")
+
+
+def file_that_differs(kind: str, files: list[str]) -> str | None:
+    """Why datasets could not read these files together: the first that cannot be read alone, or whose
+    columns are not the first file's (read file by file: only to name it)."""
+    import datasets
+
+    first = None
+    for f in files:
+        try:
+            columns = datasets.load_dataset(kind, data_files=[f], split="train").column_names
+        except datasets.exceptions.DatasetGenerationError as e:
+            return f"{f}: {str(e.__cause__ or e).splitlines()[0]}"
+        if first is not None and columns != first[1]:
+            return f"{f}: its columns {columns} are not those of {first[0]} ({first[1]})"
+        first = first or (f, columns)
+    return None
 
 
 def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
@@ -224,14 +296,9 @@ def load_local_dataset(paths: list[str], text_field: str, num_proc: int):
     parts = []
     for kind, files in by_kind.items():
         if kind == "text":
-            stamps = [(os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
-            gen_kwargs = {"files": files, "stamps": stamps}
-            parts.append(datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs))
+            parts.append(load_text_files(files))
             continue
-        ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
-        if text_field not in ds.column_names:
-            raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
-        ds = ds.select_columns([text_field])
+        ds = load_rows(kind, files, text_field, num_proc).select_columns([text_field])
         parts.append(ds if text_field == "text" else ds.rename_column(text_field, "text"))
     return datasets.concatenate_datasets(parts)
 
@@ -268,14 +335,16 @@ def streamed_batches(
     texts: Iterable[str], test_size: float, seed: int, fraction: float | None
 ) -> Callable[[set[str]], Batches]:
     """A one-pass stream split by document hash: val with probability test_size, and with --fraction each
-    training document kept with that probability. Reading stops once the training split is full."""
+    training document kept with that probability. Once the training split is full, the rest of the stream is
+    still read for its val documents: val is every val document of the stream, whatever the cut and however
+    far the tokenizer threads had read ahead when train filled up."""
 
     def batches(full: set[str]) -> Batches:
         pending: dict[str, list[str]] = {"train": [], "val": []}
         for text in texts:
-            if "train" in full:
-                return
             split = "val" if unit_hash(text, seed, "split") < test_size else "train"
+            if split == "train" and "train" in full:
+                continue
             if split == "train" and fraction is not None and unit_hash(text, seed, "subset") >= fraction:
                 continue
             pending[split].append(text)
@@ -308,28 +377,50 @@ def parse_args(argv: list[str], description: str, default_out: str, hub_options)
         "--tokenizer",
         default="gpt2",
         help="gpt2 (BPE, offline), or a Hugging Face tokenizer: a "
-        "local folder (read offline) or a hub name, e.g. a Llama-family reference's",
+        "local folder (read offline), a GGUF file's, or a hub name, e.g. a Llama-family reference's",
     )
     hub_options(p)
+    return parse_checked(p, argv)
+
+
+def parse_checked(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Every prepare script's arguments, with the checks of the options it has (argparse's exit 2 and one
+    line, before anything is read or written)."""
     args = p.parse_args(argv)
-    if args.num_proc < 1:
+    if getattr(args, "num_proc", 1) < 1:
         p.error("--num_proc must be at least 1")
-    if not 0 < args.test_size < 1:
+    if not 0 < getattr(args, "test_size", 0.5) < 1:
         p.error("--test_size must be in (0, 1)")
-    if args.fraction is not None and not 0 < args.fraction <= 1:
+    if getattr(args, "fraction", None) is not None and not 0 < args.fraction <= 1:
         p.error("--fraction must be in (0, 1]")
-    if args.max_tokens is not None and args.max_tokens < 1:
+    if getattr(args, "max_tokens", None) is not None and args.max_tokens < 1:
         p.error("--max_tokens must be at least 1")
     return args
 
 
-def already_prepared(out_dir: Path) -> bool:
+def already_prepared(out_dir: Path, settings: dict) -> bool:
+    """Whether out_dir holds a complete corpus prepared with these settings (tokenizer, test_size, seed,
+    max_tokens, fraction); one prepared with others is a ValueError, not taken for this one. A setting its
+    meta.json does not record (written by an older version) is not compared."""
     meta = read_meta(out_dir)
     if meta is None:
         return False
+    recorded = {**meta, **(meta.get("subset") or {})}
+    for key, value in settings.items():
+        if key in recorded and recorded[key] != value:
+            raise ValueError(
+                f"{out_dir} was prepared with {key} {recorded[key]}, not {value}: pass --force to prepare it "
+                "again, or give another --out_dir"
+            )
     tokens = ", ".join(f"{name} {s['tokens']:,} tokens" for name, s in meta["splits"].items())
     print(f"{out_dir} is already prepared ({tokens}); nothing to do. Pass --force to prepare it again.")
     return True
+
+
+def prepared_settings(args: argparse.Namespace) -> dict:
+    """What makes one prepared corpus differ from another of the same source, as meta.json records it."""
+    keys = ("tokenizer", "test_size", "seed", "max_tokens", "fraction")
+    return {key: getattr(args, key) for key in keys if hasattr(args, key)}
 
 
 def open_hub_or_explain(open_hub, args: argparse.Namespace):
@@ -344,10 +435,10 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
     description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
     args = parse_args(argv, description, default_out, hub_options)
     out_dir = Path(args.out_dir)
-    if not args.force and already_prepared(out_dir):
-        return 0
     start = time.perf_counter()
     try:
+        if not args.force and already_prepared(out_dir, prepared_settings(args)):
+            return 0
         encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
         if args.input:
             ds = load_local_dataset(args.input, args.text_field, args.num_proc)

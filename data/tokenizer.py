@@ -1,6 +1,6 @@
 """Tokenizers: GPT-2 BPE, loaded without touching the network, and any Hugging Face tokenizer (a local
-folder, or a hub name when online) for the Llama family. Prepare scripts encode with them, sample.py
-decodes, and meta.json records which one made a corpus.
+folder, the one a GGUF file carries, or a hub name when online) for the Llama family. Prepare scripts
+encode with them, sample.py decodes, and meta.json records which one made a corpus.
 
 tiktoken.get_encoding("gpt2") downloads its vocabulary at first use, which hangs or fails without
 network. So: tiktoken's own `gpt2` encoding when its cache already holds the files (checked here,
@@ -26,7 +26,8 @@ import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from data.format import dtype_for, read_char_meta, read_meta
+from data.format import corpus_vocabulary, dtype_for, read_char_meta
+from hf import from_gguf, gguf_header, is_gguf
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -98,13 +99,16 @@ def save_hf_tokenizer(out: Path, model_max_length: int) -> None:
 
 
 def load_hf_tokenizer(name: str):
-    """A fast Hugging Face tokenizer from a local folder (read offline) or a hub name."""
+    """A fast Hugging Face tokenizer from a local folder (read offline), a GGUF file (the tokenizer it
+    carries, converted by transformers) or a hub name."""
     from transformers import AutoTokenizer  # imported only here: it is slow to import
 
     try:
+        if is_gguf(name):
+            return from_gguf(AutoTokenizer, name)
         return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).is_dir())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the tokenizer {name!r}: {str(e).splitlines()[0]}") from e
+    except (OSError, ValueError, KeyError) as e:  # KeyError: a GGUF tokenizer without a part (its merges...)
+        raise ValueError(f"cannot load the tokenizer {name!r}: {(str(e).splitlines() or [repr(e)])[0]}") from e
 
 
 def fingerprint(tokenizer) -> str:
@@ -114,9 +118,15 @@ def fingerprint(tokenizer) -> str:
 
 
 def source_tokenizer(source: str) -> dict | None:
-    """The vocabulary record of a Hugging Face model: of the tokenizer its folder carries (fingerprinted), or
-    of a hub model's own tokenizer (by its name, read only when used); None for a folder without one."""
+    """The vocabulary record of a Hugging Face model: of the tokenizer its folder or GGUF file carries
+    (fingerprinted), or of a hub model's own tokenizer (by its name, read only when used); None for a folder
+    without one."""
     folder = Path(source)
+    if is_gguf(source):
+        if not gguf_header(source).has_tokenizer:
+            return None
+        tokenizer = load_hf_tokenizer(source)
+        return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
     if not folder.is_dir():
         return {"tokenizer": source}
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
@@ -211,29 +221,40 @@ class Codec:
     decode: Callable[[list[int]], str]
 
 
-def corpus_codec(data_dir: Path | None, vocab_size: int, fallback: str = "") -> Codec:
-    """The vocabulary a model was trained with: the character vocabulary of nanoGPT's meta.pkl in its corpus
-    folder, or the Hugging Face tokenizer its meta.json names, or `fallback` (a model folder's own
-    tokenizer), else GPT-2 BPE, which a model of GPT-2's 50,257 tokens must have."""
+def model_codec(vocabulary: dict | None, data_dir: Path | None) -> Codec:
+    """The vocabulary a model was trained with, as its checkpoint records it (Checkpoint.vocabulary()), never
+    what its corpus folder holds today, which may have been prepared again since: GPT-2 BPE, a Hugging Face
+    tokenizer (checked against the recorded fingerprint), or the characters of nanoGPT's meta.pkl in its
+    corpus folder (checked against the recorded hash of them)."""
+    if vocabulary is None:
+        raise ValueError("the model's vocabulary is not recorded and is not GPT-2's: nothing tells how to decode it")
+    name = vocabulary["tokenizer"]
+    if name == "gpt2":
+        enc = gpt2_encoding()
+        return Codec("gpt2", lambda text: enc.encode(text, allowed_special={"<|endoftext|>"}), enc.decode)
+    if name.startswith("characters-"):
+        return character_codec(vocabulary, data_dir)
+    tokenizer = load_hf_tokenizer(name)
+    recorded = vocabulary.get("tokenizer_fingerprint")
+    if recorded and fingerprint(tokenizer) != recorded:
+        raise ValueError(f"the tokenizer {name} is not the one the model was trained with: its vocabulary has changed")
+    return Codec(name, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.decode)
+
+
+def character_codec(vocabulary: dict, data_dir: Path | None) -> Codec:
+    """The characters of nanoGPT's meta.pkl in the model's corpus folder, if they are still the recorded ones."""
+    path = Path(data_dir or ".") / "meta.pkl"
     meta = read_char_meta(data_dir) if data_dir is not None else None
-    named = (read_meta(data_dir) or {}).get("tokenizer", "gpt2") if data_dir is not None else "gpt2"
-    hf_name = named if named != "gpt2" else fallback
-    if meta is None and hf_name:
-        tokenizer = load_hf_tokenizer(hf_name)
-        return Codec(hf_name, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.decode)
-    if meta is not None:
-        print(f"character vocabulary of {data_dir / 'meta.pkl'}", file=sys.stderr)
-        stoi, itos = meta["stoi"], meta["itos"]
+    if meta is None or not same_vocabulary(corpus_vocabulary(data_dir), vocabulary):
+        state = "is not there" if meta is None else "holds other characters"
+        raise ValueError(f"the model reads the characters of {path}, which {state} now")
+    print(f"character vocabulary of {path}", file=sys.stderr)
+    stoi, itos = meta["stoi"], meta["itos"]
 
-        def encode(text: str) -> list[int]:
-            unknown = sorted(set(text) - stoi.keys())
-            if unknown:
-                raise ValueError(f"characters {unknown} are not in the vocabulary of {data_dir / 'meta.pkl'}")
-            return [stoi[c] for c in text]
+    def encode(text: str) -> list[int]:
+        unknown = sorted(set(text) - stoi.keys())
+        if unknown:
+            raise ValueError(f"characters {unknown} are not in the vocabulary of {path}")
+        return [stoi[c] for c in text]
 
-        return Codec("char", encode, lambda ids: "".join(itos[i] for i in ids))
-    if vocab_size != VOCAB_SIZE:
-        where = f"{data_dir}/meta.pkl is not there" if data_dir is not None else "its corpus is not recorded"
-        raise ValueError(f"the model has {vocab_size} tokens, not GPT-2's {VOCAB_SIZE}, and {where}")
-    enc = gpt2_encoding()
-    return Codec("gpt2", lambda text: enc.encode(text, allowed_special={"<|endoftext|>"}), enc.decode)
+    return Codec("char", encode, lambda ids: "".join(itos[i] for i in ids))

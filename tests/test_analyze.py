@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import analyze
 import inherit
 from analyze import (
     Settings,
@@ -117,7 +118,7 @@ def settings_for(data_dir) -> Settings:
 
 def test_forced_sink_layers_are_flagged_lazy(shakespeare_dir, tmp_path):
     source = save(sink_model([2, 3]), tmp_path / "ckpt.pt")
-    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu")
     assert result["lazy_layers"] == [2, 3]
     assert result["max_rank"][2] == result["max_rank"][3] == 1.0
     assert min(result["max_rank"][:2]) > 1.0
@@ -144,7 +145,7 @@ def runs_as_printed(command: str, folder: Path) -> GPT:
 
 def test_lazy_layer_in_the_middle_suggests_leading_layers_and_the_non_lazy_list(shakespeare_dir, tmp_path):
     source = save(sink_model([1, 3]), tmp_path / "ckpt.pt")
-    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu")
     assert result["lazy_layers"] == [1, 3]
     assert result["suggestion"]["n_layer"] == 1
     assert result["suggestion"]["non_lazy_layers"] == [0, 2]
@@ -156,7 +157,7 @@ def test_max_rank_is_the_largest_head_and_avg_mass_the_mean_head(shakespeare_dir
     """One sink head among three ordinary ones: the layer is not lazy, and MaxRank and AvgMass are the max
     and the mean over heads that differ widely (a swap of the two would fail here)."""
     source = save(sink_model([2], heads=(1,)), tmp_path / "ckpt.pt")
-    result = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu")
     ranks, masses = result["rank"][2], result["mass"][2]
     assert ranks[1] == 1.0 and masses[1] == 1.0 and min(ranks[0], ranks[2], ranks[3]) > 3.0  # 4, 1, 4, 4
     assert result["max_rank"][2] == max(ranks) > sum(ranks) / 4 + 0.5  # 4 against a mean of 3.25
@@ -167,8 +168,8 @@ def test_max_rank_is_the_largest_head_and_avg_mass_the_mean_head(shakespeare_dir
 
 def test_sequences_are_reproducible(shakespeare_dir, tmp_path):
     source = save(sink_model([]), tmp_path / "ckpt.pt")
-    first = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
-    again = analyze_model(source, settings_for(shakespeare_dir), "cpu", lazy_rank=1.0)
+    first = analyze_model(source, settings_for(shakespeare_dir), "cpu")
+    again = analyze_model(source, settings_for(shakespeare_dir), "cpu")
     assert first["rank"] == again["rank"] and first["mass"] == again["mass"]
     assert first["lazy_layers"] == [] and first["suggestion"]["n_layer"] == 4
 
@@ -296,7 +297,8 @@ def test_identity_blocks_measure_zero_and_are_the_ones_left_out(shakespeare_dir,
         torch.testing.assert_close(student.transformer.h[3].state_dict(), ref.transformer.h[5].state_dict())
         record = torch.load(tmp_path / f"out-student-{method}-4" / "student.pt", weights_only=True)["inherit"]
         assert record["layers"] == [0, 1, 2, 5] and record["chosen_by"]["method"] == method
-        assert record["chosen_by"]["block_influence"] == pytest.approx(bi)
+        # the analysis's one pass computes attention explicitly, inherit.py's measure by SDPA: rounding apart
+        assert record["chosen_by"]["block_influence"] == pytest.approx(bi, rel=1e-5)
         assert record["chosen_by"]["seed"] == 3 and record["chosen_by"]["num_seqs"] == 6
 
 
@@ -319,3 +321,82 @@ def test_hidden_statistics_are_means_over_every_sequence_whatever_the_batches():
     assert whole["bi"].min() > 1e-3  # far from zero: a sum, or one batch, would not pass for the mean
     assert batched["block_influence"] == pytest.approx(whole["bi"].tolist(), rel=1e-5)
     assert batched["angular_distance"]["2"] == pytest.approx(whole[2].tolist(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- heads collapsed, per layer
+
+
+def test_a_layer_with_half_its_heads_collapsed_is_lazy_and_the_papers_rule_is_the_strict_setting(
+    shakespeare_dir, tmp_path
+):
+    """Two of four heads sink in layer 1 and all four in layer 3: counted per layer; lazy at the default share
+    of 0.5 (layers 1 and 3, so the student keeps layer 0), only layer 3 by the paper's MaxRank = 1
+    (lazy_share 1 with collapsed_rank 1)."""
+    model = sink_model([1], heads=(0, 2))
+    with torch.no_grad():
+        sink = sink_model([3])
+        model.transformer.h[3].load_state_dict(sink.transformer.h[3].state_dict())
+    source = save(model, tmp_path / "ckpt.pt")
+    result = analyze_model(source, settings_for(shakespeare_dir), "cpu")
+    assert result["collapsed_heads"]["sequence"] == [0, 2, 0, 4]
+    assert result["lazy_layers"] == [1, 3] and result["suggestion"]["n_layer"] == 1
+    strict = Settings(**vars(settings_for(shakespeare_dir)) | {"collapsed_rank": 1.0, "lazy_share": 1.0})
+    result = analyze_model(source, strict, "cpu")
+    assert result["lazy_layers"] == [3] and result["suggestion"]["n_layer"] == 3
+    assert result["max_rank"][3] == 1.0 < result["max_rank"][1]
+
+
+def test_rank_of_the_averaged_matrix_is_numpys_rank_of_the_mean_attention(shakespeare_dir, tmp_path):
+    """The authors' notebook's rank (attention averaged over the sequences, then the 90%-energy rank), against
+    numpy's SVD of the mean of attention_probs."""
+    source = save(sink_model([2], heads=(1,)), tmp_path / "ckpt.pt")
+    settings = settings_for(shakespeare_dir)
+    result = analyze_model(source, settings, "cpu")
+    model, _ = load_model(source)
+    seqs = analyze.validation_sequences(settings, model.config, None)
+    mean = model.attention_probs(seqs).double().mean(dim=1).numpy()  # (L, H, T, T)
+    energy = np.linalg.svd(mean, compute_uv=False) ** 2
+    shares = np.cumsum(energy, axis=-1) / energy.sum(axis=-1, keepdims=True)
+    expected = (shares < 0.9 - 1e-6).sum(axis=-1) + 1
+    assert result["rank_of_mean"] == expected.tolist()
+
+
+def test_the_verdict_reads_the_rank_it_is_told():
+    """Heads counted per layer by both ranks; the lazy layers by the one settings.rank_of names."""
+    stats = {"rank": [[1.0, 1.0], [3.0, 1.2]], "rank_of_mean": [[4, 1], [3, 1]]}
+    by_sequence = analyze.collapse(stats, Settings("d"))
+    assert by_sequence["collapsed_heads"] == {"sequence": [2, 1], "mean": [1, 1]}
+    assert by_sequence["lazy_layers"] == [0, 1]
+    assert analyze.collapse(stats, Settings("d", lazy_share=1.0))["lazy_layers"] == [0]
+    assert analyze.collapse(stats, Settings("d", lazy_share=1.0, rank_of="mean"))["lazy_layers"] == []
+
+
+def test_attention_and_hidden_states_come_from_one_forward_pass(shakespeare_dir, tmp_path, monkeypatch):
+    """analyze.py runs the model once per batch: neither attention_probs nor hidden_states a second time."""
+    source = save(sink_model([]), tmp_path / "ckpt.pt")
+    batches = []
+    one_pass = GPT.attention_and_hidden_states
+
+    def counted(self, idx):
+        batches.append(len(idx))
+        return one_pass(self, idx)
+
+    monkeypatch.setattr(GPT, "attention_and_hidden_states", counted)
+    for second_pass in ("hidden_states", "attention_probs"):
+        monkeypatch.setattr(GPT, second_pass, lambda *args: pytest.fail("a second forward pass"))
+    analyze_model(source, settings_for(shakespeare_dir), "cpu")
+    assert batches == [4, 2]  # 6 sequences in batches of 4
+
+
+def test_one_pass_gives_what_the_two_single_passes_give():
+    model = sink_model([1], heads=(0,))
+    idx = torch.randint(0, model.config.vocab_size, (3, 20))
+    att, hidden = model.attention_and_hidden_states(idx)
+    assert torch.equal(att, model.attention_probs(idx))
+    torch.testing.assert_close(hidden, model.hidden_states(idx), atol=1e-5, rtol=1e-5)  # SDPA against softmax
+
+
+def test_a_lazy_first_layer_is_not_called_a_leading_non_lazy_one():
+    result = {"lazy_layers": [0, 2], "suggestion": analyze.suggest_student("m.pt", 4, [0, 2]), "n_layer": 4}
+    text = analyze.describe_suggestion(result, Settings("d"))
+    assert "the first 1 layers (layer 0 is lazy itself" in text and "leading non-lazy" not in text

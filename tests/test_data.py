@@ -1,17 +1,19 @@
 import json
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
 from data.batches import batch_rng, get_batch, read_windows
-from data.format import open_tokens
+from data.format import corpus_vocabulary, open_tokens
 from data.shakespeare.prepare import VAL_WORKS, shakespeare_texts
 from data.tokenizer import (
     GPT2_FINGERPRINT,
     fingerprint,
     gpt2_encoding,
     load_hf_tokenizer,
+    model_codec,
     same_vocabulary,
     save_hf_tokenizer,
     source_tokenizer,
@@ -47,6 +49,30 @@ def test_gpt2_corpora_and_hugging_face_gpt2_tokenizers_are_one_vocabulary(tmp_pa
     assert same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, record)
     assert not same_vocabulary({"tokenizer": "gpt2", "vocab_size": 50257}, {**record, "tokenizer_fingerprint": "x"})
     assert same_vocabulary(None, record)  # unknown agrees
+
+
+def test_a_models_recorded_vocabulary_decodes_only_while_its_files_still_hold_it(tmp_path):
+    save_hf_tokenizer(tmp_path, 1024)
+    record = source_tokenizer(str(tmp_path))
+    assert model_codec(record, None).encode("Hello world") == [15496, 995]
+    with pytest.raises(ValueError, match="is not the one the model was trained with"):
+        model_codec({**record, "tokenizer_fingerprint": "0123456789abcdef"}, None)
+    chars = tmp_path / "chars"
+    chars.mkdir()
+
+    def write_characters(text: str) -> None:
+        stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+        meta = {"vocab_size": len(stoi), "stoi": stoi, "itos": {i: c for c, i in stoi.items()}}
+        (chars / "meta.pkl").write_bytes(pickle.dumps(meta))
+
+    write_characters("abc")
+    recorded = corpus_vocabulary(chars)
+    assert model_codec(recorded, chars).decode([2, 0]) == "ca"
+    write_characters("abcd")  # the folder prepared again: another vocabulary under the same file name
+    with pytest.raises(ValueError, match="meta.pkl, which holds other characters now"):
+        model_codec(recorded, chars)
+    with pytest.raises(ValueError, match="meta.pkl, which is not there now"):
+        model_codec(recorded, tmp_path / "gone")
 
 
 def test_a_micro_batchs_sampler_is_a_function_of_its_coordinates_only():

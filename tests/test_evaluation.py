@@ -142,7 +142,7 @@ def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, ca
 
 def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     files = {
-        "ref-loss": {"loss": 2.853},
+        "ref-loss": {"data": "data/shakespeare", "split": "val", "loss": 2.853},
         "ref-tasks": {"tasks": {"hellaswag": {"acc": 0.3, "acc_norm": 0.4}, "sciq": {"acc": 0.8, "acc_norm": 0.7}}},
         "student-tasks": {
             "tasks": {
@@ -165,8 +165,126 @@ def test_table_puts_checkpoints_side_by_side(tmp_path, capsys):
     assert evaluation.main(argv) == 0
     lines = (tmp_path / "table.md").read_text().splitlines()
     header = (
-        "| model | val loss | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) | lambada_openai (perplexity)"
+        "| model | val loss (data/shakespeare) | hellaswag (acc_norm) | sciq (acc) | lambada_openai (acc) "
+        "| lambada_openai (perplexity)"
     )
     assert lines[0] == header + " | avg acc |"
     assert lines[2] == "| reference | 2.8530 | 40.00 | 80.00 |  |  | 60.00 |"
     assert lines[3] == "| student |  | 42.00 | 78.00 | 30.00 | 40.50 | 50.00 |"
+
+
+def test_loss_refuses_a_corpus_of_another_tokenizer_than_the_models(shakespeare_dir, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32, vocab_size=70031))
+    llama = {"tokenizer": "my-llama", "tokenizer_fingerprint": "0123456789abcdef", "vocab_size": 70031}
+    Checkpoint.of(model, tokenizer=llama).save(tmp_path / "llama.pt")
+    bare = tmp_path / "bare"  # nanoGPT's openwebtext: bins only, GPT-2 ids
+    bare.mkdir()
+    shutil.copy(shakespeare_dir / "val.bin", bare / "val.bin")
+    for data in (shakespeare_dir, bare):  # every GPT-2 id is below 70,031: only the tokenizers tell them apart
+        argv = ["loss", "--model", str(tmp_path / "llama.pt"), "--data", str(data), "--device", "cpu"]
+        assert evaluation.main([*argv, "--max_tokens", "100"]) == 1
+        err = capsys.readouterr().err
+        assert f"{data} was made with the tokenizer gpt2, the model reads my-llama" in err
+
+
+def test_tags_and_groups_report_each_member_and_the_groups_aggregate_written_before_the_table(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(ROOT)  # the tasks' data_files are relative to the repository root
+    source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
+    out = tmp_path / "tasks.json"
+    argv = ["tasks", "--model", source, *TINY_QA_ARGS, "--device", "cpu", "--out", str(out)]
+    argv[argv.index("tiny_qa")] = "tiny_tag,tiny_group"
+
+    def table_fails(rows):
+        raise RuntimeError("the table fails after the evaluation")
+
+    monkeypatch.setattr(evaluation, "format_task_table", table_fails)
+    with pytest.raises(RuntimeError, match="after the evaluation"):
+        evaluation.main(argv)
+    result = json.loads(out.read_text())  # the evaluation's results were written first
+    assert set(result["tasks"]) == {"tiny_qa_tagged", "tiny_qa", "tiny_group"}
+    assert result["groups"] == {"tiny_group": ["tiny_qa"]}
+    assert result["tasks"]["tiny_group"]["acc"] == result["tasks"]["tiny_qa"]["acc"]  # the mean of one member
+    monkeypatch.undo()
+    assert evaluation.main(["table", f"student={out}"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    assert header == "| model | tiny_qa_tagged (acc) | tiny_qa (acc) | tiny_group (acc) | avg acc |"
+    accs = [result["tasks"][task]["acc"] for task in ("tiny_qa_tagged", "tiny_qa")]  # a group is not counted twice
+    assert row.endswith(f"| {100 * sum(accs) / 2:.2f} |")
+
+
+def test_the_template_task_scores_answers_after_one_space(monkeypatch):
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
+    task = get_task_dict(["tiny_qa"], TaskManager(include_path=str(ROOT / "tests" / "lm_eval_tasks")))["tiny_qa"]
+    task.build_all_requests(limit=2, rank=0, world_size=1)
+    pairs = [instance.arguments for instance in task.instances]
+    assert ("Question: Who wrote Hamlet?\nAnswer:", " William Shakespeare") in pairs
+    assert all(context.endswith("Answer:") and answer[0] == " " != answer[1] for context, answer in pairs)
+
+
+def test_a_group_without_an_aggregate_has_no_column_and_its_members_do():
+    output = {  # lm-eval 0.4.13's results for a group whose YAML has no aggregate_metric_list
+        "results": {
+            "qa_a": {"alias": "qa_a", "sample_len": 4, "acc,none": 0.25, "acc_stderr,none": 0.25},
+            "qa_b": {"alias": "qa_b", "sample_len": 4, "acc,none": 0.75, "acc_stderr,none": "N/A"},
+            "qa_group": {"alias": "qa_group", "name": "qa_group"},
+        },
+    }
+    tasks = evaluation.reported_metrics(output)
+    assert tasks == {"qa_a": {"acc": 0.25}, "qa_b": {"acc": 0.75}, "qa_group": {}}
+    table = evaluation.format_task_table({"m": {"tasks": tasks, "groups": {"qa_group": ["qa_a", "qa_b"]}}})
+    assert table.splitlines()[::2] == ["| model | qa_a (acc) | qa_b (acc) | avg acc |", "| m | 25.00 | 75.00 | 50.00 |"]
+
+
+def test_table_joins_every_file_of_a_name_and_refuses_a_figure_given_twice(tmp_path, capsys):
+    folder = tmp_path / "lr=3e-4"  # a folder named after a setting, as sweeps name them
+    folder.mkdir()
+    files = {
+        "a": {"tasks": {"sciq": {"acc": 0.5}, "piqa": {"acc": 0.6}}},
+        "b": {"tasks": {"arc_easy": {"acc": 0.3}, "lambada_openai": {"acc": 0.3}, "empty_group": {}}},
+        "val": {"data": "data/shakespeare", "split": "val", "loss": 2.5},
+        "train": {"data": "data/shakespeare", "split": "train", "loss": 2.25},
+        "val-again": {"data": "data/shakespeare", "split": "val", "loss": 2.75},
+        "runs": [{"name": "a", "final_val_loss": 2.5}],  # runs.py compare's JSON, not ours
+    }
+    for name, record in files.items():
+        (folder / f"{name}.json").write_text(json.dumps(record))
+    argv = ["table", *(f"student={folder}/{name}.json" for name in ("a", "b", "val", "train")), f"{folder}/a.json"]
+    assert evaluation.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "| model | val loss (data/shakespeare) | train loss (data/shakespeare) | sciq (acc) | piqa (acc) "
+        "| arc_easy (acc) | lambada_openai (acc) | avg acc |"
+    )
+    assert lines[2] == "| student | 2.5000 | 2.2500 | 50.00 | 60.00 | 30.00 | 30.00 | 42.50 |"
+    assert lines[3] == "| a |  |  | 50.00 | 60.00 |  |  | 55.00 |"  # a path alone, '=' and all
+    for again, figure in (("val-again", "val loss (data/shakespeare)"), ("a", "sciq")):
+        assert (
+            evaluation.main(
+                ["table", f"student={folder}/val.json", f"student={folder}/a.json", f"student={folder}/{again}.json"]
+            )
+            == 1
+        )
+        assert f"student: {figure} is in both {folder}/" in capsys.readouterr().err
+    assert evaluation.main(["table", f"x={folder}/runs.json"]) == 1
+    assert "runs.json is not the JSON of `evaluation.py loss` or `evaluation.py tasks`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dtype", "bf16"], "argument --dtype: invalid choice: 'bf16'"),
+        (["--dtype", "float64"], "argument --dtype: invalid choice: 'float64'"),
+        (["--batch_size", "0"], "argument --batch_size: must be at least 1, got 0"),
+        (["--max_tokens", "-5"], "argument --max_tokens: must be at least 0, got -5"),
+    ],
+)
+def test_bad_loss_options_are_one_line(flags, message, tmp_path, capsys):
+    argv = ["loss", "--model", str(tmp_path / "ckpt.pt"), "--data", str(tmp_path), *flags]
+    with pytest.raises(SystemExit) as exit_:
+        evaluation.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

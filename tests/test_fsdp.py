@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train
-from checkpoint import Checkpoint, CheckpointError, read_sharded, sharded_step
+from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, read_sharded, sharded_step
 from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from model import GPT, NANOGPT_FIELDS, Block, GPTConfig
@@ -34,27 +34,29 @@ def torchrun(cfg: TrainConfig, nproc: int = 2) -> subprocess.CompletedProcess:
 
 
 def two_nodes(cfg: TrainConfig) -> None:
-    """Two torchrun launches of one process each, as on two machines: --nnodes, --node_rank and a c10d
-    rendezvous at the first node's address."""
+    """Two torchrun launches of one process each, as on two machines, by docs/scale.md's command: --nnodes, a
+    c10d rendezvous at one node's address, each node's own --local_addr, no --node_rank (which c10d ignores)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     rdzv = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}"]
+    rdzv += ["--rdzv_id=two-nodes", "--local_addr=127.0.0.1"]
     nodes = [
         subprocess.Popen(
-            [*TORCHRUN, *rdzv, f"--node_rank={rank}", "train.py", *as_args(cfg)],
+            [*TORCHRUN, *rdzv, "train.py", *as_args(cfg)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=ENV,
         )
-        for rank in range(2)
+        for _ in range(2)
     ]
     outputs = [node.communicate(timeout=300) for node in nodes]
     for node, (_, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, err[-3000:]
-    assert "processes: 2 (fsdp)" in outputs[0][0]
+        assert "will be ignored" not in err and "is only used" not in err
+    assert sum("processes: 2 (fsdp)" in out for out, _ in outputs) == 1  # process 0 is on either node
 
 
 def evals(out_dir) -> list[dict]:
@@ -236,6 +238,66 @@ train.main(sys.argv[1:])
     assert Checkpoint.load(sharded, weights=False).iter_num == 8
 
 
+def test_a_failed_sharded_save_is_one_line_and_the_previous_checkpoint_stays(config):
+    """A full disk (a file size limit) during the step-8 save: one error line, no traceback, and `latest` still
+    names step 4, which resumes."""
+    import resource
+
+    cfg = config("disk-full", parallel="fsdp", max_iters=4)
+    train.train(cfg)
+    resume = replace(cfg, init_from="resume", max_iters=8)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # 1 MiB: a shard of wte's moments is more
+
+    cmd = [sys.executable, "train.py", *as_args(resume)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, preexec_fn=small_files)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith("error: cannot write the sharded checkpoint") and result.stderr.count("\n") == 1
+    assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 4
+    train.train(resume)
+    assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 8
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_resume_applies_the_configs_adamw_settings_not_the_checkpoints(config, parallel, capsys):
+    cfg = config(f"new-adamw-{parallel}", parallel=parallel, max_iters=4, eval_interval=2)
+    train.train(cfg)
+    changed = dict(weight_decay=0.5, beta2=0.9, decay_1d_params=True)
+    train.train(replace(cfg, init_from="resume", max_iters=6, **changed))
+    assert "resumed with the config's AdamW settings: weight_decay 0.5 (was 0.1)" in capsys.readouterr().out
+    out = Path(cfg.out_dir)
+    sharded = sharded_step(out / "sharded")
+    saved = Checkpoint.load(out / "ckpt.pt") if parallel == "ddp" else read_sharded(sharded, optimizer=True)
+    assert saved.iter_num == 6 and saved.config["weight_decay"] == 0.5
+    groups = saved.optimizer["param_groups"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [(0.5, (0.9, 0.9))] * 2
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_model_file_without_optimizer_state_is_no_run_to_resume(config, parallel, capsys):
+    """A student written by inherit.py, copied in as out_dir/ckpt.pt: one clear error, not a traceback."""
+    cfg = config(f"student-as-ckpt-{parallel}", parallel=parallel, init_from="resume")
+    Path(cfg.out_dir).mkdir()
+    torch.manual_seed(0)
+    student = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50257))
+    Checkpoint.of(student, tokenizer=corpus_vocabulary(Path(cfg.data_dir))).save(Path(cfg.out_dir) / "ckpt.pt")
+    assert train.main(as_args(cfg)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg.out_dir}/ckpt.pt holds no optimizer state") and "Traceback" not in err
+    assert f"--init_from={cfg.out_dir}/ckpt.pt" in err
+
+
+def test_dropout_masks_do_not_depend_on_the_number_of_processes(config):
+    """Dropout 0.1 over 4 micro-batches: one process, and two under DDP and under FSDP, take the same steps."""
+    one = config("dropout-one", dropout=0.1, max_iters=4, lr_decay_iters=4)
+    train.train(one)
+    for parallel in ("ddp", "fsdp"):
+        two = replace(one, out_dir=config(f"dropout-{parallel}").out_dir, parallel=parallel)
+        torchrun(two)
+        assert_same_run(Path(one.out_dir), Path(two.out_dir))
+
+
 def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     with pytest.raises(ConfigError, match="cpu_offload keeps weights .* it needs CUDA"):
         train.train(config("offload", parallel="fsdp", cpu_offload=True))
@@ -356,6 +418,54 @@ def test_resume_continues_the_checkpoint_written_last_in_a_reused_folder(config,
     train.train(replace(new, init_from="resume", max_iters=6))
     resumed = Checkpoint.load(Path(out_dir) / "sharded", weights=False)
     assert resumed.iter_num == 6 and resumed.model_args["n_layer"] == 1
+
+
+def test_resume_continues_the_checkpoint_saved_last_whatever_the_file_times(config):
+    """DDP to step 4 (ckpt.pt), FSDP on to 8 (sharded/), then ckpt.pt touched, as any copy or restore that does
+    not keep times: the resume continues step 8. A new run in that folder continues nothing and removes no
+    later step than its own."""
+    cfg = config("touched", max_iters=4)
+    out = Path(cfg.out_dir)
+    train.train(cfg)
+    train.train(replace(cfg, init_from="resume", parallel="fsdp", max_iters=8))
+    os.utime(out / "ckpt.pt")
+    assert latest_checkpoint(out) == out / "sharded"
+    train.train(replace(cfg, init_from="resume", parallel="fsdp", max_iters=10))
+    assert Checkpoint.load(out / "sharded", weights=False).iter_num == 10
+    assert [r["iter"] for r in evals(out)] == [0, 4, 8, 10]  # continued from 8, not from 4
+    step_10 = sharded_step(out / "sharded").name
+    train.train(replace(cfg, parallel="fsdp", max_iters=4))  # a new run: its step 4 is saved last
+    assert latest_checkpoint(out) == out / "sharded" and Checkpoint.load(out / "sharded").iter_num == 4
+    assert (out / "sharded" / step_10).is_dir()
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_kill_between_a_saves_two_names_leaves_best_naming_the_best_step(config, tmp_path, parallel):
+    """SIGKILL once the first of `best` and `latest` (best.pt and ckpt.pt) names the step-4 save: after the
+    resume, `best` names the step of the lowest val loss, whichever was written first."""
+    cfg = config(f"killed-between-{parallel}", parallel=parallel, max_iters=4, lr_decay_iters=4, eval_interval=2)
+    script = tmp_path / "die_between_names.py"
+    script.write_text(f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train
+real, named = os.replace, []
+def replace_then_die(src, dst):
+    real(src, dst)
+    if os.path.basename(dst) in ("ckpt.pt", "best.pt", "latest", "best"):
+        named.append(dst)
+        if len(named) == 3:  # the step-2 save named two, this is the first of the step-4 save
+            os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace_then_die
+train.main(sys.argv[1:])
+""")
+    result = subprocess.run([sys.executable, str(script), *as_args(cfg)], cwd=ROOT, capture_output=True, env=ENV)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    train.train(replace(cfg, init_from="resume"))
+    losses = {r["iter"]: r["val_loss"] for r in evals(cfg.out_dir)}
+    assert losses[4] < losses[2]
+    best = Path(cfg.out_dir) / ("sharded/best" if parallel == "fsdp" else "best.pt")
+    assert Checkpoint.load(best, weights=False).iter_num == 4
 
 
 def test_consolidate_into_a_folder_is_refused_and_leaves_nothing(fsdp_gpt2, tmp_path):
@@ -535,3 +645,16 @@ def test_in_bf16_fsdp_casts_each_blocks_input_and_autocast_keeps_it_float32(
     monkeypatch.setattr(Block, "forward", recording)
     train.train(tiny_config(parallel=parallel, dtype="bfloat16", max_iters=1, eval_interval=100, eval_iters=1))
     assert received == {residual}
+
+
+def test_a_run_with_a_frozen_embedding_consolidates(config, tmp_path):
+    """The frozen token embedding has no AdamW state: consolidate builds the run's optimizer, not one that
+    expects it."""
+    cfg = config("frozen", parallel="fsdp", freeze_embedding=True, max_iters=4, lr_decay_iters=4)
+    torchrun(cfg)
+    out = Path(cfg.out_dir) / "ckpt.pt"
+    cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(cfg.out_dir) / "sharded"), str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert result.returncode == 0, result.stderr
+    raw = torch.load(out, weights_only=True)
+    assert len(raw["optimizer"]["state"]) == len(raw["model"]) - 2  # all but wte and lm_head, one tied tensor

@@ -42,6 +42,29 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
 
 
+def test_finished_rounds_of_another_budget_or_reference_are_refused_and_the_target_is_the_new_one(
+    trained_reference, tmp_path, capsys
+):
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
+    ref = tmp_path / "ref.pt"
+    Checkpoint.load(Path(trained_reference.out_dir) / "ckpt.pt").save(ref)
+    out = tmp_path / "g"
+    args = ["--inherit_from", str(ref), "--config", str(config), "--out_dir", str(out), "--target", "100"]
+    assert grow.main(args) == 0
+    val_loss = json.loads((out / "grow.json").read_text())["rounds"][0]["val_loss"]
+    assert grow.main([*args[:-1], "50"]) == 0  # the same rounds against another target: reused, and recorded
+    state = json.loads((out / "grow.json").read_text())
+    assert state["target"] == 50 and state["rounds"][0]["gap"] == pytest.approx(val_loss - 50)
+    capsys.readouterr()
+    assert grow.main([*args, "--", "--max_iters=6", "--lr_decay_iters=6"]) == 1
+    assert "trained with max_iters=4, lr_decay_iters=4; this command asks for max_iters=6" in capsys.readouterr().err
+    replaced = Checkpoint.load(ref)
+    replaced.model = {k: v + 0.01 for k, v in replaced.model.items()}
+    replaced.save(ref)
+    assert grow.main(args) == 1
+    assert f"{out / 'n2'} inherited from another reference file" in capsys.readouterr().err
+
+
 def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_reference, tmp_path, capsys):
     ref = Checkpoint.load(Path(trained_reference.out_dir) / "ckpt.pt")
     ref.best_val_loss = 100.0  # a target the first round reaches, to show where the target comes from

@@ -371,7 +371,7 @@ def test_the_growth_loop_grows_a_llama_student_from_a_hugging_face_reference(tmp
 def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     folder, cfg = llama_run
     settings = analyze.Settings(cfg.data_dir, num_seqs=6, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=3)
-    result = analyze.analyze_model(str(folder), settings, "cpu", lazy_rank=1.0)
+    result = analyze.analyze_model(str(folder), settings, "cpu")
     assert (result["n_layer"], result["n_head"]) == (3, 4) and all(1 <= r <= 32 for r in result["max_rank"])
     out = tmp_path / "loss.json"
     argv = ["loss", "--model", f"{cfg.out_dir}/ckpt.pt", "--data", cfg.data_dir, "--max_tokens", "2000"]

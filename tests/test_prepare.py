@@ -268,3 +268,106 @@ def test_redpajama_sources_get_their_share_of_the_budget(docs, tmp_path, capsys)
     (tmp_path / "in" / "mystery").mkdir()
     assert redpajama.main([*argv, "--force"]) == 1
     assert "sources ['mystery'] have no weight: give --weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_a_streamed_val_split_is_the_same_whatever_the_cut_and_the_threads(docs, tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(pipeline, "BATCH_DOCS", 8)  # many batches in flight when train fills up
+    stream = [*docs, *(f"second pass {d}" for d in docs)]
+
+    def prepared(out, max_tokens):
+        batches = pipeline.streamed_batches(iter(stream), test_size=0.05, seed=2357, fraction=None)
+        return pipeline.write_corpus(tmp_path / out, batches, threads, {}, max_tokens)["splits"]
+
+    whole = prepared("whole", None)
+    assert 20 < whole["val"]["documents"] < 60
+    for max_tokens in (200, 3000):
+        cut = prepared(f"cut{max_tokens}", max_tokens)
+        assert cut["train"]["tokens"] < whole["train"]["tokens"]
+        assert cut["val"] == whole["val"]  # val stays whole: every val document of the stream, in order
+
+
+def test_a_file_named_twice_or_under_two_given_paths_is_read_once(docs, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    path = write_jsonl(folder / "docs.jsonl", docs)
+    assert prepare([path], tmp_path / "once") == 0
+    assert prepare([folder, folder], tmp_path / "twice") == 0
+    assert prepare([folder, tmp_path / "in" / ".." / "in" / "docs.jsonl"], tmp_path / "overlap") == 0
+    once = bins(tmp_path / "once")
+    for out in ("twice", "overlap"):
+        assert all(np.array_equal(bins(tmp_path / out)[s], once[s]) for s in ("train", "val")), out
+
+
+def test_a_bad_input_file_is_named_in_one_line_with_its_row(docs, tmp_path, capsys):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("a good document")
+    (texts / "b.txt").write_bytes(b"Latin-1, not UTF-8: caf\xe9")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    write_jsonl(rows / "a.jsonl", docs[:10])
+    (rows / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine too"}\n{"id": 3}\n')  # its third row: no text
+    (tmp_path / "null.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
+    (tmp_path / "numbers.jsonl").write_text('{"text": 1}\n{"text": 2}\n')
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    datasets.Dataset.from_dict({"text": docs[:5]}).to_parquet(str(tables / "a.parquet"))
+    datasets.Dataset.from_dict({"body": docs[:5]}).to_parquet(str(tables / "b.parquet"))
+    expected = {
+        texts: f"{texts / 'b.txt'}: not UTF-8 text (unexpected end of data at byte 23)",
+        rows: f"{rows / 'b.jsonl'}: row 3 has no text in its 'text' field (null or missing)",
+        tmp_path / "null.jsonl": f"{tmp_path / 'null.jsonl'}: row 2 has no text in its 'text' field (null or missing)",
+        tables: f"{tables / 'b.parquet'}: its columns ['body'] are not those of {tables / 'a.parquet'} (['text'])",
+        tmp_path / "numbers.jsonl": f"{tmp_path / 'numbers.jsonl'}: its 'text' field holds Value('int64'), not text; "
+        "see --text_field",
+    }
+    for i, (path, message) in enumerate(expected.items()):
+        assert prepare([path], tmp_path / f"out{i}") == 1
+        assert capsys.readouterr().err.splitlines()[-1] == f"error: {message}"  # after datasets' progress bars
+        assert not (tmp_path / f"out{i}" / "meta.json").exists()
+
+
+def test_a_rerun_with_other_settings_is_refused_not_taken_for_done(docs, tmp_path, capsys):
+    from data.redpajama import prepare as redpajama
+
+    for i, source in enumerate(("arxiv", "cc")):
+        (tmp_path / "in" / source).mkdir(parents=True)
+        write_jsonl(tmp_path / "in" / source / "part.jsonl", [f"{source} {d}" for d in docs[i::2]])
+    argv = ["--input", str(tmp_path / "in"), "--out_dir", str(tmp_path / "rp"), "--test_size", "0.1"]
+    assert redpajama.main([*argv, "--max_tokens", "4000"]) == 0
+    assert redpajama.main([*argv, "--max_tokens", "4000"]) == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert redpajama.main([*argv, "--max_tokens", "8000"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'rp' / 'arxiv'} was prepared with max_tokens 144, not 288" in err and "--force" in err
+    assert json.loads((tmp_path / "rp" / "arxiv" / "meta.json").read_text())["subset"]["max_tokens"] == 144
+    path = write_jsonl(tmp_path / "docs.jsonl", docs)
+    assert prepare([path], tmp_path / "owt", "--max_tokens", "1000") == 0
+    for other in (["--max_tokens", "2000"], ["--seed", "7", "--max_tokens", "1000"], []):
+        assert prepare([path], tmp_path / "owt", *other) == 1
+        assert "was prepared with" in capsys.readouterr().err
+    assert prepare([path], tmp_path / "owt", "--max_tokens", "2000", "--force") == 0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--test_size", "0"], "--test_size must be in (0, 1)"),
+        (["--test_size", "1.5"], "--test_size must be in (0, 1)"),
+        (["--max_tokens", "0"], "--max_tokens must be at least 1"),
+        (["--max_tokens", "-100"], "--max_tokens must be at least 1"),
+        (["--num_proc", "0"], "--num_proc must be at least 1"),
+    ],
+)
+def test_every_prepare_script_checks_its_options_alike(option, message, tmp_path, capsys):
+    from data.python import prepare as python_prepare
+    from data.redpajama import prepare as redpajama
+
+    (tmp_path / "in" / "cc").mkdir(parents=True)
+    redpajama_argv = ["--input", str(tmp_path / "in"), "--max_tokens", "1000"]
+    for main, argv in ((python_prepare.main, []), (redpajama.main, redpajama_argv)):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--out_dir", str(tmp_path / "out"), *option])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()

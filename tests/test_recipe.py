@@ -1,6 +1,7 @@
 """recipe.py: every way of building the small model on one budget, with a report."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 import configurator
 import recipe
 from checkpoint import Checkpoint
+from runs import read_run
 from tests.conftest import ROOT, write_config_file
 
 
@@ -35,6 +37,16 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert rows["reference"]["layers"] == 4 and rows["reference"]["gap"] is None
     assert rows["first"]["gap"] == pytest.approx(rows["first"]["val_loss"] - rows["reference"]["val_loss"])
     assert all(r["time_s"] > 0 for name, r in rows.items() if name != "reference")
+    # params as the checkpoint's tensors hold them (no padding rows of the vocabulary; the tied head once; wpe
+    # left out, GPT-2's way)
+    student = Checkpoint.load(out / "n2" / "first" / "ckpt.pt").model
+    tensors = {t.data_ptr(): t.numel() for k, t in student.items() if k != "transformer.wpe.weight"}
+    assert rows["first"]["params"] == sum(tensors.values())
+    # tokens seen: an inherited student carries the reference's 20 x 4 x 2 x 32, one from scratch nothing
+    assert rows["first"]["tokens_seen"] == rows["first"]["tokens"] + 20 * 4 * 2 * 32
+    assert rows["scratch-2x"]["tokens_seen"] == rows["scratch-2x"]["tokens"]
+    steps = [r["ms_per_iter"] for r in read_run(out / "n2" / "first").records if r["kind"] == "train"]
+    assert rows["first"]["ms_per_iter"] == statistics.median(steps) > 0 and len(steps) == 6
     markdown = (out / "report.md").read_text()
     assert "| first | 2 | 0,1 |" in markdown and "curves.png" in markdown
     assert (out / "curves.png").stat().st_size > 0 and (out / "analysis" / "layers.png").stat().st_size > 0
@@ -54,6 +66,35 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     replaced.save(ref)
     assert recipe.main(argv) == 1
     assert f"{ref} has changed since the runs in {out} were trained from it" in capsys.readouterr().err
+
+
+def test_a_reference_replaced_after_an_interrupted_call_is_refused_not_reported(trained_reference, tmp_path, capsys):
+    """Killed while the first student trains (the analysis and the reference's evaluation done), the reference
+    replaced by another model of its shape: the next call must not report the old model's numbers, and a
+    report.json lost (or of an older version) cannot make the folder accept it either."""
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "r"
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first,scratch"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(recipe, "train_run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            recipe.main(argv)
+    assert (out / "reference" / "metrics.jsonl").exists() and (out / "analysis" / "analysis.json").exists()
+    replaced = Checkpoint.load(ref)
+    replaced.model = {k: v + 0.01 for k, v in replaced.model.items()}
+    replaced.save(ref)
+    capsys.readouterr()
+    assert recipe.main(argv) == 1
+    assert f"{ref} has changed since the runs in {out} were trained from it" in capsys.readouterr().err
+    (out / "report.json").unlink()
+    assert recipe.main(argv) == 1
+    assert f"{out / 'reference'} was made from another reference file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -157,7 +198,7 @@ def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(traine
     argv = ["--reference", ref, "--config", str(config), "--n_layer", "1,2", "--num_seqs", "4", "--seq_len", "32"]
     args = recipe.parse_args([*argv, "--out_dir", str(tmp_path / "r"), "--tasks", "tiny_qa"])
     args.command, args.task_names = "python recipe.py ...", ["tiny_qa"]
-    analysis = recipe.analyze_reference(args, configurator.parse_config([str(config)]), [1, 2])
+    analysis = recipe.analyze_reference(args, configurator.parse_config([str(config)]), [1, 2], "")
     assert list(analysis["choices"]) == ["1", "2"] and analysis["choices"]["1"]["first"] == [0]
     assert analysis["choices"]["2"]["first"] == [0, 1]
 

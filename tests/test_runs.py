@@ -65,7 +65,7 @@ def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monk
         raise OSError(errno.EPERM, "Operation not permitted")  # gcsfuse, s3fs
 
     monkeypatch.setattr(os, "link", no_links)
-    runs.mark_best(tmp_path)
+    runs.link_checkpoint(tmp_path / "ckpt.pt", tmp_path / "best.pt")
     assert (tmp_path / "best.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
     Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=2).save(tmp_path / "ckpt.pt")
     assert Checkpoint.load(tmp_path / "best.pt").iter_num == 1
@@ -227,3 +227,29 @@ def test_a_run_stopped_by_a_signal_is_not_taken_for_finished(tiny_config, tmp_pa
     err = capsys.readouterr().err
     assert "1/run: stopped before its last step (a signal?); rerun to resume" in err
     assert not (tmp_path / "2").exists()
+
+
+def test_a_torn_last_metrics_line_is_ignored_and_reported_and_a_bad_one_elsewhere_named(tmp_path, capsys):
+    fake_run(tmp_path / "a", [6.0, 5.5, 5.0])
+    metrics = tmp_path / "a" / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"kind": "eval", "iter": 30, "tok')  # a crash in the middle of an append
+    assert [r["iter"] for r in runs.read_run(tmp_path / "a").records] == [0, 10, 20]
+    assert f"warning: {metrics}: its last line is torn (a crash mid-write?); ignored" in capsys.readouterr().err
+    assert runs.main(["compare", str(tmp_path / "a")]) == 0
+    runs.MetricsLog(tmp_path / "a", resume_iter=10)  # a resume keeps what its checkpoint covers, nothing torn
+    assert metrics.read_text() == "".join(whole.splitlines(keepends=True)[:2])
+    metrics.write_text(whole.replace("\n", "\nnot json\n", 1))
+    with pytest.raises(runs.RunError, match=f"{metrics}: line 2 is not JSON"):
+        runs.read_run(tmp_path / "a")
+    with pytest.raises(runs.RunError, match=f"{metrics}: line 2 is not JSON"):
+        runs.MetricsLog(tmp_path / "a", resume_iter=10)
+
+
+def test_compare_writes_a_diverged_runs_loss_as_null_not_nan(tmp_path, capsys):
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    fake_run(tmp_path / "diverged", [6.0, float("nan")])
+    out = tmp_path / "compare.png"
+    assert runs.main(["compare", str(tmp_path / "ok"), str(tmp_path / "diverged"), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert [row["val_loss"] for row in rows] == [5.5, None]

@@ -6,6 +6,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import sample
 import train
+from data.shakespeare.prepare import prepare as prepare_shakespeare
+from tests.test_llama import bpe_folder  # noqa: F401 - a fixture
 from tests.test_train import NANOGPT_CHAR_CONFIG
 
 
@@ -92,3 +94,44 @@ def test_missing_checkpoint_and_bad_flags_are_clear_errors(tmp_path, capsys):
         sample.main(["--compile=yes"])
     assert "expected True or False, got 'yes'" in capsys.readouterr().err
     assert Path(sample.__file__).name == "sample.py"
+
+
+def test_a_model_decodes_with_the_tokenizer_its_checkpoint_records_not_its_corpus_folders_today(
+    tiny_config,
+    shakespeare_dir,
+    bpe_folder,  # noqa: F811 - the fixture
+    tmp_path,
+    capsys,
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.bin", "val.bin", "meta.json"):
+        (data / name).write_bytes((shakespeare_dir / name).read_bytes())
+    cfg = tiny_config(data_dir=str(data), max_iters=4, eval_interval=4)
+    train.train(cfg)
+    capsys.readouterr()
+    args = (f"--out_dir={cfg.out_dir}", "--start=ROMEO:", "--max_new_tokens=20", "--temperature=0")
+    code, before, err = run_sample(capsys, *args)
+    assert code == 0, err
+    prepare_shakespeare(data, tokenizer=str(bpe_folder))  # the folder re-prepared with a 1,000-token BPE
+    capsys.readouterr()
+    code, after, err = run_sample(capsys, *args)
+    assert code == 0, err
+    assert after == before and texts_of(after)[0].startswith("ROMEO:")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--dtype=bf16", "argument --dtype: invalid choice: 'bf16'"),
+        ("--dtype=float64", "argument --dtype: invalid choice: 'float64'"),
+        ("--num_samples=0", "--num_samples must be at least 1"),
+        ("--temperature=-1", "--temperature must be 0 (greedy) or more"),
+        ("--top_k=-1", "--top_k must be 0 (all tokens) or more"),
+        ("--max_new_tokens=-1", "--max_new_tokens must be 0 or more"),
+    ],
+)
+def test_bad_sampling_options_are_one_line_before_any_model_loads(flag, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sample.main([flag])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

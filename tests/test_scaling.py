@@ -677,3 +677,29 @@ def test_a_cpt_form_takes_only_a_chinchilla_base():
     for base in (None, {"form": "cpt", "params": CPT}):
         with pytest.raises(ScalingError, match="a chinchilla fit.json"):
             scaling.fixed_parameters("cpt", base)
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    text = "N,D,loss,run\n1e6,1e9,3.2,a\n2e6,1e9,3.1,b\n"
+    plain = scaling.points_from_csv(write_csv(tmp_path / "plain.csv", text))
+    (tmp_path / "bom.csv").write_text(text, encoding="utf-8-sig")  # as spreadsheet programs save CSV
+    marked = scaling.points_from_csv(str(tmp_path / "bom.csv"))
+    assert np.array_equal(marked.loss, plain.loss) and list(marked.run) == list(plain.run)
+
+
+def test_a_run_whose_final_loss_is_not_finite_is_named(tmp_path, capsys):
+    folders = law_runs(tmp_path / "runs", CHINCHILLA)
+    diverged = fake_run(tmp_path / "runs" / "diverged", 10**6, [(0, 0, 10.0), (8, 8 * 10**5, float("nan"))])
+    assert scaling.main(["fit", *folders, diverged, "--bootstrap", "0", "--out", str(tmp_path / "fit")]) == 1
+    assert f"error: {diverged}: its val loss at step 8 is nan (diverged?): leave it out" in capsys.readouterr().err
+
+
+def test_both_panels_of_the_fit_plot_say_what_their_axes_are(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *args, **kwargs: saved.append(fig))
+    result = {"form": "chinchilla", "formula": "L", "params": CHINCHILLA, "unconstrained": []}
+    scaling.plot_fit(synthetic(CHINCHILLA, seed=0), result, None, tmp_path / "fit.png")
+    curves, frontier = saved[0].axes
+    assert curves.get_ylabel() == "validation loss" and frontier.get_ylabel() == "N_opt (parameters), D_opt (tokens)"

@@ -408,3 +408,12 @@ def test_a_resume_that_asks_for_another_model_is_refused_not_ignored(tiny_config
         train.train(tiny_config(max_iters=8, init_from="resume", n_layer=3, n_embd=64))
     assert (Path(tiny_config().out_dir) / "config.json").read_text() == config_json
     train.train(tiny_config(max_iters=8, init_from="resume", dropout=0.1))  # not the shape: dropout may change
+
+
+def test_a_run_from_before_freeze_embedding_resumes_only_with_it_off(tmp_path):
+    """Its config has no freeze_embedding: it trained the embedding, and a resume that freezes it is refused
+    in one line (its AdamW state holds the embedding's moments)."""
+    ckpt = Checkpoint(model_args={}, config={"n_layer": 2})
+    train.refuse_another_model(TrainConfig(n_layer=2), ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(ConfigError, match=r"freeze_embedding False \(asked True\)"):
+        train.refuse_another_model(TrainConfig(n_layer=2, freeze_embedding=True), ckpt, tmp_path / "ckpt.pt")

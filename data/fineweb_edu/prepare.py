@@ -4,9 +4,10 @@
     python data/fineweb_edu/prepare.py --max_tokens 100_000_000 --out_dir data/fineweb_edu_100M
     python data/fineweb_edu/prepare.py --input /data/fineweb-edu/sample/10BT   # local parquet files
 
-The hub corpus is streamed: nothing is downloaded ahead, and with --max_tokens or --fraction reading
-stops as soon as the training split is full. A streamed document goes to val when a hash of its text
-(keyed by --seed) falls below --test_size, so the split does not depend on the order of the stream.
+The hub corpus is streamed: nothing is downloaded ahead. A streamed document goes to val when a hash of
+its text (keyed by --seed) falls below --test_size, so the split does not depend on the order of the
+stream. With --max_tokens the training split stops at the cut, but the stream is still read to its end
+for val's documents (only they are tokenized past the cut): val is the same whatever the cut.
 Local --input files are split as nanoGPT splits OpenWebText (train_test_split). Same format and options
 as data/openwebtext/prepare.py.
 """

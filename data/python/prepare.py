@@ -18,7 +18,13 @@ import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import already_prepared, streamed_batches, write_corpus  # noqa: E402
+from data.pipeline import (  # noqa: E402
+    already_prepared,
+    parse_checked,
+    prepared_settings,
+    streamed_batches,
+    write_corpus,
+)
 from data.tokenizer import encoder_for  # noqa: E402
 
 
@@ -49,10 +55,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max_tokens", type=int, default=None, help="keep training files until they hold this many tokens")
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads")
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
-    args = p.parse_args(argv)
-    if not args.force and already_prepared(args.out_dir):
-        return 0
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's")
+    args = parse_checked(p, argv)
+    try:
+        if not args.force and already_prepared(args.out_dir, prepared_settings(args)):
+            return 0
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     prepare(args.out_dir, args.test_size, args.seed, args.max_tokens, args.num_proc, args.tokenizer)
     return 0
 

@@ -10,7 +10,8 @@ source's training split stops at its share of --max_tokens by weight (--weights;
 which the Inheritune authors trained OpenLLaMA's student on: arxiv 2.5, book 4.5, c4 15, cc 67, github 4.5,
 stackexchange 2, wikipedia 4.5), split from val as nanoGPT splits OpenWebText. Writes out_dir/<source>/
 (bins and meta.json) and prints the data_dir mixture for a config (config/inheritune_openllama_3b_13.py
-holds it). A rerun skips sources already prepared.
+holds it). A rerun skips sources already prepared with the same settings and refuses those prepared with
+others (another --max_tokens gives other budgets) until --force.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import already_prepared, load_local_dataset, map_style_batches, write_corpus  # noqa: E402
+from data.pipeline import (  # noqa: E402
+    already_prepared,
+    load_local_dataset,
+    map_style_batches,
+    parse_checked,
+    prepared_settings,
+    write_corpus,
+)
 from data.tokenizer import encoder_for  # noqa: E402
 
 LLAMA_MIX = {"arxiv": 2.5, "book": 4.5, "c4": 15.0, "cc": 67.0, "github": 4.5, "stackexchange": 2.0, "wikipedia": 4.5}
@@ -51,13 +59,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
     p.add_argument("--max_tokens", type=int, required=True, help="training tokens of all sources together")
     p.add_argument("--weights", type=parse_weights, default=LLAMA_MIX, help="source:weight,... (default: LLaMA's)")
-    p.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
+    p.add_argument("--tokenizer", default="gpt2", help="gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's")
     p.add_argument("--text_field", default="text", help="the text column of jsonl / parquet input")
     p.add_argument("--test_size", type=float, default=0.0005, help="share of each source's documents in val")
     p.add_argument("--seed", type=int, default=2357)
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads and loader processes")
     p.add_argument("--force", action="store_true", help="prepare every source again")
-    args = p.parse_args(argv)
+    args = parse_checked(p, argv)
     try:
         sources = sorted(d.name for d in args.input.iterdir() if d.is_dir()) if args.input.is_dir() else []
         if not sources:
@@ -69,7 +77,8 @@ def main(argv: list[str]) -> int:
         encoder = encoder_for(args.tokenizer)
         for source in sources:
             out = args.out_dir / source
-            if not args.force and already_prepared(out):
+            settings = prepared_settings(args) | {"max_tokens": shares[source]}
+            if not args.force and already_prepared(out, settings):
                 continue
             print(f"{source}: up to {shares[source]:,} training tokens", flush=True)
             ds = load_local_dataset([str(args.input / source)], args.text_field, args.num_proc)

@@ -61,9 +61,13 @@ def prepare(out_dir: Path, tokenizer: str = "gpt2") -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
-    parser.add_argument("--tokenizer", default="gpt2", help="gpt2, or a Hugging Face tokenizer (folder or hub name)")
+    tokenizer_help = "gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's"
+    parser.add_argument("--tokenizer", default="gpt2", help=tokenizer_help)
     args = parser.parse_args()
-    prepare(args.out_dir, args.tokenizer)
+    try:
+        prepare(args.out_dir, args.tokenizer)
+    except ValueError as e:  # a tokenizer that cannot be loaded or cannot end a document
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

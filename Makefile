@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-gpt2 smollm2 demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean
+.PHONY: demo demo-gpt2 smollm2 demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean gpu-check
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -122,3 +122,8 @@ test: $(VENV)/installed
 
 clean:
 	rm -rf $(VENV) out-* .pytest_cache models/.download
+
+# The GPU acceptance check (scripts/gpu_check.py): kernels, bench.py eager and compiled on GPT-2 small and medium
+# beside the memory prediction, tests/test_cuda.py and an FSDP + compile smoke run; summary in gpu-check/summary.md.
+gpu-check: $(VENV)/installed
+	$(PY) scripts/gpu_check.py --out gpu-check

@@ -5,7 +5,7 @@
 
 Variants, each in a fresh process so that peak memory and compile caches are its own:
   eager     train.py's train_step (fused AdamW, autocast, grad clipping), torch.compile off
-  compiled  the same step with torch.compile
+  compiled  the same step with torch.compile, as train.py compiles (GPT.compile_blocks)
   plain     a plain nanoGPT-style loop on the same model: forward, backward, clip, unfused AdamW step
   distill   train_step with the config's teacher (--teacher=PATH): the same step plus the teacher's forward
             and the distillation term (MFU counts the student's training FLOPs only)
@@ -43,7 +43,7 @@ from data.format import corpus_vocabulary
 from hf import ConversionError, is_hf_source, read_hf_config
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
-from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype
+from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype, tf32_matmuls
 from train import load_teacher, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
@@ -88,7 +88,8 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
 def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: mp.Queue) -> None:
     """One variant in its own process: its figures, or the one-line error that stopped it, on the queue."""
     try:
-        queue.put(measure_variant(cfg, variant, steps, warmup))
+        with tf32_matmuls():  # as train.py trains
+            queue.put(measure_variant(cfg, variant, steps, warmup))
     except (CheckpointError, ConversionError, OSError, ValueError) as e:
         queue.put({"error": str(e)})
 
@@ -114,11 +115,12 @@ def measure_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int) -> 
             cfg.weight_decay, cfg.learning_rate, betas, device.type, cfg.decay_1d_params
         )
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        step_model = torch.compile(model) if variant == "compiled" else model
+        if variant == "compiled":
+            model.compile_blocks()  # as train.py compiles
         # train.py's own checks: the teacher reads GPT-2's tokens, as the benchmark's, and block_size of them
         gpt2 = {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
-        teacher = load_teacher(cfg, device, gpt2, model) if variant == "distill" else None
-        step = lambda: train_step(step_model, optimizer, scaler, batches, ctx, cfg.grad_clip, teacher)  # noqa: E731
+        teacher = load_teacher(cfg, device, dtype, gpt2, model) if variant == "distill" else None
+        step = lambda: train_step(model, optimizer, scaler, batches, ctx, cfg.grad_clip, teacher)  # noqa: E731
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t = time.perf_counter()
     for _ in range(warmup):

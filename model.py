@@ -166,13 +166,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Keys and values of every layer for incremental decoding, preallocated up to `length` positions."""
+    """Keys and values of every layer for incremental decoding, preallocated up to `length` positions. Its shapes
+    never change, and the position where the next keys go is a tensor (`start`), so one compiled decoding step
+    serves every position: a Python int would be a constant of the graph, one recompile per position."""
 
     def __init__(self, config: GPTConfig, batch_size: int, length: int, device: torch.device, dtype: torch.dtype):
         shape = (batch_size, config.kv_heads, length, config.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.length = 0  # positions filled so far
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        """Positions filled so far (the host's count; `start` holds it on the device)."""
+        return self._length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self._length = value
+        self.start.fill_(value)
 
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # cos and sin of the positions being computed
@@ -189,9 +202,12 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
         self.layer = layer  # this block's index: its slot in the KV cache
-        self.scale = 1.0 / math.sqrt(self.head_dim)
-        if config.scale_attn_by_inverse_layer_idx:
-            self.scale /= config.layer_scale_index(layer) + 1
+        self.scale = 1.0 / math.sqrt(self.head_dim)  # the same in every layer, so one compiled graph serves all
+        # The inverse-layer scale 1 / (l + 1) multiplies the queries, from a buffer: a per-layer Python float
+        # would be a constant of each block's compiled graph (dynamo guards on it), one recompile per layer.
+        self.scale_by_layer = config.scale_attn_by_inverse_layer_idx
+        inverse_layer = 1.0 / (config.layer_scale_index(layer) + 1) if self.scale_by_layer else 1.0
+        self.register_buffer("layer_scale", torch.tensor(inverse_layer), persistent=False)
 
     def forward(
         self, x: torch.Tensor, rope: Rope = None, cache: KVCache | None = None, return_attn: bool = False
@@ -203,35 +219,38 @@ class CausalSelfAttention(nn.Module):
         k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        start = 0
-        if cache is not None:
-            start = cache.length
-            cache.k[self.layer][:, :, start : start + T] = k
-            cache.v[self.layer][:, :, start : start + T] = v
-            k, v = cache.k[self.layer][:, :, : start + T], cache.v[self.layer][:, :, : start + T]
+        if self.scale_by_layer:
+            q = q * self.layer_scale
         att = None
         gqa = self.n_kv_head != self.n_head
-        if return_attn:
-            att = self.attention_probs(q, k, start)
+        if cache is not None:
+            # Written at positions start.. of the whole cache, and attended through a mask of the positions filled
+            # so far: static shapes. The mask leaves SDPA's memory-efficient or math kernel, not flash (is_causal
+            # aligns its mask top-left, wrong for queries that start at `start`); for one query per step, the
+            # work is reading the cache, which every kernel does once.
+            positions = cache.start + torch.arange(T, device=x.device)
+            k_all, v_all = cache.k[self.layer], cache.v[self.layer]
+            k_all.index_copy_(2, positions, k)
+            v_all.index_copy_(2, positions, v)
+            mask = torch.arange(k_all.size(2), device=x.device) <= positions[:, None]
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
+        elif return_attn:
+            att = self.attention_probs(q, k)
             y = self.attn_dropout(att) @ v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        elif start == 0:
+        else:
             dropout = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=dropout, is_causal=True, scale=self.scale, enable_gqa=gqa
             )
-        else:
-            # is_causal aligns the mask top-left, which is wrong when queries start at position `start`.
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), att
 
-    def attention_probs(self, q: torch.Tensor, k: torch.Tensor, start: int) -> torch.Tensor:
+    def attention_probs(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The post-softmax attention matrix that scaled_dot_product_attention computes internally."""
         T, S = q.size(-2), k.size(-2)
         k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)  # each key head serves a group of queries
         scores = (q @ k.transpose(-2, -1)) * self.scale
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
@@ -292,6 +311,7 @@ class GPT(nn.Module):
             self.register_buffer("rope_cos", angles.cos(), persistent=False)
             self.register_buffer("rope_sin", angles.sin(), persistent=False)
         self.gradient_checkpointing = False  # recompute each block in the backward pass: less memory, more time
+        self.compiled_decode_step = None  # generate's one-token step, once compile_decode_step has compiled it
         # Added to the logits: -inf on the padding rows, so that they never take part in the loss or in
         # sampling whatever their weights (Hugging Face's GPT-2 leaves them zero: logit 0 would outweigh
         # OpenAI's real logits, which sit around -60..-100). Folded into the head's matrix product as its
@@ -411,15 +431,16 @@ class GPT(nn.Module):
         else:
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
-    def _embed(self, idx: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, Rope]:
-        """Token (and learned position) embeddings of positions start.., and their rotary angles if any."""
+    def _embed(self, idx: torch.Tensor, start: int | torch.Tensor = 0) -> tuple[torch.Tensor, Rope]:
+        """Token (and learned position) embeddings of positions start.., and their rotary angles if any; `start` a
+        tensor where it must not be a constant of a compiled graph (a KV cache's), and is then not checked."""
         T = idx.size(1)
-        if start + T > self.config.block_size:
+        if isinstance(start, int) and start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
+        pos = start + torch.arange(T, dtype=torch.long, device=idx.device)
         x = self.transformer.wte(idx)
         if self.config.rope:
-            return self.transformer.drop(x), (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
+            return self.transformer.drop(x), (self.rope_cos[pos], self.rope_sin[pos])
         return self.transformer.drop(x + self.transformer.wpe(pos)), None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -433,17 +454,38 @@ class GPT(nn.Module):
 
         Without targets only the last position's logits are computed (all that sampling needs).
         """
+        x = self._residual_stream(idx)
+        if targets is None:
+            return self._real_tokens(self._logits(x[:, [-1], :])), None
+        logits, loss = self._logits_and_loss(x, targets)
+        return self._real_tokens(logits), loss
+
+    def all_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """The logits of every position over the vocabulary (vocab_size columns), and no loss: a teacher's."""
+        return self._real_tokens(self._logits(self._residual_stream(idx)))
+
+    def _residual_stream(self, idx: torch.Tensor) -> torch.Tensor:
+        """The output of the last block, before ln_f."""
         x, rope = self._embed(idx)
         for block in self.transformer.h:
             if self.gradient_checkpointing and self.training:
                 x, _ = checkpoint(block, x, rope, use_reentrant=False)
             else:
                 x, _ = block(x, rope)
-        if targets is None:
-            return self._real_tokens(self._logits(x[:, [-1], :])), None
+        return x
+
+    def _logits_and_loss(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self._logits(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return self._real_tokens(logits), loss
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
+    def compile_blocks(self) -> None:
+        """torch.compile, in place, each block's forward (one graph that every layer shares) and the head with
+        its loss, as torchtitan compiles: before FSDP shards the blocks, whose hooks then run around the
+        compiled code, not inside it (they are opaque to dynamo, and split any graph that holds them). The
+        parameters keep their names, and the embedding lookup and the loop over blocks stay eager."""
+        for block in self.transformer.h:
+            block.forward = torch.compile(block.forward, fullgraph=True)
+        self._logits_and_loss = torch.compile(self._logits_and_loss, fullgraph=True)
 
     @torch.compiler.disable
     def _real_tokens(self, logits: torch.Tensor) -> torch.Tensor:
@@ -497,9 +539,11 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6N for the matmuls plus attention's 12 * L * C * T (PaLM appendix B)."""
+        """Training FLOPs per token: 6N for the matmuls plus attention's 12 * L * C * T (PaLM appendix B). N counts
+        the head, a matrix product, and not an untied token embedding, a lookup (tied, the two are one matrix)."""
         cfg = self.config
-        return 6 * self.get_num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+        lookup = 0 if cfg.tie_embeddings else self.transformer.wte.weight.numel()
+        return 6 * (self.get_num_params() - lookup) + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
     def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = A100_PEAK_FLOPS) -> float:
         """nanoGPT's model FLOPs utilisation: this process's training FLOP/s over its device's peak, for
@@ -524,24 +568,41 @@ class GPT(nn.Module):
         last block_size tokens and recomputed, since positions shift with the window.
         """
         block_size = self.config.block_size
-        cache = None
+        cache, token = None, idx[:, -1:]
         for step in range(max_new_tokens):
             if use_kv_cache and cache is not None and cache.length < cache.k[0].size(2):
-                x, rope = self._embed(idx[:, -1:], start=cache.length)
+                logits = (self.compiled_decode_step or self._next_logits)(token, cache)
+                cache.length += 1
             else:
                 idx_cond = idx[:, -block_size:]
                 if use_kv_cache:
                     room = min(block_size, idx_cond.size(1) + max_new_tokens - step)
-                    cache = KVCache(self.config, idx.size(0), room, idx.device, self.lm_head.weight.dtype)
-                x, rope = self._embed(idx_cond)
-            n_new = x.size(1)
-            for block in self.transformer.h:
-                x, _ = block(x, rope, cache)
-            if cache is not None:
-                cache.length += n_new
-            logits = self._logits(x[:, -1, :])[:, : self.config.vocab_size]
-            idx = torch.cat((idx, self._sample(logits, temperature, top_k, generator)), dim=1)
+                    cache = KVCache(self.config, idx.size(0), room, idx.device, self._cache_dtype(idx.device))
+                logits = self._next_logits(idx_cond, cache)
+                if cache is not None:
+                    cache.length = idx_cond.size(1)
+            token = self._sample(logits, temperature, top_k, generator)  # (B, 1) of its own, unlike a view of idx
+            idx = torch.cat((idx, token), dim=1)
         return idx
+
+    def _next_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """Logits (B, vocab_size) of the token after idx: its positions continue the cache's, their keys and
+        values written into it, or, without a cache, start at 0."""
+        x, rope = self._embed(idx, cache.start if cache is not None else 0)
+        for block in self.transformer.h:
+            x, _ = block(x, rope, cache)
+        return self._logits(x[:, -1, :])[:, : self.config.vocab_size]
+
+    def compile_decode_step(self) -> None:
+        """torch.compile generate's one-token step with a KV cache: one graph for every position and layer (the
+        cache's shapes are static and its position a tensor). The prompt's first pass stays eager."""
+        self.compiled_decode_step = torch.compile(self._next_logits, fullgraph=True)
+
+    def _cache_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype keys and values are computed in: autocast's where it is on (half the memory of float32)."""
+        if torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return self.lm_head.weight.dtype
 
     @staticmethod
     def _sample(

@@ -46,7 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--compile", type=parse_bool, default=False, help="torch.compile the blocks (True/False)")
+    compile_help = "torch.compile the one-token decoding step (True/False)"
+    p.add_argument("--compile", type=parse_bool, default=False, help=compile_help)
     args = p.parse_args(argv)
     if args.num_samples < 1:
         p.error("--num_samples must be at least 1")
@@ -83,8 +84,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     model, ckpt = load_model(source, device)
     model.eval()
     if args.compile:
-        for block in model.transformer.h:  # generation calls the blocks, with and without the KV cache
-            block.compile(dynamic=True)
+        model.compile_decode_step()
     codec = model_codec(decoding_vocabulary(ckpt), ckpt.corpus_folder())
     ids = codec.encode(read_prompt(args.start))
     if not ids:

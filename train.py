@@ -59,7 +59,7 @@ from hf import ConversionError
 from inherit import InheritError, inherit
 from model import GPT, GPTConfig
 from runs import DIVERGED_EXIT, MetricsLog, link_checkpoint, write_config
-from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime
+from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime, tf32_matmuls
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
@@ -171,6 +171,25 @@ def step_batches(cfg: TrainConfig, rt: Runtime, vocab_size: int, iter_num: int) 
     return batches
 
 
+class Prefetch:
+    """The batches of the next step, built on the host (and their copies to the device queued) right after a
+    step is queued, while the device runs it, instead of on an idle device before the step."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, vocab_size: int) -> None:
+        self.cfg, self.rt, self.vocab_size = cfg, rt, vocab_size
+        self.ready: tuple[int, list[tuple[torch.Tensor, ...]]] | None = None
+
+    def build(self, iter_num: int) -> None:
+        self.ready = (iter_num, step_batches(self.cfg, self.rt, self.vocab_size, iter_num))
+
+    def take(self, iter_num: int) -> list[tuple[torch.Tensor, ...]]:
+        """Step iter_num's batches: those built ahead, else (the first step of a run) built now."""
+        if self.ready is None or self.ready[0] != iter_num:
+            self.build(iter_num)
+        batches, self.ready = self.ready[1], None
+        return batches
+
+
 def dropout_seeds(cfg: TrainConfig, rt: Runtime, iter_num: int) -> list[int]:
     """The seed of the dropout masks of each of this process's micro-batches, by its global index as its batch:
     the masks too depend only on (seed, iteration, index), so neither a resume nor the number of processes
@@ -235,14 +254,16 @@ def check_vocabulary(start: Start, vocab: dict, cfg: TrainConfig) -> None:
 class Teacher:
     """Distillation's teacher: frozen, in eval mode, on the run's device."""
 
-    model: torch.nn.Module
+    model: GPT
     alpha: float
     temperature: float
 
 
-def load_teacher(cfg: TrainConfig, device: torch.device, vocab: dict, student: GPT) -> Teacher | None:
+def load_teacher(
+    cfg: TrainConfig, device: torch.device, dtype: torch.dtype, vocab: dict, student: GPT
+) -> Teacher | None:
     """The teacher of cfg.teacher, which must read the corpora's tokens and give logits over the student's
-    vocabulary column for column."""
+    vocabulary column for column; its weights in the run's compute dtype (it needs no float32 master copy)."""
     if not cfg.teacher:
         return None
     model, ckpt = load_model(cfg.teacher, device)
@@ -259,6 +280,8 @@ def load_teacher(cfg: TrainConfig, device: torch.device, vocab: dict, student: G
             f"{student.config.vocab_size}: their logits must match column for column"
         )
     model.eval().requires_grad_(False)
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
     return Teacher(model, cfg.distill_alpha, cfg.distill_temperature)
 
 
@@ -314,14 +337,53 @@ def train_step(
 
 def distillation_term(logits: torch.Tensor, teacher: Teacher, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """T^2 KL(teacher || student) of the softened distributions, the mean over the positions with a target;
-    logits are over the real vocabulary, so padding never takes part."""
+    logits are over the real vocabulary, so padding never takes part. The teacher computes no loss."""
     with torch.no_grad():
-        teacher_logits, _ = teacher.model(x, y)
-    t = teacher.temperature
-    student = F.log_softmax(logits.float() / t, dim=-1)
-    target = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    kl = F.kl_div(student, target, reduction="none", log_target=True).sum(dim=-1)
-    return t * t * kl[y != -1].mean()
+        teacher_logits = teacher.model.all_logits(x)
+    rows = (-1, logits.size(-1))
+    return SoftenedKL.apply(
+        logits.reshape(rows), teacher_logits.reshape(rows), y.reshape(-1) != -1, teacher.temperature
+    )
+
+
+# Positions of the distillation term computed at a time: its float32 temporaries are a few tensors of this many
+# rows of the vocabulary (0.2 GB each for GPT-2's), not of every position of the micro-batch (1.2 GB at 6 x 1024).
+DISTILL_CHUNK = 1024
+
+
+class SoftenedKL(torch.autograd.Function):
+    """T^2 sum_i w_i KL(softmax(t_i / T) || softmax(s_i / T)) over rows i of student logits s and teacher logits
+    t, w_i = mask_i / (number of rows in the mask), and its gradient T w_i (softmax(s_i / T) - softmax(t_i / T)),
+    both in float32 DISTILL_CHUNK rows at a time in the forward pass: autograd would keep every row's float32
+    log-softmaxes for the backward pass instead. The gradient is kept in the logits' dtype, as autograd keeps
+    it. The mask weighs the rows, never selects them: no shape depends on the data, so nothing waits for the
+    device."""
+
+    @staticmethod
+    def forward(ctx, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, t: float) -> torch.Tensor:
+        weight = mask.float() / mask.sum().clamp_min(1)
+        grad = torch.empty(student.shape, dtype=student.dtype, device=student.device)
+        total = torch.zeros((), device=student.device)
+        for start in range(0, student.size(0), DISTILL_CHUNK):
+            rows = slice(start, start + DISTILL_CHUNK)
+            log_s = F.log_softmax(student[rows].float() / t, dim=-1)
+            log_t = F.log_softmax(teacher[rows].float() / t, dim=-1)
+            p_t = log_t.exp()
+            total += (weight[rows] * log_t.sub_(log_s).mul_(p_t).sum(dim=-1)).sum()  # in place: 3 temporaries
+            grad[rows] = log_s.exp_().sub_(p_t).mul_(t * weight[rows, None])
+        ctx.save_for_backward(grad)
+        return t * t * total
+
+    @staticmethod
+    def backward(ctx, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * out, None, None, None
+
+
+def data_parallel(model: GPT, rt: Runtime) -> DDP:
+    """DDP with the gradients kept in its communication buckets (views of them): without, DDP keeps a bucket copy
+    of every gradient beside it, 4 more bytes per float32 parameter (20 in all with AdamW, not 16)."""
+    return DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None, gradient_as_bucket_view=True)
 
 
 def deferred_reduction(
@@ -411,10 +473,14 @@ class StopSignal:
         self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def requested(self, rt: Runtime) -> bool:
-        """Whether any process was signalled: all ranks must stop at the same step."""
+    def requested(self, rt: Runtime, iter_num: int, every: int) -> bool:
+        """Whether any process was signalled: all ranks must stop at the same step. One process knows at once;
+        several agree every `every` steps (the log steps, which wait for the device anyway), not at every
+        step: the all-reduce and its read would make the host wait for the device's queue to drain each step."""
         if not rt.ddp:
             return self.signum is not None
+        if iter_num % every:
+            return False
         flag = torch.tensor(float(self.signum is not None), device=rt.device)
         return bool(all_reduce_mean(flag, rt).item() > 0)
 
@@ -431,7 +497,8 @@ def train(cfg: TrainConfig) -> dict:
     rt = setup_runtime(cfg.device, cfg.dtype, cfg.backend, cfg.parallel == "fsdp", cfg.cpu_offload)
     stop = StopSignal()
     try:
-        return run(cfg, rt, stop)
+        with tf32_matmuls():
+            return run(cfg, rt, stop)
     finally:
         stop.restore()
         if dist.is_initialized():
@@ -465,20 +532,18 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     vocab = shared_vocabulary(cfg)
     start = build_model(cfg, vocab["vocab_size"])
     check_vocabulary(start, vocab, cfg)
-    teacher = load_teacher(cfg, rt.device, vocab, start.model)
+    teacher = load_teacher(cfg, rt.device, rt.dtype, vocab, start.model)
+    if cfg.compile:  # before initial_state shards the blocks with FSDP
+        start.model.compile_blocks()
+        if teacher:
+            teacher.model.compile_blocks()
     state = initial_state(cfg, rt, start)
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
     progress = Progress(cfg, rt, state.model, start, resumed_at)
-    model = torch.compile(state.model) if cfg.compile else state.model
-    if teacher and cfg.compile:
-        teacher.model = torch.compile(teacher.model)
-    if rt.ddp and cfg.parallel == "ddp":
-        train_model = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    else:
-        train_model = model
+    train_model = data_parallel(state.model, rt) if rt.ddp and cfg.parallel == "ddp" else state.model
     no_sync = deferred_reduction(train_model, state.model, cfg)
-    vocab_size = state.model.config.vocab_size
+    prefetch = Prefetch(cfg, rt, state.model.config.vocab_size)
 
     last_eval: dict = {}
     progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
@@ -489,7 +554,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
         if due and not (state.iter_num == resumed_at and not cfg.eval_only):
-            last_eval = evaluate(model, state, cfg, rt, lr)
+            last_eval = evaluate(state.model, state, cfg, rt, lr)
             progress.eval(last_eval)
             is_best = last_eval["val_loss"] < state.best_val_loss
             state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])
@@ -497,20 +562,21 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                 save_checkpoint(state, cfg, rt, start, vocab, is_best)
         if cfg.eval_only or state.iter_num >= cfg.max_iters:
             break
-        if stop.requested(rt):
+        if stop.requested(rt, state.iter_num, cfg.log_interval):
             stop_if_weights_diverged(state.model, rt, state.iter_num)
             save_checkpoint(state, cfg, rt, start, vocab, is_best=False)
             if rt.master:
                 print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
             break
 
-        batches = step_batches(cfg, rt, vocab_size, state.iter_num)
+        batches = prefetch.take(state.iter_num)
         seeds = dropout_seeds(cfg, rt, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
         loss = train_step(
             train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds
         )
         state.iter_num += 1
+        prefetch.build(state.iter_num)  # while the device still runs the step just queued
         state.tokens += cfg.tokens_per_iter
 
         if state.iter_num % cfg.log_interval == 0:

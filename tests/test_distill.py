@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import train
 from checkpoint import Checkpoint
@@ -30,8 +34,8 @@ class FixedLogits(torch.nn.Module):
         super().__init__()
         self.logits = logits
 
-    def forward(self, x, y):
-        return self.logits, None
+    def all_logits(self, x):
+        return self.logits
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -134,3 +138,77 @@ def test_a_distilled_run_on_two_processes_matches_one_and_resumes(trained_refere
     train.train(tiny_config(out_dir=str(tmp_path / "resumed"), init_from="resume", **kd))
     resumed = [r for r in metrics(tmp_path / "resumed") if r["kind"] == "train"]
     assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in a]
+
+
+def definition(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
+    """The term as autograd computes it from its definition, to check the chunked one and its gradient by."""
+    log_s, log_t = (F.log_softmax(z.float() / t, dim=-1) for z in (student, teacher))
+    mask = (y != -1).float()
+    return t * t * ((log_t.exp() * (log_t - log_s)).sum(dim=-1) * mask).sum() / mask.sum()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_chunked_term_and_its_gradient_equal_autograds_through_the_definition(monkeypatch, dtype):
+    monkeypatch.setattr(train, "DISTILL_CHUNK", 5)  # 21 positions: chunks of 5 and a last one of 1
+    g = torch.Generator().manual_seed(0)
+    student = (4.0 * torch.randn(3, 7, 11, generator=g) + 20.0).to(dtype)
+    teacher = (6.0 * torch.randn(3, 7, 11, generator=g) - 5.0).to(dtype)
+    y = torch.randint(0, 11, (3, 7), generator=g)
+    y[0, :3] = -1
+    ours, theirs = student.clone().requires_grad_(), student.clone().requires_grad_()
+    term = distillation_term(ours, Teacher(FixedLogits(teacher), 0.5, 2.5), torch.zeros_like(y), y)
+    expected = definition(theirs, teacher, y, 2.5)
+    (3.0 * term).backward()
+    (3.0 * expected).backward()
+    torch.testing.assert_close(term, expected)
+    assert ours.grad.dtype == dtype and ours.grad[0, :3].abs().max() == 0  # no gradient where there is no target
+    torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+class LargestFloat32(TorchDispatchMode):
+    """The most elements of any float32 tensor an operation makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_the_term_of_a_gpt2_sized_batch_has_no_data_dependent_shape_and_chunk_sized_float32_temporaries():
+    """On fake tensors (no data: a shape that depends on it, as boolean indexing makes, fails there, and needs a
+    device sync on a GPU), a micro-batch of 4 x 1024 over GPT-2's vocabulary: no float32 tensor of more than
+    DISTILL_CHUNK positions (each 0.2 GB; the whole micro-batch's would be 0.8 GB, and there were 6 to 8)."""
+    V = 50257
+    with FakeTensorMode():
+        student = torch.randn(4, 1024, V, dtype=torch.bfloat16, requires_grad=True)
+        teacher = torch.randn(4, 1024, V, dtype=torch.bfloat16)
+        y = torch.randint(-1, V, (4, 1024))
+        with LargestFloat32() as tracked:
+            distillation_term(student, Teacher(FixedLogits(teacher), 0.5, 2.0), y, y).backward()
+        assert student.grad.shape == student.shape and student.grad.dtype == torch.bfloat16
+    assert tracked.largest == train.DISTILL_CHUNK * V
+
+
+def test_the_teacher_computes_no_loss_and_holds_its_weights_in_the_runs_dtype(tiny_config, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    vocab = {"tokenizer": "gpt2", "vocab_size": 50257}
+    student = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=50257))
+    Checkpoint.of(GPT(student.config), tokenizer=vocab).save(tmp_path / "t.pt")
+    cfg = tiny_config(teacher=str(tmp_path / "t.pt"))
+    teacher = train.load_teacher(cfg, torch.device("cpu"), torch.bfloat16, vocab, student)
+    assert {p.dtype for p in teacher.model.parameters()} == {torch.bfloat16}
+    losses = []
+    cross_entropy = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: losses.append(1) or cross_entropy(*a, **k))
+    x = torch.randint(0, 50257, (2, 32))
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+    train.train_step(student, optimizer, scaler, [(x, x), (x, x)], ctx, 1.0, teacher)
+    assert len(losses) == 2  # the student's, one per micro-batch

@@ -18,7 +18,7 @@ import train
 from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, read_sharded, sharded_step
 from configurator import ConfigError, TrainConfig
 from data.format import corpus_vocabulary
-from model import GPT, NANOGPT_FIELDS, GPTConfig
+from model import GPT, NANOGPT_FIELDS, Block, GPTConfig
 from tests.conftest import ROOT, tiny_values
 from tests.test_train import as_args, assert_adamw_state_fits_the_weights, metrics, train_losses
 
@@ -398,7 +398,7 @@ def test_a_checkpoint_written_before_the_first_step_resumes_exactly(config, base
     uninterrupted run's steps, its bias corrections not one step ahead."""
     cfg = replace(baseline, out_dir=config("stopped-at-0").out_dir, parallel="fsdp")
     with monkeypatch.context() as m:
-        m.setattr(train.StopSignal, "requested", lambda self, rt: True)
+        m.setattr(train.StopSignal, "requested", lambda self, *args: True)
         train.train(cfg)
     saved = read_sharded(sharded_step(Path(cfg.out_dir) / "sharded"), optimizer=True)
     assert saved.iter_num == 0 and {s["step"].item() for s in saved.optimizer["state"].values()} == {0.0}
@@ -627,6 +627,24 @@ def test_no_way_round_the_metadata_check_runs_code(fsdp_gpt2, tmp_path):
         result = command(*consolidate)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert not marker.exists() and f"cannot read the sharded checkpoint {step}: .metadata" in result.stderr
+
+
+@pytest.mark.parametrize("parallel,residual", [("ddp", torch.float32), ("fsdp", torch.bfloat16)])
+def test_in_bf16_fsdp_casts_each_blocks_input_and_autocast_keeps_it_float32(
+    tiny_config, monkeypatch, parallel, residual
+):
+    """docs/scale.md's difference between DDP and FSDP in bfloat16: FSDP's MixedPrecisionPolicy casts the residual
+    stream entering each block to bfloat16; autocast (DDP, one process) keeps it float32."""
+    received = set()
+    forward = Block.forward
+
+    def recording(self, x, *args, **kwargs):
+        received.add(x.dtype)
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(Block, "forward", recording)
+    train.train(tiny_config(parallel=parallel, dtype="bfloat16", max_iters=1, eval_interval=100, eval_iters=1))
+    assert received == {residual}
 
 
 def test_a_run_with_a_frozen_embedding_consolidates(config, tmp_path):

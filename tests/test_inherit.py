@@ -204,7 +204,7 @@ def test_inherited_blocks_compute_what_they_computed_in_the_reference(layers):
             assert torch.equal(ours, theirs), (i, j)
             # The scale of the student's own depth, as it was before: a visibly different block.
             at_student_depth = copy.deepcopy(student.transformer.h[i])
-            at_student_depth.attn.scale = 16**-0.5 / (i + 1)
+            at_student_depth.attn.layer_scale.fill_(1 / (i + 1))
             assert i == j or (at_student_depth(x)[0] - theirs).abs().max() > 0.05
 
 

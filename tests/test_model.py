@@ -262,6 +262,13 @@ def test_mfu_is_nanogpts_6n_plus_attention_flops_per_sequence():
     assert model.estimate_mfu(10, 0.5, peak_flops=1e12) == pytest.approx(flops * 16 * 10 / 0.5 / 1e12)
 
 
+def test_an_untied_embedding_is_a_lookup_and_adds_no_matmul_flops():
+    """Untied, the head is the same matrix product as tied, and wte's rows are only read."""
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    assert untied.get_num_params() == tied.get_num_params() + tied.transformer.wte.weight.numel()
+    assert untied.flops_per_token() == tied.flops_per_token()
+
+
 def test_crop_block_size_keeps_the_first_positions():
     model = tiny()
     idx = torch.randint(0, 100, (2, 8))

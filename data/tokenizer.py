@@ -27,7 +27,6 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from data.format import corpus_vocabulary, dtype_for, read_char_meta
-from hf import from_gguf, gguf_header, is_gguf
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -103,6 +102,8 @@ def load_hf_tokenizer(name: str):
     carries, converted by transformers) or a hub name."""
     from transformers import AutoTokenizer  # imported only here: it is slow to import
 
+    from hf import from_gguf, is_gguf  # hf imports torch, which the data scripts start without
+
     try:
         if is_gguf(name):
             return from_gguf(AutoTokenizer, name)
@@ -121,6 +122,8 @@ def source_tokenizer(source: str) -> dict | None:
     """The vocabulary record of a Hugging Face model: of the tokenizer its folder or GGUF file carries
     (fingerprinted), or of a hub model's own tokenizer (by its name, read only when used); None for a folder
     without one."""
+    from hf import gguf_header, is_gguf  # hf imports torch, which the data scripts start without
+
     folder = Path(source)
     if is_gguf(source):
         if not gguf_header(source).has_tokenizer:

@@ -90,7 +90,7 @@ def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh(
         (dict(n_layer=None, layers="3,1"), "keep the reference's order"),
         (dict(n_layer=None, layers="0-x"), "bad layer list"),
         (dict(n_layer=3, layers="0-1"), "n_layer 3 does not match the 2 layers"),
-        (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from all, wte, head, wpe, ln_f, attn"),
+        (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from all, none, wte, head, wpe"),
         (dict(n_layer=3, parts="head,attn"), "the reference's head is its token embedding"),
     ],
 )

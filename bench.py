@@ -37,10 +37,10 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import Checkpoint, CheckpointError, latest_checkpoint
+from checkpoint import CheckpointError, describe, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
-from hf import ConversionError, is_hf_source, read_hf_config
+from hf import ConversionError
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype, tf32_matmuls
@@ -179,7 +179,7 @@ def trained_model(cfg: TrainConfig) -> GPT:
             raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
         sources = {"inherit": cfg.inherit_from, "resume": cfg.init_from == "resume" and latest_checkpoint(cfg.out_dir)}
         source = str(sources.get(cfg.init_from, cfg.init_from))
-        args = read_hf_config(source) if is_hf_source(source) else Checkpoint.load(source, weights=False).model_args
+        args = describe(source).model_args
         args = {k: v for k, v in args.items() if k != "scale_layer_idx"}  # of the source's depth; no memory
         if args["block_size"] < cfg.block_size:  # train.py's own refusal
             raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {args['block_size']}")

@@ -144,12 +144,16 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
 
+def changed_keys(cfg: TrainConfig, saved: dict, keys: tuple[str, ...]) -> list[str]:
+    """The keys that a checkpoint's config records with another value than cfg's."""
+    return [key for key in keys if key in saved and saved[key] != getattr(cfg, key)]
+
+
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
     """A resume trains the checkpoint's model whatever the config says: a config that asks for another shape
     than the run's own config did is refused, not ignored (config.json would record the shape not trained)."""
     written = {"freeze_embedding": False} | (ckpt.config or {})  # runs from before the key trained it
-    changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in MODEL_KEYS
-               if key in written and written[key] != getattr(cfg, key)]  # fmt: skip
+    changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in changed_keys(cfg, written, MODEL_KEYS)]
     if changed:
         raise ConfigError(
             f"a resumed run keeps its model and the config it was started with: {', '.join(changed)}; resume "
@@ -631,8 +635,7 @@ OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params")
 
 def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Runtime) -> None:
     saved = ckpt.config or {}
-    changed = [f"{key} {getattr(cfg, key)} (was {saved[key]})" for key in OPTIMIZER_KEYS
-               if key in saved and saved[key] != getattr(cfg, key)]  # fmt: skip
+    changed = [f"{key} {getattr(cfg, key)} (was {saved[key]})" for key in changed_keys(cfg, saved, OPTIMIZER_KEYS)]
     if changed and rt.master:
         print(f"resumed with the config's AdamW settings: {', '.join(changed)}")
 

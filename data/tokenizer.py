@@ -126,13 +126,12 @@ def source_tokenizer(source: str) -> dict | None:
 
     folder = Path(source)
     if is_gguf(source):
-        if not gguf_header(source).has_tokenizer:
-            return None
-        tokenizer = load_hf_tokenizer(source)
-        return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}
-    if not folder.is_dir():
+        has_tokenizer = gguf_header(source).has_tokenizer
+    elif folder.is_dir():
+        has_tokenizer = any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model"))
+    else:
         return {"tokenizer": source}
-    if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model")):
+    if not has_tokenizer:
         return None
     tokenizer = load_hf_tokenizer(source)
     return {"tokenizer": source, "tokenizer_fingerprint": fingerprint(tokenizer), "vocab_size": len(tokenizer)}

@@ -37,13 +37,20 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import CheckpointError, describe, latest_checkpoint
+from checkpoint import describe, latest_checkpoint
 from configurator import ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
-from hf import ConversionError
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
-from runtime import autocast_context, peak_flops_of, resolve_device_name, resolve_dtype, tf32_matmuls
+from runtime import (
+    UserError,
+    autocast_context,
+    command_main,
+    peak_flops_of,
+    resolve_device_name,
+    resolve_dtype,
+    tf32_matmuls,
+)
 from train import load_teacher, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
@@ -90,7 +97,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     try:
         with tf32_matmuls():  # as train.py trains
             queue.put(measure_variant(cfg, variant, steps, warmup))
-    except (CheckpointError, ConversionError, OSError, ValueError) as e:
+    except UserError as e:
         queue.put({"error": str(e)})
 
 
@@ -295,6 +302,7 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
     print("activations are an estimate (Korthikanti et al. 2022); the CUDA context and allocator slack come on top")
 
 
+@command_main
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     variants_help = f"comma-separated subset of {VARIANTS} (distill needs --teacher)"
@@ -308,24 +316,16 @@ def main(argv: list[str]) -> int:
     if args.memory:
         if args.nproc < 1:
             parser.error("--nproc must be at least 1")
-        try:
-            print_memory(parse_config(rest), args.nproc)
-        except (ConfigError, CheckpointError, ConversionError, OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2 if isinstance(e, ConfigError) else 1
+        print_memory(parse_config(rest), args.nproc)
         return 0
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
-    try:
-        cfg = parse_config(rest)
-        if "distill" in variants and not cfg.teacher:
-            raise ConfigError("the distill variant needs a teacher: --teacher=PATH (any model source)")
-        peak, peak_label = peak_for(cfg, args.bench_peak_flops)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+    cfg = parse_config(rest)
+    if "distill" in variants and not cfg.teacher:
+        raise ConfigError("the distill variant needs a teacher: --teacher=PATH (any model source)")
+    peak, peak_label = peak_for(cfg, args.bench_peak_flops)
     tokens = cfg.tokens_per_iter
     print(f"{cfg.n_layer} layers, width {cfg.n_embd}, {tokens:,} tokens/iter; MFU against {peak_label}")
     print(f"{'variant':<10} {'ms/iter':>10} {'tokens/s':>12} {'MFU':>7} {'peak mem':>10} {'warmup s':>9}")

@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """A config that cannot be run: unknown key, wrong type, or an impossible value."""
 
 
+# The model keys that a model's source decides: unset (None) in a config, they follow the model (and are recorded
+# as the model has them); set, they must agree with it.
+SOURCE_KEYS = ("bias", "scale_attn_by_inverse_layer_idx")
+
+
 @dataclass
 class TrainConfig:
     """Every key of nanoGPT's train.py, with nanoGPT's meaning, and this project's own."""
@@ -66,8 +71,10 @@ class TrainConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = False
-    scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
+    # Unset (None): False from scratch; a model from a source (inherit_from, init_from, a resume) has its source's,
+    # which the run then records. Set, it must be the source's (train.take_source_architecture).
+    bias: bool | None = None
+    scale_attn_by_inverse_layer_idx: bool | None = None  # attention logits of layer l also divided by l + 1
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
     # reference blocks in order, e.g. '0-11,14'; empty or 'first': blocks 0..n_layer-1; 'bi' or 'angular': chosen
@@ -216,10 +223,10 @@ class TrainConfig:
             n_head=self.n_head,
             n_embd=self.n_embd,
             block_size=self.block_size,
-            bias=self.bias,
+            bias=bool(self.bias),
             dropout=self.dropout,
             vocab_size=vocab_size,
-            scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
+            scale_attn_by_inverse_layer_idx=bool(self.scale_attn_by_inverse_layer_idx),
         )
 
     @property

@@ -50,7 +50,7 @@ from checkpoint import (
     sharded_step,
     source_sha256,
 )
-from configurator import ConfigError, TrainConfig, parse_config
+from configurator import SOURCE_KEYS, ConfigError, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
@@ -133,6 +133,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         if ckpt.dequantized is not None:  # a GGUF: weights dequantised from these tensor types
             source["dequantized"] = ckpt.dequantized
         start = Start(model, None, None, ckpt.inherit, source, ckpt.vocabulary())
+    take_source_architecture(cfg, model)
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -140,13 +141,27 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     return start
 
 
+def take_source_architecture(cfg: TrainConfig, model: GPT) -> None:
+    """The keys a model's source decides (SOURCE_KEYS) set to the model's values, so that config.json and the
+    checkpoints record the model trained; a value the config sets otherwise is refused, not ignored."""
+    for key in SOURCE_KEYS:
+        asked, has = getattr(cfg, key), getattr(model.config, key)
+        if asked is not None and asked != has:
+            raise ConfigError(
+                f"{key}={asked} asked, but the model of init_from={cfg.init_from} has {key}={has}: leave {key} "
+                f"unset (it follows the model) or set it to {has}"
+            )
+        setattr(cfg, key, has)
+
+
 # the config's shape keys, and what decides which parameters AdamW holds state for
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
 
 def changed_keys(cfg: TrainConfig, saved: dict, keys: tuple[str, ...]) -> list[str]:
-    """The keys that a checkpoint's config records with another value than cfg's."""
-    return [key for key in keys if key in saved and saved[key] != getattr(cfg, key)]
+    """The keys that a checkpoint's config records with another value than cfg's; a key cfg leaves unset (None:
+    one of SOURCE_KEYS) follows the checkpoint."""
+    return [key for key in keys if key in saved and getattr(cfg, key) not in (None, saved[key])]
 
 
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:

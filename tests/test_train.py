@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+import runs
 import train
 from checkpoint import Checkpoint, load_model
 from configurator import ConfigError, TrainConfig
 from data.format import write_meta
 from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
-from tests.conftest import CodeOnUnpickle
+from tests.conftest import CodeOnUnpickle, tiny_values
 from train import NonFiniteLossError, get_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -417,3 +418,27 @@ def test_a_run_from_before_freeze_embedding_resumes_only_with_it_off(tmp_path):
     train.refuse_another_model(TrainConfig(n_layer=2), ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(ConfigError, match=r"freeze_embedding False \(asked True\)"):
         train.refuse_another_model(TrainConfig(n_layer=2, freeze_embedding=True), ckpt, tmp_path / "ckpt.pt")
+
+
+def test_an_inherited_run_records_the_architecture_of_its_reference(tiny_config, tmp_path):
+    """bias and scale_attn_by_inverse_layer_idx come from the reference: config.json records the student's
+    values, a rerun of the same command is accepted (resume and runs.py), one asking for others is refused."""
+    reference = tiny_config(out_dir=str(tmp_path / "ref"), max_iters=2, bias=True, scale_attn_by_inverse_layer_idx=True)
+    train.train(reference)
+    command = dict(init_from="inherit", inherit_from=str(tmp_path / "ref" / "ckpt.pt"), max_iters=2, eval_interval=2)
+    train.train(tiny_config(**command))
+    run = runs.read_run(Path(tiny_config().out_dir))
+    assert (run.config["bias"], run.config["scale_attn_by_inverse_layer_idx"]) == (True, True)
+    assert run.model["model_args"]["bias"] and run.model["model_args"]["scale_attn_by_inverse_layer_idx"]
+    train.train(tiny_config(**command | {"init_from": "resume", "max_iters": 4}))
+    config = tmp_path / "student.py"
+    values = tiny_values(Path(reference.data_dir)) | command | {"max_iters": 4}
+    config.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()))
+    overrides = [f"--out_dir={tiny_config().out_dir}"]
+    runs.refuse_changed_plan(runs.read_run(Path(tiny_config().out_dir)), str(config), overrides)
+    with pytest.raises(runs.RunError, match=r"trained with bias=True; this command asks for bias=False"):
+        runs.refuse_changed_plan(runs.read_run(Path(tiny_config().out_dir)), str(config), [*overrides, "--bias=False"])
+    with pytest.raises(ConfigError, match=r"bias=False asked, but the model of init_from=inherit has bias=True"):
+        train.train(tiny_config(**command | {"out_dir": str(tmp_path / "other"), "bias": False}))
+    assert not (tmp_path / "other").exists()
+

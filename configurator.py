@@ -128,6 +128,11 @@ class TrainConfig:
     # 'float16': float32 weights, computing in that dtype), or 'bf16-true': the weights, gradients and AdamW
     # state themselves in bfloat16 (litgpt's --precision bf16-true; 8 bytes per parameter, not 16)
     dtype: str = "auto"
+    # bf16-true: how AdamW writes its float32 update into the bfloat16 weights. 'nearest' (torch's AdamW) rounds
+    # away an update under about 1/256 of a weight, weight decay included; 'stochastic' (torchao's AdamW with
+    # bf16_stochastic_round) rounds up with the probability of the lost fraction, keeping it in expectation,
+    # at no memory (docs/scale.md, "Weight decay is off under bf16-true")
+    bf16_weight_update: str = "nearest"
     compile: bool = True
     gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
     seed: int = 1337
@@ -151,6 +156,7 @@ class TrainConfig:
         if self.dtype not in ("auto", TRUE_BF16, *DTYPES):
             raise ConfigError(f"dtype must be 'auto', {TRUE_BF16!r} or one of {sorted(DTYPES)}, got {self.dtype!r}")
         self._check_parallel()
+        self._check_bf16_weight_update()
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
         if self.backend not in ("auto", "nccl", "gloo"):
@@ -164,6 +170,17 @@ class TrainConfig:
                 f"distill_alpha must be in [0, 1] and distill_temperature positive, got {self.distill_alpha} "
                 f"and {self.distill_temperature}"
             )
+
+    def _check_bf16_weight_update(self) -> None:
+        if self.bf16_weight_update not in ("nearest", "stochastic"):
+            raise ConfigError(f"bf16_weight_update must be 'nearest' or 'stochastic', got {self.bf16_weight_update!r}")
+        if self.bf16_weight_update == "stochastic" and self.dtype != TRUE_BF16:
+            raise ConfigError(
+                f"bf16_weight_update='stochastic' rounds bfloat16 weights: it needs dtype='{TRUE_BF16}', not "
+                f"{self.dtype!r} (float32 weights keep every update)"
+            )
+        if self.bf16_weight_update == "stochastic" and self.parallel == "fsdp":
+            raise ConfigError("bf16_weight_update='stochastic' is not tested under parallel='fsdp': use 'ddp'")
 
     def _check_parallel(self) -> None:
         if self.parallel not in PARALLEL:

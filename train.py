@@ -63,6 +63,7 @@ from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, s
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
+ROUNDING_STREAM = 3  # the stochastic rounding of bf16_weight_update='stochastic' (beside the dropout seeds)
 # GPT returns its logits of the real vocabulary as a view of the padded ones; nothing writes into them in place,
 # the one case where FSDP2's warning about returned views matters.
 warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
@@ -217,6 +218,12 @@ def dropout_seeds(cfg: TrainConfig, rt: Runtime, iter_num: int) -> list[int]:
     return [int(np.random.SeedSequence([cfg.seed, iter_num, index]).generate_state(1)[0]) for index in indices]
 
 
+def rounding_seed(cfg: TrainConfig, iter_num: int) -> int:
+    """The seed of a step's stochastic rounding of the weights: the same on every process (DDP's replicas must
+    round alike) and a function of (seed, iteration) alone, so that a resume rounds as the run would have."""
+    return int(np.random.SeedSequence([cfg.seed, iter_num, ROUNDING_STREAM]).generate_state(1)[0])
+
+
 def micro_batch_indices(cfg: TrainConfig, rt: Runtime) -> range:
     """The global indices of this process's micro-batches in a step."""
     local_steps = cfg.gradient_accumulation_steps // rt.world_size
@@ -329,10 +336,12 @@ def train_step(
     teacher: Teacher | None = None,
     no_sync: Callable[[], typing.ContextManager] = nullcontext,
     seeds: list[int] | None = None,
+    rounding: int | None = None,
 ) -> torch.Tensor:
     """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
     distillation term (a tensor of 3: no device sync). `no_sync` holds back the reduction of gradients over
-    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout."""
+    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout,
+    `rounding` the optimizer step's stochastic rounding."""
     total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
         if seeds is not None:
@@ -348,6 +357,8 @@ def train_step(
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if rounding is not None:
+        torch.manual_seed(rounding)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -568,8 +579,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
     while True:
         lr = get_lr(state.iter_num, cfg)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(state.optimizer, lr)
         # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
         if due and not (state.iter_num == resumed_at and not cfg.eval_only):
@@ -591,8 +601,9 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         batches = prefetch.take(state.iter_num)
         seeds = dropout_seeds(cfg, rt, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
+        rounding = rounding_seed(cfg, state.iter_num) if cfg.bf16_weight_update == "stochastic" else None
         loss = train_step(
-            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds
+            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds, rounding
         )
         state.iter_num += 1
         prefetch.build(state.iter_num)  # while the device still runs the step just queued
@@ -645,7 +656,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
 
 
-OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params")
+OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params", "bf16_weight_update")
 
 
 def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Runtime) -> None:
@@ -657,26 +668,49 @@ def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Ru
 
 def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
     betas = (cfg.beta1, cfg.beta2)
-    optimizer = model.configure_optimizers(
-        cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
-    )
+    if cfg.bf16_weight_update == "stochastic":
+        groups = model.optimizer_groups(cfg.weight_decay, cfg.decay_1d_params)
+        optimizer = stochastic_rounding_adamw(groups, cfg.learning_rate, betas)
+    else:
+        optimizer = model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
+        )
     create_adamw_state(optimizer)
     return optimizer
+
+
+def stochastic_rounding_adamw(groups: list[dict], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """torchao's AdamW that computes the step in float32 and writes bfloat16 weights by stochastic rounding. It is
+    the one torchao.optim exports (its __all__) as _AdamW; it compiles its step once per parameter shape."""
+    try:
+        from torchao.optim import _AdamW
+    except ImportError as e:
+        raise ConfigError("bf16_weight_update='stochastic' needs torchao: pip install torchao==0.18.0") from e
+    return _AdamW(groups, lr=lr, betas=betas, bf16_stochastic_round=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The learning rate of every group; torchao's AdamW holds it as a tensor, which its compiled step reads
+    (a new value then recompiles nothing), and refuses a float."""
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def create_adamw_state(optimizer: torch.optim.Optimizer) -> None:
     """AdamW's state as its first step creates it (zero moments, step 0), made now: a checkpoint written
     before the first step holds it, and DCP's get_state_dict finds it instead of creating it by a zero step
     of its own, which would leave step 1 and so every later bias correction off by one step."""
-    lrs = [group["lr"] for group in optimizer.param_groups]
+    lr = float(optimizer.param_groups[0]["lr"])  # one for all groups (configure_optimizers)
+    set_lr(optimizer, 0.0)  # the step moves no weight (weight decay too scales by 1 - lr * wd)
     for group in optimizer.param_groups:
-        group["lr"] = 0.0  # the step moves no weight (weight decay too scales by 1 - lr * wd)
         for p in group["params"]:
             p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     for state in optimizer.state.values():
         state["step"].zero_()
 

@@ -442,3 +442,48 @@ def test_an_inherited_run_records_the_architecture_of_its_reference(tiny_config,
         train.train(tiny_config(**command | {"out_dir": str(tmp_path / "other"), "bias": False}))
     assert not (tmp_path / "other").exists()
 
+
+def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    return Checkpoint.load(Path(out_dir) / "ckpt.pt").model
+
+
+LATE_LR = 2e-5  # a learning rate late in a schedule: its steps are below half a bfloat16 step of most weights
+
+
+def test_bf16_true_loses_weight_decay_and_stochastic_rounding_keeps_it(tiny_config, tmp_path):
+    """lr x wd is far below bfloat16's 1/256, and so are the steps: rounded to nearest, AdamW's decay is lost;
+    rounded stochastically, the weights shrink by it (compared by the norm of wte against a run without decay)."""
+    pytest.importorskip("torchao")
+
+    def run(name: str, weight_decay: float, rounding: str) -> dict[str, torch.Tensor]:
+        out_dir = str(tmp_path / name)
+        train.train(tiny_config(out_dir=out_dir, dtype="bf16-true", weight_decay=weight_decay, max_iters=10,
+                                learning_rate=LATE_LR, decay_lr=False, bf16_weight_update=rounding))  # fmt: skip
+        return final_weights(out_dir)
+
+    wte = "transformer.wte.weight"
+    expected = 1 - (1 - LATE_LR * 1.0) ** 10  # decoupled decay: each step scales the weights by 1 - lr x wd
+
+    def shrink(rounding: str) -> float:
+        plain, decayed = run(f"{rounding}-0", 0.0, rounding), run(f"{rounding}-1", 1.0, rounding)
+        return (1 - decayed[wte].float().norm() / plain[wte].float().norm()).item()
+
+    nearest, stochastic = shrink("nearest"), shrink("stochastic")
+    assert nearest < 0.1 * expected  # measured: 0.00000 of 0.00020
+    assert stochastic == pytest.approx(expected, rel=0.1)
+
+
+def test_a_run_with_stochastic_rounding_resumes_exactly(tiny_config, tmp_path):
+    pytest.importorskip("torchao")
+    values = dict(dtype="bf16-true", bf16_weight_update="stochastic", max_iters=6, eval_interval=3)
+    train.train(tiny_config(out_dir=str(tmp_path / "straight"), **values))
+    train.train(tiny_config(out_dir=str(tmp_path / "split"), **values | {"max_iters": 3}))
+    train.train(tiny_config(out_dir=str(tmp_path / "split"), init_from="resume", **values))
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stochastic_rounding_is_refused_where_the_weights_are_float32(tiny_config):
+    with pytest.raises(ConfigError, match="bf16_weight_update='stochastic' rounds bfloat16 weights: it needs dtype"):
+        tiny_config(dtype="bfloat16", bf16_weight_update="stochastic")

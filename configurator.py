@@ -28,6 +28,11 @@ class ConfigError(UserError):
     exit_code = 2  # as argparse exits on a bad flag
 
 
+# The model keys that a model's source decides: unset (None) in a config, they follow the model (and are recorded
+# as the model has them); set, they must agree with it.
+SOURCE_KEYS = ("bias", "scale_attn_by_inverse_layer_idx")
+
+
 @dataclass
 class TrainConfig:
     """Every key of nanoGPT's train.py, with nanoGPT's meaning, and this project's own."""
@@ -68,8 +73,10 @@ class TrainConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = False
-    scale_attn_by_inverse_layer_idx: bool = False  # attention logits of layer l also divided by l + 1
+    # Unset (None): False from scratch; a model from a source (inherit_from, init_from, a resume) has its source's,
+    # which the run then records. Set, it must be the source's (train.take_source_architecture).
+    bias: bool | None = None
+    scale_attn_by_inverse_layer_idx: bool | None = None  # attention logits of layer l also divided by l + 1
     # Inheritune (init_from='inherit'): an n_layer student of the reference inherit_from (any init_from source)
     inherit_from: str = ""
     # reference blocks in order, e.g. '0-11,14'; empty or 'first': blocks 0..n_layer-1; 'bi' or 'angular': chosen
@@ -123,6 +130,11 @@ class TrainConfig:
     # 'float16': float32 weights, computing in that dtype), or 'bf16-true': the weights, gradients and AdamW
     # state themselves in bfloat16 (litgpt's --precision bf16-true; 8 bytes per parameter, not 16)
     dtype: str = "auto"
+    # bf16-true: how AdamW writes its float32 update into the bfloat16 weights. 'nearest' (torch's AdamW) rounds
+    # away an update under about 1/256 of a weight, weight decay included; 'stochastic' (torchao's AdamW with
+    # bf16_stochastic_round) rounds up with the probability of the lost fraction, keeping it in expectation,
+    # at no memory (docs/scale.md, "Weight decay is off under bf16-true")
+    bf16_weight_update: str = "nearest"
     compile: bool = True
     gradient_checkpointing: bool = False  # recompute each block in the backward pass: activations of one block
     seed: int = 1337
@@ -146,6 +158,7 @@ class TrainConfig:
         if self.dtype not in ("auto", TRUE_BF16, *DTYPES):
             raise ConfigError(f"dtype must be 'auto', {TRUE_BF16!r} or one of {sorted(DTYPES)}, got {self.dtype!r}")
         self._check_parallel()
+        self._check_bf16_weight_update()
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"wandb_mode must be 'offline', 'online' or 'disabled', got {self.wandb_mode!r}")
         if self.backend not in ("auto", "nccl", "gloo"):
@@ -159,6 +172,17 @@ class TrainConfig:
                 f"distill_alpha must be in [0, 1] and distill_temperature positive, got {self.distill_alpha} "
                 f"and {self.distill_temperature}"
             )
+
+    def _check_bf16_weight_update(self) -> None:
+        if self.bf16_weight_update not in ("nearest", "stochastic"):
+            raise ConfigError(f"bf16_weight_update must be 'nearest' or 'stochastic', got {self.bf16_weight_update!r}")
+        if self.bf16_weight_update == "stochastic" and self.dtype != TRUE_BF16:
+            raise ConfigError(
+                f"bf16_weight_update='stochastic' rounds bfloat16 weights: it needs dtype='{TRUE_BF16}', not "
+                f"{self.dtype!r} (float32 weights keep every update)"
+            )
+        if self.bf16_weight_update == "stochastic" and self.parallel == "fsdp":
+            raise ConfigError("bf16_weight_update='stochastic' is not tested under parallel='fsdp': use 'ddp'")
 
     def _check_parallel(self) -> None:
         if self.parallel not in PARALLEL:
@@ -221,10 +245,10 @@ class TrainConfig:
             n_head=self.n_head,
             n_embd=self.n_embd,
             block_size=self.block_size,
-            bias=self.bias,
+            bias=bool(self.bias),
             dropout=self.dropout,
             vocab_size=vocab_size,
-            scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
+            scale_attn_by_inverse_layer_idx=bool(self.scale_attn_by_inverse_layer_idx),
         )
         try:
             GPTConfig(**args)

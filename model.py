@@ -531,13 +531,17 @@ class GPT(nn.Module):
     ) -> torch.optim.AdamW:
         """AdamW with weight decay on matrices and embeddings only, or with decay_1d on biases and norm gains
         too (as LLM-Inheritune's single-group AdamW call does)."""
+        groups = self.optimizer_groups(weight_decay, decay_1d)
+        fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    def optimizer_groups(self, weight_decay: float, decay_1d: bool = False) -> list[dict]:
+        """configure_optimizers' parameter groups: the trained parameters, those decayed and the others."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
+        return [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": weight_decay if decay_1d else 0.0},
         ]
-        fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token: 6N for the matmuls plus attention's 12 * L * C * T (PaLM appendix B). N counts

@@ -50,7 +50,7 @@ from checkpoint import (
     sharded_step,
     source_sha256,
 )
-from configurator import ConfigError, TrainConfig, parse_config
+from configurator import SOURCE_KEYS, ConfigError, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
@@ -71,6 +71,7 @@ from runtime import (
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
+ROUNDING_STREAM = 3  # the stochastic rounding of bf16_weight_update='stochastic' (beside the dropout seeds)
 # GPT returns its logits of the real vocabulary as a view of the padded ones; nothing writes into them in place,
 # the one case where FSDP2's warning about returned views matters.
 warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
@@ -143,6 +144,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         if ckpt.dequantized is not None:  # a GGUF: weights dequantised from these tensor types
             source["dequantized"] = ckpt.dequantized
         start = Start(model, None, None, ckpt.inherit, source, ckpt.vocabulary())
+    take_source_architecture(cfg, model)
     if model.config.block_size < cfg.block_size:
         raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {model.config.block_size}")
     if model.config.block_size > cfg.block_size:
@@ -150,13 +152,27 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
     return start
 
 
+def take_source_architecture(cfg: TrainConfig, model: GPT) -> None:
+    """The keys a model's source decides (SOURCE_KEYS) set to the model's values, so that config.json and the
+    checkpoints record the model trained; a value the config sets otherwise is refused, not ignored."""
+    for key in SOURCE_KEYS:
+        asked, has = getattr(cfg, key), getattr(model.config, key)
+        if asked is not None and asked != has:
+            raise ConfigError(
+                f"{key}={asked} asked, but the model of init_from={cfg.init_from} has {key}={has}: leave {key} "
+                f"unset (it follows the model) or set it to {has}"
+            )
+        setattr(cfg, key, has)
+
+
 # the config's shape keys, and what decides which parameters AdamW holds state for
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
 
 def changed_keys(cfg: TrainConfig, saved: dict, keys: tuple[str, ...]) -> list[str]:
-    """The keys that a checkpoint's config records with another value than cfg's."""
-    return [key for key in keys if key in saved and saved[key] != getattr(cfg, key)]
+    """The keys that a checkpoint's config records with another value than cfg's; a key cfg leaves unset (None:
+    one of SOURCE_KEYS) follows the checkpoint."""
+    return [key for key in keys if key in saved and getattr(cfg, key) not in (None, saved[key])]
 
 
 def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: Path) -> None:
@@ -210,6 +226,12 @@ def dropout_seeds(cfg: TrainConfig, rt: Runtime, iter_num: int) -> list[int]:
     changes them."""
     indices = micro_batch_indices(cfg, rt)
     return [int(np.random.SeedSequence([cfg.seed, iter_num, index]).generate_state(1)[0]) for index in indices]
+
+
+def rounding_seed(cfg: TrainConfig, iter_num: int) -> int:
+    """The seed of a step's stochastic rounding of the weights: the same on every process (DDP's replicas must
+    round alike) and a function of (seed, iteration) alone, so that a resume rounds as the run would have."""
+    return int(np.random.SeedSequence([cfg.seed, iter_num, ROUNDING_STREAM]).generate_state(1)[0])
 
 
 def micro_batch_indices(cfg: TrainConfig, rt: Runtime) -> range:
@@ -324,10 +346,12 @@ def train_step(
     teacher: Teacher | None = None,
     no_sync: Callable[[], typing.ContextManager] = nullcontext,
     seeds: list[int] | None = None,
+    rounding: int | None = None,
 ) -> torch.Tensor:
     """One optimizer step over the micro-batches; returns the mean of their loss, its cross-entropy and its
     distillation term (a tensor of 3: no device sync). `no_sync` holds back the reduction of gradients over
-    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout."""
+    processes, which then happens once, on the last micro-batch; `seeds` seed each micro-batch's dropout,
+    `rounding` the optimizer step's stochastic rounding."""
     total = torch.zeros(3, device=batches[0][0].device)
     for micro, (x, y) in enumerate(batches):
         if seeds is not None:
@@ -343,6 +367,8 @@ def train_step(
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if rounding is not None:
+        torch.manual_seed(rounding)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -563,8 +589,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
     while True:
         lr = get_lr(state.iter_num, cfg)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(state.optimizer, lr)
         # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
         due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
         if due and not (state.iter_num == resumed_at and not cfg.eval_only):
@@ -586,8 +611,9 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
         batches = prefetch.take(state.iter_num)
         seeds = dropout_seeds(cfg, rt, state.iter_num)
         ctx = autocast_context(rt.device, rt.dtype)
+        rounding = rounding_seed(cfg, state.iter_num) if cfg.bf16_weight_update == "stochastic" else None
         loss = train_step(
-            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds
+            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds, rounding
         )
         state.iter_num += 1
         prefetch.build(state.iter_num)  # while the device still runs the step just queued
@@ -640,7 +666,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)
 
 
-OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params")
+OPTIMIZER_KEYS = ("weight_decay", "beta1", "beta2", "decay_1d_params", "bf16_weight_update")
 
 
 def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Runtime) -> None:
@@ -652,26 +678,49 @@ def report_changed_optimizer_settings(cfg: TrainConfig, ckpt: Checkpoint, rt: Ru
 
 def make_optimizer(model: GPT, cfg: TrainConfig, rt: Runtime) -> torch.optim.Optimizer:
     betas = (cfg.beta1, cfg.beta2)
-    optimizer = model.configure_optimizers(
-        cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
-    )
+    if cfg.bf16_weight_update == "stochastic":
+        groups = model.optimizer_groups(cfg.weight_decay, cfg.decay_1d_params)
+        optimizer = stochastic_rounding_adamw(groups, cfg.learning_rate, betas)
+    else:
+        optimizer = model.configure_optimizers(
+            cfg.weight_decay, cfg.learning_rate, betas, rt.device.type, cfg.decay_1d_params
+        )
     create_adamw_state(optimizer)
     return optimizer
+
+
+def stochastic_rounding_adamw(groups: list[dict], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """torchao's AdamW that computes the step in float32 and writes bfloat16 weights by stochastic rounding. It is
+    the one torchao.optim exports (its __all__) as _AdamW; it compiles its step once per parameter shape."""
+    try:
+        from torchao.optim import _AdamW
+    except ImportError as e:
+        raise ConfigError("bf16_weight_update='stochastic' needs torchao: pip install torchao==0.18.0") from e
+    return _AdamW(groups, lr=lr, betas=betas, bf16_stochastic_round=True)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The learning rate of every group; torchao's AdamW holds it as a tensor, which its compiled step reads
+    (a new value then recompiles nothing), and refuses a float."""
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def create_adamw_state(optimizer: torch.optim.Optimizer) -> None:
     """AdamW's state as its first step creates it (zero moments, step 0), made now: a checkpoint written
     before the first step holds it, and DCP's get_state_dict finds it instead of creating it by a zero step
     of its own, which would leave step 1 and so every later bias correction off by one step."""
-    lrs = [group["lr"] for group in optimizer.param_groups]
+    lr = float(optimizer.param_groups[0]["lr"])  # one for all groups (configure_optimizers)
+    set_lr(optimizer, 0.0)  # the step moves no weight (weight decay too scales by 1 - lr * wd)
     for group in optimizer.param_groups:
-        group["lr"] = 0.0  # the step moves no weight (weight decay too scales by 1 - lr * wd)
         for p in group["params"]:
             p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
+    set_lr(optimizer, lr)
     for state in optimizer.state.values():
         state["step"].zero_()
 

@@ -11,6 +11,8 @@ out_dir = "out-inheritune_gpt2_medium_16"
 wandb_run_name = "inheritune_gpt2_medium_16"
 init_from = "inherit"
 inherit_from = "out-gpt2_medium/ckpt.pt"  # or "gpt2-medium" for OpenAI's weights
+bias = None  # unset: the reference's architecture (OpenAI's GPT-2s have biases and no layer-index scaling)
+scale_attn_by_inverse_layer_idx = None
 n_layer = 16
 # Everything by default (the paper's text); the authors' code leaves wpe and ln_f fresh: "wte,attn,mlp,ln".
 inherit_parts = "wte,wpe,attn,mlp,ln,ln_f"

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+import runs
 import train
 from checkpoint import Checkpoint, load_model
 from configurator import ConfigError, TrainConfig
 from data.format import write_meta
 from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
 from runtime import UserError
-from tests.conftest import CodeOnUnpickle
+from tests.conftest import CodeOnUnpickle, tiny_values
 from train import NonFiniteLossError, get_lr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,3 +419,72 @@ def test_a_run_from_before_freeze_embedding_resumes_only_with_it_off(tmp_path):
     train.refuse_another_model(TrainConfig(n_layer=2), ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(ConfigError, match=r"freeze_embedding False \(asked True\)"):
         train.refuse_another_model(TrainConfig(n_layer=2, freeze_embedding=True), ckpt, tmp_path / "ckpt.pt")
+
+
+def test_an_inherited_run_records_the_architecture_of_its_reference(tiny_config, tmp_path):
+    """bias and scale_attn_by_inverse_layer_idx come from the reference: config.json records the student's
+    values, a rerun of the same command is accepted (resume and runs.py), one asking for others is refused."""
+    reference = tiny_config(out_dir=str(tmp_path / "ref"), max_iters=2, bias=True, scale_attn_by_inverse_layer_idx=True)
+    train.train(reference)
+    command = dict(init_from="inherit", inherit_from=str(tmp_path / "ref" / "ckpt.pt"), max_iters=2, eval_interval=2)
+    train.train(tiny_config(**command))
+    run = runs.read_run(Path(tiny_config().out_dir))
+    assert (run.config["bias"], run.config["scale_attn_by_inverse_layer_idx"]) == (True, True)
+    assert run.model["model_args"]["bias"] and run.model["model_args"]["scale_attn_by_inverse_layer_idx"]
+    train.train(tiny_config(**command | {"init_from": "resume", "max_iters": 4}))
+    config = tmp_path / "student.py"
+    values = tiny_values(Path(reference.data_dir)) | command | {"max_iters": 4}
+    config.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()))
+    overrides = [f"--out_dir={tiny_config().out_dir}"]
+    runs.refuse_changed_plan(runs.read_run(Path(tiny_config().out_dir)), str(config), overrides)
+    with pytest.raises(runs.RunError, match=r"trained with bias=True; this command asks for bias=False"):
+        runs.refuse_changed_plan(runs.read_run(Path(tiny_config().out_dir)), str(config), [*overrides, "--bias=False"])
+    with pytest.raises(ConfigError, match=r"bias=False asked, but the model of init_from=inherit has bias=True"):
+        train.train(tiny_config(**command | {"out_dir": str(tmp_path / "other"), "bias": False}))
+    assert not (tmp_path / "other").exists()
+
+
+def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    return Checkpoint.load(Path(out_dir) / "ckpt.pt").model
+
+
+LATE_LR = 2e-5  # a learning rate late in a schedule: its steps are below half a bfloat16 step of most weights
+
+
+def test_bf16_true_loses_weight_decay_and_stochastic_rounding_keeps_it(tiny_config, tmp_path):
+    """lr x wd is far below bfloat16's 1/256, and so are the steps: rounded to nearest, AdamW's decay is lost;
+    rounded stochastically, the weights shrink by it (compared by the norm of wte against a run without decay)."""
+    pytest.importorskip("torchao")
+
+    def run(name: str, weight_decay: float, rounding: str) -> dict[str, torch.Tensor]:
+        out_dir = str(tmp_path / name)
+        train.train(tiny_config(out_dir=out_dir, dtype="bf16-true", weight_decay=weight_decay, max_iters=10,
+                                learning_rate=LATE_LR, decay_lr=False, bf16_weight_update=rounding))  # fmt: skip
+        return final_weights(out_dir)
+
+    wte = "transformer.wte.weight"
+    expected = 1 - (1 - LATE_LR * 1.0) ** 10  # decoupled decay: each step scales the weights by 1 - lr x wd
+
+    def shrink(rounding: str) -> float:
+        plain, decayed = run(f"{rounding}-0", 0.0, rounding), run(f"{rounding}-1", 1.0, rounding)
+        return (1 - decayed[wte].float().norm() / plain[wte].float().norm()).item()
+
+    nearest, stochastic = shrink("nearest"), shrink("stochastic")
+    assert nearest < 0.1 * expected  # measured: 0.00000 of 0.00020
+    assert stochastic == pytest.approx(expected, rel=0.1)
+
+
+def test_a_run_with_stochastic_rounding_resumes_exactly(tiny_config, tmp_path):
+    pytest.importorskip("torchao")
+    values = dict(dtype="bf16-true", bf16_weight_update="stochastic", max_iters=6, eval_interval=3)
+    train.train(tiny_config(out_dir=str(tmp_path / "straight"), **values))
+    train.train(tiny_config(out_dir=str(tmp_path / "split"), **values | {"max_iters": 3}))
+    train.train(tiny_config(out_dir=str(tmp_path / "split"), init_from="resume", **values))
+    assert train_losses(tmp_path / "split") == train_losses(tmp_path / "straight")
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stochastic_rounding_is_refused_where_the_weights_are_float32(tiny_config):
+    with pytest.raises(ConfigError, match="bf16_weight_update='stochastic' rounds bfloat16 weights: it needs dtype"):
+        tiny_config(dtype="bfloat16", bf16_weight_update="stochastic")

@@ -15,23 +15,12 @@ checkpoint. Overrides for train.py go after `--`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from checkpoint import describe, source_sha256
 from configurator import parse_config
-from runs import (
-    DIVERGED_EXIT,
-    RunError,
-    format_table,
-    launch_training,
-    plot_curves,
-    read_run,
-    refuse_changed_plan,
-    summary,
-)
+from runs import CONFIG_FILE, Run, RunError, Runner, format_table, plot_curves, read_run, summary
 from runtime import UserError, command_main, write_json
 
 
@@ -74,13 +63,10 @@ def grow(args: argparse.Namespace) -> int:
     if not 1 <= start <= ref_layers or args.step < 1:
         raise UserError(f"--start must be in 1..{ref_layers} and --step at least 1")
     print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
+    rows = grow_rounds(args, start, ref_layers, target)
     out_dir = Path(args.out_dir)
-    run = (args.inherit_from, args.config, args.overrides, args.nproc)
-    rows = grow_rounds(*run, start, args.step, ref_layers, target, out_dir)
-    if rows is None:
-        return 1
     print(format_table(rows, target))
-    matched = [r for r in rows if not r.get("diverged") and r["val_loss"] <= target]
+    matched = [r for r in rows if not r["diverged"] and r["val_loss"] <= target]
     print(f"smallest matching student: n={matched[0]['layers']}" if matched else "no student matched the target")
     runs = {r["model"]: [read_run(out_dir / f"n{r['layers']}")] for r in rows}
     plot_curves(runs, out_dir / "grow.png", target, "Inheritune growth")
@@ -88,63 +74,49 @@ def grow(args: argparse.Namespace) -> int:
     return 0
 
 
-def grow_rounds(
-    reference: str,
-    config: str,
-    overrides: list[str],
-    nproc: int,
-    start: int,
-    step: int,
-    ref_layers: int,
-    target: float,
-    out_dir: Path,
-) -> list[dict] | None:
+def grow_rounds(args: argparse.Namespace, start: int, ref_layers: int, target: float) -> list[dict]:
     """Train students of start, start + step, ... layers (at most the reference's) in out_dir/n{n} until one
-    reaches the target val loss; each round's row, by depth, kept in out_dir/grow.json (None: a round failed).
-    A round recorded there is reused only where it trained with these settings from this reference file; its
-    gap is to this target, which grow.json then records."""
+    reaches the target val loss or diverges; each round's row, by depth, kept in out_dir/grow.json. A round
+    trained earlier is reused only where it trained with these settings from this reference file; its gap is
+    to this target, which grow.json then records."""
+    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "grow.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"rounds": []}
-    state["target"] = target
-    sha256 = source_sha256(reference)
-    init = ["--init_from=inherit", f"--inherit_from={reference}"]
-    done = {r["layers"]: r for r in state["rounds"]}
-    for n, row in done.items():
-        check_round(out_dir / f"n{n}", config, [*overrides, f"--n_layer={n}", *init], sha256)
-        row["gap"] = None if row.get("diverged") else row["val_loss"] - target
-    write_json(state_path, state)
+    runner = Runner(args.config, args.nproc, times_path=state_path)
+    sha256 = source_sha256(args.inherit_from)
+    init = ["--init_from=inherit", f"--inherit_from={args.inherit_from}"]
+    rows: dict[int, dict] = {}
     n = start
     while True:
         round_dir = out_dir / f"n{n}"
-        if n in done:
-            print(f"round n={n}: finished earlier, val loss {done[n]['val_loss']:.4f}")
-        else:
-            t0 = time.time()
-            code = launch_training(config, round_dir, [*overrides, f"--n_layer={n}"], init, nproc)
-            if code not in (0, DIVERGED_EXIT):
-                print(f"error: round n={n} failed (exit code {code}); rerun to resume", file=sys.stderr)
-                return None
-            diverged = code == DIVERGED_EXIT
-            name = f"inheritune n={n}" + (" (diverged)" if diverged else "")
-            row = {**summary(name, read_run(round_dir)), "time_s": round(time.time() - t0, 1), "diverged": diverged}
-            row["gap"] = None if diverged else row["val_loss"] - target  # its val loss is of its last good eval
-            done[n] = row
-            state["rounds"].append(row)
-            write_json(state_path, state)
-        if done[n].get("diverged"):  # a deeper student of the same settings is no answer: the loop ends here
-            print(f"round n={n}: diverged earlier (NaN/inf); the growth stops there; delete {round_dir} to retrain it")
-            return [done[k] for k in sorted(done)]
-        if done[n]["val_loss"] <= target or n >= ref_layers:
-            return [done[k] for k in sorted(done)]
-        n = min(n + step, ref_layers)
+        overrides = [*args.overrides, f"--n_layer={n}"]
+        if (round_dir / CONFIG_FILE).exists():
+            check_reference(round_dir, sha256)
+        run = runner.train(round_dir, overrides, init)
+        rows[n] = round_row(run, n, target, runner.seconds(round_dir))
+        write_json(state_path, {"target": target, "rounds": [rows[k] for k in sorted(rows)], "times": runner.times})
+        if run.diverged:  # a deeper student of the same settings is no answer: the loop ends here
+            print(f"round n={n}: diverged (NaN/inf); the growth stops there; delete {round_dir} to retrain it")
+            break
+        if rows[n]["val_loss"] <= target or n >= ref_layers:
+            break
+        n = min(n + args.step, ref_layers)
+    return [rows[k] for k in sorted(rows)]
 
 
-def check_round(round_dir: Path, config: str, overrides: list[str], sha256: str) -> None:
-    """A finished round of another budget, config or reference file is refused, not reused beside new ones."""
-    run = read_run(round_dir)
-    refuse_changed_plan(run, config, overrides)
-    recorded = (run.inherit or {}).get("source_sha256")
+def round_row(run: Run, n: int, target: float, seconds: float | None) -> dict:
+    """A round's line of the table: its summary, its gap to the target (none for a diverged round, whose val loss
+    is of its last good eval) and its wall-clock."""
+    diverged = run.diverged is not None
+    name = f"inheritune n={n}" + (" (diverged)" if diverged else "")
+    row = summary(name, run) | {"time_s": seconds, "diverged": diverged}
+    return row | {"gap": None if diverged else row["val_loss"] - target}
+
+
+def check_reference(round_dir: Path, sha256: str) -> None:
+    """A round that inherited from another file of the reference's name is refused, not reused beside new ones
+    (another budget or config is refused by the runner)."""
+    recorded = (read_run(round_dir).inherit or {}).get("source_sha256")
     if recorded not in (None, sha256):
         raise RunError(
             f"{round_dir} inherited from another reference file (sha256 {recorded[:12]}..., now {sha256[:12]}...): "

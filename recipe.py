@@ -29,6 +29,7 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from analyze import (
@@ -45,9 +46,8 @@ from analyze import (
 from checkpoint import Checkpoint, describe, latest_checkpoint, source_sha256
 from configurator import TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
-from grow import grow_rounds
 from inherit import inherit_half_width
-from runs import DIVERGED_EXIT, RunError, is_finished, launch_training, plot_curves, read_run, summary
+from runs import RunError, Runner, plot_curves, read_run, summary, wait_for
 from runtime import UserError, command_main, resolve_device_name, write_json
 
 METHODS = {
@@ -92,12 +92,75 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @command_main
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    args.command = shlex.join(["python", "recipe.py", *argv])
-    return recipe(args)
+    return recipe(make_plan(parse_args(argv), shlex.join(["python", "recipe.py", *argv])))
 
 
 # ----------------------------------------------------------------------------- the plan, checked before training
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one call of the recipe does, checked against the reference and the config before anything runs."""
+
+    reference: str
+    ref: Checkpoint  # the reference's description (no weights)
+    config: str
+    cfg: TrainConfig  # the config with the overrides: every student's
+    overrides: list[str]
+    depths: list[int]
+    methods: list[str]
+    tasks: list[str]
+    tasks_limit: int | None
+    include_path: str
+    num_seqs: int
+    seq_len: int  # of the analysis and the measured choices: at most the config's block_size
+    distill_alpha: float
+    grow_start: int
+    grow_step: int
+    out_dir: Path
+    nproc: int
+    command: str  # the command line, for the report
+
+    @property
+    def ref_layers(self) -> int:
+        return self.ref.model_args["n_layer"]
+
+
+def make_plan(args: argparse.Namespace, command: str) -> Plan:
+    ref = describe(args.reference)
+    ref_layers = ref.model_args["n_layer"]
+    ns = depths(args.n_layer, ref_layers)
+    methods = check_methods(args.methods, ref)
+    if "grow" in methods and (args.grow_step < 1 or not 0 <= args.grow_start < ref_layers):
+        raise UserError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
+    cfg = parse_config([args.config, *args.overrides])
+    check_width(methods, ref, cfg)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if tasks:
+        loadable_tasks(tasks, args.include_path)
+    if args.seq_len > cfg.block_size:
+        # the students measure at most block_size tokens: the analysis measures as many, so that they agree
+        print(f"--seq_len {args.seq_len} is longer than the config's block_size: measuring {cfg.block_size}")
+    return Plan(
+        reference=args.reference,
+        ref=ref,
+        config=args.config,
+        cfg=cfg,
+        overrides=args.overrides,
+        depths=ns,
+        methods=methods,
+        tasks=tasks,
+        tasks_limit=args.tasks_limit,
+        include_path=args.include_path,
+        num_seqs=args.num_seqs,
+        seq_len=min(args.seq_len, cfg.block_size),
+        distill_alpha=args.distill_alpha,
+        grow_start=args.grow_start,
+        grow_step=args.grow_step,
+        out_dir=Path(args.out_dir),
+        nproc=args.nproc,
+        command=command,
+    )
 
 
 def depths(text: str, ref_layers: int) -> list[int]:
@@ -138,36 +201,40 @@ def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
         )
 
 
-def check_growth(args: argparse.Namespace, ref_layers: int) -> None:
-    if args.grow_step < 1 or not 0 <= args.grow_start < ref_layers:
-        raise UserError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
+def scratch_width(ref: Checkpoint) -> list[str]:
+    """The overrides that give a GPT-2 from scratch the reference's width and attention, whatever the config
+    says; none for the Llama family, whose models from scratch are its architecture with nothing inherited."""
+    if ref.model_args.get("rope"):
+        return []
+    args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
+    return [f"--{key}={args[key]}" for key in ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")]
 
 
-def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: TrainConfig, width: list[str]) -> list[str]:
+def run_overrides(plan: Plan, method: str, n: int) -> list[str]:
     """The train.py overrides of one run: its start (a student, or scratch) and its budget."""
     if method in LAYER_METHODS or method == "stack":
         # bi and angular measure the sequences of the analysis: their choice is the one it printed
-        measure = [f"--inherit_measure_seqs={args.num_seqs}", f"--inherit_measure_len={args.seq_len}"]
+        measure = [f"--inherit_measure_seqs={plan.num_seqs}", f"--inherit_measure_len={plan.seq_len}"]
         return [
             f"--n_layer={n}",
             "--init_from=inherit",
-            f"--inherit_from={ref}",
+            f"--inherit_from={plan.reference}",
             f"--inherit_layers={method}",
             *measure,
         ]
     if method == "half_width":
-        return [f"--init_from={Path(args.out_dir) / 'half_width' / 'student.pt'}"]
-    # GPT-2 from scratch at the reference's width; the Llama family as the reference's architecture with nothing
-    # inherited (the config's model keys describe GPT-2 alone)
+        return [f"--init_from={plan.out_dir / 'half_width' / 'student.pt'}"]
+    width = scratch_width(plan.ref)
     fresh = (
         [*width, "--init_from=scratch"]
         if width
-        else ["--init_from=inherit", f"--inherit_from={ref}", "--inherit_parts=none"]
+        else ["--init_from=inherit", f"--inherit_from={plan.reference}", "--inherit_parts=none"]
     )
     scratch = [f"--n_layer={n}", *fresh]
     if method == "distill":
-        return [*scratch, f"--teacher={ref}", f"--distill_alpha={args.distill_alpha}"]
+        return [*scratch, f"--teacher={plan.reference}", f"--distill_alpha={plan.distill_alpha}"]
     if method == "scratch-2x":
+        cfg = plan.cfg
         return [*scratch, f"--max_iters={2 * cfg.max_iters}", f"--lr_decay_iters={2 * cfg.lr_decay_iters}"]
     return scratch
 
@@ -181,141 +248,108 @@ def run_dir(out_dir: Path, method: str, n: int) -> Path:
 # ----------------------------------------------------------------------------- the runs
 
 
-def recipe(args: argparse.Namespace) -> int:
-    ref = describe(args.reference)
-    state_path = Path(args.out_dir) / "report.json"
-    state = read_state(state_path)
-    check_same_reference(state, state_path, args.reference)
-    ref_layers = ref.model_args["n_layer"]
-    ns = depths(args.n_layer, ref_layers)
-    methods = check_methods(args.methods, ref)
-    if "grow" in methods:
-        check_growth(args, ref_layers)
-    cfg = parse_config([args.config, *args.overrides])
-    check_width(methods, ref, cfg)
-    args.task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if args.task_names:
-        loadable_tasks(args.task_names, args.include_path)
-    if args.seq_len > cfg.block_size:
-        # the students measure at most block_size tokens: the analysis measures as many, so that they agree
-        print(f"--seq_len {args.seq_len} is longer than the config's block_size: measuring {cfg.block_size}")
-        args.seq_len = cfg.block_size
-    out_dir = Path(args.out_dir)
-    plan = [(m, n) for n in ns for m in methods if m not in ("half_width", "grow")] + [("half_width", ref_layers)] * (
-        "half_width" in methods
-    )
-    # scratch students get the reference's width and attention, whatever the config says
-    scratch_args = {"scale_attn_by_inverse_layer_idx": False} | ref.model_args
-    gpt2_keys = ("n_embd", "n_head", "bias", "scale_attn_by_inverse_layer_idx")
-    width = [] if ref.model_args.get("rope") else [f"--{key}={scratch_args[key]}" for key in gpt2_keys]
+def recipe(plan: Plan) -> int:
+    out_dir = plan.out_dir
+    state_path = out_dir / "report.json"
+    sha256 = check_same_reference(state_path, plan.reference)
+    runs = [(m, n) for n in plan.depths for m in plan.methods if m not in ("half_width", "grow")]
+    runs += [("half_width", plan.ref_layers)] * ("half_width" in plan.methods)
     out_dir.mkdir(parents=True, exist_ok=True)
-    refuse_runs_of_another_reference(out_dir, state["reference_sha256"])
-    save_state(state_path, state)  # the reference's identity, before anything is measured or trained from it
-    analysis = analyze_reference(args, cfg, ns, state["reference_sha256"])
-    if "half_width" in methods and not (out_dir / "half_width" / "student.pt").exists():
+    refuse_runs_of_another_reference(out_dir, sha256)
+    save_state(state_path, {"reference_sha256": sha256})  # before anything is measured or trained from it
+    analysis = analyze_reference(plan, sha256)
+    if "half_width" in plan.methods and not (out_dir / "half_width" / "student.pt").exists():
         (out_dir / "half_width").mkdir(exist_ok=True)
-        student, origin = inherit_half_width(args.reference, cfg.seed)
+        student, origin = inherit_half_width(plan.reference, plan.cfg.seed)
         Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(
             out_dir / "half_width" / "student.pt"
         )
 
+    runner = Runner(plan.config, plan.nproc, times_path=state_path)
     reference_dir = out_dir / "reference"
-    evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={args.reference}"]
-    if launch_training(args.config, reference_dir, [*args.overrides, *evaluate], [], args.nproc) != 0:
-        raise RunError(f"the reference's evaluation in {reference_dir} failed")
+    evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={plan.reference}"]
+    runner.train(reference_dir, [*plan.overrides, *evaluate])
     started = time.time()
-    for k, (method, n) in enumerate(plan):
-        folder = run_dir(out_dir, method, n)
-        eta = eta_text(started, k, len(plan))
-        print(f"run {k + 1}/{len(plan)}: {method}, n = {n} ({METHODS[method]}){eta}", flush=True)
-        if str(folder) in state["diverged"]:
-            print(f"{folder}: diverged earlier; delete it to train it again")
-            continue
-        overrides = [*args.overrides, *run_plan(method, n, args.reference, args, cfg, width)]
-        code = train_run(args, folder, overrides, state)
-        save_state(state_path, state)
-        if code == DIVERGED_EXIT:
-            print(
-                f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the other runs go on",
-                file=sys.stderr,
-            )
-        elif code != 0:
-            print(f"error: {method} n={n} failed (exit code {code}); run the same command to resume", file=sys.stderr)
-            return 1
-    if "grow" in methods:
-        rounds = grow(args, cfg, ref_layers, analysis, reference_dir)
-        if rounds is None:
-            return 1
-        for row in rounds:
-            plan.append(("grow", row["layers"]))
-            folder = str(run_dir(out_dir, "grow", row["layers"]))
-            state["times"].setdefault(folder, row["time_s"])
-            if row.get("diverged") and folder not in state["diverged"]:
-                state["diverged"].append(folder)
+    for k, (method, n) in enumerate(runs):
+        eta = eta_text(started, k, len(runs))
+        print(f"run {k + 1}/{len(runs)}: {method}, n = {n} ({METHODS[method]}){eta}", flush=True)
+        run = runner.train(run_dir(out_dir, method, n), [*plan.overrides, *run_overrides(plan, method, n)])
+        if run.diverged:
+            print(f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the others go on", file=sys.stderr)
+    times = dict(runner.times)
+    if "grow" in plan.methods:
+        grown = grow(plan, analysis, reference_dir)
+        runs += [("grow", row["layers"]) for row in grown["rounds"]]
+        times |= grown["times"]
 
-    rows, corpora = report_rows(out_dir, plan, reference_dir, ref, state)
-    if args.task_names:
-        score_tasks(rows, args, resolve_device_name(cfg.device))
-    report = {"reference": args.reference, "config": args.config, "overrides": args.overrides}
-    report |= {"corpora": corpora, "rows": rows, "analysis": analysis} | state
+    rows, corpora = report_rows(out_dir, runs, reference_dir, plan.ref, times)
+    if plan.tasks:
+        score_tasks(rows, plan, resolve_device_name(plan.cfg.device))
+    report = {"reference": plan.reference, "config": plan.config, "overrides": plan.overrides}
+    report |= {"corpora": corpora, "rows": rows, "analysis": analysis, "reference_sha256": sha256, "times": times}
     write_json(state_path, report)
     curves = {run_name(row, rows): [read_run(row["out_dir"])] for row in rows}
     plot_curves(curves, out_dir / "curves.png", rows[0]["val_loss"], "every method on one budget")
-    (out_dir / "report.md").write_text(report_markdown(report, args))
+    (out_dir / "report.md").write_text(report_markdown(report, plan))
     print(markdown_table(rows, corpora))
     print(f"wrote {out_dir / 'report.md'}, {state_path} and {out_dir / 'curves.png'}")
     return 0
 
 
-def grow(
-    args: argparse.Namespace, cfg: TrainConfig, ref_layers: int, analysis: dict, reference_dir: Path
-) -> list[dict] | None:
-    """grow.py's rounds, from the analysis's suggested depth (the first lazy layer; half the reference's when
-    none is lazy) to the reference's val loss by the recipe's own estimate."""
+def grow(plan: Plan, analysis: dict, reference_dir: Path) -> dict:
+    """grow.py, as its own command, from the analysis's suggested depth (the first lazy layer; half the
+    reference's when none is lazy) to the reference's val loss by the recipe's own estimate: its grow.json."""
     lazy = analysis["lazy_layers"]
-    start = args.grow_start or (analysis["suggestion"]["n_layer"] if lazy else max(1, ref_layers // 2))
+    start = plan.grow_start or (analysis["suggestion"]["n_layer"] if lazy else max(1, plan.ref_layers // 2))
     target = summary("reference", read_run(reference_dir))["val_loss"]
-    print(f"grow: from n = {start}, {args.grow_step} more per round, until val loss {target:.4f}", flush=True)
-    run = (args.reference, args.config, args.overrides, args.nproc)
-    return grow_rounds(*run, start, args.grow_step, ref_layers, target, Path(args.out_dir) / "grow")
+    print(f"grow: from n = {start}, {plan.grow_step} more per round, until val loss {target:.4f}", flush=True)
+    folder = plan.out_dir / "grow"
+    grow_args = ["--inherit_from", plan.reference, "--config", plan.config, "--out_dir", str(folder)]
+    grow_args += ["--start", str(start), "--step", str(plan.grow_step), "--target", repr(target)]
+    cmd = [sys.executable, str(Path(__file__).with_name("grow.py")), *grow_args, "--nproc", str(plan.nproc)]
+    code = wait_for([*cmd, "--", *plan.overrides])
+    if code != 0:
+        raise RunError(f"the growth loop in {folder} failed (exit code {code}); run the same command to resume")
+    return json.loads((folder / "grow.json").read_text())
 
 
-def analyze_reference(args: argparse.Namespace, cfg: TrainConfig, ns: list[int], sha256: str) -> dict:
+def analyze_reference(plan: Plan, sha256: str) -> dict:
     """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
     out_dir/analysis (once: a second call of the same reference file, by its sha256, reads them)."""
-    settings = Settings(next(iter(cfg.mixture)), args.num_seqs, args.seq_len)
-    folder = Path(args.out_dir) / "analysis"
+    settings = Settings(next(iter(plan.cfg.mixture)), plan.num_seqs, plan.seq_len)
+    folder = plan.out_dir / "analysis"
     saved = folder / "analysis.json"
-    asked = vars(settings) | {"model": args.reference, "sha256": sha256}
+    asked = vars(settings) | {"model": plan.reference, "sha256": sha256}
     earlier = json.loads(saved.read_text()) if saved.exists() else {}
     if earlier.get("settings") == asked:
         result = earlier["models"][0]
     else:
-        result = analyze_model(args.reference, settings, resolve_device_name(cfg.device), ns[0])
+        result = analyze_model(plan.reference, settings, resolve_device_name(plan.cfg.device), plan.depths[0])
         folder.mkdir(parents=True, exist_ok=True)
         plot_layers([result], folder / "layers.png")
         plot_heads([result], folder / "heads.png", settings)
         write_json(saved, {"settings": asked, "models": [result]})
     measures = vars(settings) | {key: result[key] for key in ("block_influence", "angular_distance")}
-    choices = {n: layer_choices(args.reference, measures, n) for n in ns}
+    choices = {n: layer_choices(plan.reference, measures, n) for n in plan.depths}
     print(describe_collapse(result, settings))
     print(describe_suggestion(result, settings))
-    for n in ns:
+    for n in plan.depths:
         print(describe_choices({"choices": choices[n]}))
     keys = ("max_rank", "avg_mass", "collapsed_heads", "lazy_layers", "block_influence", "suggestion")
-    return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in ns}}
+    return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in plan.depths}}
 
 
-def check_same_reference(state: dict, state_path: Path, reference: str) -> None:
-    """Record the reference's sha256 in state; refused where this out_dir's runs were trained from another
-    file of the same name: their inherited blocks, the analysis and the target would be the old reference's."""
+def check_same_reference(state_path: Path, reference: str) -> str:
+    """The reference's sha256; refused where this out_dir's runs were trained from another file of the same name:
+    their inherited blocks, the analysis and the target would be the old reference's."""
     sha256 = source_sha256(reference)
-    if state["reference_sha256"] not in (None, sha256):
+    recorded = json.loads(state_path.read_text()).get("reference_sha256") if state_path.exists() else None
+    if recorded not in (None, sha256):
         raise RunError(
             f"{reference} has changed since the runs in {state_path.parent} were trained from it (sha256 "
-            f"{state['reference_sha256'][:12]}..., now {sha256[:12]}...): give another --out_dir"
+            f"{recorded[:12]}..., now {sha256[:12]}...): give another --out_dir"
         )
-    state["reference_sha256"] = sha256
+    return sha256
 
 
 def refuse_runs_of_another_reference(out_dir: Path, sha256: str) -> None:
@@ -339,31 +373,10 @@ def refuse_runs_of_another_reference(out_dir: Path, sha256: str) -> None:
             )
 
 
-def read_state(state_path: Path) -> dict:
-    """What earlier calls learnt: each run's wall-clock seconds, the runs that diverged, and the reference's
-    sha256."""
-    saved = json.loads(state_path.read_text()) if state_path.exists() else {}
-    keys = {"times": {}, "diverged": [], "reference_sha256": None}
-    return {key: saved.get(key, default) for key, default in keys.items()}
-
-
 def save_state(state_path: Path, state: dict) -> None:
     """state into report.json, which keeps the report of an earlier call beside it."""
     saved = json.loads(state_path.read_text()) if state_path.exists() else {}
     write_json(state_path, saved | state)
-
-
-def train_run(args: argparse.Namespace, folder: Path, overrides: list[str], state: dict) -> int:
-    """Train (or resume, or skip) one run; its wall-clock is the sum over the calls that trained it (the part
-    of a call killed outright is lost), and a run that diverged is kept in state["diverged"]."""
-    trained = not is_finished(folder)
-    t0 = time.time()
-    code = launch_training(args.config, folder, overrides, [], args.nproc)
-    if trained:
-        state["times"][str(folder)] = round(state["times"].get(str(folder), 0) + time.time() - t0, 1)
-    if code == DIVERGED_EXIT:
-        state["diverged"].append(str(folder))
-    return code
 
 
 def eta_text(started: float, done: int, total: int) -> str:
@@ -377,7 +390,7 @@ def eta_text(started: float, done: int, total: int) -> str:
 
 
 def report_rows(
-    out_dir: Path, plan: list[tuple[str, int]], reference_dir: Path, ref: Checkpoint, state: dict
+    out_dir: Path, runs: list[tuple[str, int]], reference_dir: Path, ref: Checkpoint, times: dict[str, float]
 ) -> tuple[list, list]:
     """The reference's row (its own training's steps and tokens, its val loss by the students' estimate), then
     one per run: size, budget, final val loss of the mixture and of each corpus, the gap to the reference,
@@ -388,12 +401,13 @@ def report_rows(
     trained_here = ref.config is not None  # a Hugging Face model or GGUF file records no training
     steps = ref.iter_num if trained_here else None
     rows[0] |= {"steps": steps, "tokens": ref.tokens_seen(), "tokens_seen": ref.tokens_seen()}
-    for method, n in plan:
+    for method, n in runs:
         folder = run_dir(out_dir, method, n)
-        row = row_of(method, read_run(folder), folder, corpora, rows[0]["val_loss"], state["times"].get(str(folder)))
+        run = read_run(folder)
+        row = row_of(method, run, folder, corpora, rows[0]["val_loss"], times.get(str(folder)))
         carried = ref.tokens_seen() if method in CARRY_REFERENCE else 0  # D_p: what its start or teacher learnt
         row["tokens_seen"] = None if carried is None or row["tokens"] is None else row["tokens"] + carried
-        diverged = str(folder) in state["diverged"]  # its val loss is of its last good eval: no result
+        diverged = run.diverged is not None  # its val loss is of its last good eval: no result
         rows.append(row | ({"diverged": True, "gap": None} if diverged else {"diverged": False}))
     return rows, corpora
 
@@ -409,19 +423,18 @@ def row_of(method: str, run, folder: Path, corpora: list[str], ref_loss: float |
     return row | {"time_s": seconds, "ms_per_iter": statistics.median(steps) if steps else None}
 
 
-def score_tasks(rows: list[dict], args: argparse.Namespace, device: str) -> None:
+def score_tasks(rows: list[dict], plan: Plan, device: str) -> None:
     """Each model's zero-shot task scores (the reference's, and each run's last checkpoint), kept in its folder's
     tasks.json so that a second call scores nothing again."""
-    names = args.task_names
     for row in rows:
-        model = args.reference if row["method"] == "reference" else str(latest_checkpoint(row["out_dir"]))
+        model = plan.reference if row["method"] == "reference" else str(latest_checkpoint(row["out_dir"]))
         saved = Path(row["out_dir"]) / "tasks.json"
-        asked = {"tasks": names, "limit": args.tasks_limit}
+        asked = {"tasks": plan.tasks, "limit": plan.tasks_limit}
         if saved.exists() and json.loads(saved.read_text())["asked"] == asked:
             result = json.loads(saved.read_text())
         else:
-            print(f"tasks of {row['method']}: {', '.join(names)}", flush=True)
-            result = run_tasks(model, names, args.include_path, args.tasks_limit, 8, device) | {"asked": asked}
+            print(f"tasks of {row['method']}: {', '.join(plan.tasks)}", flush=True)
+            result = run_tasks(model, plan.tasks, plan.include_path, plan.tasks_limit, 8, device) | {"asked": asked}
             write_json(saved, result)
         row["tasks"] = result["tasks"]
 
@@ -453,11 +466,11 @@ def markdown_table(rows: list[dict], corpora: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(report: dict, args: argparse.Namespace) -> str:
+def report_markdown(report: dict, plan: Plan) -> str:
     parts = [
         f"# Which small model: every method from {report['reference']}",
         "",
-        f"Made by `{args.command}`. Val loss: each run's final eval; before training: its eval at step 0, the",
+        f"Made by `{plan.command}`. Val loss: each run's final eval; before training: its eval at step 0, the",
         "model as built (pruned without healing); gap: to the reference's val loss by the same estimate (the same",
         "batches). Tokens: the run's own; tokens seen adds what a student carries from the reference (its",
         "blocks, or its teacher's logits): the reference's own tokens. ms/iter: the median time of a training",
@@ -466,7 +479,7 @@ def report_markdown(report: dict, args: argparse.Namespace) -> str:
         "",
         markdown_table(report["rows"], report["corpora"]),
         "",
-        *([format_task_table({run_name(r, report["rows"]): r for r in report["rows"]}), ""] if args.task_names else []),
+        *([format_task_table({run_name(r, report["rows"]): r for r in report["rows"]}), ""] if plan.tasks else []),
         "![val loss of every run](curves.png)",
         "",
         "The reference's layers (attention rank, heads collapsed, mass, Block Influence, angular distance):",

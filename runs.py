@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,6 +134,11 @@ class Run:
             raise RunError(f"{self.out_dir} has no eval yet")
         return self.evals[-1]
 
+    @property
+    def diverged(self) -> dict | None:
+        """train.py's record of the loss or weights becoming NaN/inf ({"iter", "error"}), where they did."""
+        return next((r for r in self.records if r["kind"] == "diverged"), None)
+
     def finished(self) -> bool:
         """Whether the run evaluated at its last step, max_iters."""
         return bool(self.evals) and self.last_eval["iter"] >= self.config["max_iters"]
@@ -207,17 +213,25 @@ def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
     return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
 
 
-def is_finished(out_dir: Path) -> bool:
-    return (out_dir / CONFIG_FILE).exists() and read_run(out_dir).finished()
+def is_done(out_dir: Path) -> bool:
+    """Whether the run in out_dir has finished or diverged: launch_training trains it no further."""
+    if not (out_dir / CONFIG_FILE).exists():
+        return False
+    run = read_run(out_dir)
+    return run.finished() or run.diverged is not None
 
 
 def launch_training(config: str, out_dir: Path, overrides: list[str], init: list[str], nproc: int) -> int:
-    """Train a run in out_dir as train.py's own process(es): nothing when it has finished, resumed from its
-    checkpoint when it was interrupted, else started with the `init` overrides. Returns the exit code. A run
-    that trained with other settings than these is refused (RunError), not reused or continued."""
+    """Train a run in out_dir as train.py's own process(es): nothing when it has finished or diverged (exit code
+    DIVERGED_EXIT), resumed from its checkpoint when it was interrupted, else started with the `init` overrides.
+    Returns the exit code. A run that trained with other settings than these is refused (RunError), not reused
+    or continued."""
     if (out_dir / CONFIG_FILE).exists():
         run = read_run(out_dir)
         refuse_changed_plan(run, config, [*overrides, *init])
+        if run.diverged:
+            print(f"{out_dir}: diverged earlier (at step {run.diverged['iter']}); delete it to train it again")
+            return DIVERGED_EXIT
         if run.finished():
             print(f"{out_dir}: finished earlier")
             return 0
@@ -230,6 +244,43 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
         print(f"{out_dir}: stopped before its last step (a signal?); rerun to resume", file=sys.stderr)
         return 1
     return code
+
+
+class Runner:
+    """The runs of a plan (recipe.py's methods, grow.py's rounds, scaling.py's grid, runs.py's seeds), trained one
+    after another, each in its own folder by launch_training: finished runs are skipped, interrupted ones
+    resumed, one trained with other settings refused, one that diverged (its folder records it) not trained
+    again. Each run's wall-clock, summed over the calls that trained it, is kept in `times_path` where one is
+    given. A run that fails stops the plan with a RunError saying how to resume."""
+
+    def __init__(self, config: str, nproc: int = 1, times_path: Path | None = None) -> None:
+        self.config, self.nproc, self.times_path = config, nproc, times_path
+        saved = json.loads(times_path.read_text()) if times_path is not None and times_path.exists() else {}
+        self.times: dict[str, float] = saved.get("times", {})
+
+    def train(self, out_dir: Path, overrides: list[str], init: list[str] | tuple = ()) -> Run:
+        """The run in out_dir, trained to its end or to divergence (`.diverged` says which: its folder records
+        it, whatever exit code torchrun makes of train.py's)."""
+        trains = not is_done(out_dir)
+        t0 = time.time()
+        code = launch_training(self.config, out_dir, overrides, list(init), self.nproc)
+        if trains:
+            self.times[str(out_dir)] = round(self.times.get(str(out_dir), 0) + time.time() - t0, 1)
+            self.save_times()
+        run = read_run(out_dir) if (out_dir / CONFIG_FILE).exists() else None
+        if run is None or (code != 0 and not run.diverged):
+            raise RunError(f"the run in {out_dir} failed (exit code {code}); run the same command to resume")
+        return run
+
+    def seconds(self, out_dir: Path) -> float | None:
+        return self.times.get(str(out_dir))
+
+    def save_times(self) -> None:
+        """times into times_path, beside whatever else the caller keeps there (a report, a growth table)."""
+        if self.times_path is not None:
+            saved = json.loads(self.times_path.read_text()) if self.times_path.exists() else {}
+            self.times_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.times_path, saved | {"times": self.times})
 
 
 # Settings that change no result of a run (where it is written, how it logs, which kernels): a run trained with
@@ -510,13 +561,12 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
 def train_main(args: argparse.Namespace) -> int:
     """Train one config once per seed, each in the folder --out_dir names for it."""
     folders = seed_folders(args.out_dir, args.seeds)
+    runner = Runner(args.config, args.nproc)
     for i, (seed, folder) in enumerate(folders.items(), 1):
         print(f"seed {seed} ({i} of {len(folders)})", flush=True)
         overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
-        code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
-        if code != 0:
-            print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
-            return code
+        if runner.train(Path(folder), overrides).diverged:
+            print(f"warning: seed {seed}'s run in {folder} diverged (NaN/inf); the other seeds go on", file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,7 @@ from scipy.optimize import minimize
 from scipy.special import huber, logsumexp, softmax
 from threadpoolctl import threadpool_limits
 
-from runs import Run, launch_training, read_run
+from runs import Run, Runner, read_run
 from runtime import UserError, run_command, write_json
 
 HUBER_DELTA = 1e-3
@@ -633,6 +633,7 @@ def int_list(text: str) -> list[int]:
 def sweep_main(args: argparse.Namespace) -> int:
     """Every (n_layer, max_iters) of the grid in its own run folder, skipped when finished and resumed when
     interrupted; the schedule of each run decays over its own max_iters."""
+    runner = Runner(args.config, args.nproc)
     runs = []
     for n_layer, max_iters in itertools.product(args.n_layer, args.max_iters or [0]):
         name = f"L{n_layer}" + (f"_T{max_iters}" if max_iters else "")
@@ -642,10 +643,9 @@ def sweep_main(args: argparse.Namespace) -> int:
             overrides += [f"--max_iters={max_iters}", f"--lr_decay_iters={max_iters}"]
         init = [f"--init_from={args.init_from.format(n_layer=n_layer)}"] if args.init_from else []
         print(f"run {name}", flush=True)
-        code = launch_training(args.config, out_dir, overrides, init, args.nproc)
-        if code != 0:
-            print(f"error: run {name} failed (exit code {code}); rerun to resume", file=sys.stderr)
-            return 1
+        if runner.train(out_dir, overrides, init).diverged:
+            print(f"warning: run {name} diverged (NaN/inf): the fit refuses it; leave it out", file=sys.stderr)
+            continue
         runs.append(str(out_dir))
     print("fit them with: python scaling.py fit " + " ".join(runs) + f" --out {args.out_dir}/fit")
     return 0

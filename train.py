@@ -587,42 +587,59 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
 
     last_eval: dict = {}
     progress.restart_clock(state.iter_num)  # after compile and DDP set-up: ms/iter times training steps
-    while True:
-        lr = get_lr(state.iter_num, cfg)
-        set_lr(state.optimizer, lr)
-        # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
-        due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
-        if due and not (state.iter_num == resumed_at and not cfg.eval_only):
-            last_eval = evaluate(state.model, state, cfg, rt, lr)
-            progress.eval(last_eval)
-            is_best = last_eval["val_loss"] < state.best_val_loss
-            state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])
-            if state.iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
-                save_checkpoint(state, cfg, rt, start, vocab, is_best)
-        if cfg.eval_only or state.iter_num >= cfg.max_iters:
-            break
-        if stop.requested(rt, state.iter_num, cfg.log_interval):
-            stop_if_weights_diverged(state.model, rt, state.iter_num)
-            save_checkpoint(state, cfg, rt, start, vocab, is_best=False)
-            if rt.master:
-                print(f"stopped by signal at iter {state.iter_num}; checkpoint saved, continue with --init_from=resume")
-            break
+    try:
+        while True:
+            lr = get_lr(state.iter_num, cfg)
+            set_lr(state.optimizer, lr)
+            # A resumed run skips the eval of its first iteration: the checkpoint was written after it.
+            due = state.iter_num % cfg.eval_interval == 0 or state.iter_num == cfg.max_iters
+            if due and not (state.iter_num == resumed_at and not cfg.eval_only):
+                last_eval = evaluate(state.model, state, cfg, rt, lr)
+                progress.eval(last_eval)
+                is_best = last_eval["val_loss"] < state.best_val_loss
+                state.best_val_loss = min(state.best_val_loss, last_eval["val_loss"])
+                if state.iter_num > 0 and not cfg.eval_only and (is_best or cfg.always_save_checkpoint):
+                    save_checkpoint(state, cfg, rt, start, vocab, is_best)
+            if cfg.eval_only or state.iter_num >= cfg.max_iters:
+                break
+            if stop.requested(rt, state.iter_num, cfg.log_interval):
+                stop_if_weights_diverged(state.model, rt, state.iter_num)
+                save_checkpoint(state, cfg, rt, start, vocab, is_best=False)
+                if rt.master:
+                    print(
+                        f"stopped by signal at iter {state.iter_num}; checkpoint saved, resume with --init_from=resume"
+                    )
+                break
 
-        batches = prefetch.take(state.iter_num)
-        seeds = dropout_seeds(cfg, rt, state.iter_num)
-        ctx = autocast_context(rt.device, rt.dtype)
-        rounding = rounding_seed(cfg, state.iter_num) if cfg.bf16_weight_update == "stochastic" else None
-        loss = train_step(
-            train_model, state.optimizer, state.scaler, batches, ctx, cfg.grad_clip, teacher, no_sync, seeds, rounding
-        )
-        state.iter_num += 1
-        prefetch.build(state.iter_num)  # while the device still runs the step just queued
-        state.tokens += cfg.tokens_per_iter
+            batches = prefetch.take(state.iter_num)
+            seeds = dropout_seeds(cfg, rt, state.iter_num)
+            ctx = autocast_context(rt.device, rt.dtype)
+            rounding = rounding_seed(cfg, state.iter_num) if cfg.bf16_weight_update == "stochastic" else None
+            loss = train_step(
+                train_model,
+                state.optimizer,
+                state.scaler,
+                batches,
+                ctx,
+                cfg.grad_clip,
+                teacher,
+                no_sync,
+                seeds,
+                rounding,
+            )
+            state.iter_num += 1
+            prefetch.build(state.iter_num)  # while the device still runs the step just queued
+            state.tokens += cfg.tokens_per_iter
 
-        if state.iter_num % cfg.log_interval == 0:
-            lossf, ce, kl = all_reduce_mean(loss, rt).tolist()
-            stop_if_diverged([lossf], state.iter_num)
-            progress.step(state.iter_num, state.tokens, lossf, lr, {"train_ce": ce, "train_kl": kl} if teacher else {})
+            if state.iter_num % cfg.log_interval == 0:
+                lossf, ce, kl = all_reduce_mean(loss, rt).tolist()
+                stop_if_diverged([lossf], state.iter_num)
+                progress.step(
+                    state.iter_num, state.tokens, lossf, lr, {"train_ce": ce, "train_kl": kl} if teacher else {}
+                )
+    except NonFiniteLossError as e:
+        progress.diverged(state.iter_num, str(e))  # the run folder says so: launchers do not train it again
+        raise
     progress.finish()
     return last_eval
 
@@ -831,6 +848,10 @@ class Progress:
             )
             self.record(record)
         self.restart_clock(record["iter"])
+
+    def diverged(self, iter_num: int, error: str) -> None:
+        if self.rt.master:
+            self.record({"kind": "diverged", "iter": iter_num, "error": error})
 
     def step(self, iter_num: int, tokens: int, loss: float, lr: float, parts: dict[str, float]) -> None:
         """A train record; parts are a distilled loss's cross-entropy and distillation term."""

@@ -37,7 +37,7 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k.get("mmap")) or real_load(*a, **k))
     assert grow.main(args) == 0
     assert loads == [True]  # only the reference's description, through a memory map; no round's checkpoint
-    assert "round n=2: finished earlier" in capsys.readouterr().out
+    assert f"{out / 'n2'}: finished earlier" in capsys.readouterr().out
     assert {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)} == mtimes
     assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
 
@@ -124,4 +124,4 @@ def test_a_diverged_round_ends_the_growth_and_matches_nothing(trained_reference,
     rounds = json.loads((tmp_path / "g" / "grow.json").read_text())["rounds"]
     assert [(r["layers"], r["diverged"], r["gap"]) for r in rounds] == [(2, True, None)]
     assert grow.main(args) == 0
-    assert "round n=2: diverged earlier" in capsys.readouterr().out
+    assert f"{tmp_path / 'g' / 'n2'}: diverged earlier (at step " in capsys.readouterr().out

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import configurator
 import recipe
 from checkpoint import Checkpoint
 from runs import read_run
@@ -82,7 +81,7 @@ def test_a_reference_replaced_after_an_interrupted_call_is_refused_not_reported(
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(recipe, "train_run", killed)
+        m.setattr(recipe, "run_overrides", killed)  # as the first student starts
         with pytest.raises(KeyboardInterrupt):
             recipe.main(argv)
     assert (out / "reference" / "metrics.jsonl").exists() and (out / "analysis" / "analysis.json").exists()
@@ -172,7 +171,8 @@ def test_a_half_width_student_trains_in_a_new_out_dir(trained_reference, tmp_pat
     assert json.loads((out / "half_width" / "config.json").read_text())["model"]["model_args"]["n_embd"] == 16
 
 
-def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(trained_reference, tmp_path, capsys):
+def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(trained_reference, tmp_path, capfd):
+    """capfd: the growth loop is grow.py's own process, which writes to the file descriptors."""
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "r"
@@ -187,18 +187,25 @@ def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(train
         ("grow", 2, True, None),  # the growth loop stops at its diverged round
     ]
     assert (out / "report.md").read_text().count("diverged after step") == 3
-    capsys.readouterr()
+    capfd.readouterr()
     assert recipe.main(argv) == 0
-    assert capsys.readouterr().out.count("diverged earlier") == 3
+    assert capfd.readouterr().out.count("diverged earlier") == 3
 
 
 def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(trained_reference, tmp_path):
     config = write_config_file(tmp_path / "c.py", trained_reference)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     argv = ["--reference", ref, "--config", str(config), "--n_layer", "1,2", "--num_seqs", "4", "--seq_len", "32"]
-    args = recipe.parse_args([*argv, "--out_dir", str(tmp_path / "r"), "--tasks", "tiny_qa"])
-    args.command, args.task_names = "python recipe.py ...", ["tiny_qa"]
-    analysis = recipe.analyze_reference(args, configurator.parse_config([str(config)]), [1, 2], "")
+    argv += [
+        "--out_dir",
+        str(tmp_path / "r"),
+        "--tasks",
+        "tiny_qa",
+        "--include_path",
+        str(ROOT / "tests" / "lm_eval_tasks"),
+    ]
+    plan = recipe.make_plan(recipe.parse_args(argv), "python recipe.py ...")
+    analysis = recipe.analyze_reference(plan, "")
     assert list(analysis["choices"]) == ["1", "2"] and analysis["choices"]["1"]["first"] == [0]
     assert analysis["choices"]["2"]["first"] == [0, 1]
 
@@ -208,5 +215,5 @@ def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(traine
         return size | {"val_loss": 5.0, "val_losses": {}, "gap": None, "time_s": None, "tasks": scores}
 
     rows = [row("reference", 4, 0.5), row("first", 1, 0.25), row("first", 2, 0.75)]
-    markdown = recipe.report_markdown({"reference": ref, "rows": rows, "corpora": []}, args)
+    markdown = recipe.report_markdown({"reference": ref, "rows": rows, "corpora": []}, plan)
     assert "| first n=1 | 25.00 |" in markdown and "| first n=2 | 75.00 |" in markdown

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoint import CheckpointError, load_model
+from checkpoint import load_model
 from data.batches import get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import same_vocabulary
 from model import GPT, GPTConfig
-from runtime import resolve_device_name, write_json
+from runtime import UserError, command_main, resolve_device_name, write_json
 
 # A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
 # exactly 0.9 of its energy in 90 of 100 singular values, and rounding must not make that 91.
@@ -129,12 +129,12 @@ def validation_sequences(settings: Settings, config: GPTConfig, vocabulary: dict
     """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed;
     refused where the model (of this vocabulary record) cannot read the corpus's tokens."""
     if settings.num_seqs < 1 or settings.seq_len < 1:
-        raise ValueError(f"num_seqs and seq_len must be at least 1, got {settings.num_seqs} and {settings.seq_len}")
+        raise UserError(f"num_seqs and seq_len must be at least 1, got {settings.num_seqs} and {settings.seq_len}")
     if settings.seq_len > config.block_size:
-        raise ValueError(f"seq_len {settings.seq_len} is longer than the model's block_size {config.block_size}")
+        raise UserError(f"seq_len {settings.seq_len} is longer than the model's block_size {config.block_size}")
     corpus = corpus_vocabulary(Path(settings.data)) if Path(settings.data).is_dir() else None
     if not same_vocabulary(vocabulary, corpus):
-        raise ValueError(
+        raise UserError(
             f"{settings.data} was made with the tokenizer {corpus['tokenizer']}, the model reads "
             f"{vocabulary['tokenizer']}: its measures would be of tokens it never saw"
         )
@@ -222,13 +222,13 @@ def choose_layers(method: str, n: int, measures: dict | None) -> tuple[int, ...]
     """The reference blocks an n-layer student keeps, in order, by one of LAYER_METHODS; measures come
     from measure_layers (not needed for 'first')."""
     if method not in LAYER_METHODS:
-        raise ValueError(f"unknown layer choice {method!r}; choose from {', '.join(LAYER_METHODS)}")
+        raise UserError(f"unknown layer choice {method!r}; choose from {', '.join(LAYER_METHODS)}")
     if method == "first":
         return tuple(range(n))
     bi = measures["block_influence"]
     L = len(bi)
     if not 1 <= n <= L:
-        raise ValueError(f"a student of {n} layers cannot be chosen from {L} layers")
+        raise UserError(f"a student of {n} layers cannot be chosen from {L} layers")
     if method == "bi":
         # the L - n blocks that change their input least go; a stable sort drops the later of equal blocks
         return tuple(sorted(sorted(range(L), key=lambda layer: -bi[layer])[:n]))
@@ -296,9 +296,9 @@ def analyze_model(source: str, settings: Settings, device: str, n_student: int |
     model.eval()
     cfg = model.config
     if n_student is not None and n_student > cfg.n_layer:
-        raise ValueError(f"--n_layer {n_student} is deeper than the {cfg.n_layer}-layer {source}")
+        raise UserError(f"--n_layer {n_student} is deeper than the {cfg.n_layer}-layer {source}")
     if settings.rank_of not in RANK_OF:
-        raise ValueError(f"rank_of {settings.rank_of!r}: choose from {', '.join(RANK_OF)}")
+        raise UserError(f"rank_of {settings.rank_of!r}: choose from {', '.join(RANK_OF)}")
     print(f"{source}: {cfg.n_layer} layers x {cfg.n_head} heads, {settings.num_seqs} sequences of {settings.seq_len}")
     seqs = validation_sequences(settings, cfg, ckpt.vocabulary())
     stats = head_statistics(model, seqs, settings, device)
@@ -499,25 +499,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@command_main
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     measure = (args.data, args.num_seqs, args.seq_len, args.tau, args.eta, args.seed, args.batch_size)
     settings = Settings(*measure, args.collapsed_rank, args.lazy_share, args.rank_of)
     results = []
-    try:
-        device = resolve_device_name(args.device)
-        for source in [args.model, args.compare] if args.compare else [args.model]:
-            n_student = args.n_layer if source == args.model else None  # a compared student has its own depth
-            result = analyze_model(source, settings, device, n_student)
-            print(format_table(result))
-            print(describe_collapse(result, settings))
-            print(describe_suggestion(result, settings))
-            print(describe_choices(result))
-            print(f"forward {result['forward_seconds']} s, rank and mass {result['metrics_seconds']} s\n")
-            results.append(result)
-    except (CheckpointError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    device = resolve_device_name(args.device)
+    for source in [args.model, args.compare] if args.compare else [args.model]:
+        n_student = args.n_layer if source == args.model else None  # a compared student has its own depth
+        result = analyze_model(source, settings, device, n_student)
+        print(format_table(result))
+        print(describe_collapse(result, settings))
+        print(describe_suggestion(result, settings))
+        print(describe_choices(result))
+        print(f"forward {result['forward_seconds']} s, rank and mass {result['metrics_seconds']} s\n")
+        results.append(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "analysis.json", {"settings": vars(settings), "models": results})

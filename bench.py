@@ -43,13 +43,21 @@ import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from checkpoint import CheckpointError, describe, latest_checkpoint
+from checkpoint import describe, latest_checkpoint
 from configurator import TRUE_BF16, ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
-from hf import ConversionError
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
-from runtime import Runtime, autocast_context, peak_flops_of, resolve_device_name, resolve_dtype, tf32_matmuls
+from runtime import (
+    Runtime,
+    UserError,
+    autocast_context,
+    command_main,
+    peak_flops_of,
+    resolve_device_name,
+    resolve_dtype,
+    tf32_matmuls,
+)
 from train import Teacher, deferred_reduction, load_teacher, make_optimizer, shard, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
@@ -96,7 +104,7 @@ def run_variant(cfg: TrainConfig, variant: str, steps: int, warmup: int, queue: 
     try:
         with tf32_matmuls():  # as train.py trains
             queue.put(measure_variant(cfg, variant, steps, warmup))
-    except (CheckpointError, ConversionError, OSError, ValueError) as e:
+    except UserError as e:
         queue.put({"error": str(e)})
 
 
@@ -385,6 +393,7 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
     )
 
 
+@command_main
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     variants_help = f"comma-separated subset of {VARIANTS} (distill needs --teacher)"
@@ -398,24 +407,16 @@ def main(argv: list[str]) -> int:
     if args.memory:
         if args.nproc < 1:
             parser.error("--nproc must be at least 1")
-        try:
-            print_memory(parse_config(rest), args.nproc)
-        except (ConfigError, CheckpointError, ConversionError, OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2 if isinstance(e, ConfigError) else 1
+        print_memory(parse_config(rest), args.nproc)
         return 0
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
-    try:
-        cfg = parse_config(rest)
-        if "distill" in variants and not cfg.teacher:
-            raise ConfigError("the distill variant needs a teacher: --teacher=PATH (any model source)")
-        peak, peak_label = peak_for(cfg, args.bench_peak_flops)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+    cfg = parse_config(rest)
+    if "distill" in variants and not cfg.teacher:
+        raise ConfigError("the distill variant needs a teacher: --teacher=PATH (any model source)")
+    peak, peak_label = peak_for(cfg, args.bench_peak_flops)
     tokens = cfg.tokens_per_iter
     print(f"{cfg.n_layer} layers, width {cfg.n_embd}, {tokens:,} tokens/iter; MFU against {peak_label}")
     print(f"{'variant':<10} {'ms/iter':>10} {'tokens/s':>12} {'MFU':>7} {'peak mem':>10} {'warmup s':>9}")

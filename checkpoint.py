@@ -35,7 +35,7 @@ from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
 from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
-from runtime import TRUE_BF16, atomic_file, run_command
+from runtime import TRUE_BF16, UserError, atomic_file, run_command
 
 # Keys this project's configs had once (before inherit_parts), still in their checkpoints.
 RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
@@ -45,7 +45,7 @@ POINTERS = ("latest", "best")  # files in out_dir/sharded naming a step folder
 NOTED_DEQUANTIZED: set[str] = set()  # GGUF sources whose note_dequantized this process has printed
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded: missing, truncated, corrupt or unsafe."""
 
 
@@ -268,8 +268,9 @@ def next_save_number(out_dir: str | Path) -> int:
     return 1 + max(numbers)
 
 
-def save_sharded(out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint,
-                 best: bool) -> Path:  # fmt: skip
+def save_sharded(
+    out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt: Checkpoint, best: bool
+) -> Path:
     """Every process writes its shards of the model and its optimizer into a new step folder of
     out_dir/sharded; only then does process 0 point `best` (when it is) and `latest` at it, atomically, and
     remove the folders of this step or earlier that no pointer names. A kill at any moment leaves the previous
@@ -345,11 +346,17 @@ DCP_METADATA_GLOBALS = {
     *(
         ("torch.distributed.checkpoint.metadata", name)
         for name in (
-            "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
-            "ChunkStorageMetadata", "BytesStorageMetadata", "_MEM_FORMAT_ENCODING",
+            "Metadata",
+            "MetadataIndex",
+            "StorageMeta",
+            "TensorProperties",
+            "TensorStorageMetadata",
+            "ChunkStorageMetadata",
+            "BytesStorageMetadata",
+            "_MEM_FORMAT_ENCODING",
         )
     ),
-}  # fmt: skip
+}
 
 
 class MetadataUnpickler(pickle.Unpickler):
@@ -470,13 +477,9 @@ def _add_consolidate_arguments(p) -> None:
 
 
 def _consolidate_command(args) -> int:
-    try:
-        if Path(args.out).is_dir():
-            raise CheckpointError(f"{args.out} is a folder: name the file to write, e.g. {Path(args.out) / 'ckpt.pt'}")
-        ckpt = consolidate(args.source, args.out)
-    except (CheckpointError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if Path(args.out).is_dir():
+        raise CheckpointError(f"{args.out} is a folder: name the file to write, e.g. {Path(args.out) / 'ckpt.pt'}")
+    ckpt = consolidate(args.source, args.out)
     print(f"wrote {args.out}: step {ckpt.iter_num}, {ckpt.tokens or 0:,} tokens, {len(ckpt.model)} tensors")
     return 0
 

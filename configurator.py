@@ -19,11 +19,13 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from runtime import DTYPES, PARALLEL, TRUE_BF16
+from runtime import DTYPES, PARALLEL, TRUE_BF16, UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be run: unknown key, wrong type, or an impossible value."""
+
+    exit_code = 2  # as argparse exits on a bad flag
 
 
 @dataclass
@@ -210,8 +212,11 @@ class TrainConfig:
         return self.gradient_accumulation_steps * self.batch_size * self.block_size
 
     def scratch_model_args(self, vocab_size: int) -> dict:
-        """GPTConfig's arguments for a model trained from scratch, as nanoGPT's train.py builds model_args."""
-        return dict(
+        """GPTConfig's arguments for a model trained from scratch, as nanoGPT's train.py builds model_args;
+        a shape that GPTConfig refuses (n_embd not divisible by n_head...) is a ConfigError."""
+        from model import GPTConfig  # here: runs.py and scaling.py read configs without importing torch
+
+        args = dict(
             n_layer=self.n_layer,
             n_head=self.n_head,
             n_embd=self.n_embd,
@@ -221,6 +226,11 @@ class TrainConfig:
             vocab_size=vocab_size,
             scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
         )
+        try:
+            GPTConfig(**args)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return args
 
     @property
     def mixture(self) -> dict[str, float]:

@@ -37,9 +37,9 @@ from data.tokenizer import (
     load_hf_tokenizer,
     save_hf_tokenizer,
 )
-from hf import ConversionError, to_hf
+from hf import to_hf
 from model import GPT
-from runtime import autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
+from runtime import UserError, autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
 
 MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, a GGUF"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
@@ -82,11 +82,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    try:
-        export(args.model, Path(args.out))
-    except (CheckpointError, ConversionError, OSError, ValueError) as e:  # ValueError: its tokenizer is gone
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    export(args.model, Path(args.out))
     print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")
     return 0
 
@@ -127,7 +123,7 @@ def corpus_loss(
 ) -> dict[str, float]:
     """Token-weighted mean next-token loss over `tokens`, in order, deterministic."""
     if len(tokens) < 2:
-        raise ValueError(f"{len(tokens)} tokens: need at least 2 to predict one")
+        raise UserError(f"{len(tokens)} tokens: need at least 2 to predict one")
     ctx = autocast_context(device, dtype)
     total, count = 0.0, 0
     spans = windows(tokens, model.config.block_size)
@@ -139,7 +135,7 @@ def corpus_loss(
             buf = np.stack([tokens[s : s + length + 1] for s in starts[i : i + batch_size]]).astype(np.int64)
             if buf.max() >= model.config.vocab_size:  # checked per batch: one pass over a large split, not two
                 vocab = model.config.vocab_size
-                raise ValueError(f"token id {buf.max()} is outside the model's vocabulary of {vocab}")
+                raise UserError(f"token id {buf.max()} is outside the model's vocabulary of {vocab}")
             t = torch.from_numpy(buf).to(device)
             total += batch_sum_loss(model, t[:, :-1], t[:, 1:], ctx)
             count += t[:, 1:].numel()
@@ -158,17 +154,13 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loss_main(args: argparse.Namespace) -> int:
-    try:
-        device = torch.device(resolve_device_name(args.device))
-        model, ckpt = load_model(args.model, device)
-        check_corpus_tokenizer(Path(args.data), ckpt.vocabulary())
-        tokens = open_tokens(Path(args.data), args.split)
-        tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
-        dtype = resolve_dtype(args.dtype, device)
-        result = corpus_loss(model.eval(), tokens, args.batch_size, device, dtype)
-    except (CheckpointError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    device = torch.device(resolve_device_name(args.device))
+    model, ckpt = load_model(args.model, device)
+    check_corpus_tokenizer(Path(args.data), ckpt.vocabulary())
+    tokens = open_tokens(Path(args.data), args.split)
+    tokens = tokens[: args.max_tokens + 1] if args.max_tokens > 0 else tokens
+    dtype = resolve_dtype(args.dtype, device)
+    result = corpus_loss(model.eval(), tokens, args.batch_size, device, dtype)
     span = {"split": args.split, "max_tokens": args.max_tokens or None}  # None: the whole split
     result = {"model": args.model, "data": os.path.normpath(args.data)} | span | result
     print(
@@ -243,18 +235,18 @@ def reported_metrics(output: dict) -> dict[str, dict[str, float]]:
 
 
 def loadable_tasks(names: list[str], include_path: str):
-    """lm-eval's task manager, once every task asked for is known and its data loads (else ValueError)."""
+    """lm-eval's task manager, once every task asked for is known and its data loads (else UserError)."""
     if not hub_reachable():
         # Set before lm_eval imports datasets: then a task whose data is not cached fails at once.
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
         from lm_eval.tasks import TaskManager
     except ImportError as e:
-        raise ImportError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
+        raise UserError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
     task_manager = TaskManager(include_path=include_path or None)
     errors = task_errors(names, task_manager)
     if errors:
-        raise ValueError("\n".join(errors))
+        raise UserError("\n".join(errors))
     return task_manager
 
 
@@ -338,11 +330,10 @@ def tasks_main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation: a folder that cannot be made fails now
-        device = resolve_device_name(args.device)
-        result = run_tasks(args.model, names, args.include_path, args.limit, args.batch_size, device)
-    except (ImportError, ValueError, CheckpointError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e}") from e
+    device = resolve_device_name(args.device)
+    result = run_tasks(args.model, names, args.include_path, args.limit, args.batch_size, device)
     write_json(out, result)  # first: hours of evaluation are on disk before anything else can fail
     print(format_task_table({args.model: result}))
     print(f"wrote {out}")
@@ -401,15 +392,15 @@ def join_results(items: list[str]) -> dict[str, dict]:
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: {e}") from e
+            raise UserError(f"{path}: {e}") from e
         if not is_result(record):
-            raise ValueError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
+            raise UserError(f"{path} is not the JSON of `evaluation.py loss` or `evaluation.py tasks`")
         row = rows.setdefault(name, {"losses": {}, "tasks": {}, "groups": {}})
         figures = {loss_label(record): record["loss"]} if "loss" in record else {}
         for key, part in (("losses", figures), ("tasks", record.get("tasks", {}))):
             for figure, value in part.items():
                 if (name, figure) in given:
-                    raise ValueError(f"{name}: {figure} is in both {given[name, figure]} and {path}")
+                    raise UserError(f"{name}: {figure} is in both {given[name, figure]} and {path}")
                 given[name, figure] = path
                 row[key][figure] = value
         row["groups"] |= record.get("groups", {})
@@ -417,11 +408,7 @@ def join_results(items: list[str]) -> dict[str, dict]:
 
 
 def table_main(args: argparse.Namespace) -> int:
-    try:
-        rows = join_results(args.results)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rows = join_results(args.results)
     table = format_task_table(rows)
     print(table)
     if args.out:

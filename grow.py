@@ -20,9 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import CheckpointError, describe, source_sha256
-from configurator import ConfigError, parse_config
-from hf import ConversionError
+from checkpoint import describe, source_sha256
+from configurator import parse_config
 from runs import (
     DIVERGED_EXIT,
     RunError,
@@ -33,7 +32,7 @@ from runs import (
     refuse_changed_plan,
     summary,
 )
-from runtime import write_json
+from runtime import UserError, command_main, write_json
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -53,13 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command_main
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    try:
-        return grow(args)
-    except (CheckpointError, ConfigError, ConversionError, RunError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return grow(parse_args(argv))
 
 
 def reference_facts(source: str) -> tuple[int, float | None]:
@@ -74,13 +69,10 @@ def grow(args: argparse.Namespace) -> int:
     cfg = parse_config([args.config, *args.overrides])
     target = args.target if args.target is not None else ref_loss
     if target is None or target == float("inf"):
-        reason = f"{args.inherit_from} records no val loss; give --target (e.g. its loss by evaluation.py loss)"
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
+        raise UserError(f"{args.inherit_from} records no val loss; give --target (e.g. its loss by evaluation.py loss)")
     start = args.start or max(1, ref_layers // 2)
     if not 1 <= start <= ref_layers or args.step < 1:
-        print(f"error: --start must be in 1..{ref_layers} and --step at least 1", file=sys.stderr)
-        return 1
+        raise UserError(f"--start must be in 1..{ref_layers} and --step at least 1")
     print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
     out_dir = Path(args.out_dir)
     run = (args.inherit_from, args.config, args.overrides, args.nproc)

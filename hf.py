@@ -7,9 +7,9 @@ the tensors with the `gguf` package and undoes llama.cpp's q/k row permutation).
     config_args, state = read_hf("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     to_hf(model, eos_token, bos_token).save_pretrained("hf-student")
 
-It works on config arguments and state dicts and imports nothing of the project, so model.py can build
-from it (`GPT.from_pretrained`) and checkpoint.py can read Hugging Face sources through it. transformers
-is imported only inside the functions that use it: it is slow to import.
+It works on config arguments and state dicts and imports nothing of the project but runtime.py's UserError,
+so model.py can build from it (`GPT.from_pretrained`) and checkpoint.py can read Hugging Face sources through
+it. transformers is imported only inside the functions that use it: it is slow to import.
 """
 
 from __future__ import annotations
@@ -22,16 +22,22 @@ from pathlib import Path
 
 import torch
 
+from runtime import UserError
+
 HF_GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # Their (n_layer, n_head, n_embd), as nanoGPT's from_pretrained lists them: their configs without a download.
-HF_GPT2_SHAPES = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280),
-                  "gpt2-xl": (48, 25, 1600)}  # fmt: skip
+HF_GPT2_SHAPES = {
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A Hugging Face model this GPT cannot reproduce, or a GPT that has no Hugging Face equivalent."""
 
 
@@ -64,14 +70,22 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
         except (RuntimeError, ValueError, KeyError) as e:  # its metadata and tensors disagree (a head size...)
             raise ConversionError(f"{source}: transformers cannot load it: {str(e).splitlines()[0]}") from None
     else:
-        local = Path(source).is_dir()
-        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+        hf = from_hub_or_folder(AutoModelForCausalLM, source, dtype=torch.float32)
     if hf.config.model_type == "gpt2":
         return read_hf_gpt2(hf, source)
     if hf.config.model_type in LLAMA_FAMILY:
         return read_hf_llama(hf, source)
     known = ", ".join(("gpt2", *LLAMA_FAMILY))
     raise ConversionError(f"{source}: a {hf.config.model_type} model; this GPT reproduces {known}")
+
+
+def from_hub_or_folder(cls, source: str, **kwargs):
+    """transformers' `cls.from_pretrained` of a local folder (read offline) or a hub name; a folder without
+    the files, or a name the hub does not answer for, is a ConversionError naming it."""
+    try:
+        return cls.from_pretrained(source, local_files_only=Path(source).is_dir(), **kwargs)
+    except OSError as e:  # transformers' "not found", "cannot connect" and HTTP errors are all OSErrors
+        raise ConversionError(f"{source}: {(str(e).splitlines() or [repr(e)])[0]}") from None
 
 
 def read_hf_config(source: str) -> dict:
@@ -86,7 +100,7 @@ def read_hf_config(source: str) -> dict:
         gguf_header(source)
         c = from_gguf(AutoConfig, source)
     else:
-        c = AutoConfig.from_pretrained(source, local_files_only=Path(source).is_dir())
+        c = from_hub_or_folder(AutoConfig, source)
     if c.model_type == "gpt2":
         return gpt2_args(c, source, bias=True)
     if c.model_type in LLAMA_FAMILY:

@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 
 from analyze import LAYER_METHODS, Settings, choose_layers, measure_layers, validation_sequences
-from checkpoint import Checkpoint, CheckpointError, load_model, source_sha256
-from hf import ConversionError
+from checkpoint import Checkpoint, load_model, source_sha256
 from model import GPT, INIT_STD, GPTConfig
+from runtime import UserError, command_main
 
 # The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
 BLOCK_PARTS = {
@@ -46,7 +46,7 @@ BLOCK_PARTS = {
 MODEL_PARTS = ("wte", "head", "wpe", "ln_f")
 
 
-class InheritError(ValueError):
+class InheritError(UserError):
     """A student that cannot be built from the reference as asked."""
 
 
@@ -261,7 +261,7 @@ def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Setting
     try:
         seqs = validation_sequences(measure, ref.config, vocabulary)
         measures = measure_layers(ref, seqs, measure, "cpu")
-    except (OSError, ValueError) as e:
+    except UserError as e:
         raise InheritError(f"cannot measure the reference on {measure.data}: {e}") from None
     layers = choose_layers(method, request["n_layer"], measures)
     record = {"method": method, "rule": LAYER_METHODS[method], **measures}
@@ -316,6 +316,7 @@ def inherit_half_width(source: str, seed: int = 1337, dropout: float = 0.0) -> t
 # ----------------------------------------------------------------------------- command
 
 
+@command_main
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="inherit.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -349,16 +350,12 @@ def main(argv: list[str]) -> int:
         p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     measure = Settings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
-    try:
-        if args.half_width:
-            student, origin = inherit_half_width(args.inherit_from, args.seed)
-        else:
-            student, origin = inherit(
-                args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std, measure=measure
-            )
-    except (InheritError, CheckpointError, ConversionError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.half_width:
+        student, origin = inherit_half_width(args.inherit_from, args.seed)
+    else:
+        student, origin = inherit(
+            args.inherit_from, request, args.seed, embedding_std=args.fresh_embedding_std, measure=measure
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # The student reads its reference's token ids: it carries the reference's tokenizer, to be sampled and exported.

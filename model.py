@@ -1,5 +1,6 @@
 """A GPT language model in one file: GPT-2, and the options of the Llama family (RMSNorm, SwiGLU, rotary
-embeddings, grouped key/value heads, an untied head). It imports nothing of the project.
+embeddings, grouped key/value heads, an untied head). It imports nothing of the project when imported; only
+`GPT.from_pretrained` (nanoGPT's API) reads Hugging Face weights through hf.py when called.
 
 Parameter names follow nanoGPT (``transformer.wte``, ``transformer.h.{i}.attn.c_attn``, ``lm_head``...),
 so nanoGPT-style checkpoints load directly (checkpoint.py reads every model source):
@@ -346,7 +347,7 @@ class GPT(nn.Module):
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        from hf import read_hf  # the conversion's own module, which imports nothing of the project
+        from hf import read_hf  # here, not at the top: model.py stays importable without the project's other files
 
         config_args, state = read_hf(model_type)
         model = cls(GPTConfig(**config_args, dropout=override_args.get("dropout", 0.0)))

@@ -42,14 +42,13 @@ from analyze import (
     plot_heads,
     plot_layers,
 )
-from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint, source_sha256
-from configurator import ConfigError, TrainConfig, parse_config
+from checkpoint import Checkpoint, describe, latest_checkpoint, source_sha256
+from configurator import TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from grow import grow_rounds
-from hf import ConversionError
-from inherit import InheritError, inherit_half_width
+from inherit import inherit_half_width
 from runs import DIVERGED_EXIT, RunError, is_finished, launch_training, plot_curves, read_run, summary
-from runtime import resolve_device_name, write_json
+from runtime import UserError, command_main, resolve_device_name, write_json
 
 METHODS = {
     "first": "the first n blocks (Inheritune)",
@@ -91,23 +90,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command_main
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     args.command = shlex.join(["python", "recipe.py", *argv])
-    try:
-        return recipe(args)
-    except (
-        CheckpointError,
-        ConfigError,
-        ConversionError,
-        ImportError,
-        InheritError,
-        RunError,
-        OSError,
-        ValueError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return recipe(args)
 
 
 # ----------------------------------------------------------------------------- the plan, checked before training
@@ -117,10 +104,10 @@ def depths(text: str, ref_layers: int) -> list[int]:
     try:
         ns = sorted({int(item) for item in text.split(",") if item.strip()})
     except ValueError:
-        raise ValueError(f"--n_layer {text!r}: expected depths like 12,16") from None
+        raise UserError(f"--n_layer {text!r}: expected depths like 12,16") from None
     bad = [n for n in ns if not 1 <= n < ref_layers]
     if not ns or bad:
-        raise ValueError(
+        raise UserError(
             f"--n_layer {text!r}: each depth must be in 1..{ref_layers - 1} (the reference has {ref_layers})"
         )
     return ns
@@ -131,10 +118,10 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
     methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
+        raise UserError(f"unknown methods {unknown or text!r}; choose from {', '.join(METHODS)}")
     args = ref.model_args
     if "half_width" in methods and args["n_head"] % 2:
-        raise ValueError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
+        raise UserError(f"half_width halves the reference's {args['n_head']} heads: an odd number")
     return methods
 
 
@@ -145,7 +132,7 @@ def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
     inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow", *from_scratch)]
     ref_width, width = (ref.model_args["n_embd"], ref.model_args["n_head"]), (cfg.n_embd, cfg.n_head)
     if inheriting and width != ref_width:
-        raise ValueError(
+        raise UserError(
             f"the config's n_embd, n_head {width} differ from the reference's {ref_width}, whose width "
             f"{', '.join(inheriting)} inherit: give them the reference's"
         )
@@ -153,7 +140,7 @@ def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
 
 def check_growth(args: argparse.Namespace, ref_layers: int) -> None:
     if args.grow_step < 1 or not 0 <= args.grow_start < ref_layers:
-        raise ValueError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
+        raise UserError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
 
 
 def run_plan(method: str, n: int, ref: str, args: argparse.Namespace, cfg: TrainConfig, width: list[str]) -> list[str]:

@@ -34,14 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from configurator import parse_config
-from runtime import atomic_file, run_command, write_json
+from runtime import UserError, atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 DIVERGED_EXIT = 3  # train.py's exit code when the loss or the weights became NaN/inf
 SEED_FIELD = "{seed}"  # in run folders and overrides given with --seeds: replaced by each seed
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A folder that is not a training run (or not one yet)."""
 
 
@@ -235,10 +235,22 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
 # Settings that change no result of a run (where it is written, how it logs, which kernels): a run trained with
 # other values of these is still the run asked for.
 BOOKKEEPING = {
-    "out_dir", "eval_interval", "log_interval", "always_save_checkpoint", "wandb_log", "wandb_project",
-    "wandb_run_name", "wandb_mode", "compile", "device", "backend", "peak_flops", "parallel", "cpu_offload",
+    "out_dir",
+    "eval_interval",
+    "log_interval",
+    "always_save_checkpoint",
+    "wandb_log",
+    "wandb_project",
+    "wandb_run_name",
+    "wandb_mode",
+    "compile",
+    "device",
+    "backend",
+    "peak_flops",
+    "parallel",
+    "cpu_offload",
     "fsdp_reduce_every_micro_batch",
-}  # fmt: skip
+}
 
 
 def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
@@ -452,27 +464,22 @@ def compare_main(args: argparse.Namespace) -> int:
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     seeds = args.seeds or []
-    try:
-        if len(named) < len(pairs):
-            names = [name for name, _ in pairs]
-            twice = sorted({name for name in names if names.count(name) > 1})
-            raise RunError(f"two runs are named {', '.join(twice)}: name each, as NAME=OUT_DIR")
-        if seeds:
-            groups = {
-                name: {s: read_run(d) for s, d in seed_folders(out_dir, seeds).items()}
-                for name, out_dir in named.items()
-            }
-            rows = [seed_summary(name, group, corpora) for name, group in groups.items()]
-        else:
-            groups = {name: {0: read_run(out_dir)} for name, out_dir in named.items()}
-            rows = [summary(name, group[0], corpora) for name, group in groups.items()]
-        runs = {name: list(group.values()) for name, group in groups.items()}
-        if args.out:
-            out = Path(args.out)
-            plot_curves(runs, out, title=args.title, corpora=corpora)
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if len(named) < len(pairs):
+        names = [name for name, _ in pairs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise RunError(f"two runs are named {', '.join(twice)}: name each, as NAME=OUT_DIR")
+    if seeds:
+        groups = {
+            name: {s: read_run(d) for s, d in seed_folders(out_dir, seeds).items()} for name, out_dir in named.items()
+        }
+        rows = [seed_summary(name, group, corpora) for name, group in groups.items()]
+    else:
+        groups = {name: {0: read_run(out_dir)} for name, out_dir in named.items()}
+        rows = [summary(name, group[0], corpora) for name, group in groups.items()]
+    runs = {name: list(group.values()) for name, group in groups.items()}
+    if args.out:
+        out = Path(args.out)
+        plot_curves(runs, out, title=args.title, corpora=corpora)
     print(format_table(rows, corpora=corpora))
     differences = paired_differences(rows, corpora) if len(seeds) > 1 else []
     if differences:
@@ -501,18 +508,14 @@ def compare_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_main(args: argparse.Namespace) -> int:
     """Train one config once per seed, each in the folder --out_dir names for it."""
-    try:
-        folders = seed_folders(args.out_dir, args.seeds)
-        for i, (seed, folder) in enumerate(folders.items(), 1):
-            print(f"seed {seed} ({i} of {len(folders)})", flush=True)
-            overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
-            code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
-            if code != 0:
-                print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
-                return code
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    folders = seed_folders(args.out_dir, args.seeds)
+    for i, (seed, folder) in enumerate(folders.items(), 1):
+        print(f"seed {seed} ({i} of {len(folders)})", flush=True)
+        overrides = [o.replace(SEED_FIELD, str(seed)) for o in args.overrides] + [f"--seed={seed}"]
+        code = launch_training(args.config, Path(folder), overrides, [], args.nproc)
+        if code != 0:
+            print(f"error: seed {seed}'s run in {folder} exited with {code}", file=sys.stderr)
+            return code
     return 0
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_model
+from checkpoint import Checkpoint, latest_checkpoint, load_model
 from data.tokenizer import check_corpus_tokenizer, model_codec
-from runtime import autocast_context, resolve_device_name, resolve_dtype
+from runtime import UserError, autocast_context, command_main, resolve_device_name, resolve_dtype
 
 
 def parse_bool(text: str) -> bool:
@@ -88,7 +88,7 @@ def sample(args: argparse.Namespace) -> list[str]:
     codec = model_codec(decoding_vocabulary(ckpt), ckpt.corpus_folder())
     ids = codec.encode(read_prompt(args.start))
     if not ids:
-        raise ValueError("the prompt is empty: give --start some text")
+        raise UserError("the prompt is empty: give --start some text")
     x = torch.tensor([ids] * args.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     with autocast_context(device, dtype):
@@ -96,14 +96,10 @@ def sample(args: argparse.Namespace) -> list[str]:
     return [codec.decode(row.tolist()) for row in y]
 
 
+@command_main
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        texts = sample(args)
-    except (CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for text in texts:
+    for text in sample(args):
         print(text)
         print("---------------")
     return 0

@@ -33,8 +33,8 @@ from scipy.optimize import minimize
 from scipy.special import huber, logsumexp, softmax
 from threadpoolctl import threadpool_limits
 
-from runs import Run, RunError, launch_training, read_run
-from runtime import run_command, write_json
+from runs import Run, launch_training, read_run
+from runtime import UserError, run_command, write_json
 
 HUBER_DELTA = 1e-3
 STARTS = 16  # L-BFGS runs, from the best points of the grid
@@ -55,7 +55,7 @@ GRID = {
 }
 
 
-class ScalingError(ValueError):
+class ScalingError(UserError):
     """Points or fits that cannot give a scaling law."""
 
 
@@ -152,8 +152,6 @@ def points_from_csv(path: str) -> Points:
                 raise ScalingError(f"{path}: no run on line {lines}: name every row's run or leave the column out")
             rows = [(float(r["N"]), float(r["D"]), float(r["loss"]), r.get("run") or i) for i, r in enumerate(records)]
     except (ValueError, TypeError) as e:  # TypeError: a short row, whose missing cells read as None
-        if isinstance(e, ScalingError):
-            raise
         raise ScalingError(f"{path}: {e} (every row needs N, D and loss, and they must be numbers)") from e
     except OSError as e:
         raise ScalingError(f"{path}: {e}") from e
@@ -572,25 +570,21 @@ def fit_result(points: Points, form: str, base: dict | None, args: argparse.Name
 
 
 def fit_main(args: argparse.Namespace) -> int:
-    try:
-        if bool(args.runs) == bool(args.csv):
-            raise ScalingError("give run folders or --csv FILE" + (", not both" if args.runs else ""))
-        twice = [d for i, d in enumerate(args.runs) if os.path.realpath(d) in map(os.path.realpath, args.runs[:i])]
-        if twice:
-            raise ScalingError(f"run folder {twice[0]} is given twice: each run is one unit of the fit and bootstrap")
-        runs = [read_run(out_dir) for out_dir in args.runs]
-        points = points_from_csv(args.csv) if args.csv else points_from_runs(runs, args.every_eval, args.corpus)
-        base = read_base(args.base)
-        result = fit_result(points, args.form, base, args)
-        sources = {str(run.out_dir): source_tokens(run) for run in runs}
-        for point in result["points"]:
-            point["D_p"] = sources.get(point["run"])
-        result["warnings"] = mixing_warnings(runs, args.form) + result["warnings"] + result["unconstrained"]
-        if args.compute and not result["unconstrained"]:
-            result |= optimum_or_warning(result["params"], args.compute, result["warnings"])
-    except (ScalingError, RunError, OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if bool(args.runs) == bool(args.csv):
+        raise ScalingError("give run folders or --csv FILE" + (", not both" if args.runs else ""))
+    twice = [d for i, d in enumerate(args.runs) if os.path.realpath(d) in map(os.path.realpath, args.runs[:i])]
+    if twice:
+        raise ScalingError(f"run folder {twice[0]} is given twice: each run is one unit of the fit and bootstrap")
+    runs = [read_run(out_dir) for out_dir in args.runs]
+    points = points_from_csv(args.csv) if args.csv else points_from_runs(runs, args.every_eval, args.corpus)
+    base = read_base(args.base)
+    result = fit_result(points, args.form, base, args)
+    sources = {str(run.out_dir): source_tokens(run) for run in runs}
+    for point in result["points"]:
+        point["D_p"] = sources.get(point["run"])
+    result["warnings"] = mixing_warnings(runs, args.form) + result["warnings"] + result["unconstrained"]
+    if args.compute and not result["unconstrained"]:
+        result |= optimum_or_warning(result["params"], args.compute, result["warnings"])
     print(format_fit(result))
     for warning in result["warnings"]:
         print(f"warning: {warning}")

@@ -55,11 +55,19 @@ from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
 from data.tokenizer import same_vocabulary
-from hf import ConversionError
-from inherit import InheritError, inherit
+from inherit import inherit
 from model import GPT, GPTConfig
 from runs import DIVERGED_EXIT, MetricsLog, link_checkpoint, write_config
-from runtime import Runtime, all_reduce_mean, autocast_context, peak_flops_of, setup_runtime, tf32_matmuls
+from runtime import (
+    Runtime,
+    UserError,
+    all_reduce_mean,
+    autocast_context,
+    command_main,
+    peak_flops_of,
+    setup_runtime,
+    tf32_matmuls,
+)
 
 # Streams of the batch sampler: training steps, and the fixed batches that eval estimates use.
 TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
@@ -68,8 +76,10 @@ TRAIN_STREAM, EVAL_STREAMS = 0, {"train": 1, "val": 2}
 warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """Training diverged: the loss or the weights became NaN or infinite."""
+
+    exit_code = DIVERGED_EXIT  # launchers (runs.py) tell a diverged run from a failed one by it
 
 
 # ----------------------------------------------------------------------------- where the model comes from
@@ -833,6 +843,7 @@ def start_wandb(cfg: TrainConfig) -> object:
     )
 
 
+@command_main
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print(__doc__.strip())
@@ -840,14 +851,7 @@ def main(argv: list[str]) -> int:
         for f in fields(TrainConfig):
             print(f"  {f.name} = {f.default!r}")
         return 0
-    try:
-        cfg = parse_config(argv)
-        train(cfg)
-    except (ConfigError, CheckpointError, ConversionError, InheritError, NonFiniteLossError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        if isinstance(e, NonFiniteLossError):
-            return DIVERGED_EXIT
-        return 2 if isinstance(e, ConfigError) else 1
+    train(parse_config(argv))
     return 0
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from data.format import open_tokens
+from runtime import UserError
 
 
 def batch_rng(seed: int, stream: int, iter_num: int, index: int) -> np.random.Generator:
@@ -54,11 +55,11 @@ def read_windows(
     # and the process's memory grows with the bin (nanoGPT's fix of the same leak).
     data = open_tokens(Path(data_dir), split)
     if len(data) <= block_size:
-        raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size + 1")
+        raise UserError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size + 1")
     ix = rng.integers(0, len(data) - block_size, size=count)
     windows = np.stack([data[i : i + block_size + 1] for i in ix]).astype(np.int64)
     if windows.max() >= vocab_size:
-        raise ValueError(
+        raise UserError(
             f"{data_dir}/{split}.bin holds token id {windows.max()}, outside the model's vocabulary of "
             f"{vocab_size}: the bin was made with another tokenizer or is corrupt"
         )

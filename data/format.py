@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import write_json
+from runtime import UserError, write_json
 
 DTYPE = np.uint16  # nanoGPT's, and that of any vocabulary up to 65,536 tokens
 
@@ -47,7 +47,7 @@ def open_tokens(data_dir: Path, split: str) -> np.memmap:
     """Memory-map a split; the OS pages it in on demand, so memory use does not grow with its size."""
     path = Path(data_dir) / f"{split}.bin"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: prepare the corpus first (python data/<corpus>/prepare.py)")
+        raise UserError(f"{path} not found: prepare the corpus first (python data/<corpus>/prepare.py)")
     return np.memmap(path, dtype=token_dtype(read_meta(data_dir)), mode="r")
 
 
@@ -68,7 +68,7 @@ def read_char_meta(data_dir: Path) -> dict | None:
         with open(path, "rb") as f:
             meta = _PlainDataUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{path} is not a character vocabulary that can be read safely: {e}") from e
+        raise UserError(f"{path} is not a character vocabulary that can be read safely: {e}") from e
     if not (
         isinstance(meta, dict)
         and isinstance(meta.get("vocab_size"), int)
@@ -77,7 +77,7 @@ def read_char_meta(data_dir: Path) -> dict | None:
         and all(isinstance(c, str) and isinstance(i, int) for c, i in meta["stoi"].items())
         and all(isinstance(i, int) and isinstance(c, str) for i, c in meta["itos"].items())
     ):
-        raise ValueError(f"{path} is not nanoGPT's character vocabulary {{'vocab_size': int, 'stoi', 'itos'}}")
+        raise UserError(f"{path} is not nanoGPT's character vocabulary {{'vocab_size': int, 'stoi', 'itos'}}")
     return meta
 
 

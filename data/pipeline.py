@@ -28,6 +28,7 @@ import numpy as np
 
 from data.format import read_meta, write_meta
 from data.tokenizer import Encoder, encoder_for, gpt2_encoder
+from runtime import UserError, command_main
 
 BATCH_DOCS = 512  # documents per tokenization task: large enough to amortise the hand-off between threads
 INPUT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -175,7 +176,7 @@ def write_corpus(
     if empty:
         for writer in writers.values():
             writer.discard()
-        raise ValueError(f"the {empty[0]} split is empty: too few documents for --test_size / --fraction")
+        raise UserError(f"the {empty[0]} split is empty: too few documents for --test_size / --fraction")
     for writer in writers.values():
         writer.commit()
     meta = {**encoder.meta, "eot_token": encoder.eot, **meta, "splits": counts}
@@ -197,11 +198,11 @@ def input_files(paths: list[str]) -> list[Path]:
         elif path.is_file() and path.suffix in INPUT_SUFFIXES:
             files.append(path)
         elif path.is_file():
-            raise ValueError(f"{path}: unsupported input, expected one of {sorted(INPUT_SUFFIXES)}")
+            raise UserError(f"{path}: unsupported input, expected one of {sorted(INPUT_SUFFIXES)}")
         else:
-            raise FileNotFoundError(f"{path} not found")
+            raise UserError(f"{path} not found")
     if not files:
-        raise ValueError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
+        raise UserError(f"no {'/'.join(sorted(INPUT_SUFFIXES))} files under {' '.join(paths)}")
     once: dict[tuple[int, int], Path] = {}
     for f in files:
         stat = f.stat()
@@ -218,7 +219,7 @@ def text_file_documents(files: list[str], stamps: list[tuple[int, int]]) -> Iter
         try:
             yield {"text": Path(f).read_text(encoding="utf-8")}
         except UnicodeDecodeError as e:
-            raise ValueError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+            raise UserError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from e
 
 
 def load_text_files(files: list[str]):
@@ -230,7 +231,7 @@ def load_text_files(files: list[str]):
     try:
         return datasets.Dataset.from_generator(text_file_documents, gen_kwargs=gen_kwargs)
     except datasets.exceptions.DatasetGenerationError as e:
-        if isinstance(e.__cause__, ValueError):  # text_file_documents' own, naming the file
+        if isinstance(e.__cause__, UserError):  # text_file_documents' own, naming the file
             raise e.__cause__ from None
         raise
 
@@ -244,22 +245,22 @@ def load_rows(kind: str, files: list[str], text_field: str, num_proc: int):
     try:
         ds = datasets.load_dataset(kind, data_files=files, split="train", num_proc=min(num_proc, len(files)))
     except datasets.exceptions.DatasetGenerationError as e:
-        raise ValueError(file_that_differs(kind, files) or f"{' '.join(files)}: {e.__cause__ or e}") from e
+        raise UserError(file_that_differs(kind, files) or f"{' '.join(files)}: {e.__cause__ or e}") from e
     if text_field not in ds.column_names:
-        raise ValueError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
+        raise UserError(f"{files[0]} has no '{text_field}' field (columns: {ds.column_names}); see --text_field")
     feature = ds.features[text_field]
     if getattr(feature, "dtype", None) not in ("string", "large_string"):
-        raise ValueError(f"{files[0]}: its '{text_field}' field holds {feature}, not text; see --text_field")
+        raise UserError(f"{files[0]}: its '{text_field}' field holds {feature}, not text; see --text_field")
     column = ds.data.column(text_field)
     if column.null_count:
         import pyarrow.compute as pc
 
         file, row = file_and_row(kind, files, pc.index(pc.is_null(column), True).as_py())
-        raise ValueError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
+        raise UserError(f"{file}: row {row + 1} has no text in its '{text_field}' field (null or missing)")
     bad = first_row_not_utf8(column)
     if bad is not None:
         file, row = file_and_row(kind, files, bad)
-        raise ValueError(f"{file}: row {row + 1} is not UTF-8 text in its '{text_field}' field")
+        raise UserError(f"{file}: row {row + 1} is not UTF-8 text in its '{text_field}' field")
     return ds
 
 
@@ -299,7 +300,7 @@ def refuse_text_fields_of_other_types(kind: str, files: list[str], text_field: s
             continue  # other columns: load_rows names the file
         field_type = schema.field(text_field).type
         if not (pa.types.is_string(field_type) or pa.types.is_large_string(field_type)):
-            raise ValueError(f"{f}: its '{text_field}' field holds {field_type}, not text; see --text_field")
+            raise UserError(f"{f}: its '{text_field}' field holds {field_type}, not text; see --text_field")
 
 
 def file_and_row(kind: str, files: list[str], index: int) -> tuple[str, int]:
@@ -456,7 +457,7 @@ def already_prepared(out_dir: Path, settings: dict) -> bool:
     recorded = meta.get("options") or {**meta, **(meta.get("subset") or {})}
     for key, value in settings.items():
         if key in recorded and recorded[key] != value:
-            raise ValueError(
+            raise UserError(
                 f"{out_dir} was prepared with {key} {recorded[key]}, not {value}: pass --force to prepare it "
                 "again, or give another --out_dir"
             )
@@ -490,9 +491,10 @@ def open_hub_or_explain(open_hub, args: argparse.Namespace):
     try:
         return open_hub(args)
     except OSError as e:  # datasets' ConnectionError, OfflineModeIsEnabled and HTTP errors are OSErrors
-        raise OSError(f"{e}. Without hub access, prepare local files with --input") from e
+        raise UserError(f"{e}. Without hub access, prepare local files with --input") from e
 
 
+@command_main
 def run(argv: list[str], description: str, default_out: str, hub_options, open_hub) -> int:
     """The prepare command: `open_hub(args)` gives (batches, number of documents or None, source
     description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
@@ -500,23 +502,19 @@ def run(argv: list[str], description: str, default_out: str, hub_options, open_h
     out_dir = Path(args.out_dir)
     start = time.perf_counter()
     settings = prepared_settings(args)
-    try:
-        if not args.force and already_prepared(out_dir, settings):
-            return 0
-        encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
-        if args.input:
-            ds = load_local_dataset(args.input, args.text_field, args.num_proc)
-            batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
-            source = {"source": "local files", "split": "train_test_split"}
-        else:
-            batches, total, source = open_hub_or_explain(open_hub, args)
-        meta = source | {"test_size": args.test_size, "seed": args.seed}
-        meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
-        meta["options"] = settings
-        meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total, encoder)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if not args.force and already_prepared(out_dir, settings):
+        return 0
+    encoder = encoder_for(args.tokenizer)  # a tokenizer that cannot load fails before any reading
+    if args.input:
+        ds = load_local_dataset(args.input, args.text_field, args.num_proc)
+        batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
+        source = {"source": "local files", "split": "train_test_split"}
+    else:
+        batches, total, source = open_hub_or_explain(open_hub, args)
+    meta = source | {"test_size": args.test_size, "seed": args.seed}
+    meta["subset"] = {"fraction": args.fraction, "max_tokens": args.max_tokens}
+    meta["options"] = settings
+    meta = write_corpus(out_dir, batches, args.num_proc, meta, args.max_tokens, total, encoder)
     seconds = time.perf_counter() - start
     total = sum(s["tokens"] for s in meta["splits"].values())
     for name, s in meta["splits"].items():

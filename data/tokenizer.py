@@ -27,6 +27,7 @@ from tiktoken.load import load_tiktoken_bpe
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from data.format import corpus_vocabulary, dtype_for, read_char_meta
+from runtime import UserError
 
 RANKS_PATH = Path(__file__).with_name("gpt2.tiktoken")
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
@@ -109,7 +110,7 @@ def load_hf_tokenizer(name: str):
             return from_gguf(AutoTokenizer, name)
         return AutoTokenizer.from_pretrained(name, local_files_only=Path(name).is_dir())
     except (OSError, ValueError, KeyError) as e:  # KeyError: a GGUF tokenizer without a part (its merges...)
-        raise ValueError(f"cannot load the tokenizer {name!r}: {(str(e).splitlines() or [repr(e)])[0]}") from e
+        raise UserError(f"cannot load the tokenizer {name!r}: {(str(e).splitlines() or [repr(e)])[0]}") from e
 
 
 def fingerprint(tokenizer) -> str:
@@ -157,7 +158,7 @@ def check_corpus_tokenizer(data: Path, vocabulary: dict | None) -> None:
     read as other tokens. Bare bins are GPT-2 tokens, as nanoGPT's."""
     corpus = corpus_vocabulary(data) or {"tokenizer": "gpt2", "vocab_size": VOCAB_SIZE}
     if not same_vocabulary(vocabulary, corpus):
-        raise ValueError(
+        raise UserError(
             f"{data} was made with the tokenizer {corpus['tokenizer']}, the model reads {vocabulary['tokenizer']}: "
             "its ids would be read as tokens the model never saw"
         )
@@ -198,7 +199,7 @@ def hf_encoder(name: str) -> Encoder:
     documents end with its end-of-sequence token, as Llama's pretraining data."""
     tokenizer = load_hf_tokenizer(name)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer {name!r} has no end-of-sequence token to end documents with")
+        raise UserError(f"the tokenizer {name!r} has no end-of-sequence token to end documents with")
     vocab_size = len(tokenizer)
     dtype = dtype_for(vocab_size)
 
@@ -240,7 +241,7 @@ def model_codec(vocabulary: dict | None, data_dir: Path | None) -> Codec:
     tokenizer (checked against the recorded fingerprint), or the characters of nanoGPT's meta.pkl in its
     corpus folder (checked against the recorded hash of them)."""
     if vocabulary is None:
-        raise ValueError("the model's vocabulary is not recorded and is not GPT-2's: nothing tells how to decode it")
+        raise UserError("the model's vocabulary is not recorded and is not GPT-2's: nothing tells how to decode it")
     name = vocabulary["tokenizer"]
     if name == "gpt2":
         enc = gpt2_encoding()
@@ -250,7 +251,7 @@ def model_codec(vocabulary: dict | None, data_dir: Path | None) -> Codec:
     tokenizer = load_hf_tokenizer(name)
     recorded = vocabulary.get("tokenizer_fingerprint")
     if recorded and fingerprint(tokenizer) != recorded:
-        raise ValueError(f"the tokenizer {name} is not the one the model was trained with: its vocabulary has changed")
+        raise UserError(f"the tokenizer {name} is not the one the model was trained with: its vocabulary has changed")
     return Codec(name, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.decode)
 
 
@@ -260,14 +261,14 @@ def character_codec(vocabulary: dict, data_dir: Path | None) -> Codec:
     meta = read_char_meta(data_dir) if data_dir is not None else None
     if meta is None or not same_vocabulary(corpus_vocabulary(data_dir), vocabulary):
         state = "is not there" if meta is None else "holds other characters"
-        raise ValueError(f"the model reads the characters of {path}, which {state} now")
+        raise UserError(f"the model reads the characters of {path}, which {state} now")
     print(f"character vocabulary of {path}", file=sys.stderr)
     stoi, itos = meta["stoi"], meta["itos"]
 
     def encode(text: str) -> list[int]:
         unknown = sorted(set(text) - stoi.keys())
         if unknown:
-            raise ValueError(f"characters {unknown} are not in the vocabulary of {path}")
+            raise UserError(f"characters {unknown} are not in the vocabulary of {path}")
         return [stoi[c] for c in text]
 
     return Codec("char", encode, lambda ids: "".join(itos[i] for i in ids))

@@ -23,6 +23,7 @@ from analyze import (
 )
 from checkpoint import Checkpoint, load_model
 from model import GPT, GPTConfig
+from runtime import UserError
 from tests.conftest import zero_output_blocks
 
 T = 100
@@ -257,9 +258,9 @@ def test_layer_choices_keep_the_largest_bi_and_drop_the_closest_span_in_order():
     assert choose_layers("angular", 4, measures) == (0, 1, 4, 5)  # d(2, 4) is the least: blocks 2, 3 go
     assert choose_layers("angular", 2, measures) == (0, 5)  # d(1, 5): blocks 1..4 go
     assert choose_layers("angular", 6, measures) == choose_layers("bi", 6, measures) == tuple(range(6))
-    with pytest.raises(ValueError, match="7 layers"):
+    with pytest.raises(UserError, match="7 layers"):
         choose_layers("bi", 7, measures)
-    with pytest.raises(ValueError, match="unknown layer choice"):
+    with pytest.raises(UserError, match="unknown layer choice"):
         choose_layers("middle", 2, measures)
 
 

@@ -103,8 +103,16 @@ def test_kv_cache_logits_on_the_gpu_equal_the_full_forward_pass(trained_referenc
 def test_fsdp_with_bf16_and_compile_on_the_gpu_learns_and_resumes(tiny_config, tmp_path, dtype):
     """FSDP2 over NCCL (a group of one process) with mixed or pure bf16 and torch.compile; its sharded
     checkpoint resumes under DDP on the GPU."""
-    cfg = tiny_config(device="cuda", dtype=dtype, compile=True, parallel="fsdp", max_iters=30, lr_decay_iters=30,
-                      eval_interval=15, out_dir=str(tmp_path / "fsdp"))  # fmt: skip
+    cfg = tiny_config(
+        device="cuda",
+        dtype=dtype,
+        compile=True,
+        parallel="fsdp",
+        max_iters=30,
+        lr_decay_iters=30,
+        eval_interval=15,
+        out_dir=str(tmp_path / "fsdp"),
+    )
     last = train.train(cfg)
     evals = [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]
     assert last["val_loss"] < evals[0]["val_loss"] - 1.0

@@ -18,6 +18,7 @@ from data.tokenizer import (
     save_hf_tokenizer,
     source_tokenizer,
 )
+from runtime import UserError
 
 
 def test_offline_tokenizer_gives_gpt2_ids():
@@ -55,7 +56,7 @@ def test_a_models_recorded_vocabulary_decodes_only_while_its_files_still_hold_it
     save_hf_tokenizer(tmp_path, 1024)
     record = source_tokenizer(str(tmp_path))
     assert model_codec(record, None).encode("Hello world") == [15496, 995]
-    with pytest.raises(ValueError, match="is not the one the model was trained with"):
+    with pytest.raises(UserError, match="is not the one the model was trained with"):
         model_codec({**record, "tokenizer_fingerprint": "0123456789abcdef"}, None)
     chars = tmp_path / "chars"
     chars.mkdir()
@@ -69,9 +70,9 @@ def test_a_models_recorded_vocabulary_decodes_only_while_its_files_still_hold_it
     recorded = corpus_vocabulary(chars)
     assert model_codec(recorded, chars).decode([2, 0]) == "ca"
     write_characters("abcd")  # the folder prepared again: another vocabulary under the same file name
-    with pytest.raises(ValueError, match="meta.pkl, which holds other characters now"):
+    with pytest.raises(UserError, match="meta.pkl, which holds other characters now"):
         model_codec(recorded, chars)
-    with pytest.raises(ValueError, match="meta.pkl, which is not there now"):
+    with pytest.raises(UserError, match="meta.pkl, which is not there now"):
         model_codec(recorded, tmp_path / "gone")
 
 
@@ -101,7 +102,7 @@ def test_a_bin_of_exactly_one_window_gives_that_window_and_one_token_shorter_is_
     assert all(torch.equal(row, torch.from_numpy(tokens[:-1].astype(np.int64))) for row in x)
     assert all(torch.equal(row, torch.from_numpy(tokens[1:].astype(np.int64))) for row in y)
     tokens[:-1].tofile(tmp_path / "val.bin")
-    with pytest.raises(ValueError, match="has 32 tokens, fewer than block_size \\+ 1"):
+    with pytest.raises(UserError, match="has 32 tokens, fewer than block_size \\+ 1"):
         get_batch(str(tmp_path), "val", 4, 32, 50257, np.random.default_rng(0))
 
 
@@ -110,5 +111,5 @@ def test_a_token_id_equal_to_the_vocabulary_size_is_refused_and_the_last_real_id
     np.arange(100, dtype=np.uint16).tofile(tmp_path / "train.bin")
     rng = np.random.default_rng(0)
     assert read_windows(str(tmp_path), "train", 99, 100, rng, 4).max() == 99  # one window: 0..99
-    with pytest.raises(ValueError, match="token id 99, outside the model's vocabulary of 99"):
+    with pytest.raises(UserError, match="token id 99, outside the model's vocabulary of 99"):
         read_windows(str(tmp_path), "train", 99, 99, rng, 4)

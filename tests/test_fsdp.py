@@ -530,8 +530,10 @@ def test_a_sharded_checkpoint_whose_metadata_carries_code_is_refused_without_run
     marker = tmp_path / "ran"
     step = sharded_step(run / "sharded")
     (step / ".metadata").write_bytes(pickle.dumps(CodeOnUnpickle(marker)))
-    for args in (["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"],
-                 ["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")]):  # fmt: skip
+    for args in (
+        ["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"],
+        ["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")],
+    ):
         result = command(*args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"cannot read the sharded checkpoint {step}" in result.stderr and "refused" in result.stderr
@@ -543,8 +545,10 @@ def test_a_truncated_shard_is_a_clear_error_for_every_reader(fsdp_gpt2, tmp_path
     step = sharded_step(run / "sharded")
     shard = step / "__0_0.distcp"
     shard.write_bytes(shard.read_bytes()[:1000])
-    for args in (["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")],
-                 ["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"]):  # fmt: skip
+    for args in (
+        ["checkpoint.py", "consolidate", str(run / "sharded"), str(tmp_path / "ckpt.pt")],
+        ["sample.py", f"--model={run / 'sharded'}", "--max_new_tokens=2", "--device=cpu"],
+    ):
         result = command(*args)
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert f"cannot read the sharded checkpoint {step}" in result.stderr

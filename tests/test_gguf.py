@@ -19,6 +19,7 @@ from checkpoint import Checkpoint, load_model
 from data.shakespeare.prepare import prepare
 from data.tokenizer import encoder_for, load_hf_tokenizer, same_vocabulary
 from hf import ConversionError, gguf_tensor_types, read_hf_config
+from runtime import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # A byte-level BPE as GPT-2's: the 256 byte symbols, a few merges, and the special tokens after them.
@@ -377,7 +378,7 @@ def test_a_gguf_tokenizer_that_cannot_load_is_one_line_and_none_at_all_is_no_tok
     import analyze
 
     path = write_gguf(tiny_llama(), tmp_path / "no-merges.gguf", merges=False)
-    with pytest.raises(ValueError, match="cannot load the tokenizer"):
+    with pytest.raises(UserError, match="cannot load the tokenizer"):
         load_hf_tokenizer(str(path))
     corpus = gguf_corpus(write_gguf(tiny_llama(), tmp_path / "tiny.gguf"), tmp_path / "corpus")
     argv = ["--model", str(path), "--data", str(corpus), "--num_seqs", "2", "--seq_len", "8", "--out", str(tmp_path)]

@@ -4,8 +4,8 @@ import sys
 import pytest
 import torch
 
-from runtime import peak_flops_of, resolve_device_name
-from tests.conftest import ROOT
+from runtime import UserError, peak_flops_of, resolve_device_name
+from tests.conftest import ROOT, tiny_values
 
 
 @pytest.mark.parametrize(
@@ -43,9 +43,63 @@ def test_commands_that_only_read_and_write_files_start_without_torch():
 def test_a_cuda_device_without_a_gpu_is_one_clear_error(capsys):
     import sample
 
-    with pytest.raises(ValueError, match="device 'cuda': no CUDA GPU is visible here"):
+    with pytest.raises(UserError, match="device 'cuda': no CUDA GPU is visible here"):
         resolve_device_name("cuda")
     assert sample.main(["--model=gpt2", "--device=cuda:1"]) == 1
     assert (
         capsys.readouterr().err == "error: device 'cuda:1': no CUDA GPU is visible here; use device 'cpu' or 'auto'\n"
     )
+
+
+# ----------------------------------------------------------------------------- user errors and bugs
+
+
+def project_modules() -> list[str]:
+    """Every module of the project: the top-level files and the data package (the prepare scripts import
+    from it)."""
+    files = [*ROOT.glob("*.py"), *(ROOT / "data").glob("*.py")]
+    return [str(f.relative_to(ROOT).with_suffix("")).replace("/", ".") for f in files if f.name != "__init__.py"]
+
+
+def test_every_error_class_of_the_project_is_a_user_error():
+    """One base for what a user causes: each command prints any of them in one line, and nothing else."""
+    import importlib
+
+    classes = {
+        obj
+        for name in project_modules()
+        for obj in vars(importlib.import_module(name)).values()
+        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == name
+    }
+    assert len(classes) >= 8  # UserError and the errors of configs, checkpoints, conversion, inherit, runs...
+    assert all(issubclass(c, UserError) for c in classes), [c for c in classes if not issubclass(c, UserError)]
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys, tmp_path):
+    import train
+    from configurator import ConfigError
+
+    argv = [f"--out_dir={tmp_path}", "--device=cpu"]
+
+    def bug(cfg):
+        raise ValueError("a bug in the code")
+
+    monkeypatch.setattr(train, "train", bug)
+    with pytest.raises(ValueError, match="a bug in the code"):  # not swallowed into "error: ..."
+        train.main(argv)
+
+    def mistake(cfg):
+        raise ConfigError("a mistake of the user")
+
+    monkeypatch.setattr(train, "train", mistake)
+    assert train.main(argv) == ConfigError.exit_code == 2
+    assert capsys.readouterr().err == "error: a mistake of the user\n"
+
+
+def test_a_shape_the_model_refuses_is_a_config_error_of_the_command(shakespeare_dir, tmp_path, capsys):
+    """GPTConfig's own check (n_embd divisible by n_head) decides; train.py reports it as a config error."""
+    import train
+
+    values = tiny_values(shakespeare_dir) | {"out_dir": str(tmp_path), "n_head": 5}
+    assert train.main([f"--{key}={value}" for key, value in values.items()]) == 2
+    assert capsys.readouterr().err == f"error: n_embd {values['n_embd']} is not divisible by n_head 5\n"

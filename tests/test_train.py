@@ -18,6 +18,7 @@ from checkpoint import Checkpoint, load_model
 from configurator import ConfigError, TrainConfig
 from data.format import write_meta
 from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
+from runtime import UserError
 from tests.conftest import CodeOnUnpickle
 from train import NonFiniteLossError, get_lr
 
@@ -241,7 +242,7 @@ def test_out_of_vocab_tokens_are_refused(tiny_config, tmp_path):
     for split in ("train", "val"):
         (data / f"{split}.bin").write_bytes(tokens.astype(np.uint16).tobytes())
     write_meta(data, {"tokenizer": "gpt2", "vocab_size": 50257})
-    with pytest.raises(ValueError, match="token id 60000, outside the model's vocabulary of 50257"):
+    with pytest.raises(UserError, match="token id 60000, outside the model's vocabulary of 50257"):
         train.train(tiny_config(data_dir=str(data)))
 
 
@@ -341,7 +342,7 @@ def test_a_meta_pkl_that_carries_code_is_refused_without_running_it(tiny_config,
             (char_data_root / "data" / "shakespeare_char" / f"{split}.bin").read_bytes()
         )
     (data / "meta.pkl").write_bytes(pickle.dumps({"vocab_size": 65, "stoi": CodeOnUnpickle(marker), "itos": {}}))
-    with pytest.raises(ValueError, match="only plain dicts, strings and numbers"):
+    with pytest.raises(UserError, match="only plain dicts, strings and numbers"):
         train.train(tiny_config(data_dir=str(data)))
     assert not marker.exists()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
 from data.pipeline import map_style_batches, run  # noqa: E402
+from runtime import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"  # what nanoGPT's load_dataset("openwebtext") resolves to
 
@@ -36,7 +37,7 @@ def open_hub(args: argparse.Namespace):
     try:
         ds = datasets.load_dataset(HUB_DATASET, split="train", num_proc=args.num_proc, revision=args.hub_revision)
     except RuntimeError as e:  # datasets >= 4 refuses script datasets with a RuntimeError
-        raise ValueError(f"{HUB_DATASET}: {e}. Try --hub_revision refs/convert/parquet, or --input local files") from e
+        raise UserError(f"{HUB_DATASET}: {e}. Try --hub_revision refs/convert/parquet, or --input local files") from e
     batches, total = map_style_batches(ds, args.test_size, args.seed, args.fraction)
     return batches, total, {"source": HUB_DATASET, "revision": args.hub_revision, "split": "train_test_split"}
 

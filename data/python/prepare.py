@@ -26,6 +26,7 @@ from data.pipeline import (  # noqa: E402
     write_corpus,
 )
 from data.tokenizer import encoder_for  # noqa: E402
+from runtime import command_main  # noqa: E402
 
 
 def stdlib_sources() -> list[Path]:
@@ -47,6 +48,7 @@ def prepare(
     return meta
 
 
+@command_main
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
@@ -57,12 +59,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--force", action="store_true", help="prepare again over a complete folder")
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's")
     args = parse_checked(p, argv)
-    try:
-        if not args.force and already_prepared(args.out_dir, prepared_settings(args)):
-            return 0
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if not args.force and already_prepared(args.out_dir, prepared_settings(args)):
+        return 0
     prepare(args.out_dir, args.test_size, args.seed, args.max_tokens, args.num_proc, args.tokenizer)
     return 0
 

@@ -30,6 +30,7 @@ from data.pipeline import (  # noqa: E402
     write_corpus,
 )
 from data.tokenizer import encoder_for  # noqa: E402
+from runtime import UserError, command_main  # noqa: E402
 
 LLAMA_MIX = {"arxiv": 2.5, "book": 4.5, "c4": 15.0, "cc": 67.0, "github": 4.5, "stackexchange": 2.0, "wikipedia": 4.5}
 
@@ -48,11 +49,12 @@ def budgets(sources: list[str], weights: dict[str, float], max_tokens: int) -> d
     """Each source's share of the training tokens, by weight among the sources present."""
     unknown = [s for s in sources if s not in weights]
     if unknown:
-        raise ValueError(f"sources {unknown} have no weight: give --weights (known: {', '.join(weights)})")
+        raise UserError(f"sources {unknown} have no weight: give --weights (known: {', '.join(weights)})")
     total = sum(weights[s] for s in sources)
     return {s: round(max_tokens * weights[s] / total) for s in sources}
 
 
+@command_main
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", type=Path, required=True, help="a folder of source folders")
@@ -66,35 +68,31 @@ def main(argv: list[str]) -> int:
     p.add_argument("--num_proc", type=int, default=2, help="tokenizer threads and loader processes")
     p.add_argument("--force", action="store_true", help="prepare every source again")
     args = parse_checked(p, argv)
-    try:
-        sources = sorted(d.name for d in args.input.iterdir() if d.is_dir()) if args.input.is_dir() else []
-        if not sources:
-            raise ValueError(f"{args.input} holds no source folders (arxiv/, book/, ...)")
-        shares = budgets(sources, args.weights, args.max_tokens)
-        missing = [s for s in args.weights if s not in sources]
-        if missing:
-            print(f"note: no folder for {', '.join(missing)}; the budget is shared among {', '.join(sources)}")
-        encoder = encoder_for(args.tokenizer)
-        for source in sources:
-            out = args.out_dir / source
-            settings = prepared_settings(args) | {"max_tokens": shares[source]}
-            if not args.force and already_prepared(out, settings):
-                continue
-            print(f"{source}: up to {shares[source]:,} training tokens", flush=True)
-            ds = load_local_dataset([str(args.input / source)], args.text_field, args.num_proc)
-            batches, total = map_style_batches(ds, args.test_size, args.seed, None)
-            meta = {
-                "source": str(args.input / source),
-                "weight": args.weights[source],
-                "split": "train_test_split",
-                "test_size": args.test_size,
-                "seed": args.seed,
-                "subset": {"max_tokens": shares[source]},
-            }
-            write_corpus(out, batches, args.num_proc, meta, shares[source], total, encoder)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    sources = sorted(d.name for d in args.input.iterdir() if d.is_dir()) if args.input.is_dir() else []
+    if not sources:
+        raise UserError(f"{args.input} holds no source folders (arxiv/, book/, ...)")
+    shares = budgets(sources, args.weights, args.max_tokens)
+    missing = [s for s in args.weights if s not in sources]
+    if missing:
+        print(f"note: no folder for {', '.join(missing)}; the budget is shared among {', '.join(sources)}")
+    encoder = encoder_for(args.tokenizer)
+    for source in sources:
+        out = args.out_dir / source
+        settings = prepared_settings(args) | {"max_tokens": shares[source]}
+        if not args.force and already_prepared(out, settings):
+            continue
+        print(f"{source}: up to {shares[source]:,} training tokens", flush=True)
+        ds = load_local_dataset([str(args.input / source)], args.text_field, args.num_proc)
+        batches, total = map_style_batches(ds, args.test_size, args.seed, None)
+        meta = {
+            "source": str(args.input / source),
+            "weight": args.weights[source],
+            "split": "train_test_split",
+            "test_size": args.test_size,
+            "seed": args.seed,
+            "subset": {"max_tokens": shares[source]},
+        }
+        write_corpus(out, batches, args.num_proc, meta, shares[source], total, encoder)
     mixture = {str(args.out_dir / s): args.weights[s] for s in sources}
     print(f"mix them in training: data_dir = {mixture}")
     return 0

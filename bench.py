@@ -34,12 +34,13 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch._guards import TracingContext, tracing
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
@@ -296,6 +297,14 @@ class StepTracker(MemTracker):
             self.reset_mod_stats()
         super()._pre_fw_hook(module, inputs)
 
+    def _update_peak_stats(self, peak_state: object) -> None:
+        """The step's peak only, after each op: MemTracker also updates every tracked module's own peak, a walk over
+        all modules at every op that made a trace's time grow with the square of the depth."""
+        for device, snapshot in self._curr_mem_snap.items():
+            if self._peak_mem.get(device, 0) < snapshot["Total"]:
+                self._peak_mem[device] = snapshot["Total"]
+                self._peak_mem_snap[device] = dict(snapshot)
+
 
 def traced_peak(
     meta: GPT, teacher: GPT | None, cfg: TrainConfig, world_size: int, parallel: str, true_bf16: bool
@@ -320,7 +329,7 @@ def traced_peak(
     tracker = StepTracker(model)
     tracker.track_external(model, distill and distill.model)
     micro_batches = min(2, cfg.gradient_accumulation_steps // world_size)
-    with fake_mode, tracker:
+    with fake_mode, sharding_propagation_apart(), tracker:
         optimizer = make_optimizer(model, cfg, rt)
         if parallel == "ddp" and world_size > 1:
             for p in model.parameters():
@@ -333,6 +342,15 @@ def traced_peak(
             model, optimizer, scaler, batches, autocast_context(rt.device, dtype), cfg.grad_clip, distill, no_sync
         )
     return tracker.get_tracker_snapshot("peak")[rt.device]["Total"]
+
+
+def sharding_propagation_apart() -> AbstractContextManager:
+    """FSDP's DTensors work out each op's output shape by running it on tensors of the full, unsharded shape,
+    in the fake mode they find (a tracing context's first, else the active one). MemTracker leaves out what runs
+    in a fake mode other than the one it was entered in, but the active one is that mode: without a fake mode of
+    their own those full-size tensors are counted (a 2-layer GPT-2's AdamW step counted twice its whole
+    unsharded state per process of 8). In eager code only DTensor's propagation reads a tracing context."""
+    return tracing(TracingContext(FakeTensorMode()))
 
 
 @contextmanager

@@ -240,7 +240,7 @@ dist.destroy_process_group()
 
 def test_the_traced_peak_of_a_process_of_two_is_the_measured_one(tmp_path):
     """DDP and FSDP over two processes (gloo, one torchrun), against the peak RSS the step adds to the first,
-    for a shape whose training state outweighs its logits: within 4% (measured 0.1-1.9% low). FSDP's trace shards
+    for a shape whose training state outweighs its logits: within 4% (measured 0.05-1.9% low). FSDP's trace shards
     over torch's fake process group, where its DTensors ran each op on full-size tensors to find the output's
     shape; counted, they put FSDP's peak 8% high here (and 8 processes' at twice the whole unsharded AdamW state).
     The RSS also holds code paged in on first use and glibc's small-block arenas, which the trace does not see."""

@@ -26,23 +26,31 @@ model (its shapes on the meta device, no weights read) under DDP and FSDP, with 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import multiprocessing as mp
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch._guards import TracingContext, tracing
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import MemTracker
 
 from checkpoint import describe, latest_checkpoint
-from configurator import ConfigError, TrainConfig, parse_config
+from configurator import TRUE_BF16, ConfigError, TrainConfig, parse_config
 from data.format import corpus_vocabulary
 from inherit import InheritError, check_width, unmeasured_spec
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import (
+    Runtime,
     UserError,
     autocast_context,
     command_main,
@@ -51,7 +59,7 @@ from runtime import (
     resolve_dtype,
     tf32_matmuls,
 )
-from train import load_teacher, train_step
+from train import Teacher, deferred_reduction, load_teacher, make_optimizer, shard, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
 
@@ -205,18 +213,16 @@ def trained_model(cfg: TrainConfig) -> GPT:
 
 @dataclass
 class Memory:
-    """Bytes one process holds in training (GiB in the table)."""
+    """Bytes of training state one process holds between steps (GiB in the table)."""
 
     setting: str
     weights: int
     grads: int  # FSDP holding back its reduction also holds every unit's unsharded gradients
     adamw: int  # its two moments, in the weights' dtype
-    gathered: int  # FSDP: the unsharded weights of the units in use (the root, one block, the next prefetched)
-    activations: int  # of one micro-batch, kept for the backward pass
 
     @property
-    def total(self) -> int:
-        return self.weights + self.grads + self.adamw + self.gathered + self.activations
+    def state(self) -> int:
+        return self.weights + self.grads + self.adamw
 
 
 def local_elements(params: list[torch.Tensor], world_size: int, fsdp: bool) -> int:
@@ -227,39 +233,137 @@ def local_elements(params: list[torch.Tensor], world_size: int, fsdp: bool) -> i
     return sum(math.ceil(p.shape[0] / world_size) * (p.numel() // p.shape[0]) for p in params)
 
 
-def activation_bytes(model: GPT, cfg: TrainConfig, compute_bytes: int) -> int:
-    """Korthikanti et al. (2022): a GPT-2 layer keeps 34 B T h bytes of 16-bit activations when attention never
-    stores its T x T scores (SDPA), the MLP's 19 of them growing with its width over 4h; recomputing each block
-    keeps its input and one layer's. Then the logits: in the compute dtype, in float32 for the softmax, and
-    their gradient."""
-    c = model.config
-    tokens, h = cfg.batch_size * c.block_size, c.n_embd
-    inner = c.intermediate_size or 4 * h
-    layer = tokens * (60 * h + 19 * inner) * compute_bytes // 8  # (15 h + 19 inner / 4) at 2 bytes
-    kept = c.n_layer * tokens * h * compute_bytes + layer if cfg.gradient_checkpointing else c.n_layer * layer
-    return kept + tokens * c.padded_vocab_size * (2 * compute_bytes + 4)
-
-
 def estimate_memory(model: GPT, cfg: TrainConfig, world_size: int, parallel: str, true_bf16: bool) -> Memory:
-    """One process's memory under `parallel` with float32 weights (computing in the config's dtype) or bf16-true."""
+    """One process's training state under `parallel` with float32 weights or bf16-true: exact, from the shapes."""
     fsdp = parallel == "fsdp"
-    # 'auto' is bfloat16 on the GPUs this is for; bf16-true computes in bfloat16 whatever the config's dtype
-    compute_bytes = 4 if cfg.dtype == "float32" and not true_bf16 else 2
     weight_bytes = 2 if true_bf16 else 4
     params = list(model.parameters())  # a tied wte/lm_head once
     local = local_elements(params, world_size, fsdp)
     grads = local * weight_bytes
-    gathered = 0
-    if fsdp:
-        blocks = [sum(p.numel() for p in block.parameters()) for block in model.transformer.h]
-        root = len(params) and sum(p.numel() for p in params) - sum(blocks)
-        gathered = (root + 2 * max(blocks)) * compute_bytes
-        micro_batches = cfg.gradient_accumulation_steps // world_size
-        if micro_batches > 1 and not cfg.fsdp_reduce_every_micro_batch:
-            grads += sum(p.numel() for p in params) * weight_bytes  # accumulated in the reduction's dtype
+    micro_batches = cfg.gradient_accumulation_steps // world_size
+    if fsdp and micro_batches > 1 and not cfg.fsdp_reduce_every_micro_batch:
+        grads += sum(p.numel() for p in params) * weight_bytes  # accumulated in the reduction's dtype
     setting = parallel + (" bf16-true" if true_bf16 else "")
-    activations = activation_bytes(model, cfg, compute_bytes)
-    return Memory(setting, local * weight_bytes, grads, 2 * local * weight_bytes, gathered, activations)
+    return Memory(setting, local * weight_bytes, grads, 2 * local * weight_bytes)
+
+
+# ----------------------------------------------------------------------------- the peak of a step, traced
+
+
+def compute_dtype(cfg: TrainConfig, true_bf16: bool) -> torch.dtype:
+    """What the GPUs this is for compute in: the config's dtype ('auto' is bfloat16 there), bf16-true bfloat16."""
+    if true_bf16 or cfg.dtype in ("auto", "bfloat16", TRUE_BF16):
+        return torch.bfloat16
+    return getattr(torch, cfg.dtype)
+
+
+def teacher_model(cfg: TrainConfig) -> GPT | None:
+    """The config's distillation teacher on the meta device (its source's shapes, no weights read)."""
+    if not cfg.teacher:
+        return None
+    with torch.device("meta"):
+        return GPT(GPTConfig.from_model_args(describe(cfg.teacher).model_args))
+
+
+def make_fake(model: torch.nn.Module, param_dtype: torch.dtype, fake_mode: FakeTensorMode) -> torch.nn.Module:
+    """A copy of a meta model whose parameters (in param_dtype) and buffers are fake CPU tensors of fake_mode:
+    shapes and dtypes, no memory. Tied parameters stay tied."""
+    model = copy.deepcopy(model)
+    made: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for tensors in (module._parameters, module._buffers):
+            for name, t in tensors.items():
+                if t is None:
+                    continue
+                if id(t) not in made:
+                    is_param = isinstance(t, torch.nn.Parameter)
+                    with fake_mode:
+                        fake = torch.empty(t.shape, dtype=param_dtype if is_param else t.dtype)
+                    made[id(t)] = torch.nn.Parameter(fake, t.requires_grad) if is_param else fake
+                tensors[name] = made[id(t)]
+    return model
+
+
+class StepTracker(MemTracker):
+    """torch's MemTracker over the micro-batches of a step. MemTracker refuses a second forward pass of one model
+    (its per-module statistics, which this does not read, are per pass): they are cleared before each."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def _pre_fw_hook(self, module: torch.nn.Module, inputs: object) -> None:
+        if module is self.model and not self._mod_tracker.is_bw:
+            self.reset_mod_stats()
+        super()._pre_fw_hook(module, inputs)
+
+    def _update_peak_stats(self, peak_state: object) -> None:
+        """The step's peak only, after each op: MemTracker also updates every tracked module's own peak, a walk over
+        all modules at every op that made a trace's time grow with the square of the depth."""
+        for device, snapshot in self._curr_mem_snap.items():
+            if self._peak_mem.get(device, 0) < snapshot["Total"]:
+                self._peak_mem[device] = snapshot["Total"]
+                self._peak_mem_snap[device] = dict(snapshot)
+
+
+def traced_peak(
+    meta: GPT, teacher: GPT | None, cfg: TrainConfig, world_size: int, parallel: str, true_bf16: bool
+) -> int:
+    """The most one process's tensors take at any moment of train.py's step, traced by torch's MemTracker on fake
+    tensors (every tensor allocated and freed as the real step does, none computed): its weights, gradients and
+    AdamW state, activations, logits and their float32 copies, the teacher, FSDP's gathered units. Two
+    micro-batches where a process takes more, the second holding the first's gradients. Under FSDP the model is
+    sharded as train.py shards it, over the fake default process group of world_size processes that the caller
+    set up; under DDP the gradients live from the start, as DDP's gradient buckets (of which they are views) do."""
+    dtype = compute_dtype(cfg, true_bf16)
+    rt = Runtime(0, world_size, torch.device("cpu"), dtype, torch.bfloat16 if true_bf16 else torch.float32)
+    fake_mode = FakeTensorMode()
+    model = make_fake(meta, rt.param_dtype, fake_mode)
+    distill = teacher and Teacher(
+        make_fake(teacher, dtype, fake_mode).eval(), cfg.distill_alpha, cfg.distill_temperature
+    )
+    model.gradient_checkpointing = cfg.gradient_checkpointing
+    model.transformer.wte.weight.requires_grad_(not cfg.freeze_embedding)
+    if parallel == "fsdp":
+        shard(model, replace(cfg, cpu_offload=False), rt)  # outside the fake mode: its device mesh is real
+    tracker = StepTracker(model)
+    tracker.track_external(model, distill and distill.model)
+    micro_batches = min(2, cfg.gradient_accumulation_steps // world_size)
+    with fake_mode, sharding_propagation_apart(), tracker:
+        optimizer = make_optimizer(model, cfg, rt)
+        if parallel == "ddp" and world_size > 1:
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p) if p.requires_grad else None
+        tokens = (cfg.batch_size, meta.config.block_size)
+        batches = [(torch.zeros(tokens, dtype=torch.long), torch.zeros(tokens, dtype=torch.long))] * micro_batches
+        scaler = torch.amp.GradScaler("cpu", enabled=False)  # float16's loss scaling: in place, and it reads values
+        no_sync = deferred_reduction(model, model, cfg)
+        train_step(
+            model, optimizer, scaler, batches, autocast_context(rt.device, dtype), cfg.grad_clip, distill, no_sync
+        )
+    return tracker.get_tracker_snapshot("peak")[rt.device]["Total"]
+
+
+def sharding_propagation_apart() -> AbstractContextManager:
+    """FSDP's DTensors work out each op's output shape by running it on tensors of the full, unsharded shape,
+    in the fake mode they find (a tracing context's first, else the active one). MemTracker leaves out what runs
+    in a fake mode other than the one it was entered in, but the active one is that mode: without a fake mode of
+    their own those full-size tensors are counted (a 2-layer GPT-2's AdamW step counted twice its whole
+    unsharded state per process of 8). In eager code only DTensor's propagation reads a tracing context."""
+    return tracing(TracingContext(FakeTensorMode()))
+
+
+@contextmanager
+def fake_process_group(world_size: int) -> Iterator[None]:
+    """torch's fake default process group of world_size processes (collectives that move nothing), for FSDP's
+    trace; this process must have none of its own."""
+    if dist.is_initialized():
+        raise ValueError("bench.py --memory traces FSDP in a process of its own: this one has a process group")
+    dist.init_process_group("fake", rank=0, world_size=world_size, store=dist.HashStore())
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def print_memory(cfg: TrainConfig, world_size: int) -> None:
@@ -269,29 +373,31 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
             "processes: train.py would refuse it"
         )
     model = trained_model(cfg)
+    teacher = teacher_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     compute = {"float32": "float32 (bf16-true: bfloat16)", "float16": "float16"}.get(cfg.dtype, "bfloat16")
     print(
         f"{params / 1e6:,.1f}M parameters ({model.config.n_layer} layers, width {model.config.n_embd}), "
         f"{world_size} processes, micro-batch {cfg.batch_size} x {model.config.block_size}, computing in {compute}"
         + (", gradient checkpointing" if cfg.gradient_checkpointing else "")
+        + (f", teacher of {sum(p.numel() for p in teacher.parameters()) / 1e6:,.1f}M parameters" if teacher else "")
     )
     gib = 2**30
-    print(
-        f"{'GiB per process':<16} {'weights':>8} {'grads':>8} {'AdamW':>8} {'gathered':>9} "
-        f"{'activations':>12} {'total':>8}"
-    )
+    print(f"{'GiB per process':<16} {'weights':>8} {'grads':>8} {'AdamW':>8} {'step peak':>10}")
     host = []
-    for parallel in ("ddp", "fsdp") if cfg.dtype != "float16" else ("ddp",):
-        for true_bf16 in (False, True):
-            m = estimate_memory(model, cfg, world_size, parallel, true_bf16)
-            if parallel == "fsdp" and cfg.cpu_offload:  # FSDP keeps them in host memory, the AdamW step too
-                host.append(m.weights + m.grads + m.adamw)
-                m = replace(m, weights=0, grads=0, adamw=0)
-            print(
-                f"{m.setting:<16} {m.weights / gib:>8.2f} {m.grads / gib:>8.2f} {m.adamw / gib:>8.2f} "
-                f"{m.gathered / gib:>9.2f} {m.activations / gib:>12.2f} {m.total / gib:>8.2f}"
-            )
+    with fake_process_group(world_size):
+        for parallel in ("ddp", "fsdp") if cfg.dtype != "float16" else ("ddp",):
+            for true_bf16 in (False, True):
+                m = estimate_memory(model, cfg, world_size, parallel, true_bf16)
+                peak = traced_peak(model, teacher, cfg, world_size, parallel, true_bf16)
+                if parallel == "fsdp" and cfg.cpu_offload:  # FSDP keeps them in host memory, the AdamW step too
+                    host.append(m.state)
+                    peak -= m.state
+                    m = replace(m, weights=0, grads=0, adamw=0)
+                print(
+                    f"{m.setting:<16} {m.weights / gib:>8.2f} {m.grads / gib:>8.2f} {m.adamw / gib:>8.2f} "
+                    f"{peak / gib:>10.2f}"
+                )
     if cfg.dtype == "float16":
         print("fsdp: refused with float16 (train.py's FSDP computes in bfloat16 or float32)")
     if host:
@@ -299,7 +405,10 @@ def print_memory(cfg: TrainConfig, world_size: int) -> None:
             f"cpu_offload: FSDP's weights, gradients and AdamW state are in CPU memory, {host[0] / gib:.2f} GiB "
             f"per process ({host[1] / gib:.2f} bf16-true)"
         )
-    print("activations are an estimate (Korthikanti et al. 2022); the CUDA context and allocator slack come on top")
+    print(
+        "step peak: one step traced on fake tensors (torch's MemTracker), the state included; the CUDA context, "
+        "kernels' workspaces and the allocator's slack come on top"
+    )
 
 
 @command_main

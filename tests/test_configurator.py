@@ -138,11 +138,22 @@ def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, stud
         assert (cfg.n_layer, cfg.n_head, cfg.n_embd) == (depth, n_head, n_embd), name
         assert (cfg.max_iters, cfg.lr_decay_iters, cfg.warmup_iters) == (steps, steps, 2000), name
         assert (cfg.learning_rate, cfg.min_lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (2e-4, 1e-5, 0.1, 0.9, 0.95)
+        # their AdamW (GPT2-experiments/model.py) decays Linear weights only: never a norm gain or bias
+        assert cfg.decay_1d_params is False and cfg.grad_clip == 1.0, name
         assert cfg.dropout == 0.0 and cfg.dtype == "bfloat16", name
         # the authors' architecture from scratch; a student takes its reference's, whichever that is
         architecture = (None, None) if name.startswith("inheritune") else (False, True)
         assert (cfg.bias, cfg.scale_attn_by_inverse_layer_idx) == architecture, name
         assert cfg.init_from == ("inherit" if name.startswith("inheritune") else "scratch"), name
+
+
+def test_the_openllama_config_is_the_authors_optimizer():
+    """LLM-Inheritune lit-gpt/Training/train.py: AdamW(trainable_params, lr=3e-4, weight_decay=0.01), torch's
+    default betas, one group: every parameter decayed, norm gains included; no clipping; constant after warmup."""
+    cfg = parse_config([str(ROOT / "config" / "inheritune_openllama_3b_13.py")])
+    assert (cfg.weight_decay, cfg.decay_1d_params, cfg.beta1, cfg.beta2, cfg.grad_clip) == (0.01, True, 0.9, 0.999, 0.0)
+    assert (cfg.learning_rate, cfg.min_lr, cfg.warmup_iters) == (3e-4, 3e-4, 1000)
+    assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size == 16_384
 
 
 def test_dataset_and_data_dir_naming_one_folder_through_a_link_agree(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from configurator import TrainConfig
+from configurator import DATASET, TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
@@ -82,7 +82,7 @@ class Checkpoint:
         gradient_accumulation_steps counts the micro-batches of all processes. Others are unknown: that of
         LLM-Inheritune's script holds a per-GPU count and not the number of GPUs."""
         per_step_keys = {"batch_size", "gradient_accumulation_steps", "block_size"}
-        known_keys = {f.name for f in fields(TrainConfig)} | RETIRED_CONFIG_KEYS
+        known_keys = {f.name for f in fields(TrainConfig)} | {DATASET} | RETIRED_CONFIG_KEYS
         if not self.config or not per_step_keys <= self.config.keys() <= known_keys:
             return None
         per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]

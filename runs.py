@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from configurator import SOURCE_KEYS, parse_config
+from configurator import SOURCE_KEYS, parse_config, recorded_values
 from runtime import UserError, atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
@@ -310,9 +310,10 @@ def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
     planned = asdict(parse_config([config, *overrides]))
     ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
     ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
-    changed = [key for key, value in planned.items() if key not in ignored and run.config.get(key, value) != value]
+    recorded = recorded_values(run.config)
+    changed = [key for key, value in planned.items() if key not in ignored and recorded.get(key, value) != value]
     if changed:
-        was = ", ".join(f"{key}={run.config[key]!r}" for key in changed)
+        was = ", ".join(f"{key}={recorded[key]!r}" for key in changed)
         now = ", ".join(f"{key}={planned[key]!r}" for key in changed)
         raise RunError(
             f"{run.out_dir} trained with {was}; this command asks for {now}. "

@@ -50,7 +50,7 @@ from checkpoint import (
     sharded_step,
     source_sha256,
 )
-from configurator import SOURCE_KEYS, ConfigError, TrainConfig, parse_config
+from configurator import CONCERNS, SOURCE_KEYS, ConfigError, ScheduleConfig, TrainConfig, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import VOCAB_SIZE as GPT2_VOCAB_SIZE
@@ -250,7 +250,7 @@ def shared_vocabulary(cfg: TrainConfig) -> dict:
     """The vocabulary that every corpus of the run shares (training and held-out ones), checked before any
     training: each folder there, and all tokenized alike."""
     vocabularies = {}
-    for data_dir in [*cfg.mixture, *cfg.held_out]:
+    for data_dir in [*cfg.mixture, *cfg.eval_data_dirs]:
         if not Path(data_dir).is_dir():
             raise ConfigError(f"corpus folder {data_dir} not found")
         vocabularies[data_dir] = corpus_vocabulary(Path(data_dir))
@@ -324,7 +324,7 @@ def load_teacher(
 # ----------------------------------------------------------------------------- one step, and the loss estimate
 
 
-def get_lr(it: int, cfg: TrainConfig) -> float:
+def get_lr(it: int, cfg: ScheduleConfig) -> float:
     """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, min_lr after."""
     if not cfg.decay_lr:
         return cfg.learning_rate
@@ -460,7 +460,7 @@ def estimate_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int) ->
     of the mixture, and of the val split of every corpus on its own."""
     model.eval()
     train_loss = mean_loss(model, cfg, rt, vocab_size, cfg.mixture, "train")
-    corpora = {d: mean_loss(model, cfg, rt, vocab_size, d, "val") for d in [*cfg.mixture, *cfg.held_out]}
+    corpora = {d: mean_loss(model, cfg, rt, vocab_size, d, "val") for d in [*cfg.mixture, *cfg.eval_data_dirs]}
     model.train()
     val = sum(weight * corpora[data_dir] for data_dir, weight in cfg.mixture.items())
     return Losses(train_loss, val, corpora)
@@ -788,7 +788,7 @@ def save_checkpoint(state: State, cfg: TrainConfig, rt: Runtime, start: Start, v
     ckpt = Checkpoint(
         model_args=state.model.config.model_args(),
         scaler=state.scaler.state_dict() if state.scaler.is_enabled() else None,
-        config=asdict(cfg),
+        config=cfg.record(),
         iter_num=state.iter_num,
         tokens=state.tokens,
         best_val_loss=state.best_val_loss,
@@ -828,7 +828,7 @@ class Progress:
                 "params": params_without_padding(model),
                 "scaling_params": model.get_num_scaling_params(),
             }
-            write_config(out_dir, asdict(cfg), facts, start.inherit, start.continued_from)
+            write_config(out_dir, cfg.record(), facts, start.inherit, start.continued_from)
             self.metrics = MetricsLog(out_dir, resumed_at)
             self.wandb = start_wandb(cfg) if cfg.wandb_log else None
             if self.peak is None and rt.device.type == "cuda":
@@ -917,9 +917,11 @@ def start_wandb(cfg: TrainConfig) -> object:
 def main(argv: list[str]) -> int:
     if {"-h", "--help"} & set(argv):
         print(__doc__.strip())
-        print("\nconfig keys and their defaults (TrainConfig in configurator.py says what each means):")
-        for f in fields(TrainConfig):
-            print(f"  {f.name} = {f.default!r}")
+        print("\nconfig keys and their defaults, by concern (configurator.py says what each means):")
+        for concern in CONCERNS:
+            print(f"{concern.__doc__.splitlines()[0]}")
+            for key, default in asdict(concern()).items():
+                print(f"  {key} = {default!r}")
         return 0
     train(parse_config(argv))
     return 0

@@ -1,7 +1,8 @@
 # The first Inheritune paper's low-data headline: a 13-layer, 1.82B student of OpenLLaMA-3B (26 layers, width
 # 3200, 32 heads), trained on a 1B-token RedPajama subset on one GPU, with the authors' settings (their
 # LLM-Inheritune lit-gpt/Training/train.py): AdamW with its default betas (0.9, 0.999), lr 3e-4 after 1,000
-# warmup steps and then constant, weight decay 0.01, no gradient clipping, bf16, batch 8 sequences x 2048
+# warmup steps and then constant, weight decay 0.01 on every parameter (their AdamW call takes them all, norm
+# gains included: decay_1d_params below), no gradient clipping, bf16, batch 8 sequences x 2048
 # (micro-batch 1, 8 accumulation steps) = 16,384 tokens per step.
 #   python data/redpajama/prepare.py --input /data/redpajama-sample --max_tokens 1_000_000_000 \
 #       --tokenizer openlm-research/open_llama_3b --out_dir data/redpajama
@@ -18,11 +19,10 @@ inherit_from = "openlm-research/open_llama_3b"  # or a local folder of it
 n_layer = 13
 n_head = 32  # the reference's width: checked against it
 n_embd = 3200
-# Everything by default. The authors' run exactly takes four more settings; uncomment them to reproduce it:
+# Everything by default. The authors' run exactly takes three more settings; uncomment them to reproduce it:
 inherit_parts = "all"
 # inherit_parts = "head,attn,mlp,ln"  # their code copies the blocks and the head; wte and the final norm stay fresh
 # fresh_embedding_std = 1.0  # and that fresh wte is nn.Embedding's N(0, 1), not GPT-2's N(0, 0.02)
-# decay_1d_params = True  # their AdamW call decays every parameter, norm gains included
 # seed = 5000  # theirs is 5000 + rank; here batches are drawn by index in the global batch, so one seed serves all
 # Precision: their script (train.py's setup) takes bf16-mixed on one device, as this run: float32 weights under
 # bf16 autocast, dtype = "bfloat16" below. With more than one device it switches to FSDP and bf16-true; theirs then:
@@ -46,6 +46,7 @@ warmup_iters = 1000
 max_iters = 23875
 lr_decay_iters = 23875
 weight_decay = 0.01
+decay_1d_params = True  # their AdamW call decays every parameter, norm gains included
 beta1 = 0.9
 beta2 = 0.999
 grad_clip = 0.0

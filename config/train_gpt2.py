@@ -3,6 +3,9 @@
 # GPT2-experiments/train_iniheritune.py and config/train_gpt2_large_adam.py): AdamW (0.9, 0.95),
 # lr 2e-4 -> 1e-5 cosine over 100K steps, warmup 2000, weight decay 0.1, grad clip 1.0, block 1024, bf16,
 # no dropout, no bias, attention logits of layer l divided by l + 1 (scale_attn_by_inverse_layer_idx).
+# One difference: their AdamW (GPT2-experiments/model.py, nanoGPT's older configure_optimizers) decays the Linear
+# weights only, sparing norm gains and both embeddings (wte, tied to the head, and wpe); this project's decays the
+# embeddings too (nanoGPT's groups today). decay_1d_params stays False: it would decay the norm gains as well.
 #
 # Global batch: 48 sequences x 1024 = 49,152 tokens per step (the authors: 3 GPUs x micro-batch 2 x 8
 # accumulation steps), so 100K steps = 4.9B tokens, about half an epoch of OpenWebText's ~9B.

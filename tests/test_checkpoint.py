@@ -73,7 +73,7 @@ def test_llm_inheritunes_per_gpu_batch_gives_no_token_count():
 
 
 def test_a_checkpoint_of_this_projects_older_config_keys_still_counts_its_tokens():
-    older = {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32, "inherit_ln_f": True}
+    older = {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32, "inherit_ln_f": True, "dataset": "x"}
     assert Checkpoint(model_args={}, config=older, iter_num=10).tokens_seen() == 10 * 4 * 2 * 32
 
 

@@ -1,9 +1,21 @@
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
 
-from configurator import ConfigError, parse_config
+import train
+from configurator import (
+    CONCERNS,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    SystemConfig,
+    TrainConfig,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +31,9 @@ def test_config_file_and_overrides(tmp_path):
 def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
     path = tmp_path / "c.py"
     path.write_text("n_layers = 4\n")
-    with pytest.raises(ConfigError, match="unknown config key 'n_layers'.*valid keys: out_dir, dataset, data_dir"):
+    with pytest.raises(
+        ConfigError, match="unknown config key 'n_layers'.*valid keys: data_dir, eval_data_dirs, .*dataset \\(nanoGPT's"
+    ):
         parse_config([str(path)])
     with pytest.raises(ConfigError, match="unknown config key 'lr'"):
         parse_config(["--lr=1e-3"])
@@ -124,11 +138,22 @@ def test_paper_configs_are_the_authors_setup(size, n_layer, n_head, n_embd, stud
         assert (cfg.n_layer, cfg.n_head, cfg.n_embd) == (depth, n_head, n_embd), name
         assert (cfg.max_iters, cfg.lr_decay_iters, cfg.warmup_iters) == (steps, steps, 2000), name
         assert (cfg.learning_rate, cfg.min_lr, cfg.weight_decay, cfg.beta1, cfg.beta2) == (2e-4, 1e-5, 0.1, 0.9, 0.95)
+        # their AdamW (GPT2-experiments/model.py) decays Linear weights only: never a norm gain or bias
+        assert cfg.decay_1d_params is False and cfg.grad_clip == 1.0, name
         assert cfg.dropout == 0.0 and cfg.dtype == "bfloat16", name
         # the authors' architecture from scratch; a student takes its reference's, whichever that is
         architecture = (None, None) if name.startswith("inheritune") else (False, True)
         assert (cfg.bias, cfg.scale_attn_by_inverse_layer_idx) == architecture, name
         assert cfg.init_from == ("inherit" if name.startswith("inheritune") else "scratch"), name
+
+
+def test_the_openllama_config_is_the_authors_optimizer():
+    """LLM-Inheritune lit-gpt/Training/train.py: AdamW(trainable_params, lr=3e-4, weight_decay=0.01), torch's
+    default betas, one group: every parameter decayed, norm gains included; no clipping; constant after warmup."""
+    cfg = parse_config([str(ROOT / "config" / "inheritune_openllama_3b_13.py")])
+    assert (cfg.weight_decay, cfg.decay_1d_params, cfg.beta1, cfg.beta2, cfg.grad_clip) == (0.01, True, 0.9, 0.999, 0.0)
+    assert (cfg.learning_rate, cfg.min_lr, cfg.warmup_iters) == (3e-4, 3e-4, 1000)
+    assert cfg.batch_size * cfg.gradient_accumulation_steps * cfg.block_size == 16_384
 
 
 def test_dataset_and_data_dir_naming_one_folder_through_a_link_agree(tmp_path, monkeypatch):
@@ -141,3 +166,86 @@ def test_dataset_and_data_dir_naming_one_folder_through_a_link_agree(tmp_path, m
 def test_fsdp_refuses_float16():
     with pytest.raises(ConfigError, match="parallel='fsdp' computes in bfloat16 or float32"):
         parse_config(["--parallel=fsdp", "--dtype=float16"])
+
+
+def test_the_keys_are_grouped_by_concern_and_read_flat():
+    """Each key in one concern; TrainConfig is all of them, flat: attributes, asdict and overrides."""
+    names = [[f.name for f in fields(concern)] for concern in CONCERNS]
+    every = [name for group in names for name in group]
+    assert len(every) == len(set(every)) == len(fields(TrainConfig))
+    assert every == list(asdict(TrainConfig()))  # read in the order of the concerns
+    assert (
+        "learning_rate" in names[CONCERNS.index(ScheduleConfig)] and "beta2" in names[CONCERNS.index(OptimizerConfig)]
+    )
+    assert "n_layer" in names[CONCERNS.index(ModelConfig)] and "parallel" in names[CONCERNS.index(SystemConfig)]
+    cfg = parse_config(["--learning_rate=1e-3", "--n_layer=3"])
+    assert isinstance(cfg, ScheduleConfig) and cfg.learning_rate == 1e-3 and asdict(cfg)["n_layer"] == 3
+
+
+def test_each_concern_checks_its_own_keys():
+    """A concern is a config of its own: a function typed by one reads and checks only that one."""
+    with pytest.raises(ConfigError, match="max_iters and warmup_iters must be non-negative"):
+        ScheduleConfig(max_iters=-1)
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        DataConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="need parallel='fsdp'"):
+        SystemConfig(cpu_offload=True)
+    schedule = ScheduleConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
+    assert train.get_lr(60, schedule) == pytest.approx(0.55)
+
+
+def test_help_prints_the_keys_by_concern(capsys):
+    assert train.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    headers = [
+        line
+        for line in out.splitlines()
+        if line
+        and not line.startswith(" ")
+        and line.split(":")[0]
+        in (
+            "data",
+            "model",
+            "init / inherit / teacher",
+            "optimizer",
+            "schedule",
+            "parallelism and system",
+            "logging and checkpointing",
+        )
+    ]
+    assert len(headers) == len(CONCERNS)
+    assert out.index("schedule:") < out.index("  learning_rate = 0.0006") < out.index("parallelism and system:")
+
+
+def test_nanogpts_dataset_is_a_spelling_of_data_dir(tmp_path):
+    """One key names the corpus; nanoGPT's dataset = 'name' is data_dir = 'data/name', and the config a
+    checkpoint records still carries it (nanoGPT's sample.py reads config['dataset'])."""
+    path = tmp_path / "c.py"
+    path.write_text("dataset = 'shakespeare_char'\n")
+    cfg = parse_config([str(path)])
+    assert cfg.data_dir == os.path.join("data", "shakespeare_char") and "dataset" not in asdict(cfg)
+    assert cfg.record()["dataset"] == "shakespeare_char" and cfg.record()["data_dir"] == cfg.data_dir
+    assert parse_config(["--dataset=shakespeare_char"]) == cfg
+    assert TrainConfig().data_dir == os.path.join("data", "openwebtext")  # nanoGPT's default
+    with pytest.raises(ConfigError, match="data_dir is empty"):
+        parse_config(["--data_dir="])
+
+
+def test_both_corpus_lists_take_one_syntax(tmp_path):
+    """eval_data_dirs is a list as data_dir's mixture is a dict, in config files; on the command line both
+    are comma lists, parsed by one function; the older comma string in a config file still reads."""
+    listed, old = tmp_path / "listed.py", tmp_path / "old.py"
+    listed.write_text("eval_data_dirs = ['data/a', 'data/b']\n")
+    old.write_text("eval_data_dirs = 'data/a, data/b'\n")
+    from_line = parse_config(["--eval_data_dirs=data/a,data/b"])
+    assert from_line.eval_data_dirs == ["data/a", "data/b"]
+    assert parse_config([str(listed)]) == parse_config([str(old)]) == from_line
+    assert parse_config(["--eval_data_dirs="]).eval_data_dirs == []
+    with pytest.raises(ConfigError, match="eval_data_dirs takes folders without weights"):
+        parse_config(["--eval_data_dirs=data/a:0.5"])
+    with pytest.raises(ConfigError, match="eval_data_dirs names data/a twice"):
+        parse_config(["--eval_data_dirs=data/a,data/a"])
+    bad = tmp_path / "bad.py"
+    bad.write_text("eval_data_dirs = [1]\n")
+    with pytest.raises(ConfigError, match=r"eval_data_dirs must be str or list, got list \[1\]"):
+        parse_config([str(bad)])

@@ -72,7 +72,7 @@ def test_mixtures_in_a_config_file_and_on_the_command_line(tmp_path, shakespeare
         (["--data_dir=data/a:1,data/b:1", "--eval_data_dirs=data/b"], "in both data_dir and eval_data_dirs"),
         # one folder under two spellings, or twice: never trained on and held out, never two weights
         (["--data_dir=data/a", "--eval_data_dirs=./data/a"], r"\['data/a = ./data/a'\] in both data_dir and eval"),
-        (["--data_dir=data/a:0.4,data/b:0.2,data/a:0.4"], "data_dir names data/a twice: give each corpus one weight"),
+        (["--data_dir=data/a:0.4,data/b:0.2,data/a:0.4"], "data_dir names data/a twice: give each corpus once"),
         (["--data_dir=data/a:0.5,./data/a:0.5"], "data_dir names one folder twice"),
         (["--data_dir=data/a", "--eval_data_dirs=data/b,data/../data/b"], "eval_data_dirs names one folder twice"),
     ],

@@ -2,6 +2,7 @@ import errno
 import json
 import os
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 import runs
 import train
 from checkpoint import Checkpoint
+from configurator import parse_config
 from tests.conftest import write_config_file
 
 
@@ -90,11 +92,24 @@ def test_compare_refuses_two_runs_of_one_name(tmp_path, capsys):
     assert "two runs are named a: name each, as NAME=OUT_DIR" in capsys.readouterr().err
 
 
-def fake_run(out_dir: Path, losses: list[float], n_layer: int = 2) -> None:
+def test_a_run_folder_from_before_the_config_grouping_compares_with_todays_config(tmp_path):
+    """Its config.json holds dataset beside data_dir and eval_data_dirs as a comma string: the same plan, not
+    another one; another held-out corpus is still refused."""
+    config = tmp_path / "c.py"
+    config.write_text("data_dir = 'data/python'\neval_data_dirs = ['data/shakespeare']\nmax_iters = 20\n")
+    older = asdict(parse_config([str(config)])) | {"dataset": "python", "eval_data_dirs": "data/shakespeare"}
+    fake_run(tmp_path / "run", [4.0, 3.0, 2.5], config=older)
+    run = runs.read_run(tmp_path / "run")
+    runs.refuse_changed_plan(run, str(config), [])
+    with pytest.raises(runs.RunError, match=r"eval_data_dirs=\['data/shakespeare'\]; .* eval_data_dirs=\['data/x'\]"):
+        runs.refuse_changed_plan(run, str(config), ["--eval_data_dirs=data/x"])
+
+
+def fake_run(out_dir: Path, losses: list[float], n_layer: int = 2, config: dict | None = None) -> None:
     """A run folder whose evals at steps 0, 10, 20 have these val losses."""
     out_dir.mkdir(parents=True)
     model = {"model_args": {"n_layer": n_layer}, "params": 1000, "scaling_params": 500}
-    config = {"max_iters": 10 * (len(losses) - 1), "data_dir": "data/shakespeare"}
+    config = config or {"max_iters": 10 * (len(losses) - 1), "data_dir": "data/shakespeare"}
     record = {"config": config, "model": model, "inherit": None, "continued_from": None}
     (out_dir / "config.json").write_text(json.dumps(record))
     evals = [{"kind": "eval", "iter": 10 * i, "tokens": 640 * i, "val_loss": v} for i, v in enumerate(losses)]

@@ -35,10 +35,12 @@ def train_losses(out_dir) -> dict[int, float]:
 
 
 def as_args(cfg: TrainConfig) -> list[str]:
-    """The command line of a config; a mixture as path:weight,path:weight."""
+    """The command line of a config; corpus lists as path:weight,path:weight and path,path."""
 
     def text(v) -> str:
-        return ",".join(f"{path}:{weight}" for path, weight in v.items()) if isinstance(v, dict) else str(v)
+        if isinstance(v, dict):
+            return ",".join(f"{path}:{weight}" for path, weight in v.items())
+        return ",".join(v) if isinstance(v, list) else str(v)
 
     return [f"--{k}={text(v)}" for k, v in asdict(cfg).items()]
 
@@ -82,7 +84,7 @@ def test_loss_falls_on_shakespeare(tiny_config):
     assert evals[0]["val_loss"] == pytest.approx(math.log(50257), abs=0.2)  # uniform over the real vocabulary
     assert last["val_loss"] < evals[0]["val_loss"] - 2.0
     saved = json.loads((Path(cfg.out_dir) / "config.json").read_text())
-    assert saved["config"] == asdict(cfg)
+    assert saved["config"] == cfg.record()
 
 
 def test_checkpoint_round_trip(tiny_config):
@@ -91,7 +93,7 @@ def test_checkpoint_round_trip(tiny_config):
     raw = torch.load(Path(cfg.out_dir) / "ckpt.pt", weights_only=True)  # nanoGPT's keys, as a plain dict
     assert {"model", "optimizer", "model_args", "config", "iter_num", "best_val_loss"} <= raw.keys()
     ckpt = Checkpoint.load(Path(cfg.out_dir) / "ckpt.pt")
-    assert ckpt.iter_num == 10 and ckpt.config == asdict(cfg)
+    assert ckpt.iter_num == 10 and ckpt.config == cfg.record()
     best = Checkpoint.load(Path(cfg.out_dir) / "best.pt")
     evals = [r for r in metrics(cfg.out_dir) if r["kind"] == "eval"]
     assert best.best_val_loss == min(r["val_loss"] for r in evals[1:])
@@ -161,6 +163,7 @@ def test_a_checkpoint_from_before_the_token_count_resumes(tiny_config):
     state = torch.load(path, weights_only=True)
     del state["tokens"]
     state["config"]["inherit_ln_f"] = True  # a key this project's configs had then
+    state["config"] |= {"dataset": "shakespeare", "eval_data_dirs": ""}  # and the corpus keys as they were then
     torch.save(state, path)
     train.train(tiny_config(max_iters=20, init_from="resume", gradient_accumulation_steps=4))
     # its 10 steps at its own config's batch (2 micro-batches), then 10 at the resumed run's 4

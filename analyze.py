@@ -105,7 +105,7 @@ RANK_OF = {
 
 
 @dataclass
-class Settings:
+class AnalysisSettings:
     """What an analysis measures (the sequences, tau, eta) and how it judges heads and layers."""
 
     data: str
@@ -125,7 +125,7 @@ class Settings:
     rank_of: str = "sequence"  # which rank of a head the verdict reads: a key of RANK_OF
 
 
-def validation_sequences(settings: Settings, config: GPTConfig, vocabulary: dict | None) -> torch.Tensor:
+def validation_sequences(settings: AnalysisSettings, config: GPTConfig, vocabulary: dict | None) -> torch.Tensor:
     """num_seqs windows of seq_len tokens from val.bin, the same ones for every model with the same seed;
     refused where the model (of this vocabulary record) cannot read the corpus's tokens."""
     if settings.num_seqs < 1 or settings.seq_len < 1:
@@ -165,7 +165,7 @@ class StreamMeasures:
         }
 
 
-def head_statistics(model: GPT, seqs: torch.Tensor, settings: Settings, device: str) -> dict:
+def head_statistics(model: GPT, seqs: torch.Tensor, settings: AnalysisSettings, device: str) -> dict:
     """From one forward pass per batch: every (layer, head)'s mean rank and mass over the sequences, the rank
     of its sequence-averaged attention matrix, the residual stream's StreamMeasures, and the time each stage
     took."""
@@ -204,7 +204,7 @@ def hidden_statistics(model: GPT, seqs: torch.Tensor, batch_size: int, device: s
     return stream.means()
 
 
-def measure_layers(model: GPT, seqs: torch.Tensor, settings: Settings, device: str) -> dict:
+def measure_layers(model: GPT, seqs: torch.Tensor, settings: AnalysisSettings, device: str) -> dict:
     """hidden_statistics on the validation sequences of settings, with the settings that chose them."""
     measures = {key: getattr(settings, key) for key in ("data", "num_seqs", "seq_len", "seed")}
     return measures | hidden_statistics(model, seqs, settings.batch_size, device)
@@ -265,6 +265,12 @@ def suggest_student(source: str, n_layer: int, lazy: list[int]) -> dict:
     return suggestion
 
 
+def starting_depth(n_layer: int, lazy: list[int] | None = None) -> int:
+    """Where a student (or a growth loop) starts: before the first lazy layer where the analysis found one (the
+    suggested student), else the paper's starting point, half the reference's depth."""
+    return max(lazy[0], 1) if lazy else max(n_layer // 2, 1)
+
+
 def layer_choices(source: str, measures: dict, n: int) -> dict:
     """Each of LAYER_METHODS' choice for an n-layer student, with the inherit.py command that builds it
     (measuring again on the same sequences, so that the student records why it has those layers)."""
@@ -280,7 +286,7 @@ def layer_choices(source: str, measures: dict, n: int) -> dict:
     return choices
 
 
-def collapse(stats: dict, settings: Settings) -> dict:
+def collapse(stats: dict, settings: AnalysisSettings) -> dict:
     """Heads collapsed per layer by each rank of RANK_OF, and the lazy layers by settings.rank_of's."""
     ranks = {"sequence": stats["rank"], "mean": stats["rank_of_mean"]}
     collapsed = {name: collapsed_heads(r, settings.collapsed_rank) for name, r in ranks.items()}
@@ -291,7 +297,7 @@ def collapse(stats: dict, settings: Settings) -> dict:
     }
 
 
-def analyze_model(source: str, settings: Settings, device: str, n_student: int | None = None) -> dict:
+def analyze_model(source: str, settings: AnalysisSettings, device: str, n_student: int | None = None) -> dict:
     model, ckpt = load_model(source, device)
     model.eval()
     cfg = model.config
@@ -304,8 +310,7 @@ def analyze_model(source: str, settings: Settings, device: str, n_student: int |
     stats = head_statistics(model, seqs, settings, device)
     verdict = collapse(stats, settings)
     suggestion = suggest_student(str(source), cfg.n_layer, verdict["lazy_layers"])
-    # without a lazy layer the suggestion is the whole model; the paper's starting point is then L/2
-    n = n_student or (suggestion["n_layer"] if verdict["lazy_layers"] else max(cfg.n_layer // 2, 1))
+    n = n_student or starting_depth(cfg.n_layer, verdict["lazy_layers"])
     measures = {key: getattr(settings, key) for key in ("data", "num_seqs", "seq_len", "seed")}
     measures |= {key: stats[key] for key in ("block_influence", "angular_distance")}
     result = {"source": str(source), "n_layer": cfg.n_layer, "n_head": cfg.n_head}
@@ -336,7 +341,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def describe_collapse(result: dict, settings: Settings) -> str:
+def describe_collapse(result: dict, settings: AnalysisSettings) -> str:
     """How many heads collapsed, by each rank of RANK_OF, and where."""
     total = result["n_layer"] * result["n_head"]
     half = result["n_layer"] // 2
@@ -362,7 +367,7 @@ def describe_choices(result: dict) -> str:
     return "\n".join(lines)
 
 
-def describe_suggestion(result: dict, settings: Settings) -> str:
+def describe_suggestion(result: dict, settings: AnalysisSettings) -> str:
     s = result["suggestion"]
     lazy = result["lazy_layers"]
     if not lazy:
@@ -420,7 +425,7 @@ def plot_layers(results: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def plot_heads(results: list[dict], out: Path, settings: Settings) -> None:
+def plot_heads(results: list[dict], out: Path, settings: AnalysisSettings) -> None:
     """Layer x head heatmaps of the rank the verdict reads (log scale; the collapsed heads marked) and of mean
     mass, one row per model, on one colour scale per quantity so that the models compare at a glance."""
     import matplotlib
@@ -464,26 +469,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="checkpoint path, gpt2[-medium|-large|-xl], HF folder or GGUF file")
     p.add_argument("--data", required=True, help="prepared corpus folder; sequences come from its val.bin")
     p.add_argument("--compare", default="", help="a second model, analyzed on the same sequences and plotted beside")
-    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs)
-    p.add_argument("--seq_len", type=int, default=Settings.seq_len)
+    p.add_argument("--num_seqs", type=int, default=AnalysisSettings.num_seqs)
+    p.add_argument("--seq_len", type=int, default=AnalysisSettings.seq_len)
     p.add_argument(
-        "--tau", type=float, default=Settings.tau, help="share of singular-value energy that defines the rank"
+        "--tau", type=float, default=AnalysisSettings.tau, help="share of singular-value energy that defines the rank"
     )
     p.add_argument(
-        "--eta", type=float, default=Settings.eta, help="share of squared attention mass that defines the mass"
+        "--eta", type=float, default=AnalysisSettings.eta, help="share of squared attention mass that defines the mass"
     )
     p.add_argument(
-        "--collapsed_rank", type=float, default=Settings.collapsed_rank, help="a head collapsed at this rank or below"
+        "--collapsed_rank",
+        type=float,
+        default=AnalysisSettings.collapsed_rank,
+        help="a head collapsed at this rank or below",
     )
     lazy_help = "a layer is lazy with this share of its heads collapsed"
-    p.add_argument("--lazy_share", type=float, default=Settings.lazy_share, help=lazy_help)
+    p.add_argument("--lazy_share", type=float, default=AnalysisSettings.lazy_share, help=lazy_help)
     rank_help = "the rank the verdict reads: " + "; ".join(f"{k}: {v}" for k, v in RANK_OF.items())
-    p.add_argument("--rank_of", choices=list(RANK_OF), default=Settings.rank_of, help=rank_help)
+    p.add_argument("--rank_of", choices=list(RANK_OF), default=AnalysisSettings.rank_of, help=rank_help)
     n_help = "the student depth whose layers each measure chooses (default: the suggested student, or L/2)"
     p.add_argument("--n_layer", type=int, help=n_help)
-    p.add_argument("--seed", type=int, default=Settings.seed, help="which validation sequences")
+    p.add_argument("--seed", type=int, default=AnalysisSettings.seed, help="which validation sequences")
     p.add_argument(
-        "--batch_size", type=int, default=Settings.batch_size, help="sequences per forward pass (bounds memory)"
+        "--batch_size", type=int, default=AnalysisSettings.batch_size, help="sequences per forward pass (bounds memory)"
     )
     p.add_argument("--device", default="auto", help="'auto' (cuda if available), 'cpu', 'cuda', ...")
     p.add_argument("--out", default="out-analysis", help="folder for analysis.json, layers.png and heads.png")
@@ -503,7 +511,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     measure = (args.data, args.num_seqs, args.seq_len, args.tau, args.eta, args.seed, args.batch_size)
-    settings = Settings(*measure, args.collapsed_rank, args.lazy_share, args.rank_of)
+    settings = AnalysisSettings(*measure, args.collapsed_rank, args.lazy_share, args.rank_of)
     results = []
     device = resolve_device_name(args.device)
     for source in [args.model, args.compare] if args.compare else [args.model]:

@@ -367,11 +367,7 @@ def fake_process_group(world_size: int) -> Iterator[None]:
 
 
 def print_memory(cfg: TrainConfig, world_size: int) -> None:
-    if cfg.gradient_accumulation_steps % world_size:
-        raise ConfigError(
-            f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by {world_size} "
-            "processes: train.py would refuse it"
-        )
+    cfg.check_processes(world_size)
     model = trained_model(cfg)
     teacher = teacher_model(cfg)
     params = sum(p.numel() for p in model.parameters())

@@ -252,6 +252,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path:
 
 
 def checkpoint_paths(out_dir: Path) -> list[Path]:
+    """The checkpoints a run folder holds (ckpt.pt, sharded/): a resume continues the latest of them."""
     return [path for path in (out_dir / "ckpt.pt", out_dir / SHARDED) if path.is_file() or sharded_step(path)]
 
 

@@ -75,6 +75,14 @@ class DataConfig:
         self._check_corpora()
         check_at_least_one(self, ("batch_size", "block_size", "gradient_accumulation_steps"))
 
+    def check_processes(self, world_size: int) -> None:
+        """The global batch (gradient_accumulation_steps micro-batches) splits evenly over the processes."""
+        if self.gradient_accumulation_steps % world_size:
+            raise ConfigError(
+                f"gradient_accumulation_steps {self.gradient_accumulation_steps} is not divisible by the "
+                f"{world_size} processes; the global batch must split evenly"
+            )
+
     def _check_corpora(self) -> None:
         if isinstance(self.data_dir, dict):
             if not self.data_dir:
@@ -251,7 +259,12 @@ class SystemConfig:
             raise ConfigError(f"parallel must be one of {list(PARALLEL)}, got {self.parallel!r}")
         if self.parallel != "fsdp" and (self.cpu_offload or self.fsdp_reduce_every_micro_batch):
             raise ConfigError("cpu_offload and fsdp_reduce_every_micro_batch need parallel='fsdp'")
-        if self.parallel == "fsdp" and self.dtype == "float16":
+        self.check_fsdp_dtype(self.dtype)
+
+    def check_fsdp_dtype(self, dtype: str) -> None:
+        """FSDP computes in bfloat16 or float32: float16's loss scaling is DDP's only. Checked on the config's dtype,
+        and again on what 'auto' resolves to on the GPU (float16 where it has no bfloat16)."""
+        if self.parallel == "fsdp" and dtype == "float16":
             raise ConfigError("parallel='fsdp' computes in bfloat16 or float32: float16's loss scaling is DDP's only")
 
 

@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analyze import starting_depth
 from checkpoint import describe, source_sha256
 from configurator import parse_config
 from runs import CONFIG_FILE, Run, RunError, Runner, format_table, plot_curves, read_run, summary
@@ -43,7 +44,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 @command_main
 def main(argv: list[str]) -> int:
-    return grow(parse_args(argv))
+    return grow_to_target(parse_args(argv))
 
 
 def reference_facts(source: str) -> tuple[int, float | None]:
@@ -53,13 +54,13 @@ def reference_facts(source: str) -> tuple[int, float | None]:
     return ref.model_args["n_layer"], ref.best_val_loss
 
 
-def grow(args: argparse.Namespace) -> int:
+def grow_to_target(args: argparse.Namespace) -> int:
     ref_layers, ref_loss = reference_facts(args.inherit_from)
     cfg = parse_config([args.config, *args.overrides])
     target = args.target if args.target is not None else ref_loss
     if target is None or target == float("inf"):
         raise UserError(f"{args.inherit_from} records no val loss; give --target (e.g. its loss by evaluation.py loss)")
-    start = args.start or max(1, ref_layers // 2)
+    start = args.start or starting_depth(ref_layers)
     if not 1 <= start <= ref_layers or args.step < 1:
         raise UserError(f"--start must be in 1..{ref_layers} and --step at least 1")
     print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from analyze import LAYER_METHODS, Settings, choose_layers, measure_layers, validation_sequences
+from analyze import LAYER_METHODS, AnalysisSettings, choose_layers, measure_layers, validation_sequences
 from checkpoint import Checkpoint, load_model, source_sha256
 from model import GPT, INIT_STD, GPTConfig
 from runtime import UserError, command_main
@@ -230,7 +230,10 @@ def build_half_width(ref: GPT, seed: int = 1337, dropout: float = 0.0) -> GPT:
     return student
 
 
-def check_width(ref: GPTConfig, n_embd: int, n_head: int) -> None:
+def check_width(ref: GPTConfig | dict, n_embd: int, n_head: int) -> None:
+    """A student takes its reference's width: a config of another one (n_embd, n_head) is the wrong config.
+    `ref` is the reference's config, or its model_args (described without its weights)."""
+    ref = GPTConfig.from_model_args(ref) if isinstance(ref, dict) else ref
     if (n_embd, n_head) != (ref.n_embd, ref.n_head):
         raise InheritError(
             f"mismatched width: the student is configured with n_embd {n_embd}, n_head {n_head}, "
@@ -238,7 +241,7 @@ def check_width(ref: GPTConfig, n_embd: int, n_head: int) -> None:
         )
 
 
-def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: Settings | None) -> tuple[dict, dict]:
+def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: AnalysisSettings | None) -> tuple[dict, dict]:
     """The request with a named layer choice (analyze.LAYER_METHODS) turned into the layers it picks, and
     the record of why: the method, and for a measured choice the measure's values and the sequences."""
     request = {"n_layer": None, "layers": "", "parts": "all"} | request
@@ -288,7 +291,7 @@ def inherit(
     dropout: float = 0.0,
     width: tuple[int, int] | None = None,
     embedding_std: float = INIT_STD,
-    measure: Settings | None = None,
+    measure: AnalysisSettings | None = None,
 ) -> tuple[GPT, dict]:
     """Load the reference, check the request (and, if given, that the reference has this (n_embd, n_head)),
     choose its layers (listed, or by a method of analyze.LAYER_METHODS measured on measure's sequences),
@@ -332,9 +335,11 @@ def main(argv: list[str]) -> int:
     layers_help += "; ".join(f"{name}: {rule}" for name, rule in {**LAYER_METHODS, "stack": STACK_RULE}.items())
     p.add_argument("--inherit_layers", default="", help=layers_help)
     p.add_argument("--data", default="", help="corpus folder whose val.bin the bi and angular choices measure on")
-    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences the choice measures on")
-    p.add_argument("--seq_len", type=int, default=Settings.seq_len, help="their length in tokens")
-    p.add_argument("--measure_seed", type=int, default=Settings.seed, help="which sequences (analyze.py's --seed)")
+    p.add_argument("--num_seqs", type=int, default=AnalysisSettings.num_seqs, help="sequences the choice measures on")
+    p.add_argument("--seq_len", type=int, default=AnalysisSettings.seq_len, help="their length in tokens")
+    p.add_argument(
+        "--measure_seed", type=int, default=AnalysisSettings.seed, help="which sequences (analyze.py's --seed)"
+    )
     p.add_argument("--inherit_parts", default="all", help=parts_help)
     p.add_argument("--seed", type=int, default=1337, help="initialisation of what is not inherited")
     std_help = "std of the token embedding where it is not inherited (1.0: the authors' code's N(0, 1))"
@@ -349,7 +354,7 @@ def main(argv: list[str]) -> int:
     if args.half_width and (args.n_layer or args.inherit_layers or args.inherit_parts != "all"):
         p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
-    measure = Settings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
+    measure = AnalysisSettings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
     if args.half_width:
         student, origin = inherit_half_width(args.inherit_from, args.seed)
     else:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from analyze import (
     LAYER_METHODS,
-    Settings,
+    AnalysisSettings,
     analyze_model,
     describe_choices,
     describe_collapse,
@@ -42,11 +42,12 @@ from analyze import (
     layer_choices,
     plot_heads,
     plot_layers,
+    starting_depth,
 )
 from checkpoint import Checkpoint, describe, latest_checkpoint, source_sha256
 from configurator import TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
-from inherit import inherit_half_width
+from inherit import InheritError, check_width, inherit_half_width
 from runs import RunError, Runner, plot_curves, read_run, summary, wait_for
 from runtime import UserError, command_main, resolve_device_name, write_json
 
@@ -79,8 +80,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--distill_alpha", type=float, default=0.4, help="distill's weight on the KL (the paper's: 0.4)")
     p.add_argument("--grow_start", type=int, default=0, help="grow's first depth (default: the analysis's suggestion)")
     p.add_argument("--grow_step", type=int, default=2, help="layers grow adds per round")
-    p.add_argument("--num_seqs", type=int, default=Settings.num_seqs, help="sequences of the analysis and bi/angular")
-    p.add_argument("--seq_len", type=int, default=Settings.seq_len, help="their length (at most block_size)")
+    p.add_argument(
+        "--num_seqs", type=int, default=AnalysisSettings.num_seqs, help="sequences of the analysis and bi/angular"
+    )
+    p.add_argument("--seq_len", type=int, default=AnalysisSettings.seq_len, help="their length (at most block_size)")
     p.add_argument("--tasks", default="", help="lm-eval tasks to score every model on (evaluation.py tasks)")
     p.add_argument("--tasks_limit", type=int, default=None, help="only the first K examples of each task")
     p.add_argument("--include_path", default="", help="folder of extra task YAMLs, e.g. tasks on local data")
@@ -134,7 +137,7 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
     if "grow" in methods and (args.grow_step < 1 or not 0 <= args.grow_start < ref_layers):
         raise UserError(f"grow needs --grow_step >= 1 and --grow_start in 1..{ref_layers - 1} (0: the suggestion)")
     cfg = parse_config([args.config, *args.overrides])
-    check_width(methods, ref, cfg)
+    check_methods_width(methods, ref, cfg)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if tasks:
         loadable_tasks(tasks, args.include_path)
@@ -188,17 +191,16 @@ def check_methods(text: str, ref: Checkpoint) -> list[str]:
     return methods
 
 
-def check_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
-    """Students that inherit take the reference's width, and so do a Llama-family reference's models from
-    scratch (its architecture, nothing inherited): a config of another width is the wrong config."""
+def check_methods_width(methods: list[str], ref: Checkpoint, cfg: TrainConfig) -> None:
+    """inherit.check_width for the methods that take the reference's width: its students, and a Llama-family
+    reference's models from scratch (its architecture, nothing inherited)."""
     from_scratch = ("distill", "scratch", "scratch-2x") if ref.model_args.get("rope") else ()
     inheriting = [m for m in methods if m in LAYER_METHODS or m in ("stack", "grow", *from_scratch)]
-    ref_width, width = (ref.model_args["n_embd"], ref.model_args["n_head"]), (cfg.n_embd, cfg.n_head)
-    if inheriting and width != ref_width:
-        raise UserError(
-            f"the config's n_embd, n_head {width} differ from the reference's {ref_width}, whose width "
-            f"{', '.join(inheriting)} inherit: give them the reference's"
-        )
+    if inheriting:
+        try:
+            check_width(ref.model_args, cfg.n_embd, cfg.n_head)
+        except InheritError as e:
+            raise InheritError(f"{', '.join(inheriting)} take the reference's width: {e}") from None
 
 
 def scratch_width(ref: Checkpoint) -> list[str]:
@@ -278,7 +280,7 @@ def recipe(plan: Plan) -> int:
             print(f"warning: {method} n={n} diverged (NaN/inf); the report marks it, the others go on", file=sys.stderr)
     times = dict(runner.times)
     if "grow" in plan.methods:
-        grown = grow(plan, analysis, reference_dir)
+        grown = growth_loop(plan, analysis, reference_dir)
         runs += [("grow", row["layers"]) for row in grown["rounds"]]
         times |= grown["times"]
 
@@ -296,11 +298,10 @@ def recipe(plan: Plan) -> int:
     return 0
 
 
-def grow(plan: Plan, analysis: dict, reference_dir: Path) -> dict:
+def growth_loop(plan: Plan, analysis: dict, reference_dir: Path) -> dict:
     """grow.py, as its own command, from the analysis's suggested depth (the first lazy layer; half the
     reference's when none is lazy) to the reference's val loss by the recipe's own estimate: its grow.json."""
-    lazy = analysis["lazy_layers"]
-    start = plan.grow_start or (analysis["suggestion"]["n_layer"] if lazy else max(1, plan.ref_layers // 2))
+    start = plan.grow_start or starting_depth(plan.ref_layers, analysis["lazy_layers"])
     target = summary("reference", read_run(reference_dir))["val_loss"]
     print(f"grow: from n = {start}, {plan.grow_step} more per round, until val loss {target:.4f}", flush=True)
     folder = plan.out_dir / "grow"
@@ -316,7 +317,7 @@ def grow(plan: Plan, analysis: dict, reference_dir: Path) -> dict:
 def analyze_reference(plan: Plan, sha256: str) -> dict:
     """analyze.py's measures of the reference and the layers each measure keeps for the first depth, into
     out_dir/analysis (once: a second call of the same reference file, by its sha256, reads them)."""
-    settings = Settings(next(iter(plan.cfg.mixture)), plan.num_seqs, plan.seq_len)
+    settings = AnalysisSettings(next(iter(plan.cfg.mixture)), plan.num_seqs, plan.seq_len)
     folder = plan.out_dir / "analysis"
     saved = folder / "analysis.json"
     asked = vars(settings) | {"model": plan.reference, "sha256": sha256}

@@ -235,7 +235,9 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
         if run.finished():
             print(f"{out_dir}: finished earlier")
             return 0
-    resume = (out_dir / "ckpt.pt").exists() or (out_dir / "sharded" / "latest").exists()
+    from checkpoint import checkpoint_paths  # here: runs.py's own commands start without torch
+
+    resume = bool(checkpoint_paths(out_dir))  # what train.py's init_from='resume' finds (latest_checkpoint)
     start = ["--init_from=resume"] if resume else init
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
     print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)

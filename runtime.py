@@ -121,7 +121,8 @@ class Runtime:
         return self.rank == 0
 
     @property
-    def ddp(self) -> bool:
+    def distributed(self) -> bool:
+        """More than one process (DDP's replicas or FSDP's shards: `parallel` says which)."""
         return self.world_size > 1
 
 
@@ -153,7 +154,7 @@ def setup_runtime(device: str, dtype: str, backend: str, group: bool = False, cp
 def all_reduce_mean(t: torch.Tensor, rt: Runtime) -> torch.Tensor:
     import torch.distributed as dist
 
-    if rt.ddp:
+    if rt.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t = t / rt.world_size
     return t

@@ -38,7 +38,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from analyze import Settings
+from analyze import AnalysisSettings
 from checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -110,7 +110,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
         width = (cfg.n_embd, cfg.n_head)
         # a measured layer choice (inherit_layers 'bi', 'angular') reads the first corpus
-        measure = Settings(
+        measure = AnalysisSettings(
             next(iter(cfg.mixture)), cfg.inherit_measure_seqs, min(cfg.inherit_measure_len, cfg.block_size)
         )
         model, origin = inherit(
@@ -478,7 +478,7 @@ def mean_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int, corpor
         with autocast_context(rt.device, rt.dtype):
             _, loss = model(to_device(x, rt.device), to_device(y, rt.device))
         total += counted * torch.stack([loss.float(), torch.ones((), device=rt.device)])
-    if rt.ddp:
+    if rt.distributed:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return (total[0] / total[1]).item()
 
@@ -517,7 +517,7 @@ class StopSignal:
         """Whether any process was signalled: all ranks must stop at the same step. One process knows at once;
         several agree every `every` steps (the log steps, which wait for the device anyway), not at every
         step: the all-reduce and its read would make the host wait for the device's queue to drain each step."""
-        if not rt.ddp:
+        if not rt.distributed:
             return self.signum is not None
         if iter_num % every:
             return False
@@ -560,13 +560,8 @@ class State:
 def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     """Set-up, then the loop: each iteration sets the learning rate, evaluates and checkpoints when due, stops
     when done or signalled, else takes one optimizer step and logs it."""
-    if cfg.gradient_accumulation_steps % rt.world_size:
-        raise ConfigError(
-            f"gradient_accumulation_steps {cfg.gradient_accumulation_steps} is not divisible by the "
-            f"{rt.world_size} processes; the global batch must split evenly"
-        )
-    if cfg.parallel == "fsdp" and rt.dtype == torch.float16:
-        raise ConfigError("parallel='fsdp' computes in bfloat16 or float32: this GPU has no bfloat16, use DDP")
+    cfg.check_processes(rt.world_size)
+    cfg.check_fsdp_dtype(str(rt.dtype).removeprefix("torch."))  # dtype 'auto' on a GPU without bfloat16
     if cfg.cpu_offload and rt.device.type != "cuda":
         raise ConfigError("cpu_offload keeps weights and AdamW state in CPU memory instead of a GPU's: it needs CUDA")
     vocab = shared_vocabulary(cfg)
@@ -581,7 +576,7 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     resumed_at = state.iter_num if start.resume else None
     start.resume = None  # frees the host copy of the checkpoint's optimizer state before training
     progress = Progress(cfg, rt, state.model, start, resumed_at)
-    train_model = data_parallel(state.model, rt) if rt.ddp and cfg.parallel == "ddp" else state.model
+    train_model = data_parallel(state.model, rt) if rt.distributed and cfg.parallel == "ddp" else state.model
     no_sync = deferred_reduction(train_model, state.model, cfg)
     prefetch = Prefetch(cfg, rt, state.model.config.vocab_size)
 

@@ -94,7 +94,7 @@ class BinWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-class Progress:
+class TokenizingProgress:
     """One status line on stderr, rewritten at most twice a second: documents (of how many, when known),
     tokens, tokens/s and the time left."""
 
@@ -153,7 +153,7 @@ def write_corpus(
         (out_dir / old).unlink(missing_ok=True)
     writers = {split: BinWriter(out_dir, split) for split in ("train", "val")}
     full: set[str] = set()
-    progress = Progress(total_documents)
+    progress = TokenizingProgress(total_documents)
     try:
         for split, tokens, ends in tokenize_in_order(batches(full), num_threads, encoder):
             if split in full:
@@ -495,7 +495,7 @@ def open_hub_or_explain(open_hub, args: argparse.Namespace):
 
 
 @command_main
-def run(argv: list[str], description: str, default_out: str, hub_options, open_hub) -> int:
+def prepare_main(argv: list[str], description: str, default_out: str, hub_options, open_hub) -> int:
     """The prepare command: `open_hub(args)` gives (batches, number of documents or None, source
     description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
     args = parse_args(argv, description, default_out, hub_options)

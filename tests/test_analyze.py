@@ -11,7 +11,7 @@ import torch
 import analyze
 import inherit
 from analyze import (
-    Settings,
+    AnalysisSettings,
     analyze_model,
     angular_distance,
     attention_mass,
@@ -113,8 +113,8 @@ def save(model: GPT, path) -> str:
     return str(path)
 
 
-def settings_for(data_dir) -> Settings:
-    return Settings(str(data_dir), num_seqs=6, seq_len=48, tau=0.9, eta=0.9, seed=0, batch_size=4)
+def settings_for(data_dir) -> AnalysisSettings:
+    return AnalysisSettings(str(data_dir), num_seqs=6, seq_len=48, tau=0.9, eta=0.9, seed=0, batch_size=4)
 
 
 def test_forced_sink_layers_are_flagged_lazy(shakespeare_dir, tmp_path):
@@ -341,7 +341,7 @@ def test_a_layer_with_half_its_heads_collapsed_is_lazy_and_the_papers_rule_is_th
     result = analyze_model(source, settings_for(shakespeare_dir), "cpu")
     assert result["collapsed_heads"]["sequence"] == [0, 2, 0, 4]
     assert result["lazy_layers"] == [1, 3] and result["suggestion"]["n_layer"] == 1
-    strict = Settings(**vars(settings_for(shakespeare_dir)) | {"collapsed_rank": 1.0, "lazy_share": 1.0})
+    strict = AnalysisSettings(**vars(settings_for(shakespeare_dir)) | {"collapsed_rank": 1.0, "lazy_share": 1.0})
     result = analyze_model(source, strict, "cpu")
     assert result["lazy_layers"] == [3] and result["suggestion"]["n_layer"] == 3
     assert result["max_rank"][3] == 1.0 < result["max_rank"][1]
@@ -365,11 +365,11 @@ def test_rank_of_the_averaged_matrix_is_numpys_rank_of_the_mean_attention(shakes
 def test_the_verdict_reads_the_rank_it_is_told():
     """Heads counted per layer by both ranks; the lazy layers by the one settings.rank_of names."""
     stats = {"rank": [[1.0, 1.0], [3.0, 1.2]], "rank_of_mean": [[4, 1], [3, 1]]}
-    by_sequence = analyze.collapse(stats, Settings("d"))
+    by_sequence = analyze.collapse(stats, AnalysisSettings("d"))
     assert by_sequence["collapsed_heads"] == {"sequence": [2, 1], "mean": [1, 1]}
     assert by_sequence["lazy_layers"] == [0, 1]
-    assert analyze.collapse(stats, Settings("d", lazy_share=1.0))["lazy_layers"] == [0]
-    assert analyze.collapse(stats, Settings("d", lazy_share=1.0, rank_of="mean"))["lazy_layers"] == []
+    assert analyze.collapse(stats, AnalysisSettings("d", lazy_share=1.0))["lazy_layers"] == [0]
+    assert analyze.collapse(stats, AnalysisSettings("d", lazy_share=1.0, rank_of="mean"))["lazy_layers"] == []
 
 
 def test_attention_and_hidden_states_come_from_one_forward_pass(shakespeare_dir, tmp_path, monkeypatch):
@@ -399,5 +399,5 @@ def test_one_pass_gives_what_the_two_single_passes_give():
 
 def test_a_lazy_first_layer_is_not_called_a_leading_non_lazy_one():
     result = {"lazy_layers": [0, 2], "suggestion": analyze.suggest_student("m.pt", 4, [0, 2]), "n_layer": 4}
-    text = analyze.describe_suggestion(result, Settings("d"))
+    text = analyze.describe_suggestion(result, AnalysisSettings("d"))
     assert "the first 1 layers (layer 0 is lazy itself" in text and "leading non-lazy" not in text

@@ -59,7 +59,7 @@ def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_
     assert bench.main(["--memory", "--init_from=inherit", f"--inherit_from={tmp_path / 'none.pt'}"]) == 1
     assert "none.pt not found" in capsys.readouterr().err
     refused = {  # what train.py refuses, refused before estimating
-        "--nproc=3": "gradient_accumulation_steps 40 is not divisible by 3 processes",
+        "--nproc=3": "gradient_accumulation_steps 40 is not divisible by the 3 processes",
         "--init_from=inherit": "init_from='inherit' needs inherit_from",
         "--block_size=128": "block_size 128 exceeds the source model's 64",
         "--n_layer=7 --block_size=64": "the student asks for 7 layers but the reference has only 6",

@@ -58,7 +58,9 @@ def test_a_gpu_checkpoint_resumes_exactly_and_loads_on_the_cpu(tiny_config, tmp_
 
 
 def test_analysis_runs_on_the_gpu_and_agrees_with_the_cpu(trained_reference, shakespeare_dir):
-    settings = analyze.Settings(str(shakespeare_dir), num_seqs=8, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=4)
+    settings = analyze.AnalysisSettings(
+        str(shakespeare_dir), num_seqs=8, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=4
+    )
     source = str(Path(trained_reference.out_dir) / "ckpt.pt")
     gpu = analyze.analyze_model(source, settings, "cuda")
     cpu = analyze.analyze_model(source, settings, "cpu")

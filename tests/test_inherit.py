@@ -10,7 +10,7 @@ import torch
 
 import inherit
 import train
-from analyze import LAYER_METHODS, Settings
+from analyze import LAYER_METHODS, AnalysisSettings
 from checkpoint import Checkpoint, load_model
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
 from model import GPT, GPTConfig
@@ -451,7 +451,7 @@ def test_the_record_of_a_layer_choice_names_its_method_and_rule(tmp_path):
     stack = inherit.chosen_by(ref, None, request | {"layers": "stack"}, None)
     assert stack[1] == {"method": "stack", "rule": inherit.STACK_RULE} and stack[0]["layers"] == "0,0"
     # bad parts are refused before the reference is measured (here it could not be: no such corpus)
-    nowhere = Settings(str(tmp_path / "no-corpus"), num_seqs=2, seq_len=8)
+    nowhere = AnalysisSettings(str(tmp_path / "no-corpus"), num_seqs=2, seq_len=8)
     with pytest.raises(InheritError, match="parts"):
         inherit.chosen_by(ref, None, request | {"layers": "bi", "parts": "wings"}, nowhere)
 

@@ -30,7 +30,7 @@ from data import check
 from data.batches import batch_rng, get_batch
 from data.format import open_tokens, read_meta
 from data.openwebtext import prepare as owt
-from data.pipeline import run
+from data.pipeline import prepare_main
 from data.python import prepare as python_prepare
 from data.shakespeare.prepare import prepare as prepare_shakespeare
 from data.shakespeare.prepare import shakespeare_texts
@@ -315,7 +315,7 @@ def test_vocabularies_beyond_65536_tokens_use_uint32_bins(tmp_path, shakespeare_
         "--num_proc",
         "2",
     ]
-    assert run(argv, owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
+    assert prepare_main(argv, owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
     meta = read_meta(tmp_path / "bins")
     assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_000
     train_ids = np.array(open_tokens(tmp_path / "bins", "train"))
@@ -370,7 +370,7 @@ def test_the_growth_loop_grows_a_llama_student_from_a_hugging_face_reference(tmp
 
 def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     folder, cfg = llama_run
-    settings = analyze.Settings(cfg.data_dir, num_seqs=6, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=3)
+    settings = analyze.AnalysisSettings(cfg.data_dir, num_seqs=6, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=3)
     result = analyze.analyze_model(str(folder), settings, "cpu")
     assert (result["n_layer"], result["n_head"]) == (3, 4) and all(1 <= r <= 32 for r in result["max_rank"])
     out = tmp_path / "loss.json"
@@ -421,7 +421,7 @@ def test_special_token_text_in_a_document_stays_text(tmp_path, bpe_folder):
     for i, doc in enumerate(docs):
         (tmp_path / "corpus" / f"{i:03d}.txt").write_text(doc)
     argv = ["--input", str(tmp_path / "corpus"), "--out_dir", str(tmp_path / "bins"), "--tokenizer", str(bpe_folder)]
-    assert run([*argv, "--test_size", "0.1"], owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
+    assert prepare_main([*argv, "--test_size", "0.1"], owt.__doc__, "unused", owt.hub_options, owt.open_hub) == 0
     assert check.main([str(tmp_path / "bins")]) == 0
     train_ids = np.array(open_tokens(tmp_path / "bins", "train")).tolist()
     tokenizer = AutoTokenizer.from_pretrained(bpe_folder)

@@ -35,7 +35,7 @@ def nanogpt_bins(docs: list[str], test_size: float = 0.1, seed: int = 2357) -> d
 
 def prepare(inputs, out_dir, *extra, script=owt_prepare) -> int:
     argv = ["--input", *map(str, inputs), "--out_dir", str(out_dir), "--test_size", "0.1", "--num_proc", "2", *extra]
-    return pipeline.run(argv, script.__doc__, "unused", script.hub_options, script.open_hub)
+    return pipeline.prepare_main(argv, script.__doc__, "unused", script.hub_options, script.open_hub)
 
 
 def bins(out_dir) -> dict[str, np.ndarray]:
@@ -221,7 +221,7 @@ def test_tokenizer_uses_tiktoken_cache_only_when_complete(tmp_path, monkeypatch)
 @pytest.mark.parametrize("script", [owt_prepare, fineweb_prepare])
 def test_hub_source_offline_fails_fast_and_points_to_input(script, tmp_path, capsys):
     argv = ["--out_dir", str(tmp_path / "out"), "--max_tokens", "1000"]
-    assert pipeline.run(argv, script.__doc__, "unused", script.hub_options, script.open_hub) == 1
+    assert pipeline.prepare_main(argv, script.__doc__, "unused", script.hub_options, script.open_hub) == 1
     err = capsys.readouterr().err
     assert script.HUB_DATASET in err and "--input" in err
     assert not (tmp_path / "out").exists()
@@ -410,7 +410,13 @@ def test_a_rerun_with_another_fineweb_subset_is_refused(docs, tmp_path, capsys):
         return pipeline.streamed_batches(iter(docs), args.test_size, args.seed, None), None, {"source": "hub"}
 
     argv = ["--out_dir", str(tmp_path / "fw"), "--test_size", "0.1", "--num_proc", "1"]
-    assert pipeline.run([*argv, "--subset", "sample-10BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 0
-    assert pipeline.run([*argv, "--subset", "sample-100BT"], "", "unused", fineweb_prepare.hub_options, fake_hub) == 1
+    assert (
+        pipeline.prepare_main([*argv, "--subset", "sample-10BT"], "", "unused", fineweb_prepare.hub_options, fake_hub)
+        == 0
+    )
+    assert (
+        pipeline.prepare_main([*argv, "--subset", "sample-100BT"], "", "unused", fineweb_prepare.hub_options, fake_hub)
+        == 1
+    )
     assert "was prepared with subset sample-10BT, not sample-100BT" in capsys.readouterr().err
     assert json.loads((tmp_path / "fw" / "meta.json").read_text())["options"]["subset"] == "sample-10BT"

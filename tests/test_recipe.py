@@ -102,7 +102,10 @@ def test_a_reference_replaced_after_an_interrupted_call_is_refused_not_reported(
         (["--n_layer", "4"], "each depth must be in 1..3"),
         (["--n_layer", "2", "--methods", "first,middle"], "unknown methods ['middle']"),
         (["--n_layer", "x"], "expected depths like 12,16"),
-        (["--n_layer", "2", "--methods", "first", "--", "--n_embd=64", "--n_head=4"], "differ from the reference's"),
+        (
+            ["--n_layer", "2", "--methods", "first", "--", "--n_embd=64", "--n_head=4"],
+            "first take the reference's width: mismatched width",
+        ),
         (["--n_layer", "2", "--methods", "first", "--tasks", "tiny_qa,no_such_task"], "task no_such_task: unknown"),
     ],
 )

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import run, streamed_batches  # noqa: E402
+from data.pipeline import prepare_main, streamed_batches  # noqa: E402
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
 
@@ -38,4 +38,4 @@ def open_hub(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:], __doc__, "data/fineweb_edu", hub_options, open_hub))
+    sys.exit(prepare_main(sys.argv[1:], __doc__, "data/fineweb_edu", hub_options, open_hub))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import map_style_batches, run  # noqa: E402
+from data.pipeline import map_style_batches, prepare_main  # noqa: E402
 from runtime import UserError  # noqa: E402
 
 HUB_DATASET = "Skylion007/openwebtext"  # what nanoGPT's load_dataset("openwebtext") resolves to
@@ -43,4 +43,4 @@ def open_hub(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:], __doc__, "data/openwebtext", hub_options, open_hub))
+    sys.exit(prepare_main(sys.argv[1:], __doc__, "data/openwebtext", hub_options, open_hub))

@@ -2,7 +2,7 @@
 student with CONFIG, stop at the first whose final val loss matches the reference's.
 
     python grow.py --inherit_from out-gpt2_medium/ckpt.pt --config config/inheritune_gpt2_medium_16.py \
-        --start 12 --step 2 --nproc 8 --out_dir out-grow-medium -- --eval_iters=100
+        --start_depth 12 --step 2 --nproc 8 --out_dir out-grow-medium -- --eval_iters=100
 
 Each round n trains in out_dir/n{n} by running train.py (torchrun when --nproc > 1) with
 init_from='inherit' and n_layer=n; the config's max_iters is T. The target is the reference's
@@ -33,7 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source_help += "(then give --target)"
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--config", required=True, help="training config of each round (its max_iters is T)")
-    p.add_argument("--start", type=int, default=0, help="first depth; default: half the reference's layers")
+    p.add_argument("--start_depth", type=int, default=0, help="first depth; default: half the reference's layers")
     p.add_argument("--step", type=int, default=2)
     p.add_argument("--target", type=float, default=None, help="val loss to reach (default: the reference's)")
     p.add_argument("--out_dir", default="out-grow", help="one sub-folder per round, plus grow.json and grow.png")
@@ -60,9 +60,9 @@ def grow_to_target(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None else ref_loss
     if target is None or target == float("inf"):
         raise UserError(f"{args.inherit_from} records no val loss; give --target (e.g. its loss by evaluation.py loss)")
-    start = args.start or starting_depth(ref_layers)
+    start = args.start_depth or starting_depth(ref_layers)
     if not 1 <= start <= ref_layers or args.step < 1:
-        raise UserError(f"--start must be in 1..{ref_layers} and --step at least 1")
+        raise UserError(f"--start_depth must be in 1..{ref_layers} and --step at least 1")
     print(f"target val loss {target:.4f} ({ref_layers}-layer reference {args.inherit_from}); T = {cfg.max_iters} steps")
     rows = grow_rounds(args, start, ref_layers, target)
     out_dir = Path(args.out_dir)

@@ -306,7 +306,7 @@ def growth_loop(plan: Plan, analysis: dict, reference_dir: Path) -> dict:
     print(f"grow: from n = {start}, {plan.grow_step} more per round, until val loss {target:.4f}", flush=True)
     folder = plan.out_dir / "grow"
     grow_args = ["--inherit_from", plan.reference, "--config", plan.config, "--out_dir", str(folder)]
-    grow_args += ["--start", str(start), "--step", str(plan.grow_step), "--target", repr(target)]
+    grow_args += ["--start_depth", str(start), "--step", str(plan.grow_step), "--target", repr(target)]
     cmd = [sys.executable, str(Path(__file__).with_name("grow.py")), *grow_args, "--nproc", str(plan.nproc)]
     code = wait_for([*cmd, "--", *plan.overrides])
     if code != 0:

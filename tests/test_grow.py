@@ -23,7 +23,7 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "g"
-    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(out), "--start", "2", "--target", "-1"]
+    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(out), "--start_depth", "2", "--target", "-1"]
     assert grow.main(args) == 0
     state = json.loads((out / "grow.json").read_text())
     assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth
@@ -86,7 +86,7 @@ def test_growth_without_a_reference_checkpoint_is_a_clear_error(tmp_path, capsys
 def test_growth_command_line_help_runs(capsys):
     with pytest.raises(SystemExit) as e:
         grow.main(["--help"])
-    assert e.value.code == 0 and "--start" in capsys.readouterr().out
+    assert e.value.code == 0 and "--start_depth" in capsys.readouterr().out
 
 
 def test_a_hugging_face_reference_needs_a_target_and_gives_its_depth(tmp_path, capsys):

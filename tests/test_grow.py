@@ -23,7 +23,18 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     out = tmp_path / "g"
-    args = ["--inherit_from", ref, "--config", str(config), "--out_dir", str(out), "--start_depth", "2", "--target", "-1"]
+    args = [
+        "--inherit_from",
+        ref,
+        "--config",
+        str(config),
+        "--out_dir",
+        str(out),
+        "--start_depth",
+        "2",
+        "--target",
+        "-1",
+    ]
     assert grow.main(args) == 0
     state = json.loads((out / "grow.json").read_text())
     assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth

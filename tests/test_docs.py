@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import train
 from configurator import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,3 +238,53 @@ def test_module_docstring_paths_and_flags_exist(script: Path) -> None:
     commands = [tokens(line) for line in lines if line.lstrip().startswith(("python ", "torchrun "))]
     wrong = [bad for words in commands for s, a in documented_commands_in(words) if (bad := wrong_words(s, a))]
     assert not wrong, f"{page_id(script)}'s docstring documents flags its scripts do not define: {wrong}"
+
+
+# The scripts of an option table under a heading that names none.
+PAGE_SCRIPTS = {
+    "docs/analyze.md": ("analyze.py",),
+    "docs/data.md": ("data/openwebtext/prepare.py", "data/fineweb_edu/prepare.py"),
+}
+
+
+def option_tables(page: Path) -> list[tuple[tuple[str, ...], set[str]]]:
+    """(scripts, the flags its rows name) of each table of `--options` on the page; the script is the one its
+    heading names, or the page's."""
+    tables: list[tuple[tuple[str, ...], set[str]]] = []
+    scripts, in_table = PAGE_SCRIPTS.get(page_id(page), ()), False
+    for line in prose(page.read_text()).splitlines():
+        if line.startswith("#"):
+            named = [w for w in re.findall(r"`([\w/]+\.py)`", line) if (ROOT / w).is_file()]
+            scripts = (named[0],) if named else PAGE_SCRIPTS.get(page_id(page), ())
+        row = line.startswith("| `--")
+        if row and not in_table:
+            tables.append((scripts, set()))
+        if row:
+            tables[-1][1].update(re.findall(r"`(--\w+)`", line.split("|")[1]))
+        in_table = row
+    return tables
+
+
+@cache
+def flag_groups(script: str) -> tuple[frozenset[str], ...]:
+    """The flags of each add_argument call: an alias (sample.py's --init_from of --model) shares a row."""
+    return tuple(frozenset(re.findall(r'"(--[\w-]+)"', call)) for call in FLAGS_OF_CALL.findall(script_source(script)))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_option_tables_list_every_flag_of_their_script(page: Path) -> None:
+    wrong = []
+    for scripts, rows in option_tables(page):
+        undefined = sorted(rows.difference(*(script_flags(s) for s in scripts)))
+        missing = sorted(min(g) for s in scripts for g in flag_groups(s) if g and not g & rows)
+        if undefined or missing:
+            wrong.append(f"{', '.join(scripts)}: not defined {undefined}, missing {missing}")
+    assert not wrong, f"{page_id(page)}'s option tables: {wrong}"
+
+
+def test_the_key_table_names_every_key_a_resume_keeps() -> None:
+    """init_from's row lists what a resume refuses to change: train.py's MODEL_KEYS, and block_size (AdamW's
+    moments of the position embedding have the run's positions)."""
+    table = (ROOT / "docs/training.md").read_text().split("| `init_from` |", 1)[1].split("\n", 1)[0]
+    refused = set(re.findall(r"`(\w+)`", table.split("a config asking for another", 1)[1].split("is refused")[0]))
+    assert refused == {*train.MODEL_KEYS, "block_size"}

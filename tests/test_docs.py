@@ -288,3 +288,33 @@ def test_the_key_table_names_every_key_a_resume_keeps() -> None:
     table = (ROOT / "docs/training.md").read_text().split("| `init_from` |", 1)[1].split("\n", 1)[0]
     refused = set(re.findall(r"`(\w+)`", table.split("a config asking for another", 1)[1].split("is refused")[0]))
     assert refused == {*train.MODEL_KEYS, "block_size"}
+
+
+def same_value(written: str, default: object) -> bool:
+    if written in (str(default), repr(default)) or (written == '""' and default == ""):
+        return True
+    try:
+        return float(written) == default
+    except ValueError:
+        return False
+
+
+def test_the_key_table_gives_trainconfig_s_defaults() -> None:
+    defaults = dataclasses.asdict(TrainConfig())
+    section = (ROOT / "docs/training.md").read_text().split("## Config keys", 1)[1].split("\n## ", 1)[0]
+    wrong = []
+    for line in (row for row in section.splitlines() if row.startswith("| `")):
+        keys_cell, default_cell = line.split("|")[1:3]
+        keys, values = re.findall(r"`(\w+)`", keys_cell), [v.strip().strip("`") for v in default_cell.split(",")]
+        wrong += [
+            f"{k}: {v} (is {defaults[k]!r})"
+            for k, v in zip(keys, values, strict=True)
+            if not same_value(v, defaults[k])
+        ]
+    assert not wrong, f"training.md's key table: {wrong}"
+
+
+def test_the_modules_page_names_every_top_level_module() -> None:
+    page = (ROOT / "docs/model.md").read_text()
+    unnamed = [p.name for p in sorted(ROOT.glob("*.py")) if f"`{p.name}`" not in page]
+    assert not unnamed, f"docs/model.md does not say what {unnamed} hold"

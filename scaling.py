@@ -1,7 +1,7 @@
 """Scaling laws L(N, D) from training runs: Chinchilla's form for runs from scratch, the continual
 pre-training (CPT) form for runs that start from a trained model, and the compute-optimal size for a budget.
 
-    python scaling.py sweep --config config/scaling_python.py --n_layer 1,2,4 --out_dir out-sweep
+    python scaling.py sweep --config config/scratch_python.py --n_layer 1,2,4 --out_dir out-sweep
     python scaling.py fit out-sweep/* --out fit-scratch
     python scaling.py fit out-cpt-sweep/* --form cpt --base fit-scratch/fit.json --out fit-cpt --compute 1e15
     python scaling.py fit --csv points.csv --out fit-csv

@@ -96,7 +96,7 @@ def script_flags(script: str) -> frozenset[str]:
     command line has that one's too."""
     source = script_source(script)
     flags = flags_in(source)
-    if re.search(r"from data\.pipeline import [^\n]*\brun\b", source):
+    if re.search(r"from data\.pipeline import [^\n]*\bprepare_main\b", source):
         flags |= flags_in(script_source("data/pipeline.py"))
     return frozenset(flags)
 

@@ -423,7 +423,7 @@ def frontier_laws(result: dict, base: dict | None) -> tuple[dict[str, dict], lis
     """The laws whose compute-optimal frontier can be drawn (the fit's, and a cpt fit's base law), and for
     each other one why not: the plot says what it leaves out."""
     candidates = {result["form"]: result["params"]} | ({"scratch (--base)": base["params"]} if base else {})
-    undetermined = {result["form"]: result["unconstrained"], "scratch (--base)": base and base["unconstrained"]}
+    undetermined = {result["form"]: result["unconstrained"], "scratch (--base)": base and base.get("unconstrained")}
     laws, omitted = {}, []
     for name, params in candidates.items():
         if undetermined[name]:

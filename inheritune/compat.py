@@ -18,7 +18,7 @@ from model import GPT2_VOCAB
 # nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint that
 # records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
 NANOGPT_PADDED_GPT2_VOCAB = 50304
-# Keys this project's configs had until inherit_parts replaced them (2026-12-03, 917cb72).
+# Keys this project's configs had until inherit_parts replaced them (2026-11-23, 4b1467f).
 RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
 
 
@@ -75,9 +75,9 @@ def run_record(record: dict) -> dict:
 
 
 def fit(base: dict) -> dict:
-    """A fit.json of scaling.py fit in the current form: fits before 2026-12-03 (c619488) said what their
-    points leave undetermined in `warnings` (now `unconstrained`) and recorded points without their run,
-    which are taken as one run each.
+    """A fit.json of scaling.py fit in the current form: fits before 2026-12-03 said what their points leave
+    undetermined in `warnings` (now `unconstrained`, since 1166476) and recorded points without their run
+    (since c619488), which are taken as one run each.
     Called in: scaling.py (read_base)."""
     base = dict(base)
     if "unconstrained" not in base:

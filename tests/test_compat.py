@@ -17,7 +17,14 @@ from model import GPT, GPTConfig
 from tests.conftest import ROOT
 
 # The names and values of the old formats compat.py translates: no other module of the project may hold them.
-OLD_FORMAT_CONSTANTS = ("init", "padded_vocab_size", "non_embedding_params", "inherit_embeddings", "inherit_ln_f", 50304)
+OLD_FORMAT_CONSTANTS = (
+    "init",
+    "padded_vocab_size",
+    "non_embedding_params",
+    "inherit_embeddings",
+    "inherit_ln_f",
+    50304,
+)
 
 
 def project_modules() -> list[Path]:

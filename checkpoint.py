@@ -34,11 +34,10 @@ from configurator import DATASET, TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
-from model import GPT, GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB, GPTConfig, load_weights
+from inheritune import compat
+from model import GPT, GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, UserError, atomic_file, run_command
 
-# Keys this project's configs had once (before inherit_parts), still in their checkpoints.
-RETIRED_CONFIG_KEYS = {"inherit_embeddings", "inherit_ln_f"}
 SHARDED = "sharded"  # an FSDP run's checkpoints: out_dir/sharded
 META = "meta.pt"  # a sharded checkpoint's Checkpoint fields but the tensors
 POINTERS = ("latest", "best")  # files in out_dir/sharded naming a step folder
@@ -76,17 +75,11 @@ class Checkpoint:
         before = 0 if self.continued_from is None else self.continued_from.get("tokens_seen")
         return None if own is None or before is None else own + before
 
-    def tokens_from_config(self) -> int | None:
-        """The run's tokens for a checkpoint that does not count them (nanoGPT's, and this project's before
-        2026-12): steps x tokens per step, where the config is one train.py reads, whose
-        gradient_accumulation_steps counts the micro-batches of all processes. Others are unknown: that of
-        LLM-Inheritune's script holds a per-GPU count and not the number of GPUs."""
-        per_step_keys = {"batch_size", "gradient_accumulation_steps", "block_size"}
-        known_keys = {f.name for f in fields(TrainConfig)} | {DATASET} | RETIRED_CONFIG_KEYS
-        if not self.config or not per_step_keys <= self.config.keys() <= known_keys:
-            return None
-        per_step = self.config["batch_size"] * self.config["gradient_accumulation_steps"] * self.config["block_size"]
-        return self.iter_num * per_step
+    def tokens_from_config(self, per_step_otherwise: int | None = None) -> int | None:
+        """The run's tokens for a checkpoint that does not count them: compat.tokens_from_config, given the keys
+        of train.py's config."""
+        train_keys = {f.name for f in fields(TrainConfig)} | {DATASET}  # DATASET: nanoGPT's name, recorded too
+        return compat.tokens_from_config(self.config, self.iter_num, train_keys, per_step_otherwise)
 
     def corpus_folder(self) -> Path | None:
         """The corpus the model was trained on: its config's data_dir (a mixture's first corpus), or nanoGPT's
@@ -99,14 +92,13 @@ class Checkpoint:
 
     def vocabulary(self) -> dict | None:
         """The vocabulary the model was trained with: its record, or, for a checkpoint without one (nanoGPT's),
-        what the checkpoint carries itself: GPT-2's BPE for a model of GPT-2's 50,257 rows (50,304 padded, as
-        nanoGPT trains it), else the vocabulary of the corpus its config names if it has the model's rows
-        (nanoGPT's meta.pkl). Never a corpus folder's vocabulary of another size: the folder may have been
-        prepared again since. None where nothing tells."""
+        what the checkpoint carries itself: GPT-2's BPE for a model of GPT-2's 50,257 rows, else the vocabulary
+        of the corpus its config names if it has the model's rows (nanoGPT's meta.pkl). Never a corpus folder's
+        vocabulary of another size: the folder may have been prepared again since. None where nothing tells."""
         if self.tokenizer is not None:
             return self.tokenizer
         vocab_size = self.model_args.get("vocab_size")
-        if vocab_size in (GPT2_VOCAB, NANOGPT_PADDED_GPT2_VOCAB):
+        if vocab_size == GPT2_VOCAB:
             return {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}
         folder = self.corpus_folder()
         record = corpus_vocabulary(folder) if folder is not None and folder.is_dir() else None
@@ -141,12 +133,10 @@ class Checkpoint:
         missing = {"model", "model_args"} - state.keys()
         if missing:
             raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
-        if "init" in state:  # this project's checkpoints before 2026-12 named continued_from `init`
-            state["continued_from"] = state.pop("init")
+        state = compat.checkpoint_state(state)
         known = {f.name for f in fields(cls)}
         ckpt = cls(**{k: v for k, v in state.items() if k in known})
-        if isinstance(ckpt.best_val_loss, torch.Tensor):  # nanoGPT stores the loss estimate's tensor
-            ckpt.best_val_loss = ckpt.best_val_loss.item()
+        ckpt.model_args = compat.model_args(ckpt.model_args)
         if not weights:
             ckpt.model = ckpt.optimizer = ckpt.scaler = None
         return ckpt

@@ -26,9 +26,7 @@ A100_PEAK_FLOPS = 312e12
 
 # nanoGPT's GPTConfig fields: its model_args hold exactly these (see GPTConfig.model_args).
 NANOGPT_FIELDS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
-# nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint
-# that records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
-NANOGPT_PADDED_GPT2_VOCAB, GPT2_VOCAB = 50304, 50257
+GPT2_VOCAB = 50257  # GPT-2's tokens (nanoGPT's checkpoints record them padded: inheritune/compat.py reads that)
 INIT_STD = 0.02  # GPT-2's initialisation of every weight matrix and embedding
 VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")  # one row per token, padded in the model
 
@@ -103,12 +101,9 @@ class GPTConfig:
 
     @classmethod
     def from_model_args(cls, model_args: dict, **overrides) -> GPTConfig:
-        """The config of a checkpoint's model_args: this project's, nanoGPT's or LLM-Inheritune's."""
-        args = {**model_args, **overrides}
-        args.pop("padded_vocab_size", None)  # recorded by this project's first checkpoints; it is derived
-        if args["vocab_size"] == NANOGPT_PADDED_GPT2_VOCAB:
-            args["vocab_size"] = GPT2_VOCAB
-        return cls(**args)
+        """The config of a checkpoint's model_args (older and nanoGPT's are translated when the checkpoint is
+        read: inheritune/compat.py)."""
+        return cls(**{**model_args, **overrides})
 
 
 class LayerNorm(nn.Module):

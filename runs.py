@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from configurator import SOURCE_KEYS, parse_config, recorded_values
+from inheritune import compat
 from runtime import UserError, atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
@@ -188,10 +189,7 @@ def read_run(out_dir: str | Path) -> Run:
         if not path.exists():
             raise RunError(f"{path} not found: is {out_dir} a training run's out_dir?")
     try:
-        record = json.loads(config_path.read_text())
-        if "init" in record:  # run folders written before 2026-12 used older names of two keys
-            record["continued_from"] = record.pop("init")
-            record["model"]["scaling_params"] = record["model"].pop("non_embedding_params", None)
+        record = compat.run_record(json.loads(config_path.read_text()))
         records = read_metrics(metrics_path)
         parts = (record["config"], record["model"], record["inherit"], record["continued_from"])
         return Run(out_dir, *parts, records, record.get("corpus"))

@@ -33,6 +33,7 @@ from scipy.optimize import minimize
 from scipy.special import huber, logsumexp, softmax
 from threadpoolctl import threadpool_limits
 
+from inheritune import compat
 from runs import Run, Runner, read_run
 from runtime import UserError, run_command, write_json
 
@@ -328,14 +329,9 @@ def unconstrained(params: dict[str, float], points: Points) -> list[str]:
     return found
 
 
-def base_unconstrained(base: dict) -> list[str]:
-    """What a base fit.json says its points leave undetermined (fits before 2026-12-03 said it in warnings)."""
-    return base.get("unconstrained", base.get("warnings", []))
-
-
 def base_points(base: dict) -> Points | None:
     """The points a base fit.json was fitted to (None for a base written without them)."""
-    rows = [(p["N"], p["D"], p["loss"], p.get("run", i)) for i, p in enumerate(base.get("points", []))]
+    rows = [(p["N"], p["D"], p["loss"], p["run"]) for p in base.get("points", [])]
     return to_points(rows) if rows else None
 
 
@@ -427,7 +423,7 @@ def frontier_laws(result: dict, base: dict | None) -> tuple[dict[str, dict], lis
     """The laws whose compute-optimal frontier can be drawn (the fit's, and a cpt fit's base law), and for
     each other one why not: the plot says what it leaves out."""
     candidates = {result["form"]: result["params"]} | ({"scratch (--base)": base["params"]} if base else {})
-    undetermined = {result["form"]: result["unconstrained"], "scratch (--base)": base and base_unconstrained(base)}
+    undetermined = {result["form"]: result["unconstrained"], "scratch (--base)": base and base.get("unconstrained")}
     laws, omitted = {}, []
     for name, params in candidates.items():
         if undetermined[name]:
@@ -520,6 +516,7 @@ def read_base(path: str) -> dict | None:
         base = json.loads(Path(path).read_text())
         if base.get("form") != "chinchilla" or not {"E", "A", "alpha"} <= base["params"].keys():
             raise ScalingError(f"--base {path} is no chinchilla fit.json (it needs form chinchilla and E, A, alpha)")
+        base = compat.fit(base)
         values = [base["params"][key] for key in ("E", "A", "alpha")]
         if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in values) or min(values[:2]) <= 0:
             raise ScalingError(f"--base {path}: E, A and alpha must be finite numbers, E and A positive")
@@ -548,7 +545,7 @@ def fit_result(points: Points, form: str, base: dict | None, args: argparse.Name
         )
     undetermined = unconstrained(params, points)
     if form == "cpt":
-        undetermined += [f"the base law: {warning}" for warning in base_unconstrained(base)]
+        undetermined += [f"the base law: {warning}" for warning in base["unconstrained"]]
     return {
         "form": form,
         "formula": FORMULAS[form],

@@ -670,9 +670,7 @@ def initial_state(cfg: TrainConfig, rt: Runtime, start: Start) -> State:
     report_changed_optimizer_settings(cfg, ckpt, rt)
     # A checkpoint from before the count was kept: its steps times the tokens per step of its own config (that
     # of the run that wrote it), or, where that config is not train.py's, of this run's.
-    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config()
-    if tokens is None:
-        tokens = ckpt.iter_num * cfg.tokens_per_iter
+    tokens = ckpt.tokens if ckpt.tokens is not None else ckpt.tokens_from_config(cfg.tokens_per_iter)
     if ckpt.scaler is not None:
         scaler.load_state_dict(ckpt.scaler)
     return State(model, optimizer, scaler, ckpt.iter_num, tokens, ckpt.best_val_loss)

@@ -285,9 +285,6 @@ def test_model_args_are_nanogpts_unless_an_option_differs():
     args = GPTConfig(scale_attn_by_inverse_layer_idx=True).model_args()
     assert set(args) == {*NANOGPT_FIELDS, "scale_attn_by_inverse_layer_idx"}
     assert GPTConfig.from_model_args(args) == GPTConfig(scale_attn_by_inverse_layer_idx=True)
-    # nanoGPT's 50304 is GPT-2's vocabulary padded; this project's first checkpoints recorded the padding.
-    assert GPTConfig.from_model_args({**args, "vocab_size": 50304}).vocab_size == 50257
-    assert GPTConfig.from_model_args({**args, "padded_vocab_size": 50304}).vocab_size == 50257
 
 
 def test_from_pretrained_refuses_overrides_other_than_dropout():

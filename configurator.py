@@ -384,13 +384,6 @@ def corpus_folders(text: str) -> list[str]:
     return list(corpora)
 
 
-def recorded_values(record: dict) -> dict:
-    """A run's config record (config.json, a checkpoint's config) in today's form, to compare with a config:
-    records written before eval_data_dirs was a list hold it as a comma string."""
-    held_out = record.get("eval_data_dirs")
-    return record | ({"eval_data_dirs": corpus_folders(held_out)} if isinstance(held_out, str) else {})
-
-
 # ----------------------------------------------------------------------------- reading a config
 
 

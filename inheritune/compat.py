@@ -64,16 +64,21 @@ def tokens_from_config(
 
 
 def run_record(record: dict) -> dict:
-    """A run's config.json in the current names: run folders written before 2026-12-03 (f749db2) named
-    `continued_from` `init`, and the model's `scaling_params` `non_embedding_params`.
+    """A run's config.json in the current names and forms: run folders written before 2026-12-03 (f749db2)
+    named `continued_from` `init`, and the model's `scaling_params` `non_embedding_params`; those written before
+    the config was grouped (2026-12-07, 3433320) hold eval_data_dirs as a comma string, not a list.
     Called in: runs.py (read_run)."""
-    if "init" not in record:
-        return record
-    record = {**record, "continued_from": record["init"]}
-    del record["init"]
-    model = dict(record["model"])
-    model["scaling_params"] = model.pop("non_embedding_params", None)
-    return {**record, "model": model}
+    if "init" in record:
+        record = {**record, "continued_from": record["init"]}
+        del record["init"]
+        model = dict(record["model"])
+        model["scaling_params"] = model.pop("non_embedding_params", None)
+        record = {**record, "model": model}
+    held_out = record["config"].get("eval_data_dirs")
+    if isinstance(held_out, str):  # split as the old config's held_out property split it
+        folders = [path.strip() for path in held_out.split(",") if path.strip()]
+        record = {**record, "config": {**record["config"], "eval_data_dirs": folders}}
+    return record
 
 
 def fit(base: dict) -> dict:

@@ -95,6 +95,7 @@ def mixed(tiny_config, shakespeare_dir, python_dir, **overrides):
     return tiny_config(data_dir={str(python_dir): 0.75, str(shakespeare_dir): 0.25}, **overrides)
 
 
+@pytest.mark.slow
 def test_every_eval_reports_each_corpus_and_the_weighted_mean(tiny_config, shakespeare_dir, python_dir, tmp_path):
     held_out = token_range_corpus(tmp_path / "held_out", 0, 50257)
     cfg = mixed(tiny_config, shakespeare_dir, python_dir, eval_data_dirs=held_out, max_iters=10, eval_interval=10)
@@ -108,6 +109,7 @@ def test_every_eval_reports_each_corpus_and_the_weighted_mean(tiny_config, shake
     assert losses[held_out] > math.log(50257) - 0.5  # uniform random tokens: nothing to learn
 
 
+@pytest.mark.slow
 def test_a_resumed_mixture_run_continues_exactly(tiny_config, shakespeare_dir, python_dir, tmp_path):
     straight = mixed(tiny_config, shakespeare_dir, python_dir, out_dir=str(tmp_path / "straight"))
     train.train(straight)
@@ -118,6 +120,7 @@ def test_a_resumed_mixture_run_continues_exactly(tiny_config, shakespeare_dir, p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_continual_pretraining_records_its_source_and_the_tokens_it_had_seen(
     trained_reference, tiny_config, shakespeare_dir, python_dir, tmp_path
 ):

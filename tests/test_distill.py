@@ -73,6 +73,7 @@ def test_a_teacher_equal_to_the_student_with_a_padded_vocabulary_has_no_distilla
     assert distillation_term(logits, Teacher(model, 0.5, 2.0), x, x).abs().item() < 1e-6
 
 
+@pytest.mark.slow
 def test_alpha_zero_gives_exactly_the_plain_runs_losses(trained_reference, tiny_config, tmp_path):
     teacher = str(Path(trained_reference.out_dir) / "ckpt.pt")
     plain = tiny_config(out_dir=str(tmp_path / "plain"), max_iters=6, eval_interval=3)
@@ -87,6 +88,7 @@ def test_alpha_zero_gives_exactly_the_plain_runs_losses(trained_reference, tiny_
     assert all(r["train_kl"] > 0.01 for r in b if r["kind"] == "train")  # the teacher was there, and weighed 0
 
 
+@pytest.mark.slow
 def test_a_distilled_student_comes_closer_to_its_teacher_and_logs_both_parts(trained_reference, tiny_config, tmp_path):
     """The same student trained with and without the distillation term's weight: the distilled one ends
     nearer its teacher (training on the data alone also brings it nearer)."""
@@ -118,6 +120,7 @@ def test_a_teacher_of_another_tokenizer_is_refused_in_one_line(tiny_config, tmp_
         tiny_config(teacher=str(tmp_path / "t.pt"), distill_alpha=1.5)
 
 
+@pytest.mark.slow
 def test_a_distilled_run_on_two_processes_matches_one_and_resumes(trained_reference, tiny_config, tmp_path):
     """DDP: each process holds the teacher and distils its own micro-batches; the losses equal one process's
     with the same global batch. A resumed distilled run continues exactly."""

@@ -31,6 +31,7 @@ def random_checkpoint(path, bias: bool) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bias", [True, False])
 def test_export_gives_transformers_the_same_logits_and_tokens(tmp_path, bias):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,6 +67,7 @@ class ConsecutiveWindows:
         return np.arange(first, first + size) * self.block_size
 
 
+@pytest.mark.slow
 def test_loss_equals_what_train_reports_on_a_split_of_many_windows(tiny_config, shakespeare_dir, tmp_path, monkeypatch):
     cfg = tiny_config(data_dir=str(tmp_path / "data"), max_iters=10, eval_interval=10, eval_iters=6)
     windows = cfg.eval_iters * cfg.batch_size  # 24 windows of 32 tokens
@@ -117,6 +119,7 @@ def test_loss_refuses_out_of_vocab_tokens(tmp_path, capsys):
     assert "token id 60000 is outside the model's vocabulary of 50257" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
@@ -131,6 +134,7 @@ def test_local_lm_eval_task_runs_end_to_end_offline(tmp_path, monkeypatch, capsy
     assert "| tiny_qa (acc) |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_hub_tasks_offline_fail_fast_naming_the_task_and_the_remedy(tmp_path, capsys):
     source = random_checkpoint(tmp_path / "ckpt.pt", bias=True)
     argv = ["tasks", "--model", source, "--tasks", "arc_easy,no_such_task", "--device", "cpu"]
@@ -188,6 +192,7 @@ def test_loss_refuses_a_corpus_of_another_tokenizer_than_the_models(shakespeare_
         assert f"{data} was made with the tokenizer gpt2, the model reads my-llama" in err
 
 
+@pytest.mark.slow
 def test_tags_and_groups_report_each_member_and_the_groups_aggregate_written_before_the_table(
     tmp_path, monkeypatch, capsys
 ):

@@ -127,6 +127,7 @@ def fsdp_gpt2(config, baseline) -> TrainConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_fsdp_takes_the_steps_of_one_process_tied_gpt2(baseline, fsdp_gpt2):
     assert_same_run(Path(baseline.out_dir), Path(fsdp_gpt2.out_dir))
     assert not (Path(fsdp_gpt2.out_dir) / "ckpt.pt").exists()  # sharded checkpoints only
@@ -135,6 +136,7 @@ def test_fsdp_takes_the_steps_of_one_process_tied_gpt2(baseline, fsdp_gpt2):
     assert_same_weights(Checkpoint.load(Path(baseline.out_dir) / "ckpt.pt").model, sharded.model)
 
 
+@pytest.mark.slow
 def test_fsdp_takes_the_steps_of_one_process_untied_llama(config, llama_source):
     one = config("llama-one", init_from=llama_source)
     train.train(one)
@@ -184,6 +186,7 @@ def resumed(cfg: TrainConfig, name: str, source: TrainConfig, **overrides) -> Tr
     return replace(cfg, out_dir=str(out_dir), init_from="resume", max_iters=8, **overrides)
 
 
+@pytest.mark.slow
 def test_a_sharded_checkpoint_of_two_processes_resumes_on_one_and_on_two_exactly(config, baseline):
     half = replace(baseline, out_dir=config("half-fsdp").out_dir, parallel="fsdp", max_iters=4)
     torchrun(half)
@@ -238,6 +241,7 @@ train.main(sys.argv[1:])
     assert Checkpoint.load(sharded, weights=False).iter_num == 8
 
 
+@pytest.mark.slow
 def test_a_failed_sharded_save_is_one_line_and_the_previous_checkpoint_stays(config):
     """A full disk (a file size limit) during the step-8 save: one error line, no traceback, and `latest` still
     names step 4, which resumes."""
@@ -288,6 +292,7 @@ def test_a_model_file_without_optimizer_state_is_no_run_to_resume(config, parall
     assert f"--init_from={cfg.out_dir}/ckpt.pt" in err
 
 
+@pytest.mark.slow
 def test_dropout_masks_do_not_depend_on_the_number_of_processes(config):
     """Dropout 0.1 over 4 micro-batches: one process, and two under DDP and under FSDP, take the same steps."""
     one = config("dropout-one", dropout=0.1, max_iters=4, lr_decay_iters=4)
@@ -315,6 +320,7 @@ def test_bf16_true_keeps_weights_and_adamw_state_in_bfloat16_and_learns(config):
     assert last < first - 0.3
 
 
+@pytest.mark.slow
 def test_memory_estimate_matches_the_tensors_each_process_holds(config, tmp_path):
     """bench.py --memory's weights, gradients and AdamW state, against the tensors of a real step on two
     processes: whole under DDP, shards under FSDP (the first process's the largest), float32 or bf16-true;
@@ -393,6 +399,7 @@ Path({str(tmp_path)!r}, f"rank{{rt.rank}}.txt").write_text("\\n".join(report))
     assert int(fsdp_weights[0][-3]) < int(ddp_weights[0][-3]) / 1.9  # sharded: about half each
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_before_the_first_step_resumes_exactly(config, baseline, monkeypatch):
     """A stop before the first step checkpoints AdamW's fresh state (step 0): the resumed run takes the
     uninterrupted run's steps, its bias corrections not one step ahead."""
@@ -406,6 +413,7 @@ def test_a_checkpoint_written_before_the_first_step_resumes_exactly(config, base
     assert_same_run(Path(baseline.out_dir), Path(cfg.out_dir), iters=range(1, 9))
 
 
+@pytest.mark.slow
 def test_resume_continues_the_checkpoint_written_last_in_a_reused_folder(config, baseline):
     """An old DDP run's ckpt.pt of 8 steps, then a new FSDP run of 4 in the same folder: resume continues the
     new one."""
@@ -420,6 +428,7 @@ def test_resume_continues_the_checkpoint_written_last_in_a_reused_folder(config,
     assert resumed.iter_num == 6 and resumed.model_args["n_layer"] == 1
 
 
+@pytest.mark.slow
 def test_resume_continues_the_checkpoint_saved_last_whatever_the_file_times(config):
     """DDP to step 4 (ckpt.pt), FSDP on to 8 (sharded/), then ckpt.pt touched, as any copy or restore that does
     not keep times: the resume continues step 8. A new run in that folder continues nothing and removes no
@@ -439,6 +448,7 @@ def test_resume_continues_the_checkpoint_saved_last_whatever_the_file_times(conf
     assert (out / "sharded" / step_10).is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_a_kill_between_a_saves_two_names_leaves_best_naming_the_best_step(config, tmp_path, parallel):
     """SIGKILL once the first of `best` and `latest` (best.pt and ckpt.pt) names the step-4 save: after the
@@ -468,6 +478,7 @@ train.main(sys.argv[1:])
     assert Checkpoint.load(best, weights=False).iter_num == 4
 
 
+@pytest.mark.slow
 def test_consolidate_into_a_folder_is_refused_and_leaves_nothing(fsdp_gpt2, tmp_path):
     cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(fsdp_gpt2.out_dir) / "sharded"), str(tmp_path)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
@@ -488,6 +499,7 @@ def test_sample_resumes_a_sharded_run_folder(fsdp_gpt2, capsys):
     assert capsys.readouterr().out.strip()
 
 
+@pytest.mark.slow
 def test_an_inherited_student_distilled_on_a_mixture_under_fsdp_takes_one_process_steps(config, fsdp_gpt2, python_dir):
     """What train.py does on one process holds under FSDP: an Inheritune student (1 of the reference's 2
     blocks), distilled from the reference, on a mixture of two corpora with a val loss for each; the
@@ -520,6 +532,7 @@ def command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
 
 
+@pytest.mark.slow
 def test_a_sharded_checkpoint_whose_metadata_carries_code_is_refused_without_running_it(fsdp_gpt2, tmp_path):
     """DCP pickles .metadata; reading it must run no code, as torch.load(weights_only=True) for a ckpt.pt."""
     import pickle
@@ -540,6 +553,7 @@ def test_a_sharded_checkpoint_whose_metadata_carries_code_is_refused_without_run
         assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_truncated_shard_is_a_clear_error_for_every_reader(fsdp_gpt2, tmp_path):
     run = copy_of_run(fsdp_gpt2, tmp_path)
     step = sharded_step(run / "sharded")
@@ -556,6 +570,7 @@ def test_a_truncated_shard_is_a_clear_error_for_every_reader(fsdp_gpt2, tmp_path
         train.train(replace(fsdp_gpt2, out_dir=str(run), init_from="resume", max_iters=10))
 
 
+@pytest.mark.slow
 def test_a_pointer_naming_no_checkpoint_is_refused_not_passed_over(config, fsdp_gpt2, baseline, tmp_path):
     """`latest` naming a removed step folder must not send a resume back to an older ckpt.pt in the folder,
     and an unreadable pointer is named."""
@@ -574,6 +589,7 @@ def test_a_pointer_naming_no_checkpoint_is_refused_not_passed_over(config, fsdp_
     assert "sharded/latest is not the name of a step folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_consolidate_refuses_to_write_into_the_sharded_folder(fsdp_gpt2, tmp_path):
     run = copy_of_run(fsdp_gpt2, tmp_path)
     latest = (run / "sharded" / "latest").read_text()
@@ -582,6 +598,7 @@ def test_consolidate_refuses_to_write_into_the_sharded_folder(fsdp_gpt2, tmp_pat
     assert (run / "sharded" / "latest").read_text() == latest
 
 
+@pytest.mark.slow
 def test_no_way_round_the_metadata_check_runs_code(fsdp_gpt2, tmp_path):
     """A .metadata that is no DCP Metadata (DCP then reads a process's own __0.metadata with pickle), and a
     byte item (an optimizer setting, which DCP reads with torch.load(weights_only=False)) pointed at a file
@@ -651,6 +668,7 @@ def test_in_bf16_fsdp_casts_each_blocks_input_and_autocast_keeps_it_float32(
     assert received == {residual}
 
 
+@pytest.mark.slow
 def test_a_run_with_a_frozen_embedding_consolidates(config, tmp_path):
     """The frozen token embedding has no AdamW state: consolidate builds the run's optimizer, not one that
     expects it."""

@@ -257,6 +257,7 @@ def test_a_tensor_type_gguf_cannot_dequantise_is_refused(tmp_path):
         gguf_tensor_types(path)
 
 
+@pytest.mark.slow
 def test_every_command_reads_a_gguf(tmp_path, capsys):
     """inherit.py, analyze.py, evaluation.py (loss, export) and sample.py as a user runs them, the corpus
     prepared with the file's own tokenizer; the note that the weights were dequantised is said once."""
@@ -292,6 +293,7 @@ def gguf_corpus(path: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_recipe_on_a_gguf_reference_builds_llama_students_and_scores_them_before_training(tmp_path):
     """The demo's shape in miniature: a GGUF reference, first-n and from-scratch students of its architecture
     (scratch: nothing inherited), each scored at step 0 (as built) and after the budget."""
@@ -374,6 +376,7 @@ def test_a_gguf_that_is_not_the_model_its_header_describes_is_refused_in_one_lin
         load_model(path)
 
 
+@pytest.mark.slow
 def test_a_gguf_tokenizer_that_cannot_load_is_one_line_and_none_at_all_is_no_tokenizer(tmp_path, capsys):
     import analyze
 
@@ -421,5 +424,6 @@ def test_recipe_refuses_a_config_of_another_width_for_a_llama_references_scratch
     config.write_text(f"data_dir = {str(tmp_path / 'corpus')!r}\nn_embd = 768\nn_head = 12\n")
     argv = ["--reference", str(path), "--config", str(config), "--n_layer", "2", "--methods", "scratch"]
     assert recipe.main([*argv, "--out_dir", str(tmp_path / "r")]) == 1
-    assert "differ from the reference's (64, 4)" in capsys.readouterr().err
+    expected = "scratch take the reference's width: mismatched width: the student is configured with n_embd 768, "
+    assert expected + "n_head 12, the reference has n_embd 64, n_head 4" in capsys.readouterr().err
     assert not (tmp_path / "r" / "analysis").exists()

@@ -4,11 +4,14 @@ of its summary filled from the commands it runs."""
 import subprocess
 import sys
 
+import pytest
+
 from scripts.gpu_check import recompiles
 from tests.conftest import ROOT
 from tests.test_fsdp import ENV
 
 
+@pytest.mark.slow
 def test_the_gpu_check_writes_every_section_of_its_summary_on_a_cpu(shakespeare_dir, tmp_path):
     (tmp_path / "shakespeare").symlink_to(shakespeare_dir)  # prepared once per session: not again
     cmd = [sys.executable, "scripts/gpu_check.py", f"--out={tmp_path}", "--device=cpu", "--quick"]

@@ -9,6 +9,7 @@ from checkpoint import Checkpoint
 from tests.conftest import write_config_file
 
 
+@pytest.mark.slow
 def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
     config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -19,6 +20,7 @@ def test_growth_stops_at_the_first_match(trained_reference, tmp_path, capsys):
     assert (tmp_path / "g" / "grow.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference, tmp_path, capsys, monkeypatch):
     config = write_config_file(tmp_path / "grow_config.py", trained_reference, max_iters=10, lr_decay_iters=10)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -53,6 +55,7 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
 
 
+@pytest.mark.slow
 def test_finished_rounds_of_another_budget_or_reference_are_refused_and_the_target_is_the_new_one(
     trained_reference, tmp_path, capsys
 ):
@@ -76,6 +79,7 @@ def test_finished_rounds_of_another_budget_or_reference_are_refused_and_the_targ
     assert f"{out / 'n2'} inherited from another reference file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_default_target_is_the_reference_checkpoints_val_loss(trained_reference, tmp_path, capsys):
     ref = Checkpoint.load(Path(trained_reference.out_dir) / "ckpt.pt")
     ref.best_val_loss = 100.0  # a target the first round reaches, to show where the target comes from
@@ -123,6 +127,7 @@ def test_a_hub_reference_that_cannot_be_reached_is_one_clear_error(tmp_path, cap
     assert capsys.readouterr().err.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_a_diverged_round_ends_the_growth_and_matches_nothing(trained_reference, tmp_path, capsys):
     """Its last good val loss (here far below the target) is no result: no match, no deeper round, no retrain."""
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)

@@ -338,6 +338,7 @@ def test_python_corpus_takes_a_tokenizer_too(tmp_path, bpe_folder, monkeypatch):
     assert train_ids.max() < 1000 and (train_ids == 1).sum() == meta["splits"]["train"]["documents"]
 
 
+@pytest.mark.slow
 def test_the_growth_loop_grows_a_llama_student_from_a_hugging_face_reference(tmp_path, bpe_folder, tiny_config):
     import grow
 
@@ -381,6 +382,7 @@ def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     assert trained < json.loads(out.read_text())["loss"] - 0.5  # training on Shakespeare helped on Shakespeare
 
 
+@pytest.mark.slow
 def test_zero_shot_tasks_run_on_a_llama_with_its_own_tokenizer(tmp_path, bpe_folder, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the local task's data_files are relative to the repo
     folder = llama_folder(tmp_path, bpe_folder)

@@ -12,6 +12,7 @@ from runs import read_run
 from tests.conftest import ROOT, write_config_file
 
 
+@pytest.mark.slow
 def test_two_methods_train_side_by_side_report_and_resume_without_retraining(trained_reference, tmp_path, capsys):
     # the students' block_size (16) is below the reference's (32) and --seq_len: bi measures 16 tokens, and so
     # must the analysis whose choice the report prints
@@ -67,6 +68,7 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert f"{ref} has changed since the runs in {out} were trained from it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_reference_replaced_after_an_interrupted_call_is_refused_not_reported(trained_reference, tmp_path, capsys):
     """Killed while the first student trains (the analysis and the reference's evaluation done), the reference
     replaced by another model of its shape: the next call must not report the old model's numbers, and a
@@ -96,6 +98,7 @@ def test_a_reference_replaced_after_an_interrupted_call_is_refused_not_reported(
     assert f"{out / 'reference'} was made from another reference file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -117,6 +120,7 @@ def test_bad_plans_are_refused_before_anything_trains(trained_reference, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_zero_shot_tasks_are_scored_for_every_model_and_kept(trained_reference, tmp_path, capsys):
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -134,6 +138,7 @@ def test_zero_shot_tasks_are_scored_for_every_model_and_kept(trained_reference, 
     assert "tasks of" not in capsys.readouterr().out  # scored once, read back
 
 
+@pytest.mark.slow
 def test_grow_rounds_start_at_half_the_reference_without_lazy_layers_and_stop_at_its_loss(trained_reference, tmp_path):
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -163,6 +168,7 @@ def test_a_growth_plan_out_of_range_is_refused_before_anything_trains(trained_re
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_half_width_student_trains_in_a_new_out_dir(trained_reference, tmp_path):
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
@@ -174,6 +180,7 @@ def test_a_half_width_student_trains_in_a_new_out_dir(trained_reference, tmp_pat
     assert json.loads((out / "half_width" / "config.json").read_text())["model"]["model_args"]["n_embd"] == 16
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(trained_reference, tmp_path, capfd):
     """capfd: the growth loop is grow.py's own process, which writes to the file descriptors."""
     config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=4, lr_decay_iters=4, eval_interval=2)
@@ -195,6 +202,7 @@ def test_a_diverged_run_is_marked_the_others_go_on_and_it_is_not_retrained(train
     assert capfd.readouterr().out.count("diverged earlier") == 3
 
 
+@pytest.mark.slow
 def test_several_depths_get_each_its_layer_choice_and_rows_named_by_depth(trained_reference, tmp_path):
     config = write_config_file(tmp_path / "c.py", trained_reference)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")

@@ -15,6 +15,7 @@ from configurator import parse_config
 from tests.conftest import write_config_file
 
 
+@pytest.mark.slow
 def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path, capsys):
     out = tmp_path / "cmp.png"
     code = runs.main(["compare", f"ref={trained_reference.out_dir}", "--out", str(out)])

@@ -56,6 +56,7 @@ def test_prompt_from_file_and_greedy_decoding_from_a_checkpoint_path(trained_out
     assert a.startswith("Enter HAMLET.") and a == b
 
 
+@pytest.mark.slow
 def test_compiled_blocks_sample_exactly_what_eager_ones_do(tiny_config, tmp_path, capsys):
     cfg = tiny_config(n_layer=1, max_iters=2, eval_interval=2)
     train.train(cfg)
@@ -96,6 +97,7 @@ def test_missing_checkpoint_and_bad_flags_are_clear_errors(tmp_path, capsys):
     assert Path(sample.__file__).name == "sample.py"
 
 
+@pytest.mark.slow
 def test_a_model_decodes_with_the_tokenizer_its_checkpoint_records_not_its_corpus_folders_today(
     tiny_config,
     shakespeare_dir,

@@ -29,6 +29,7 @@ def probe(cfg: TrainConfig) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_one_compiled_block_graph_serves_every_layer_and_only_log_steps_sync(shakespeare_dir, tmp_path, parallel):
     # 3 layers scaled by 1, 1/2, 1/3; evals (no_grad: graphs of their own) at steps 0, 4 and 8, logs at 4 and 8.

@@ -76,6 +76,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 # ----------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_loss_falls_on_shakespeare(tiny_config):
     cfg = tiny_config(max_iters=40, lr_decay_iters=40, eval_interval=40, eval_iters=8)
     last = train.train(cfg)
@@ -87,6 +88,7 @@ def test_loss_falls_on_shakespeare(tiny_config):
     assert saved["config"] == cfg.record()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tiny_config):
     cfg = tiny_config(max_iters=10, eval_interval=5)
     train.train(cfg)
@@ -104,6 +106,7 @@ def test_checkpoint_round_trip(tiny_config):
     assert again["val_loss"] == pytest.approx(evals[-1]["val_loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_config, tmp_path):
     straight = tiny_config(out_dir=str(tmp_path / "straight"), dropout=0.1)
     train.train(straight)
@@ -142,6 +145,7 @@ def test_a_checkpoints_adamw_state_has_the_shapes_of_its_weights_and_resumes(tin
     train.train(tiny_config(max_iters=6, init_from="resume"))
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_batch_counts_the_tokens_it_trained_on(tiny_config, tmp_path):
     """10 steps of 2 micro-batches, then 10 of 4: D is their sum, not 20 steps of the last batch."""
     train.train(tiny_config(max_iters=10, gradient_accumulation_steps=2))
@@ -157,6 +161,7 @@ def test_a_resume_with_another_batch_counts_the_tokens_it_trained_on(tiny_config
     ]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_the_token_count_resumes(tiny_config):
     train.train(tiny_config(max_iters=10))
     path = Path(tiny_config().out_dir) / "ckpt.pt"
@@ -170,6 +175,7 @@ def test_a_checkpoint_from_before_the_token_count_resumes(tiny_config):
     assert Checkpoint.load(path).tokens == 10 * 4 * 2 * 32 + 10 * 4 * 4 * 32
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_config, python_dir, tmp_path):
     mixture = {tiny_config().data_dir: 0.5, str(python_dir): 0.5}  # rows drawn from two corpora, as with replay
     one = tiny_config(out_dir=str(tmp_path / "one"), max_iters=8, eval_interval=8, data_dir=mixture)
@@ -198,6 +204,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_con
         assert r["mfu"] == pytest.approx(model.flops_per_token() * r["tokens_per_s"] / 2 / 1e12, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_global_batch_must_split_evenly_over_processes(tiny_config, tmp_path):
     cfg = tiny_config(gradient_accumulation_steps=3)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
@@ -222,6 +229,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config)
     assert all(torch.equal(before.model[k], after.model[k]) for k in before.model)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_config):
     cfg = tiny_config(max_iters=100000, lr_decay_iters=100000, eval_interval=100000)
     proc = subprocess.Popen([sys.executable, "train.py", *as_args(cfg)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -317,6 +325,7 @@ def test_checkpoints_load_as_nanogpt_loads_them(char_run, char_data_root):
     assert (Path("data") / raw["config"]["dataset"] / "meta.pkl").exists()
 
 
+@pytest.mark.slow
 def test_always_save_checkpoint_false_saves_only_when_val_improves(trained_reference, tiny_config, tmp_path):
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     # A learning rate this high wrecks the trained model: the val loss only rises after iter 0.
@@ -329,6 +338,7 @@ def test_always_save_checkpoint_false_saves_only_when_val_improves(trained_refer
     assert Checkpoint.load(tmp_path / "always" / "ckpt.pt").iter_num == 6
 
 
+@pytest.mark.slow
 def test_a_model_with_more_positions_is_cropped_to_block_size(trained_reference, tiny_config, tmp_path):
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
     cfg = tiny_config(init_from=ref, block_size=16, max_iters=2, eval_interval=2, out_dir=str(tmp_path / "c"))
@@ -351,6 +361,7 @@ def test_a_meta_pkl_that_carries_code_is_refused_without_running_it(tiny_config,
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_every_process_stops_when_one_holds_non_finite_weights(tmp_path):
     """Under DDP each process holds the whole model; under FSDP only its shards, here the NaN in rank 1's."""
     script = tmp_path / "diverge_on_rank_1.py"
@@ -388,6 +399,7 @@ dist.destroy_process_group()
     assert "went on" not in result.stdout
 
 
+@pytest.mark.slow
 def test_wandb_logs_offline_without_network(tiny_config):
     cfg = tiny_config(max_iters=2, wandb_log=True, wandb_mode="offline", wandb_run_name="test")
     train.train(cfg)

@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -44,10 +43,17 @@ from torch._guards import TracingContext, tracing
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from checkpoint import describe, latest_checkpoint
+from checkpoint import describe
 from configurator import TRUE_BF16, ConfigError, TrainConfig, parse_config
-from data.format import corpus_vocabulary
-from inherit import InheritError, check_width, unmeasured_spec
+from inheritune.training import (
+    Teacher,
+    deferred_reduction,
+    load_teacher,
+    make_optimizer,
+    planned_model,
+    shard,
+    train_step,
+)
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import (
     Runtime,
@@ -59,7 +65,6 @@ from runtime import (
     resolve_dtype,
     tf32_matmuls,
 )
-from train import Teacher, deferred_reduction, load_teacher, make_optimizer, shard, train_step
 
 VARIANTS = ("eager", "compiled", "plain", "distill")
 
@@ -180,35 +185,6 @@ def peak_for(cfg: TrainConfig, override: float) -> tuple[float, str]:
 
 
 # ----------------------------------------------------------------------------- what fits where
-
-
-def trained_model(cfg: TrainConfig) -> GPT:
-    """The network a config trains, on the meta device (shapes, no weights): from scratch, or its source's
-    (a checkpoint's model_args, a Hugging Face config), at the student's depth where it inherits."""
-    if cfg.init_from == "scratch":
-        corpus = Path(next(iter(cfg.mixture)))
-        vocab = (corpus_vocabulary(corpus) if corpus.is_dir() else None) or {"vocab_size": GPT2_VOCAB}
-        args = cfg.scratch_model_args(vocab["vocab_size"])
-    else:
-        if cfg.init_from == "inherit" and not cfg.inherit_from:
-            raise ConfigError("init_from='inherit' needs inherit_from: the reference to inherit from")
-        sources = {"inherit": cfg.inherit_from, "resume": cfg.init_from == "resume" and latest_checkpoint(cfg.out_dir)}
-        source = str(sources.get(cfg.init_from, cfg.init_from))
-        args = describe(source).model_args
-        args = {k: v for k, v in args.items() if k != "scale_layer_idx"}  # of the source's depth; no memory
-        if args["block_size"] < cfg.block_size:  # train.py's own refusal
-            raise ConfigError(f"block_size {cfg.block_size} exceeds the source model's {args['block_size']}")
-        args["block_size"] = cfg.block_size
-        if cfg.init_from == "inherit":  # the student's depth, as inherit.py checks it
-            request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
-            reference = GPTConfig.from_model_args(args)
-            try:
-                check_width(reference, cfg.n_embd, cfg.n_head)
-                args["n_layer"] = len(unmeasured_spec(reference, request).layers)
-            except InheritError as e:
-                raise ConfigError(str(e)) from None
-    with torch.device("meta"):
-        return GPT(GPTConfig.from_model_args(args))
 
 
 @dataclass
@@ -368,7 +344,7 @@ def fake_process_group(world_size: int) -> Iterator[None]:
 
 def print_memory(cfg: TrainConfig, world_size: int) -> None:
     cfg.check_processes(world_size)
-    model = trained_model(cfg)
+    model = planned_model(cfg)
     teacher = teacher_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     compute = {"float32": "float32 (bf16-true: bfloat16)", "float16": "float16"}.get(cfg.dtype, "bfloat16")

@@ -133,7 +133,7 @@ import bench
 from configurator import parse_config
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import Runtime, autocast_context, resolve_dtype
-from train import load_teacher, make_optimizer, train_step
+from inheritune.training import load_teacher, make_optimizer, planned_model, train_step
 
 def rss(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
@@ -141,7 +141,7 @@ def rss(field):
 cfg = parse_config(sys.argv[1:])
 cpu = torch.device("cpu")
 dtype = resolve_dtype(cfg.dtype, cpu)
-predicted = bench.traced_peak(bench.trained_model(cfg), bench.teacher_model(cfg), cfg, 1, "ddp", False)
+predicted = bench.traced_peak(planned_model(cfg), bench.teacher_model(cfg), cfg, 1, "ddp", False)
 torch.ones(64, 64) @ torch.ones(64, 64)  # the matmul kernels loaded before the baseline
 base = rss("VmRSS")
 model = GPT(GPTConfig(**cfg.scratch_model_args(GPT2_VOCAB)))
@@ -200,7 +200,7 @@ import torch.distributed as dist
 from configurator import parse_config
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import autocast_context, resolve_dtype, setup_runtime
-from train import data_parallel, deferred_reduction, make_optimizer, shard, train_step
+from inheritune.training import data_parallel, deferred_reduction, make_optimizer, planned_model, shard, train_step
 
 def rss(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
@@ -250,6 +250,7 @@ def test_the_traced_peak_of_a_process_of_two_is_the_measured_one(tmp_path):
     from pathlib import Path
 
     from configurator import parse_config
+    from inheritune.training import planned_model
 
     shared = "--n_layer=2 --n_head=4 --n_embd=768 --block_size=128 --batch_size=1 --gradient_accumulation_steps=4"
     settings = [
@@ -263,7 +264,7 @@ def test_the_traced_peak_of_a_process_of_two_is_the_measured_one(tmp_path):
         for setting in settings:
             cfg = parse_config([*shared.split(), "--device=cpu", *setting.split()])
             true_bf16 = cfg.dtype == "bf16-true"
-            predicted.append(bench.traced_peak(bench.trained_model(cfg), None, cfg, 2, cfg.parallel, true_bf16))
+            predicted.append(bench.traced_peak(planned_model(cfg), None, cfg, 2, cfg.parallel, true_bf16))
     root = Path(bench.__file__).parent
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     script = tmp_path / "steps.py"

@@ -17,10 +17,11 @@ from torch.utils._pytree import tree_leaves
 import train
 from checkpoint import Checkpoint
 from configurator import ConfigError
+from inheritune import training
+from inheritune.training import Teacher, distillation_term
 from model import GPT, GPTConfig
 from tests.conftest import ROOT
 from tests.test_train import as_args
-from train import Teacher, distillation_term
 
 
 def metrics(out_dir) -> list[dict]:
@@ -152,7 +153,7 @@ def definition(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, t:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_chunked_term_and_its_gradient_equal_autograds_through_the_definition(monkeypatch, dtype):
-    monkeypatch.setattr(train, "DISTILL_CHUNK", 5)  # 21 positions: chunks of 5 and a last one of 1
+    monkeypatch.setattr(training, "DISTILL_CHUNK", 5)  # 21 positions: chunks of 5 and a last one of 1
     g = torch.Generator().manual_seed(0)
     student = (4.0 * torch.randn(3, 7, 11, generator=g) + 20.0).to(dtype)
     teacher = (6.0 * torch.randn(3, 7, 11, generator=g) - 5.0).to(dtype)
@@ -195,7 +196,7 @@ def test_the_term_of_a_gpt2_sized_batch_has_no_data_dependent_shape_and_chunk_si
         with LargestFloat32() as tracked:
             distillation_term(student, Teacher(FixedLogits(teacher), 0.5, 2.0), y, y).backward()
         assert student.grad.shape == student.shape and student.grad.dtype == torch.bfloat16
-    assert tracked.largest == train.DISTILL_CHUNK * V
+    assert tracked.largest == training.DISTILL_CHUNK * V
 
 
 def test_the_teacher_computes_no_loss_and_holds_its_weights_in_the_runs_dtype(tiny_config, tmp_path, monkeypatch):
@@ -204,7 +205,7 @@ def test_the_teacher_computes_no_loss_and_holds_its_weights_in_the_runs_dtype(ti
     student = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=50257))
     Checkpoint.of(GPT(student.config), tokenizer=vocab).save(tmp_path / "t.pt")
     cfg = tiny_config(teacher=str(tmp_path / "t.pt"))
-    teacher = train.load_teacher(cfg, torch.device("cpu"), torch.bfloat16, vocab, student)
+    teacher = training.load_teacher(cfg, torch.device("cpu"), torch.bfloat16, vocab, student)
     assert {p.dtype for p in teacher.model.parameters()} == {torch.bfloat16}
     losses = []
     cross_entropy = F.cross_entropy
@@ -213,5 +214,5 @@ def test_the_teacher_computes_no_loss_and_holds_its_weights_in_the_runs_dtype(ti
     optimizer = torch.optim.SGD(student.parameters(), lr=0.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16)
-    train.train_step(student, optimizer, scaler, [(x, x), (x, x)], ctx, 1.0, teacher)
+    training.train_step(student, optimizer, scaler, [(x, x), (x, x)], ctx, 1.0, teacher)
     assert len(losses) == 2  # the student's, one per micro-batch

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import train
 from configurator import TrainConfig
+from inheritune import training
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -287,7 +287,7 @@ def test_the_key_table_names_every_key_a_resume_keeps() -> None:
     moments of the position embedding have the run's positions)."""
     table = (ROOT / "docs/training.md").read_text().split("| `init_from` |", 1)[1].split("\n", 1)[0]
     refused = set(re.findall(r"`(\w+)`", table.split("a config asking for another", 1)[1].split("is refused")[0]))
-    assert refused == {*train.MODEL_KEYS, "block_size"}
+    assert refused == {*training.MODEL_KEYS, "block_size"}
 
 
 def same_value(written: str, default: object) -> bool:

@@ -220,6 +220,7 @@ import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 import torch.distributed.checkpoint as dcp
 import train
+from inheritune import training
 real, saves = dcp.save, []
 def save_then_die(state, checkpoint_id):
     real(state, checkpoint_id=checkpoint_id)
@@ -334,6 +335,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 import train
+from inheritune import training
 from bench import estimate_memory, trained_model
 from configurator import TrainConfig
 from runtime import autocast_context, setup_runtime
@@ -352,7 +354,7 @@ for parallel in ("ddp", "fsdp"):
         cfg = replace(base, parallel=parallel, dtype=dtype, fsdp_reduce_every_micro_batch=parallel == "fsdp")
         true_bf16 = dtype == "bf16-true"
         run = replace(rt, dtype=torch.bfloat16 if true_bf16 else rt.dtype, param_dtype=run_weights(true_bf16))
-        state = train.initial_state(cfg, run, train.build_model(cfg, 50257))
+        state = train.initial_state(cfg, run, training.build_model(cfg, 50257))
         x = torch.randint(0, 50257, (cfg.batch_size, cfg.block_size))
         with autocast_context(run.device, run.dtype):
             loss = state.model(x, x)[1]
@@ -372,9 +374,9 @@ for parallel in ("ddp", "fsdp"):
 # unsharded gradients, accumulated in the float32 of the reduction (FSDP2's own record of them).
 cfg = replace(base, parallel="fsdp", dtype="bfloat16", gradient_accumulation_steps=4)
 run = replace(rt, dtype=torch.bfloat16)
-state = train.initial_state(cfg, run, train.build_model(cfg, 50257))
+state = train.initial_state(cfg, run, training.build_model(cfg, 50257))
 x = torch.randint(0, 50257, (cfg.batch_size, cfg.block_size))
-with train.fsdp_no_sync(state.model):
+with training.fsdp_no_sync(state.model):
     with autocast_context(run.device, run.dtype):
         loss = state.model(x, x)[1]
     loss.backward()
@@ -459,6 +461,7 @@ def test_a_kill_between_a_saves_two_names_leaves_best_naming_the_best_step(confi
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 import train
+from inheritune import training
 real, named = os.replace, []
 def replace_then_die(src, dst):
     real(src, dst)

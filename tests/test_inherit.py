@@ -13,6 +13,7 @@ import train
 from analyze import LAYER_METHODS, AnalysisSettings
 from checkpoint import Checkpoint, load_model
 from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
+from inheritune import training
 from model import GPT, GPTConfig
 from tests.conftest import zero_output_blocks
 from tests.test_llama import rope_model
@@ -308,13 +309,13 @@ def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_conf
     path = tmp_path / "ref.pt"
     Checkpoint.of(zero_output_blocks(reference(), [1, 4])).save(path)
     cfg = tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4, inherit_layers="bi")
-    start = train.build_model(cfg, 50257)
+    start = training.build_model(cfg, 50257)
     assert start.inherit["layers"] == [0, 2, 3, 5] and start.inherit["chosen_by"]["method"] == "bi"
     assert start.inherit["chosen_by"]["rule"] == LAYER_METHODS["bi"]
     assert start.inherit["chosen_by"]["data"] == cfg.data_dir and start.inherit["chosen_by"]["seq_len"] == 32
     ref = load_model(path)[0]
     torch.testing.assert_close(start.model.transformer.h[1].state_dict(), ref.transformer.h[2].state_dict())
-    first = train.build_model(tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4), 50257)
+    first = training.build_model(tiny_config(init_from="inherit", inherit_from=str(path), n_layer=4), 50257)
     assert first.inherit["layers"] == [0, 1, 2, 3] and first.inherit["chosen_by"] == {"method": "first"}
 
 

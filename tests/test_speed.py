@@ -14,6 +14,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 import model as model_module
 import train
 from configurator import TrainConfig
+from inheritune import training
 from model import GPT, GPTConfig, KVCache
 from runtime import Runtime
 from tests.conftest import ROOT, tiny_values
@@ -55,7 +56,7 @@ def test_the_next_steps_batches_are_built_before_the_log_step_waits_for_the_devi
         return recorded
 
     monkeypatch.setattr(train, "step_batches", recording("batches", train.step_batches))
-    monkeypatch.setattr(train, "train_step", recording("step", train.train_step))
+    monkeypatch.setattr(train, "train_step", recording("step", training.train_step))
     monkeypatch.setattr(train.Progress, "step", recording("log", train.Progress.step))
     train.train(tiny_config(max_iters=3, eval_interval=100))
     assert events == ["batches", *["step", "batches", "log"] * 3]  # the first step's, then each next one ahead
@@ -70,7 +71,7 @@ def test_training_computes_cuda_float32_matmuls_in_tf32_and_restores_the_setting
         seen.add((torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision))
         return train_step(*args, **kwargs)
 
-    train_step = train.train_step
+    train_step = training.train_step
     monkeypatch.setattr(train, "train_step", step)
     before = torch.backends.cuda.matmul.fp32_precision
     train.train(tiny_config(max_iters=2, eval_interval=100))
@@ -104,7 +105,7 @@ def test_ddp_keeps_the_gradients_in_its_buckets():
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=100))
-        ddp = train.data_parallel(model, Runtime(0, 1, torch.device("cpu"), torch.float32, torch.float32))
+        ddp = training.data_parallel(model, Runtime(0, 1, torch.device("cpu"), torch.float32, torch.float32))
         x = torch.randint(0, 100, (2, 16))
         ddp(x, x)[1].backward()
         assert ddp.gradient_as_bucket_view and all(p.grad is not None for p in model.parameters())

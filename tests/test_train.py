@@ -18,6 +18,7 @@ import train
 from checkpoint import Checkpoint, load_model
 from configurator import ConfigError, TrainConfig
 from data.format import write_meta
+from inheritune import training
 from model import GPT, NANOGPT_FIELDS, GPTConfig, load_weights
 from runtime import UserError
 from tests.conftest import CodeOnUnpickle, tiny_values
@@ -431,9 +432,9 @@ def test_a_run_from_before_freeze_embedding_resumes_only_with_it_off(tmp_path):
     """Its config has no freeze_embedding: it trained the embedding, and a resume that freezes it is refused
     in one line (its AdamW state holds the embedding's moments)."""
     ckpt = Checkpoint(model_args={}, config={"n_layer": 2})
-    train.refuse_another_model(TrainConfig(n_layer=2), ckpt, tmp_path / "ckpt.pt")
+    training.refuse_another_model(TrainConfig(n_layer=2), ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(ConfigError, match=r"freeze_embedding False \(asked True\)"):
-        train.refuse_another_model(TrainConfig(n_layer=2, freeze_embedding=True), ckpt, tmp_path / "ckpt.pt")
+        training.refuse_another_model(TrainConfig(n_layer=2, freeze_embedding=True), ckpt, tmp_path / "ckpt.pt")
 
 
 def test_an_inherited_run_records_the_architecture_of_its_reference(tiny_config, tmp_path):

@@ -68,7 +68,7 @@ if __name__ == "__main__":
     torch.Tensor.item = counting_syncs(torch.Tensor.item)
     torch.Tensor.tolist = counting_syncs(torch.Tensor.tolist)
     dist.all_reduce = counting_syncs(dist.all_reduce)
-    train.train_step = starting_a_step(train.train_step)
+    train.train_step = starting_a_step(train.train_step)  # the name train.py calls
     code = train.main(sys.argv[1:])
     if code == 0 and os.environ.get("RANK", "0") == "0":
         dynamo = {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values())}

@@ -1,0 +1,71 @@
+"""The shape of the project: job scripts are imported by nothing, and the imports between modules point one way."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB_SCRIPTS = {"train", "bench", "recipe", "grow", "sample"}  # and every data/<corpus>/prepare.py
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of the project by its import name: top-level files, the data package, the inheritune
+    package, the prepare scripts and scripts/."""
+    files = [*ROOT.glob("*.py"), *ROOT.glob("data/**/*.py"), *ROOT.glob("inheritune/*.py"), *ROOT.glob("scripts/*.py")]
+    names = {}
+    for f in files:
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return names
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The project modules a file imports, at its top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found & known
+
+
+def is_job_script(name: str) -> bool:
+    return name in JOB_SCRIPTS or (name.startswith("data.") and name.endswith(".prepare"))
+
+
+def test_no_module_imports_a_job_script():
+    modules = project_modules()
+    importers = {
+        name: sorted(job for job in imports_of(path, set(modules)) if is_job_script(job))
+        for name, path in modules.items()
+    }
+    assert {name: jobs for name, jobs in importers.items() if jobs} == {}
+
+
+def test_model_imports_nothing_of_the_project_at_its_top():
+    """GPT.from_pretrained reads Hugging Face weights through hf.py, imported inside it."""
+    modules = project_modules()
+    tree = ast.parse(modules["model"].read_text())
+    top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    names = {alias.name for node in top if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in top if isinstance(node, ast.ImportFrom) and node.module}
+    assert names & set(modules) == set()
+
+
+def test_the_imports_between_modules_have_no_cycle():
+    modules = project_modules()
+    graph = {name: imports_of(path, set(modules)) - {name} for name, path in modules.items()}
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            assert state.get(other) != "open", " -> ".join([*path, name, other])
+            if other not in state:
+                visit(other, [*path, name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])

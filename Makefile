@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-gpt2 smollm2 demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test lint clean gpu-check
+.PHONY: demo demo-gpt2 smollm2 demo-seeds demo-cpt mutation mutation-network mutation-methods mutation-scaling test test-fast lint clean gpu-check
 
 $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -118,7 +118,14 @@ mutation: mutation-network mutation-methods mutation-scaling
 test: $(VENV)/installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	@! grep -rnE --include='*.py' --exclude-dir=.venv 'fmt: (skip|off)' . || (echo "ruff format decides the layout: no fmt: skip/off"; false)
 	$(PY) -m pytest -q -n 2 --dist loadscope
+
+# The loop while editing: ruff and the tests not marked slow (no training runs, no commands of seconds), in about
+# a minute on two cores. `make test` (what CI runs) is the whole suite.
+test-fast: $(VENV)/installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 clean:
 	rm -rf $(VENV) out-* .pytest_cache models/.download

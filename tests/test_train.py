@@ -474,8 +474,17 @@ def test_bf16_true_loses_weight_decay_and_stochastic_rounding_keeps_it(tiny_conf
 
     def run(name: str, weight_decay: float, rounding: str) -> dict[str, torch.Tensor]:
         out_dir = str(tmp_path / name)
-        train.train(tiny_config(out_dir=out_dir, dtype="bf16-true", weight_decay=weight_decay, max_iters=10,
-                                learning_rate=LATE_LR, decay_lr=False, bf16_weight_update=rounding))  # fmt: skip
+        train.train(
+            tiny_config(
+                out_dir=out_dir,
+                dtype="bf16-true",
+                weight_decay=weight_decay,
+                max_iters=10,
+                learning_rate=LATE_LR,
+                decay_lr=False,
+                bf16_weight_update=rounding,
+            )
+        )
         return final_weights(out_dir)
 
     wte = "transformer.wte.weight"

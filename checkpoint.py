@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from configurator import DATASET, TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
 from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
@@ -76,10 +75,8 @@ class Checkpoint:
         return None if own is None or before is None else own + before
 
     def tokens_from_config(self, per_step_otherwise: int | None = None) -> int | None:
-        """The run's tokens for a checkpoint that does not count them: compat.tokens_from_config, given the keys
-        of train.py's config."""
-        train_keys = {f.name for f in fields(TrainConfig)} | {DATASET}  # DATASET: nanoGPT's name, recorded too
-        return compat.tokens_from_config(self.config, self.iter_num, train_keys, per_step_otherwise)
+        """The run's tokens for a checkpoint that does not count them: compat.tokens_from_config."""
+        return compat.tokens_from_config(self.config, self.iter_num, per_step_otherwise)
 
     def corpus_folder(self) -> Path | None:
         """The corpus the model was trained on: its config's data_dir (a mixture's first corpus), or nanoGPT's

@@ -4,14 +4,14 @@ Each rule is one function, called at the one point where such data comes in (a c
 config.json, a base fit.json), so the rest of the code sees only the current format. Its docstring says what
 it reads, since when that is old, and where it is called ("Called in:", checked by tests/test_compat.py).
 A rule whose data no longer exists can be removed with its call. Of the project this module imports only
-model.py, which imports nothing of it: any reader (configurator.py too) can call it without an import cycle.
+model.py and configurator.py (which imports neither it nor checkpoint.py), inside the rules that need them.
 torch and model.py are imported inside the rules of checkpoints: runs.py and scaling.py, which read run folders
 and fits through this module, start without torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from dataclasses import fields
 
 # nanoGPT's default vocab_size: GPT-2's 50,257 tokens padded to a multiple of 64. A nanoGPT checkpoint that
 # records it holds a GPT-2 vocabulary, and its last 47 rows are padding.
@@ -48,15 +48,16 @@ def model_args(args: dict) -> dict:
     return args
 
 
-def tokens_from_config(
-    config: dict | None, iter_num: int, train_keys: Collection[str], per_step_otherwise: int | None = None
-) -> int | None:
+def tokens_from_config(config: dict | None, iter_num: int, per_step_otherwise: int | None = None) -> int | None:
     """The tokens of a run whose checkpoint does not count them (nanoGPT's, and this project's before
     2026-12-03, b7a49bf): steps x tokens per step, where the config is one train.py reads (its current keys,
     or retired ones), whose gradient_accumulation_steps counts the micro-batches of all processes. Another
     config (LLM-Inheritune's script holds a per-GPU count and not the number of GPUs) gives steps x
     per_step_otherwise, or None where that is not given.
     Called in: checkpoint.py (Checkpoint.tokens_from_config)."""
+    from configurator import DATASET, TrainConfig  # here: configurator.py reads configs through this module too
+
+    train_keys = {f.name for f in fields(TrainConfig)} | {DATASET}  # DATASET: nanoGPT's name, recorded too
     per_step_keys = {"batch_size", "gradient_accumulation_steps", "block_size"}
     if config and per_step_keys <= config.keys() <= {*train_keys, *RETIRED_CONFIG_KEYS}:
         return iter_num * config["batch_size"] * config["gradient_accumulation_steps"] * config["block_size"]

@@ -467,6 +467,8 @@ def _add_consolidate_arguments(p) -> None:
 def _consolidate_command(args) -> int:
     if Path(args.out).is_dir():
         raise CheckpointError(f"{args.out} is a folder: name the file to write, e.g. {Path(args.out) / 'ckpt.pt'}")
+    if not Path(args.out).parent.is_dir():
+        raise CheckpointError(f"cannot write {args.out}: No such file or directory {Path(args.out).parent}")
     ckpt = consolidate(args.source, args.out)
     print(f"wrote {args.out}: step {ckpt.iter_num}, {ckpt.tokens or 0:,} tokens, {len(ckpt.model)} tensors")
     return 0

@@ -350,7 +350,10 @@ class GPT(nn.Module):
         return model
 
     def get_num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; the position embedding is left out by default, as in the GPT-2 papers' counts."""
+        """nanoGPT's parameter count: with non_embedding (its default) the position embedding is left out, as in
+        the GPT-2 papers' counts, while the token embedding stays (tied, it is the head's weights too). Not the
+        "non-embedding" N of the scaling laws, which leaves out the token embedding and the head as well:
+        get_num_scaling_params."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and not self.config.rope:
             n -= self.transformer.wpe.weight.numel()

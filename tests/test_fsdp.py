@@ -336,7 +336,8 @@ from pathlib import Path
 import torch
 import train
 from inheritune import training
-from bench import estimate_memory, trained_model
+from bench import estimate_memory
+from inheritune.training import planned_model
 from configurator import TrainConfig
 from runtime import autocast_context, setup_runtime
 from torch.distributed.tensor import DTensor
@@ -363,7 +364,7 @@ for parallel in ("ddp", "fsdp"):
         state.optimizer.step()
         moments = [v for s in state.optimizer.state.values() for k, v in s.items() if k != "step"]
         held = dict(weights=nbytes(params), grads=nbytes(p.grad for p in params), adamw=nbytes(moments))
-        estimate = estimate_memory(trained_model(cfg), cfg, 2, parallel, true_bf16)
+        estimate = estimate_memory(planned_model(cfg), cfg, 2, parallel, true_bf16)
         for part, value in held.items():
             expected = getattr(estimate, part)
             ok = value == expected if rt.rank == 0 else value <= expected
@@ -384,8 +385,8 @@ units = [m._get_fsdp_state()._fsdp_param_group for m in state.model.modules() if
 grads = [fp.unsharded_accumulated_grad if fp.unsharded_accumulated_grad is not None else fp._unsharded_param.grad
          for unit in units if unit is not None for fp in unit.fsdp_params]
 every = replace(cfg, fsdp_reduce_every_micro_batch=True)
-expected = estimate_memory(trained_model(cfg), cfg, 2, "fsdp", False).grads
-expected -= estimate_memory(trained_model(every), every, 2, "fsdp", False).grads
+expected = estimate_memory(planned_model(cfg), cfg, 2, "fsdp", False).grads
+expected -= estimate_memory(planned_model(every), every, 2, "fsdp", False).grads
 held = nbytes(g for g in grads if g is not None)
 report.append(f"rank {{rt.rank}} fsdp bfloat16 held {{held}} {{expected}} {{'ok' if held == expected else 'WRONG'}}")
 # a file per process: their lines on one stdout can interleave

@@ -10,6 +10,7 @@ def test_a_bad_config_is_one_clear_error(capsys):
     assert capsys.readouterr().err.startswith("error: unknown config key 'n_layers'")
 
 
+@pytest.mark.slow
 def test_the_distill_variant_times_the_step_with_its_teacher(tmp_path, capsys):
     import torch
 
@@ -31,6 +32,7 @@ def test_the_distill_variant_times_the_step_with_its_teacher(tmp_path, capsys):
     assert "error: variant distill:" in err and "nowhere.pt" in err
 
 
+@pytest.mark.slow
 def test_memory_takes_the_students_shape_from_its_reference_without_weights(tmp_path, capsys):
     """A student of a checkpoint has the reference's width and vocabulary at its own depth; GPT-2 medium's
     hub name needs no download. The parameter counts are those of the real models."""
@@ -82,6 +84,7 @@ def table(out: str) -> dict[str, list[float]]:
     return rows
 
 
+@pytest.mark.slow
 def test_memory_of_float16_and_cpu_offload_says_what_train_py_would_do(capsys):
     """float16: DDP only (train.py refuses FSDP with it) and labelled float16; cpu_offload: FSDP's weights,
     gradients and AdamW state are counted in host memory, not on the GPU: its step peak is less by them."""
@@ -105,6 +108,7 @@ def test_memory_of_float16_and_cpu_offload_says_what_train_py_would_do(capsys):
     assert float(host[1]) == pytest.approx(sum(plain["fsdp"][:3]), abs=0.02)
 
 
+@pytest.mark.slow
 def test_memory_of_a_stacked_student_deeper_than_its_reference(tmp_path, capsys):
     """Stacking may build a student deeper than its reference (inherit.py's rule: ceil(n/2) blocks of it)."""
     import torch
@@ -158,6 +162,7 @@ print(predicted, rss("VmHWM") - base)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "setting",
     ["--dtype=float32", "--dtype=bfloat16 --gradient_checkpointing=True", "--gradient_accumulation_steps=2", "teacher"],
@@ -238,6 +243,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_the_traced_peak_of_a_process_of_two_is_the_measured_one(tmp_path):
     """DDP and FSDP over two processes (gloo, one torchrun), against the peak RSS the step adds to the first,
     for a shape whose training state outweighs its logits: within 4% (measured 0.05-1.9% low). FSDP's trace shards

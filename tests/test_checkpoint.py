@@ -10,6 +10,7 @@ from checkpoint import Checkpoint, CheckpointError
 from tests.conftest import ROOT, CodeOnUnpickle
 
 
+@pytest.mark.slow
 def test_kill_during_save_leaves_the_old_checkpoint_loadable(tmp_path):
     path = tmp_path / "ckpt.pt"
     Checkpoint(model={"w": torch.zeros(3)}, model_args={}, iter_num=1).save(path)

@@ -43,6 +43,7 @@ def test_shakespeare_split_is_by_whole_works(shakespeare_dir):
     assert 0.05 < len(val) / (len(train) + len(val)) < 0.1
 
 
+@pytest.mark.slow
 def test_gpt2_corpora_and_hugging_face_gpt2_tokenizers_are_one_vocabulary(tmp_path):
     save_hf_tokenizer(tmp_path, 1024)
     record = source_tokenizer(str(tmp_path))
@@ -52,6 +53,7 @@ def test_gpt2_corpora_and_hugging_face_gpt2_tokenizers_are_one_vocabulary(tmp_pa
     assert same_vocabulary(None, record)  # unknown agrees
 
 
+@pytest.mark.slow
 def test_a_models_recorded_vocabulary_decodes_only_while_its_files_still_hold_it(tmp_path):
     save_hf_tokenizer(tmp_path, 1024)
     record = source_tokenizer(str(tmp_path))

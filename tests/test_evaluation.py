@@ -220,6 +220,7 @@ def test_tags_and_groups_report_each_member_and_the_groups_aggregate_written_bef
     assert row.endswith(f"| {100 * sum(accs) / 2:.2f} |")
 
 
+@pytest.mark.slow
 def test_the_template_task_scores_answers_after_one_space(monkeypatch):
     from lm_eval.tasks import TaskManager, get_task_dict
 

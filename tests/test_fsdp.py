@@ -148,6 +148,7 @@ def test_fsdp_takes_the_steps_of_one_process_untied_llama(config, llama_source):
     assert_same_weights(Checkpoint.load(Path(one.out_dir) / "ckpt.pt").model, sharded)
 
 
+@pytest.mark.slow
 def test_consolidated_checkpoint_loads_as_nanogpt_loads_it_and_equals_the_shards(fsdp_gpt2, tmp_path):
     out = tmp_path / "ckpt.pt"
     cmd = [sys.executable, "checkpoint.py", "consolidate", str(Path(fsdp_gpt2.out_dir) / "sharded"), str(out)]
@@ -170,6 +171,7 @@ def test_consolidated_checkpoint_loads_as_nanogpt_loads_it_and_equals_the_shards
     assert raw["iter_num"] == 8 and raw["config"]["parallel"] == "fsdp"
 
 
+@pytest.mark.slow
 def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(fsdp_gpt2, tmp_path):
     cmd = [sys.executable, "checkpoint.py", "consolidate", str(tmp_path), str(tmp_path / "ckpt.pt")]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
@@ -202,6 +204,7 @@ def test_a_sharded_checkpoint_of_two_processes_resumes_on_one_and_on_two_exactly
     assert_same_run(Path(baseline.out_dir), Path(on_two_nodes.out_dir), iters=range(5, 9))
 
 
+@pytest.mark.slow
 def test_a_ddp_checkpoint_resumes_under_fsdp_on_two_processes_exactly(config, baseline):
     half = replace(baseline, out_dir=config("half-ddp").out_dir, max_iters=4)
     train.train(half)
@@ -210,6 +213,7 @@ def test_a_ddp_checkpoint_resumes_under_fsdp_on_two_processes_exactly(config, ba
     assert_same_run(Path(baseline.out_dir), Path(on_two.out_dir), iters=range(5, 9))
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(config, baseline, tmp_path):
     """SIGKILL once the second save's shards are all written, before `latest` names them: the folder looks
     complete, and must not be taken for the checkpoint."""
@@ -264,6 +268,7 @@ def test_a_failed_sharded_save_is_one_line_and_the_previous_checkpoint_stays(con
     assert Checkpoint.load(Path(cfg.out_dir) / "sharded", weights=False).iter_num == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_a_resume_applies_the_configs_adamw_settings_not_the_checkpoints(config, parallel, capsys):
     cfg = config(f"new-adamw-{parallel}", parallel=parallel, max_iters=4, eval_interval=2)
@@ -310,6 +315,7 @@ def test_cpu_offload_without_a_gpu_is_refused_before_training(config):
     assert not torch.distributed.is_initialized()  # the process group of one is closed again
 
 
+@pytest.mark.slow
 def test_bf16_true_keeps_weights_and_adamw_state_in_bfloat16_and_learns(config):
     cfg = config("bf16-true", dtype="bf16-true", max_iters=12, lr_decay_iters=12)
     train.train(cfg)

@@ -233,6 +233,7 @@ def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):
     assert type(qwen).__name__ == "Qwen2ForCausalLM"
 
 
+@pytest.mark.slow
 def test_a_corpus_prepared_with_the_references_tokenizer(tmp_path, bpe_folder):
     meta = prepare_shakespeare(tmp_path / "data", tokenizer=str(bpe_folder))
     tokenizer = AutoTokenizer.from_pretrained(bpe_folder)
@@ -263,6 +264,7 @@ def llama_run(tmp_path, bpe_folder, tiny_config):
     return folder, cfg
 
 
+@pytest.mark.slow
 def test_training_a_llama_lowers_the_loss_and_records_its_tokenizer(llama_run, tmp_path):
     folder, cfg = llama_run
     evals = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -283,6 +285,7 @@ def test_a_corpus_of_another_tokenizer_is_refused(tmp_path, bpe_folder, tiny_con
         train.train(cfg)
 
 
+@pytest.mark.slow
 def test_sampling_a_llama_decodes_with_its_tokenizer(llama_run, capsys):
     folder, cfg = llama_run
     capsys.readouterr()
@@ -329,6 +332,7 @@ def test_vocabularies_beyond_65536_tokens_use_uint32_bins(tmp_path, shakespeare_
     assert check.main([str(tmp_path / "bins")]) == 0
 
 
+@pytest.mark.slow
 def test_python_corpus_takes_a_tokenizer_too(tmp_path, bpe_folder, monkeypatch):
     files = python_prepare.stdlib_sources()[:40]  # a few modules: the tokenizer's passage is what is tested
     monkeypatch.setattr(python_prepare, "stdlib_sources", lambda: files)
@@ -369,6 +373,7 @@ def test_the_growth_loop_grows_a_llama_student_from_a_hugging_face_reference(tmp
     assert student.model_args["n_layer"] == 1 and student.inherit["source"] == str(folder)
 
 
+@pytest.mark.slow
 def test_analysis_and_corpus_loss_of_a_llama(llama_run, tmp_path):
     folder, cfg = llama_run
     settings = analyze.AnalysisSettings(cfg.data_dir, num_seqs=6, seq_len=32, tau=0.9, eta=0.9, seed=0, batch_size=3)

@@ -159,6 +159,7 @@ def test_grow_rounds_start_at_half_the_reference_without_lazy_layers_and_stop_at
     assert "| grow | 2 | 0,1 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_growth_plan_out_of_range_is_refused_before_anything_trains(trained_reference, tmp_path, capsys):
     config = write_config_file(tmp_path / "c.py", trained_reference)
     ref = str(Path(trained_reference.out_dir) / "ckpt.pt")

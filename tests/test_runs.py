@@ -27,6 +27,7 @@ def test_compare_prints_the_table_and_saves_the_plot(trained_reference, tmp_path
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_run_folder_is_read_without_its_checkpoints(trained_reference):
     out_dir = trained_reference.out_dir
     for name in ("ckpt.pt", "best.pt"):
@@ -44,6 +45,7 @@ def test_a_folder_that_is_not_a_run_is_named(tmp_path, capsys):
         runs.read_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_compare_puts_each_corpus_of_a_mixture_beside_the_weighted_loss(tiny_config, python_dir, tmp_path, capsys):
     shakespeare = tiny_config().data_dir
     cfg = tiny_config(data_dir={str(python_dir): 0.5, shakespeare: 0.5}, max_iters=4, eval_interval=2)
@@ -75,6 +77,7 @@ def test_best_pt_is_a_copy_where_the_filesystem_has_no_hard_links(tmp_path, monk
     assert not (tmp_path / "best.pt.tmp").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["{not json", '{"config": {}}'])
 def test_a_folder_that_is_no_run_is_one_clear_error(trained_reference, tmp_path, capsys, config):
     broken = tmp_path / "broken"
@@ -158,6 +161,7 @@ def test_compare_over_seeds_refuses_unfinished_seeds_and_folders_without_seed(tm
     assert "names a seed twice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_over_seeds_runs_each_seed_in_its_folder_and_skips_finished_ones(tiny_config, tmp_path, capsys):
     cfg = tiny_config(max_iters=4, lr_decay_iters=4, eval_interval=2)
     config = write_config_file(tmp_path / "tiny.py", cfg, max_iters=cfg.max_iters)

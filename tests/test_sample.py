@@ -29,6 +29,7 @@ def texts_of(out: str) -> list[str]:
     return [text.removesuffix("\n") for text in out.split("---------------\n")[:-1]]
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_and_continues_the_prompt(trained_out_dir, capsys):
     args = (f"--out_dir={trained_out_dir}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=20", "--seed=7")
     code, first, _ = run_sample(capsys, *args)
@@ -40,6 +41,7 @@ def test_sampling_is_reproducible_and_continues_the_prompt(trained_out_dir, caps
     assert first == second
 
 
+@pytest.mark.slow
 def test_prompt_from_file_and_greedy_decoding_from_a_checkpoint_path(trained_out_dir, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Enter HAMLET.")

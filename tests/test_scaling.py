@@ -45,6 +45,7 @@ def test_chinchilla_parameters_are_recovered_from_noisy_points(seed):
 HOFFMANN = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}  # their published fit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [13, 14, 15])
 def test_the_fit_is_an_optimum_no_restart_improves(seed):
     """Hoffmann et al.'s law at 4 sizes x 5 token counts with 0.3% noise: L-BFGS with its default tolerances
@@ -113,6 +114,7 @@ def test_points_that_cannot_tell_sizes_apart_are_flagged_and_give_no_compute_opt
     assert "no compute-optimal size: the warnings above say why" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_too_few_sizes_give_no_compute_optimum_and_say_why(tmp_path, capsys):
     """Two model sizes cannot fix alpha: across noise seeds their N_opt ranged over two orders of magnitude."""
     h = HOFFMANN
@@ -244,6 +246,7 @@ def test_commands_run_without_docstrings(script):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_exponents_stay_in_their_physical_range(tmp_path):
     """Losses that grow with N are no scaling law: unbounded, the fit ran to a negative alpha (the demo sweep's
     gave -37.5, and a bootstrap interval of beta reached -4455). Bounded, alpha stops at a bound (0, or 3 with
@@ -589,6 +592,7 @@ def one_point_per_run(points: scaling.Points) -> scaling.Points:
     return scaling.Points(points.n, points.d, points.loss, np.arange(len(points)))
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_are_the_percentiles_of_refits_to_runs_drawn_with_replacement():
     points = one_point_per_run(synthetic(CHINCHILLA, 3, noise=0.01))
     best, _ = scaling.fit(points, "chinchilla")
@@ -601,6 +605,7 @@ def test_bootstrap_intervals_are_the_percentiles_of_refits_to_runs_drawn_with_re
         assert high > low, key
 
 
+@pytest.mark.slow
 def test_a_cpt_bootstrap_redraws_and_refits_its_base_law():
     base_points = one_point_per_run(synthetic(CHINCHILLA, 4, noise=0.01))
     base_fit = scaling.fit(base_points, "chinchilla")[0]

@@ -49,6 +49,7 @@ def as_args(cfg: TrainConfig) -> list[str]:
 # ----------------------------------------------------------------------------- config
 
 
+@pytest.mark.slow
 def test_command_line_reports_config_errors_without_traceback():
     result = subprocess.run(
         [sys.executable, "train.py", "--n_layers=3"], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -136,6 +137,7 @@ def assert_adamw_state_fits_the_weights(raw: dict) -> None:
             assert raw["optimizer"]["state"][index][moment].shape == raw["model"][name].shape, (name, moment)
 
 
+@pytest.mark.slow
 def test_a_checkpoints_adamw_state_has_the_shapes_of_its_weights_and_resumes(tiny_config):
     """The moments of wte are cut to the 50,257 rows its weight is stored with, and padded again on resume
     (test_resume_continues_exactly: to the same losses)."""
@@ -217,6 +219,7 @@ def test_global_batch_must_split_evenly_over_processes(tiny_config, tmp_path):
 # ----------------------------------------------------------------------------- failures
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config):
     good = tiny_config(max_iters=10)
     train.train(good)
@@ -307,6 +310,7 @@ def char_run(char_data_root, monkeypatch) -> Path:
     return char_data_root / "out-shakespeare-char"
 
 
+@pytest.mark.slow
 def test_a_character_level_corpus_trains_with_its_own_vocabulary(char_run, char_data_root):
     meta = pickle.loads((char_data_root / "data" / "shakespeare_char" / "meta.pkl").read_bytes())
     evals = [r for r in metrics(char_run) if r["kind"] == "eval"]
@@ -316,6 +320,7 @@ def test_a_character_level_corpus_trains_with_its_own_vocabulary(char_run, char_
     assert raw["model_args"]["vocab_size"] == meta["vocab_size"]
 
 
+@pytest.mark.slow
 def test_checkpoints_load_as_nanogpt_loads_them(char_run, char_data_root):
     """nanoGPT's sample.py: GPTConfig(**model_args) with its fields, load_state_dict of the tensors as they
     are, and the character vocabulary found at data/<config['dataset']>/meta.pkl."""
@@ -415,6 +420,7 @@ def test_a_resume_with_another_block_size_is_refused(tiny_config):
         train.train(tiny_config(max_iters=8, init_from="resume", block_size=16))
 
 
+@pytest.mark.slow
 def test_a_resume_that_asks_for_another_model_is_refused_not_ignored(tiny_config):
     """The checkpoint's model continues; a resume whose config asks for another shape would train it while
     config.json recorded the other."""
@@ -467,6 +473,7 @@ def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
 LATE_LR = 2e-5  # a learning rate late in a schedule: its steps are below half a bfloat16 step of most weights
 
 
+@pytest.mark.slow
 def test_bf16_true_loses_weight_decay_and_stochastic_rounding_keeps_it(tiny_config, tmp_path):
     """lr x wd is far below bfloat16's 1/256, and so are the steps: rounded to nearest, AdamW's decay is lost;
     rounded stochastically, the weights shrink by it (compared by the norm of wte against a run without decay)."""
@@ -499,6 +506,7 @@ def test_bf16_true_loses_weight_decay_and_stochastic_rounding_keeps_it(tiny_conf
     assert stochastic == pytest.approx(expected, rel=0.1)
 
 
+@pytest.mark.slow
 def test_a_run_with_stochastic_rounding_resumes_exactly(tiny_config, tmp_path):
     pytest.importorskip("torchao")
     values = dict(dtype="bf16-true", bf16_weight_update="stochastic", max_iters=6, eval_interval=3)

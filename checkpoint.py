@@ -113,10 +113,12 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu", weights: bool = True) -> Checkpoint:
-        """Read a checkpoint (a file, or a sharded one whole); with weights=False only what describes it, from
-        a memory map: the tensors are never read, so this costs milliseconds even for GPT-2 xl with its
-        optimizer state."""
+        """Read a checkpoint (a file, a sharded one whole, or a run folder's latest); with weights=False only
+        what describes it, from a memory map: the tensors are never read, so this costs milliseconds even for
+        GPT-2 xl with its optimizer state."""
         path = Path(path)
+        if path.is_dir() and checkpoint_paths(path):  # a run folder (train.py's out_dir): what a resume continues
+            path = latest_checkpoint(path)
         step = sharded_step(path)
         if step is not None:
             return read_sharded(step, weights)

@@ -417,8 +417,12 @@ def check_type(key: str, value: object) -> object:
             return list(value)
         if type(value) is option:
             return value
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in typing.get_args(expected) or (expected,))
-    raise ConfigError(f"{key} must be {names}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key} must be {type_name(expected)}, got {type(value).__name__} {value!r}")
+
+
+def type_name(expected: object) -> str:
+    """A declared type as a config error names it: bool, or bool or None for a union."""
+    return " or ".join(getattr(o, "__name__", str(o)) for o in typing.get_args(expected) or (expected,))
 
 
 def parse_override(arg: str) -> tuple[str, object]:
@@ -432,7 +436,7 @@ def parse_override(arg: str) -> tuple[str, object]:
     try:
         return key, ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        raise ConfigError(f"{key} must be {expected.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{key} must be {type_name(expected)}, got {raw!r}") from None
 
 
 def read_config_file(path: str) -> dict[str, object]:

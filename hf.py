@@ -42,11 +42,12 @@ class ConversionError(UserError):
 
 
 def is_hf_source(source: str) -> bool:
-    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json, a hub id
-    (owner/name) that is no local path, or a GGUF file."""
+    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json (not a training
+    run's folder, which has one too, beside its metrics.jsonl), a hub id (owner/name) that is no local path, or a
+    GGUF file."""
     path = Path(source)
     hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
-    folder = path.is_dir() and (path / "config.json").is_file()
+    folder = path.is_dir() and (path / "config.json").is_file() and not (path / "metrics.jsonl").exists()
     return source in HF_GPT2_NAMES or folder or hub_id or is_gguf(source)
 
 

@@ -261,6 +261,7 @@ class Runner:
     def train(self, out_dir: Path, overrides: list[str], init: list[str] | tuple = ()) -> Run:
         """The run in out_dir, trained to its end or to divergence (`.diverged` says which: its folder records
         it, whatever exit code torchrun makes of train.py's)."""
+        parse_config([self.config, *overrides, *init])  # a config error is one line now, not a failed run
         trains = not is_done(out_dir)
         t0 = time.time()
         code = launch_training(self.config, out_dir, overrides, list(init), self.nproc)

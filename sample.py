@@ -62,7 +62,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def read_prompt(start: str) -> str:
     if start.startswith("FILE:"):
-        return Path(start.removeprefix("FILE:")).read_text(encoding="utf-8")
+        path = Path(start.removeprefix("FILE:"))
+        if not path.is_file():
+            raise UserError(f"--start={start}: {path} is no file to read the prompt from")
+        return path.read_text(encoding="utf-8")
     return start
 
 

@@ -86,6 +86,13 @@ def points_from_runs(runs: list[Run], every_eval: bool, corpus: str) -> Points:
     for run in runs:
         if run.model.get("scaling_params") is None:
             raise ScalingError(f"{run.out_dir}: config.json records no scaling_params (an older run?)")
+        if run.diverged:  # its last eval is of before the divergence: no loss of a run of its D
+            raise ScalingError(f"{run.out_dir} diverged at step {run.diverged['iter']} (NaN/inf): leave it out")
+        if not run.finished() and not every_eval:  # mid-schedule: no run of its D (see above)
+            raise ScalingError(
+                f"{run.out_dir} stopped before its last step, max_iters {run.config['max_iters']}: finish it (run "
+                "its command again) or leave it out"
+            )
         evals = [r for r in run.evals if r["tokens"] > 0]
         if not evals:
             raise ScalingError(f"{run.out_dir} has no eval after its first step")

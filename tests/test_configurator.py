@@ -44,6 +44,7 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
     [
         ("--n_layer=4.5", "n_layer must be int, got float 4.5"),
         ("--compile=1", "compile must be bool, got int 1"),
+        ("--bias=true", "bias must be bool or NoneType, got 'true'"),  # a key that may be unset
         ("--learning_rate=fast", "learning_rate must be float, got 'fast'"),
         ("--dtype=fp8", "dtype must be 'auto', 'bf16-true' or one of"),
         ("--parallel=zero3", "parallel must be one of \\['ddp', 'fsdp'\\]"),

@@ -103,3 +103,24 @@ def test_a_shape_the_model_refuses_is_a_config_error_of_the_command(shakespeare_
     values = tiny_values(shakespeare_dir) | {"out_dir": str(tmp_path), "n_head": 5}
     assert train.main([f"--{key}={value}" for key, value in values.items()]) == 2
     assert capsys.readouterr().err == f"error: n_embd {values['n_embd']} is not divisible by n_head 5\n"
+
+
+def test_an_out_dir_that_is_a_file_is_one_line_before_anything_runs(shakespeare_dir, tmp_path, capsys):
+    import train
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    values = tiny_values(shakespeare_dir) | {"out_dir": str(taken)}
+    assert train.main([f"--{key}={value}" for key, value in values.items()]) == 2
+    assert capsys.readouterr().err == f"error: out_dir {taken} is a file, not a folder for the run\n"
+
+
+def test_the_runner_refuses_a_bad_config_before_it_launches_anything(tmp_path, capsys):
+    """Not "the run failed; run the same command to resume": the config's own one-line error, and its exit code."""
+    import runs
+
+    out = tmp_path / "{seed}"
+    argv = ["train", "--config", str(ROOT / "config/train_shakespeare.py"), "--seeds", "1", "--out_dir", str(out)]
+    assert runs.main([*argv, "--", "--n_layer=abc"]) == 2
+    assert capsys.readouterr().err == "error: n_layer must be int, got 'abc'\n"
+    assert not (tmp_path / "1").exists()

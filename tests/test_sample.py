@@ -42,6 +42,20 @@ def test_sampling_is_reproducible_and_continues_the_prompt(trained_out_dir, caps
 
 
 @pytest.mark.slow
+def test_a_run_folder_is_a_model_source_its_latest_checkpoint(trained_out_dir, capsys):
+    """train.py's out_dir holds a config.json as a Hugging Face folder does; it is read as the run it is."""
+    greedy = ["--start=ROMEO:", "--temperature=0", "--max_new_tokens=8", "--num_samples=1"]
+    code, from_folder, err = run_sample(capsys, f"--model={trained_out_dir}", *greedy)
+    assert code == 0, err
+    assert run_sample(capsys, f"--model={trained_out_dir}/ckpt.pt", *greedy)[1] == from_folder
+
+
+def test_a_prompt_file_that_is_not_there_is_one_line(trained_out_dir, tmp_path, capsys):
+    missing = tmp_path / "no_prompt.txt"
+    code, _, err = run_sample(capsys, f"--init_from={trained_out_dir}/best.pt", f"--start=FILE:{missing}")
+    assert code == 1 and err == f"error: --start=FILE:{missing}: {missing} is no file to read the prompt from\n"
+
+
 def test_prompt_from_file_and_greedy_decoding_from_a_checkpoint_path(trained_out_dir, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Enter HAMLET.")

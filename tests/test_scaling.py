@@ -708,3 +708,21 @@ def test_both_panels_of_the_fit_plot_say_what_their_axes_are(tmp_path, monkeypat
     scaling.plot_fit(synthetic(CHINCHILLA, seed=0), result, None, tmp_path / "fit.png")
     curves, frontier = saved[0].axes
     assert curves.get_ylabel() == "validation loss" and frontier.get_ylabel() == "N_opt (parameters), D_opt (tokens)"
+
+
+def test_a_fit_refuses_a_run_that_diverged_or_stopped_before_its_end(tmp_path, capsys):
+    """A diverged run's last eval is of before the NaN, and an interrupted one's is mid-schedule: neither is the
+    loss of a run of its D, so neither is a point (a sweep that reports such a run says the fit refuses it)."""
+    folders = law_runs(tmp_path / "runs", CHINCHILLA)
+    diverged = fake_run(tmp_path / "diverged", 10**6, [(0, 0, 10.0), (4, 4 * 10**5, 6.0)])
+    with open(Path(diverged) / runs.METRICS_FILE, "a") as f:
+        f.write(json.dumps({"kind": "diverged", "iter": 6, "error": "loss is nan at iter 6"}) + "\n")
+    stopped = fake_run(tmp_path / "stopped", 10**6, [(0, 0, 10.0), (4, 4 * 10**5, 6.0)])
+    record = json.loads((Path(stopped) / runs.CONFIG_FILE).read_text())
+    record["config"]["max_iters"] = 8  # stopped at step 4 of 8
+    (Path(stopped) / runs.CONFIG_FILE).write_text(json.dumps(record))
+    out = str(tmp_path / "fit")
+    assert scaling.main(["fit", *folders, diverged, "--bootstrap", "0", "--out", out]) == 1
+    assert f"error: {diverged} diverged at step 6 (NaN/inf): leave it out" in capsys.readouterr().err
+    assert scaling.main(["fit", *folders, stopped, "--bootstrap", "0", "--out", out]) == 1
+    assert f"error: {stopped} stopped before its last step, max_iters 8" in capsys.readouterr().err

@@ -108,10 +108,8 @@ def grow_rounds(args: argparse.Namespace, start: int, ref_layers: int, target: f
 def round_row(run: Run, n: int, target: float, seconds: float | None) -> dict:
     """A round's line of the table: its summary, its gap to the target (none for a diverged round, whose val loss
     is of its last good eval) and its wall-clock."""
-    diverged = run.diverged is not None
-    name = f"inheritune n={n}" + (" (diverged)" if diverged else "")
-    row = summary(name, run) | {"time_s": seconds, "diverged": diverged}
-    return row | {"gap": None if diverged else row["val_loss"] - target}
+    row = summary(f"inheritune n={n}", run) | {"time_s": seconds}
+    return row | {"gap": None if row["diverged"] else row["val_loss"] - target}
 
 
 def check_reference(round_dir: Path, sha256: str) -> None:

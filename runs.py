@@ -336,10 +336,13 @@ def wait_for(cmd: list[str]) -> int:
 
 
 def summary(name: str, run: Run, corpora: tuple[str, ...] = ()) -> dict:
-    """The table row of a run: its size and final val loss (of the mixture, and of each corpus asked for)."""
+    """The table row of a run: its size and final val loss (of the mixture, and of each corpus asked for). A run
+    that diverged is named so: its last eval is of before the NaN, no result to compare."""
     last = run.last_eval
+    diverged = run.diverged is not None
     row = {
-        "model": name,
+        "model": name + (" (diverged)" if diverged else ""),
+        "diverged": diverged,
         "layers": run.model["model_args"]["n_layer"],
         "params": run.model["params"],
         "steps": last["iter"],

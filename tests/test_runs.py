@@ -273,3 +273,16 @@ def test_compare_writes_a_diverged_runs_loss_as_null_not_nan(tmp_path, capsys):
     assert runs.main(["compare", str(tmp_path / "ok"), str(tmp_path / "diverged"), "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text(), parse_constant=lambda name: pytest.fail(name))
     assert [row["val_loss"] for row in rows] == [5.5, None]
+
+
+def test_compare_names_a_run_that_diverged(tmp_path, capsys):
+    """train.py records the divergence; the run's last eval, of before it, is no result to read as one."""
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    fake_run(tmp_path / "diverged", [6.0, 5.9])
+    with open(tmp_path / "diverged" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "diverged", "iter": 15, "error": "loss is nan at iter 15"}) + "\n")
+    out = tmp_path / "compare.png"
+    assert runs.main(["compare", f"ok={tmp_path / 'ok'}", f"b={tmp_path / 'diverged'}", "--out", str(out)]) == 0
+    assert "b (diverged)" in capsys.readouterr().out
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert [(row["model"], row["diverged"]) for row in rows] == [("ok", False), ("b (diverged)", True)]

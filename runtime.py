@@ -53,9 +53,15 @@ def resolve_device_name(name: str) -> str:
     there is a GPU (torch's own failure is an AssertionError deep in the first tensor's move)."""
     import torch
 
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(name)
+    except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type at start of device string"
+        raise UserError(f"device {name!r} is no device: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name!r}: no CUDA GPU is visible here; use device 'cpu' or 'auto'")
-    return name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return name
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

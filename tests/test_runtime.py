@@ -124,3 +124,9 @@ def test_the_runner_refuses_a_bad_config_before_it_launches_anything(tmp_path, c
     assert runs.main([*argv, "--", "--n_layer=abc"]) == 2
     assert capsys.readouterr().err == "error: n_layer must be int, got 'abc'\n"
     assert not (tmp_path / "1").exists()
+
+
+def test_a_device_torch_does_not_know_is_one_clear_error():
+    with pytest.raises(UserError, match="device 'bogus' is no device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        resolve_device_name("bogus")
+    assert resolve_device_name("cpu") == "cpu"

@@ -40,6 +40,7 @@ from runtime import UserError, atomic_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 DIVERGED_EXIT = 3  # train.py's exit code when the loss or the weights became NaN/inf
+INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C or SIGTERM before its end (saved: rerunning resumes it)
 SEED_FIELD = "{seed}"  # in run folders and overrides given with --seeds: replaced by each seed
 
 
@@ -240,9 +241,8 @@ def launch_training(config: str, out_dir: Path, overrides: list[str], init: list
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
     print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
     code = wait_for(cmd)
-    if code == 0 and not read_run(out_dir).finished():
-        print(f"{out_dir}: stopped before its last step (a signal?); rerun to resume", file=sys.stderr)
-        return 1
+    if code == 0 and not read_run(out_dir).finished():  # train.py saved and exited on SIGTERM/SIGINT
+        return INTERRUPTED_EXIT
     return code
 
 
@@ -269,6 +269,8 @@ class Runner:
             self.times[str(out_dir)] = round(self.times.get(str(out_dir), 0) + time.time() - t0, 1)
             self.save_times()
         run = read_run(out_dir) if (out_dir / CONFIG_FILE).exists() else None
+        if code == INTERRUPTED_EXIT and not (run and run.diverged):
+            raise RunError(f"the run in {out_dir} was interrupted; run the same command to resume")
         if run is None or (code != 0 and not run.diverged):
             raise RunError(f"the run in {out_dir} failed (exit code {code}); run the same command to resume")
         return run
@@ -324,12 +326,12 @@ def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
 
 def wait_for(cmd: list[str]) -> int:
     """The exit code of a training process. Ctrl-C reaches it too, and train.py then saves at its next step
-    boundary: wait for that (subprocess.run would kill it mid-step after 0.25 s) and report 130."""
+    boundary: wait for that (subprocess.run would kill it mid-step after 0.25 s) and report INTERRUPTED_EXIT."""
     process = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         return process.wait()
     except KeyboardInterrupt:
-        return process.wait() or 130
+        return process.wait() or INTERRUPTED_EXIT
 
 
 # ----------------------------------------------------------------------------- comparing

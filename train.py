@@ -36,6 +36,7 @@ from torch.distributed.tensor import DTensor
 
 from checkpoint import (
     Checkpoint,
+    checkpoint_paths,
     load_sharded,
     next_save_number,
     save_sharded,
@@ -244,7 +245,7 @@ def mean_loss(model: GPT, cfg: TrainConfig, rt: Runtime, vocab_size: int, corpor
 def stop_if_diverged(losses: list[float], iter_num: int) -> None:
     bad = [loss for loss in losses if not math.isfinite(loss)]
     if bad:
-        raise NonFiniteLossError(f"loss is {bad[0]} at iter {iter_num}; training stopped, last good checkpoint kept")
+        raise NonFiniteLossError(f"loss is {bad[0]} at iter {iter_num}; training stopped")
 
 
 def stop_if_weights_diverged(model: torch.nn.Module, rt: Runtime, iter_num: int) -> None:
@@ -253,7 +254,7 @@ def stop_if_weights_diverged(model: torch.nn.Module, rt: Runtime, iter_num: int)
     local = [p.to_local() if isinstance(p, DTensor) else p for p in model.parameters()]  # FSDP: this one's shards
     finite = torch.stack([torch.isfinite(p).all() for p in local]).all()
     if all_reduce_mean((~finite).float(), rt).item() > 0:
-        raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; last good checkpoint kept")
+        raise NonFiniteLossError(f"parameters became NaN/inf by iter {iter_num}; training stopped")
 
 
 class StopSignal:
@@ -391,7 +392,8 @@ def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
                 )
     except NonFiniteLossError as e:
         progress.diverged(state.iter_num, str(e))  # the run folder says so: launchers do not train it again
-        raise
+        kept = "its last good checkpoint is kept" if checkpoint_paths(Path(cfg.out_dir)) else "no checkpoint was saved"
+        raise NonFiniteLossError(f"{e}; {kept}") from None
     progress.finish()
     return last_eval
 

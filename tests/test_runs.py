@@ -245,7 +245,7 @@ def test_a_run_stopped_by_a_signal_is_not_taken_for_finished(tiny_config, tmp_pa
     argv = ["train", "--config", str(config), "--seeds", "1,2", "--out_dir", f"{tmp_path}/{{seed}}/run"]
     assert runs.main(argv) == 1
     err = capsys.readouterr().err
-    assert "1/run: stopped before its last step (a signal?); rerun to resume" in err
+    assert f"error: the run in {tmp_path / '1' / 'run'} was interrupted; run the same command to resume" in err
     assert not (tmp_path / "2").exists()
 
 

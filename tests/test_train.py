@@ -219,6 +219,14 @@ def test_global_batch_must_split_evenly_over_processes(tiny_config, tmp_path):
 # ----------------------------------------------------------------------------- failures
 
 
+def test_a_run_that_diverges_before_its_first_checkpoint_says_none_was_saved(tiny_config):
+    """The error must not promise a checkpoint that was never written."""
+    diverging = tiny_config(max_iters=6, eval_interval=100, learning_rate=1e30, min_lr=1e30, warmup_iters=0)
+    with pytest.raises(NonFiniteLossError, match="training stopped; no checkpoint was saved"):
+        train.train(diverging)
+    assert not (Path(diverging.out_dir) / "ckpt.pt").exists()
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config):
     good = tiny_config(max_iters=10)
@@ -226,7 +234,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_config)
     before = Checkpoint.load(Path(good.out_dir) / "ckpt.pt")
     # An absurd learning rate overflows the weights within a step: the loss becomes NaN.
     diverging = tiny_config(init_from="resume", max_iters=20, learning_rate=1e30, min_lr=1e30)
-    with pytest.raises(NonFiniteLossError, match="last good checkpoint kept"):
+    with pytest.raises(NonFiniteLossError, match="training stopped; its last good checkpoint is kept"):
         train.train(diverging)
     after = Checkpoint.load(Path(good.out_dir) / "ckpt.pt")
     assert after.iter_num == 10

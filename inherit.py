@@ -353,6 +353,9 @@ def main(argv: list[str]) -> int:
             p.error(f"--{name} must be at least 1")
     if args.half_width and (args.n_layer or args.inherit_layers or args.inherit_parts != "all"):
         p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
+    if args.data and args.inherit_layers not in LAYER_METHODS.keys() - {"first"}:
+        measured = " or ".join(sorted(LAYER_METHODS.keys() - {"first"}))
+        raise InheritError(f"--data is read only by the layers a measure chooses (--inherit_layers {measured})")
     request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     measure = AnalysisSettings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
     if args.half_width:

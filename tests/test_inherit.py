@@ -294,6 +294,7 @@ def test_a_student_may_take_every_layer_but_none_beyond():
         ),
         (["--inherit_layers", "bi", "--n_layer", "3", "--data", "DATA", "--seq_len", "33"], "longer than the model's"),
         (["--inherit_layers", "bi", "--n_layer", "3", "--data", "nowhere"], "cannot measure the reference on nowhere"),
+        (["--n_layer", "3", "--data", "DATA"], "--data is read only by the layers a measure chooses (--inherit_layers"),
     ],
 )
 def test_a_measured_layer_choice_refuses_what_it_cannot_measure(shakespeare_dir, tmp_path, capsys, extra, message):

@@ -42,7 +42,7 @@ from data.batches import get_batch
 from data.format import corpus_vocabulary
 from data.tokenizer import same_vocabulary
 from model import GPT, GPTConfig
-from runtime import UserError, command_main, resolve_device_name, write_json
+from runtime import UserError, command_main, output_folder, resolve_device_name, write_json
 
 # A cumulative share within this of tau counts as reaching it: identity attention at tau = 0.9 holds
 # exactly 0.9 of its energy in 90 of 100 singular values, and rounding must not make that 91.
@@ -510,6 +510,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 @command_main
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    output_folder(args.out)
     measure = (args.data, args.num_seqs, args.seq_len, args.tau, args.eta, args.seed, args.batch_size)
     settings = AnalysisSettings(*measure, args.collapsed_rank, args.lazy_share, args.rank_of)
     results = []

@@ -39,7 +39,16 @@ from data.tokenizer import (
 )
 from hf import to_hf
 from model import GPT
-from runtime import UserError, autocast_context, resolve_device_name, resolve_dtype, run_command, write_json
+from runtime import (
+    UserError,
+    autocast_context,
+    output_file,
+    output_folder,
+    resolve_device_name,
+    resolve_dtype,
+    run_command,
+    write_json,
+)
 
 MODEL_HELP = "checkpoint path (ours or nanoGPT's), gpt2[-medium|-large|-xl], a Hugging Face folder or hub id, a GGUF"
 PAPER_TASKS = "arc_easy,piqa,sciq,hellaswag,lambada_openai"
@@ -82,7 +91,7 @@ def export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    export(args.model, Path(args.out))
+    export(args.model, output_folder(args.out))
     print(f"wrote {args.out}: AutoModelForCausalLM.from_pretrained({args.out!r}) and AutoTokenizer load it")
     return 0
 
@@ -154,6 +163,8 @@ def loss_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def loss_main(args: argparse.Namespace) -> int:
+    if args.out:
+        output_file(args.out)
     device = torch.device(resolve_device_name(args.device))
     model, ckpt = load_model(args.model, device)
     check_corpus_tokenizer(Path(args.data), ckpt.vocabulary())
@@ -327,7 +338,7 @@ def tasks_arguments(p: argparse.ArgumentParser) -> None:
 
 def tasks_main(args: argparse.Namespace) -> int:
     names = [t for t in args.tasks.split(",") if t]
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".tasks.json")
+    out = output_file(args.out or Path(args.model).with_suffix(".tasks.json"))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)  # before the evaluation: a folder that cannot be made fails now
     except OSError as e:

@@ -22,7 +22,7 @@ from analyze import starting_depth
 from checkpoint import describe, source_sha256
 from configurator import parse_config
 from runs import CONFIG_FILE, Run, RunError, Runner, format_table, plot_curves, read_run, summary
-from runtime import UserError, command_main, write_json
+from runtime import UserError, command_main, output_folder, write_json
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,6 +55,7 @@ def reference_facts(source: str) -> tuple[int, float | None]:
 
 
 def grow_to_target(args: argparse.Namespace) -> int:
+    output_folder(args.out_dir)
     ref_layers, ref_loss = reference_facts(args.inherit_from)
     cfg = parse_config([args.config, *args.overrides])
     target = args.target if args.target is not None else ref_loss

@@ -35,7 +35,7 @@ import torch
 from analyze import LAYER_METHODS, AnalysisSettings, choose_layers, measure_layers, validation_sequences
 from checkpoint import Checkpoint, load_model, source_sha256
 from model import GPT, INIT_STD, GPTConfig
-from runtime import UserError, command_main
+from runtime import UserError, command_main, output_file
 
 # The parts a student can inherit: modules of each inherited block, and tensors of the whole model.
 BLOCK_PARTS = {
@@ -348,6 +348,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--half_width", action="store_true", help=half_help)
     p.add_argument("--out", required=True, help="student checkpoint to write (train.py init_from=...)")
     args = p.parse_args(argv)
+    output_file(args.out)
     for name in ("num_seqs", "seq_len"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")

@@ -49,7 +49,7 @@ from configurator import TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from inherit import InheritError, check_width, inherit_half_width
 from runs import RunError, Runner, plot_curves, read_run, summary, wait_for
-from runtime import UserError, command_main, resolve_device_name, write_json
+from runtime import UserError, command_main, output_folder, resolve_device_name, write_json
 
 METHODS = {
     "first": "the first n blocks (Inheritune)",
@@ -160,7 +160,7 @@ def make_plan(args: argparse.Namespace, command: str) -> Plan:
         distill_alpha=args.distill_alpha,
         grow_start=args.grow_start,
         grow_step=args.grow_step,
-        out_dir=Path(args.out_dir),
+        out_dir=output_folder(args.out_dir),
         nproc=args.nproc,
         command=command,
     )

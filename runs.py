@@ -36,7 +36,7 @@ from pathlib import Path
 
 from configurator import SOURCE_KEYS, parse_config
 from inheritune import compat
-from runtime import UserError, atomic_file, run_command, write_json
+from runtime import UserError, atomic_file, output_file, run_command, write_json
 
 CONFIG_FILE, METRICS_FILE = "config.json", "metrics.jsonl"
 DIVERGED_EXIT = 3  # train.py's exit code when the loss or the weights became NaN/inf
@@ -523,6 +523,8 @@ def compare_main(args: argparse.Namespace) -> int:
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     seeds = args.seeds or []
+    if args.out:
+        output_file(args.out)
     if len(named) < len(pairs):
         names = [name for name, _ in pairs]
         twice = sorted({name for name in names if names.count(name) > 1})

@@ -186,6 +186,25 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
+def output_folder(path: str | Path) -> Path:
+    """A folder a command writes into, refused before the work where a file stands in its place or its way."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise UserError(f"{part} is a file, not a folder to write into ({path})")
+    return path
+
+
+def output_file(path: str | Path) -> Path:
+    """A file a command writes, refused before the work where a folder stands in its place or a file in the way
+    of its folder (else the error comes after hours of evaluation)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: name the file to write")
+    output_folder(path.parent)
+    return path
+
+
 def write_json(path: str | Path, record: object) -> None:
     """`record` as indented JSON, written atomically."""
     with atomic_file(path) as f:

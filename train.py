@@ -67,6 +67,7 @@ from runtime import (
     all_reduce_mean,
     autocast_context,
     command_main,
+    output_folder,
     peak_flops_of,
     setup_runtime,
     tf32_matmuls,
@@ -316,8 +317,7 @@ class State:
 def run(cfg: TrainConfig, rt: Runtime, stop: StopSignal) -> dict:
     """Set-up, then the loop: each iteration sets the learning rate, evaluates and checkpoints when due, stops
     when done or signalled, else takes one optimizer step and logs it."""
-    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
-        raise ConfigError(f"out_dir {cfg.out_dir} is a file, not a folder for the run")
+    output_folder(cfg.out_dir)
     cfg.check_processes(rt.world_size)
     cfg.check_fsdp_dtype(str(rt.dtype).removeprefix("torch."))  # dtype 'auto' on a GPU without bfloat16
     if cfg.cpu_offload and rt.device.type != "cuda":

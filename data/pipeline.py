@@ -28,7 +28,7 @@ import numpy as np
 
 from data.format import read_meta, write_meta
 from data.tokenizer import Encoder, encoder_for, gpt2_encoder
-from runtime import UserError, command_main
+from runtime import UserError, command_main, output_folder
 
 BATCH_DOCS = 512  # documents per tokenization task: large enough to amortise the hand-off between threads
 INPUT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -499,7 +499,7 @@ def prepare_main(argv: list[str], description: str, default_out: str, hub_option
     """The prepare command: `open_hub(args)` gives (batches, number of documents or None, source
     description) for the hub corpus; --input replaces it with local files, split as nanoGPT splits."""
     args = parse_args(argv, description, default_out, hub_options)
-    out_dir = Path(args.out_dir)
+    out_dir = output_folder(args.out_dir)
     start = time.perf_counter()
     settings = prepared_settings(args)
     if not args.force and already_prepared(out_dir, settings):

@@ -111,8 +111,8 @@ def test_an_out_dir_that_is_a_file_is_one_line_before_anything_runs(shakespeare_
     taken = tmp_path / "taken"
     taken.write_text("a file")
     values = tiny_values(shakespeare_dir) | {"out_dir": str(taken)}
-    assert train.main([f"--{key}={value}" for key, value in values.items()]) == 2
-    assert capsys.readouterr().err == f"error: out_dir {taken} is a file, not a folder for the run\n"
+    assert train.main([f"--{key}={value}" for key, value in values.items()]) == 1
+    assert capsys.readouterr().err == f"error: {taken} is a file, not a folder to write into ({taken})\n"
 
 
 def test_the_runner_refuses_a_bad_config_before_it_launches_anything(tmp_path, capsys):
@@ -130,3 +130,29 @@ def test_a_device_torch_does_not_know_is_one_clear_error():
     with pytest.raises(UserError, match="device 'bogus' is no device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         resolve_device_name("bogus")
     assert resolve_device_name("cpu") == "cpu"
+
+
+@pytest.mark.parametrize(
+    "module, argv, message",
+    [
+        ("analyze", ["--model", "M", "--data", "D", "--out", "FILE"], "FILE is a file, not a folder to write into"),
+        ("evaluation", ["export", "--model", "M", "--out", "FILE"], "FILE is a file, not a folder to write into"),
+        ("evaluation", ["loss", "--model", "M", "--data", "D", "--out", "DIR"], "DIR is a folder: name the file"),
+        ("inherit", ["--inherit_from", "M", "--n_layer", "2", "--out", "DIR"], "DIR is a folder: name the file"),
+        ("runs", ["compare", "a=D", "--out", "FILE/curves.png"], "FILE is a file, not a folder to write into"),
+        ("grow", ["--inherit_from", "M", "--config", "C", "--out_dir", "FILE"], "FILE is a file, not a folder"),
+    ],
+)
+def test_an_output_path_in_the_way_is_one_line_before_the_work(tmp_path, capsys, module, argv, message):
+    """Where the output cannot go (a file where a folder is written, a folder where a file is), the command says
+    so before it reads a model or trains, not after."""
+    import importlib
+
+    (tmp_path / "FILE").write_text("a file")
+    (tmp_path / "DIR").mkdir()
+    paths = {"FILE": tmp_path / "FILE", "DIR": tmp_path / "DIR", "FILE/curves.png": tmp_path / "FILE" / "curves.png"}
+    args = [str(paths.get(a, tmp_path / "missing" / a if a in ("M", "D", "C") else a)) for a in argv]
+    assert importlib.import_module(module).main(args) == 1
+    assert capsys.readouterr().err.startswith(
+        "error: " + message.replace("FILE", str(tmp_path / "FILE")).replace("DIR", str(tmp_path / "DIR"))
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
 from data.pipeline import write_corpus  # noqa: E402
 from data.tokenizer import encoder_for  # noqa: E402
-from runtime import UserError, command_main  # noqa: E402
+from runtime import UserError, command_main, output_folder  # noqa: E402
 
 # Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
 # blank verse and rhymed verse.
@@ -66,7 +66,7 @@ def main() -> None:
     tokenizer_help = "gpt2, a Hugging Face tokenizer (folder, hub name), or a GGUF's"
     parser.add_argument("--tokenizer", default="gpt2", help=tokenizer_help)
     args = parser.parse_args()
-    prepare(args.out_dir, args.tokenizer)
+    prepare(output_folder(args.out_dir), args.tokenizer)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from data.tokenizer import source_tokenizer
 from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
 from inheritune import compat
 from model import GPT, GPT2_VOCAB, GPTConfig, load_weights
-from runtime import TRUE_BF16, UserError, atomic_file, run_command
+from runtime import TRUE_BF16, UserError, atomic_file, output_file, run_command
 
 SHARDED = "sharded"  # an FSDP run's checkpoints: out_dir/sharded
 META = "meta.pt"  # a sharded checkpoint's Checkpoint fields but the tensors
@@ -467,9 +467,8 @@ def _add_consolidate_arguments(p) -> None:
 
 
 def _consolidate_command(args) -> int:
-    if Path(args.out).is_dir():
-        raise CheckpointError(f"{args.out} is a folder: name the file to write, e.g. {Path(args.out) / 'ckpt.pt'}")
-    if not Path(args.out).parent.is_dir():
+    output_file(args.out)
+    if not Path(args.out).parent.is_dir():  # atomic_file writes beside it: its folder must be there
         raise CheckpointError(f"cannot write {args.out}: No such file or directory {Path(args.out).parent}")
     ckpt = consolidate(args.source, args.out)
     print(f"wrote {args.out}: step {ckpt.iter_num}, {ckpt.tokens or 0:,} tokens, {len(ckpt.model)} tensors")

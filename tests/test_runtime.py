@@ -6,6 +6,7 @@ import torch
 
 from runtime import UserError, peak_flops_of, resolve_device_name
 from tests.conftest import ROOT, tiny_values
+from tests.test_structure import project_modules
 
 
 @pytest.mark.parametrize(
@@ -52,13 +53,6 @@ def test_a_cuda_device_without_a_gpu_is_one_clear_error(capsys):
 
 
 # ----------------------------------------------------------------------------- user errors and bugs
-
-
-def project_modules() -> list[str]:
-    """Every module of the project: the top-level files and the data package (the prepare scripts import
-    from it)."""
-    files = [*ROOT.glob("*.py"), *(ROOT / "data").glob("*.py")]
-    return [str(f.relative_to(ROOT).with_suffix("")).replace("/", ".") for f in files if f.name != "__init__.py"]
 
 
 def test_every_error_class_of_the_project_is_a_user_error():

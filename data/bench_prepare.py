@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data.check import scan_bin
+from data.tokenizer import EOT_TOKEN, gpt2_encoding
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: the repo root's modules
-from data.check import scan_bin  # noqa: E402
-from data.tokenizer import EOT_TOKEN, gpt2_encoding  # noqa: E402
 
 DOC_CHARS = 4000
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repo root's modules
-from data.format import read_meta, token_dtype  # noqa: E402
-from data.tokenizer import EOT_TOKEN, VOCAB_SIZE  # noqa: E402
+from data.format import read_meta, token_dtype
+from data.tokenizer import EOT_TOKEN, VOCAB_SIZE
 
 CHUNK_TOKENS = 1 << 26  # 128 MiB of uint16 per read
 

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # bench.py's arguments for each model: the paper's configs at one GPU's micro-batch, or tiny shapes on a CPU.
 BENCH = {

@@ -1,6 +1,5 @@
 import os
 import pickle
-import sys
 import tempfile
 from pathlib import Path
 
@@ -9,7 +8,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Commands the tests start import this checkout's modules too, whichever copy of the project is installed
+# (pytest's pythonpath puts it first for the tests themselves).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, their subprocesses too
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)

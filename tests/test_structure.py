@@ -1,6 +1,9 @@
 """The shape of the project: job scripts are imported by nothing, and the imports between modules point one way."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +72,26 @@ def test_the_imports_between_modules_have_no_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name, [])
+
+
+def test_no_file_of_the_project_edits_sys_path():
+    """Scripts run by path from a subfolder import the installed project (pyproject's setuptools list)."""
+    edits = {name: path for name, path in project_modules().items() if "sys.path" in path.read_text()}
+    assert edits == {}
+
+
+def test_the_install_lists_every_module_and_package():
+    import tomllib  # Python 3.11's; the project itself runs on 3.10
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(setuptools["py-modules"]) == sorted(f.stem for f in ROOT.glob("*.py"))
+    assert sorted(setuptools["packages"]) == sorted(f.parent.name for f in ROOT.glob("*/__init__.py"))
+
+
+def test_a_prepare_script_runs_by_path_from_any_folder(tmp_path):
+    """What `make` installs: the project's modules import without the repo on sys.path or PYTHONPATH."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    script = ROOT / "data" / "shakespeare" / "prepare.py"
+    done = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--out_dir" in done.stdout

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import prepare_main, streamed_batches  # noqa: E402
+from data.pipeline import prepare_main, streamed_batches
 
 HUB_DATASET = "HuggingFaceFW/fineweb-edu"
 

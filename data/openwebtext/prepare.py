@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import map_style_batches, prepare_main  # noqa: E402
-from runtime import UserError  # noqa: E402
+from data.pipeline import map_style_batches, prepare_main
+from runtime import UserError
 
 HUB_DATASET = "Skylion007/openwebtext"  # what nanoGPT's load_dataset("openwebtext") resolves to
 

@@ -17,16 +17,15 @@ import sys
 import sysconfig
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import (  # noqa: E402
+from data.pipeline import (
     already_prepared,
     parse_checked,
     prepared_settings,
     streamed_batches,
     write_corpus,
 )
-from data.tokenizer import encoder_for  # noqa: E402
-from runtime import command_main  # noqa: E402
+from data.tokenizer import encoder_for
+from runtime import command_main
 
 
 def stdlib_sources() -> list[Path]:

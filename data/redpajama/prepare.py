@@ -20,8 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import (  # noqa: E402
+from data.pipeline import (
     already_prepared,
     load_local_dataset,
     map_style_batches,
@@ -29,8 +28,8 @@ from data.pipeline import (  # noqa: E402
     prepared_settings,
     write_corpus,
 )
-from data.tokenizer import encoder_for  # noqa: E402
-from runtime import UserError, command_main  # noqa: E402
+from data.tokenizer import encoder_for
+from runtime import UserError, command_main
 
 LLAMA_MIX = {"arxiv": 2.5, "book": 4.5, "c4": 15.0, "cc": 67.0, "github": 4.5, "stackexchange": 2.0, "wikipedia": 4.5}
 

@@ -15,10 +15,9 @@ import importlib.resources
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root's modules
-from data.pipeline import write_corpus  # noqa: E402
-from data.tokenizer import encoder_for  # noqa: E402
-from runtime import UserError, command_main, output_folder  # noqa: E402
+from data.pipeline import write_corpus
+from data.tokenizer import encoder_for
+from runtime import UserError, command_main, output_folder
 
 # Held-out works (about 7% of the tokens): a tragedy, a comedy and the sonnets, so val covers prose,
 # blank verse and rhymed verse.

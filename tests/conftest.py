@@ -1,5 +1,6 @@
 import os
 import pickle
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -85,12 +86,20 @@ def tiny_config(shakespeare_dir, tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def reference_run(shakespeare_dir, tmp_path_factory) -> Path:
+    """The run folder of a 4-layer reference trained for 20 steps, once per test process: trained_reference's."""
+    out = tmp_path_factory.mktemp("reference") / "ref"
+    train.train(TrainConfig(**tiny_values(shakespeare_dir) | {"n_layer": 4, "max_iters": 20, "out_dir": str(out)}))
+    return out
+
+
 @pytest.fixture
-def trained_reference(tiny_config, tmp_path) -> TrainConfig:
-    """A 4-layer reference trained for 20 steps: its run folder is cfg.out_dir."""
-    cfg = tiny_config(n_layer=4, out_dir=str(tmp_path / "ref"), max_iters=20)
-    train.train(cfg)
-    return cfg
+def trained_reference(reference_run, tiny_config, tmp_path) -> TrainConfig:
+    """A 4-layer reference trained for 20 steps: its run folder is cfg.out_dir, a test's own copy of the run
+    (a copied run folder, as a user's `cp -r` makes: every command takes it as the run it is)."""
+    subprocess.run(["cp", "-a", reference_run, tmp_path / "ref"], check=True)  # -a: best.pt stays ckpt.pt's link
+    return tiny_config(n_layer=4, out_dir=str(tmp_path / "ref"), max_iters=20)
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,42 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return tuple(layers)
 
 
+STACK_RULE = "the first ceil(n/2) blocks, twice (stacking, Gong et al. 2019)"
+# The layer choices --inherit_layers names, with their rules; a measure chooses all of them but 'first' and 'stack'.
+NAMED_CHOICES = {**LAYER_METHODS, "stack": STACK_RULE}
+MEASURED = sorted(LAYER_METHODS.keys() - {"first"})
+
+
+@dataclass(frozen=True)
+class StudentRequest:
+    """A student as asked for, before any reference is read (parse_request)."""
+
+    n_layer: int  # its depth
+    method: str  # how its blocks are chosen: "listed" or a name of NAMED_CHOICES ("first", "bi", "angular", "stack")
+    layers: tuple[int, ...] | None  # the reference blocks listed (method "listed"), else None
+    parts: str = "all"  # parse_parts' text: which parts exist depends on the reference
+
+
+def parse_request(n_layer: int | None, inherit_layers: str = "", parts: str = "all") -> StudentRequest:
+    """The student that n_layer, inherit_layers and inherit_parts ask for (inherit.py's flags, train.py's keys):
+    inherit_layers empty (blocks 0..n_layer-1), a name of NAMED_CHOICES, or a list of blocks like '0-11,14'."""
+    if inherit_layers in NAMED_CHOICES or not inherit_layers:
+        method, layers = inherit_layers or "first", None
+    else:
+        method, layers = "listed", parse_layers(inherit_layers)
+    if parts.strip() == "none" and method != "first":
+        raise InheritError(f"inherit_parts 'none' copies nothing: no layers to choose ({inherit_layers!r})")
+    if layers is not None:
+        if n_layer is not None and n_layer != len(layers):
+            raise InheritError(f"n_layer {n_layer} does not match the {len(layers)} layers listed")
+        return StudentRequest(len(layers), method, layers, parts)
+    if n_layer is None:
+        if method == "first":
+            raise InheritError("give the student's depth (n_layer) or its layers")
+        raise InheritError(f"layers chosen by {method!r} need the student's depth (n_layer)")
+    return StudentRequest(n_layer, method, None, parts)
+
+
 def parts_of(config: GPTConfig) -> tuple[str, ...]:
     """Every part a model of this config has: wte, its head if untied, wpe if learned, ln_f, the blocks'."""
     model_parts = ["wte", *([] if config.tie_embeddings else ["head"]), *([] if config.rope else ["wpe"]), "ln_f"]
@@ -95,31 +131,30 @@ def parse_parts(text: str, config: GPTConfig) -> tuple[str, ...]:
     return parts
 
 
-STACK_RULE = "the first ceil(n/2) blocks, twice (stacking, Gong et al. 2019)"
-
-
-def stacked_layers(n_layer: int, ref_layers: int) -> str:
+def stacked_layers(n_layer: int, ref_layers: int) -> tuple[int, ...]:
     """Stacking (Gong et al. 2019): the first ceil(n/2) blocks, then again from the first to fill n. From the
     reference itself this is the paper's hybrid stacking; from a model of n/2 layers trained first, stacking."""
     half = math.ceil(n_layer / 2)
     if half > ref_layers:
         raise InheritError(f"a stacked student of {n_layer} layers needs {half} layers, the reference has {ref_layers}")
-    return ",".join(map(str, [*range(half), *range(n_layer - half)]))
+    return (*range(half), *range(n_layer - half))
 
 
-def make_spec(
-    ref: GPTConfig, n_layer: int | None, layers: str = "", parts: str = "all", stacked: bool = False
-) -> InheritSpec:
-    """Check a request against a reference; n_layer alone means blocks 0..n-1. Only a stacked student may
-    repeat blocks, and be deeper than its reference."""
+def make_spec(ref: GPTConfig, request: StudentRequest, measured: tuple[int, ...] | None = None) -> InheritSpec:
+    """Check a request against a reference. Its blocks are those listed, the first n, the stacked ones, or those
+    a measure chose (`measured`, from chosen_by); a measured choice given none stands for the first n, the
+    student's shape without its weights. Only a stacked student may repeat blocks, and be deeper than its
+    reference."""
     ref_layers = ref.n_layer
-    chosen = parse_layers(layers) if layers else None
-    if chosen is None:
-        if n_layer is None:
-            raise InheritError("give the student's depth (n_layer) or its layers")
-        chosen = tuple(range(n_layer))
-    elif n_layer is not None and n_layer != len(chosen):
-        raise InheritError(f"n_layer {n_layer} does not match the {len(chosen)} layers listed")
+    stacked = request.method == "stack"
+    if measured is not None:
+        chosen = measured
+    elif request.layers is not None:
+        chosen = request.layers
+    elif stacked:
+        chosen = stacked_layers(request.n_layer, ref_layers)
+    else:
+        chosen = tuple(range(request.n_layer))
     if len(chosen) < 1:
         raise InheritError("the student needs at least 1 layer")
     if len(chosen) > ref_layers and not stacked:
@@ -128,24 +163,12 @@ def make_spec(
     if bad:
         raise InheritError(f"layers {bad} do not exist in the {ref_layers}-layer reference (0..{ref_layers - 1})")
     if stacked:
-        return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
+        return InheritSpec(layers=chosen, parts=parse_parts(request.parts, ref))
     if len(set(chosen)) != len(chosen):
         raise InheritError(f"layers {list(chosen)} repeat a layer")
     if list(chosen) != sorted(chosen):
         raise InheritError(f"layers {list(chosen)} must keep the reference's order")
-    return InheritSpec(layers=chosen, parts=parse_parts(parts, ref))
-
-
-def unmeasured_spec(ref: GPTConfig, request: dict) -> InheritSpec:
-    """The student a request makes, checked against the reference's config alone (no weights): what
-    chosen_by picks where nothing is measured; a measured choice (bi, angular) stands for blocks 0..n-1,
-    of the depth it picks."""
-    method, n_layer, parts = request.get("layers", ""), request.get("n_layer"), request.get("parts", "all")
-    if method == "stack" and n_layer is not None:
-        return make_spec(ref, n_layer, stacked_layers(n_layer, ref.n_layer), parts, stacked=True)
-    if method in LAYER_METHODS:
-        return make_spec(ref, n_layer, parts=parts)
-    return make_spec(ref, n_layer, method, parts)
+    return InheritSpec(layers=chosen, parts=parse_parts(request.parts, ref))
 
 
 def build_student(
@@ -241,34 +264,27 @@ def check_width(ref: GPTConfig | dict, n_embd: int, n_head: int) -> None:
         )
 
 
-def chosen_by(ref: GPT, vocabulary: dict | None, request: dict, measure: AnalysisSettings | None) -> tuple[dict, dict]:
-    """The request with a named layer choice (analyze.LAYER_METHODS) turned into the layers it picks, and
-    the record of why: the method, and for a measured choice the measure's values and the sequences."""
-    request = {"n_layer": None, "layers": "", "parts": "all"} | request
-    method = request["layers"]
-    if request["parts"].strip() == "none" and method not in ("", "first"):
-        raise InheritError(f"inherit_parts 'none' copies nothing: no layers to choose ({method!r})")
-    if method not in [*LAYER_METHODS, "stack"]:
-        return request, {"method": "listed" if method else "first"}
-    if request["n_layer"] is None:
-        raise InheritError(f"layers chosen by {method!r} need the student's depth (n_layer)")
-    if method == "first":
-        return request | {"layers": ""}, {"method": "first"}
+def chosen_by(
+    ref: GPT, vocabulary: dict | None, request: StudentRequest, measure: AnalysisSettings | None
+) -> tuple[InheritSpec, dict]:
+    """The student a request makes of the reference, and the record of why it has its blocks: the method,
+    its rule where it has one, and for a measured choice (bi, angular) the measure's values and the sequences."""
+    method = request.method
+    if method in ("first", "listed"):
+        return make_spec(ref.config, request), {"method": method}
     if method == "stack":
-        layers = stacked_layers(request["n_layer"], ref.config.n_layer)
-        return request | {"layers": layers, "stacked": True}, {"method": "stack", "rule": STACK_RULE}
+        return make_spec(ref.config, request), {"method": "stack", "rule": STACK_RULE}
     if measure is None:
         raise InheritError(f"layers chosen by {method!r} are measured on a corpus: give its folder (data)")
-    make_spec(ref.config, request["n_layer"], parts=request["parts"])  # a bad depth or parts fail before measuring
+    make_spec(ref.config, request)  # a bad depth or parts fail before measuring
     print(f"measuring the reference's layers on {measure.num_seqs} sequences of {measure.seq_len} from {measure.data}")
     try:
         seqs = validation_sequences(measure, ref.config, vocabulary)
         measures = measure_layers(ref, seqs, measure, "cpu")
     except UserError as e:
         raise InheritError(f"cannot measure the reference on {measure.data}: {e}") from None
-    layers = choose_layers(method, request["n_layer"], measures)
-    record = {"method": method, "rule": LAYER_METHODS[method], **measures}
-    return request | {"layers": ",".join(map(str, layers))}, record
+    layers = choose_layers(method, request.n_layer, measures)
+    return make_spec(ref.config, request, layers), {"method": method, "rule": LAYER_METHODS[method], **measures}
 
 
 def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec, choice: dict) -> dict:
@@ -286,7 +302,7 @@ def provenance(source: str, ref: GPT, ref_ckpt: Checkpoint, spec: InheritSpec, c
 
 def inherit(
     source: str,
-    request: dict,
+    request: StudentRequest,
     seed: int = 1337,
     dropout: float = 0.0,
     width: tuple[int, int] | None = None,
@@ -299,8 +315,7 @@ def inherit(
     ref, ref_ckpt = load_model(source)
     if width is not None:
         check_width(ref.config, *width)
-    request, choice = chosen_by(ref, ref_ckpt.vocabulary(), request, measure)
-    spec = make_spec(ref.config, **request)
+    spec, choice = chosen_by(ref, ref_ckpt.vocabulary(), request, measure)
     student = build_student(ref, spec, seed, dropout, embedding_std)
     return student, provenance(source, ref, ref_ckpt, spec, choice)
 
@@ -332,7 +347,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--inherit_from", required=True, help=source_help)
     p.add_argument("--n_layer", type=int, help="student depth: inherits blocks 0..n_layer-1")
     layers_help = "reference blocks to inherit, in order, e.g. '0-11,14'; or chosen by a method: "
-    layers_help += "; ".join(f"{name}: {rule}" for name, rule in {**LAYER_METHODS, "stack": STACK_RULE}.items())
+    layers_help += "; ".join(f"{name}: {rule}" for name, rule in NAMED_CHOICES.items())
     p.add_argument("--inherit_layers", default="", help=layers_help)
     p.add_argument("--data", default="", help="corpus folder whose val.bin the bi and angular choices measure on")
     p.add_argument("--num_seqs", type=int, default=AnalysisSettings.num_seqs, help="sequences the choice measures on")
@@ -354,12 +369,12 @@ def main(argv: list[str]) -> int:
             p.error(f"--{name} must be at least 1")
     if args.half_width and (args.n_layer or args.inherit_layers or args.inherit_parts != "all"):
         p.error("--half_width keeps every layer and part: no --n_layer, --inherit_layers or --inherit_parts")
-    if args.data and args.inherit_layers not in LAYER_METHODS.keys() - {"first"}:
-        measured = " or ".join(sorted(LAYER_METHODS.keys() - {"first"}))
+    request = None if args.half_width else parse_request(args.n_layer, args.inherit_layers, args.inherit_parts)
+    if args.data and (request is None or request.method not in MEASURED):
+        measured = " or ".join(MEASURED)
         raise InheritError(f"--data is read only by the layers a measure chooses (--inherit_layers {measured})")
-    request = dict(n_layer=args.n_layer, layers=args.inherit_layers, parts=args.inherit_parts)
     measure = AnalysisSettings(args.data, args.num_seqs, args.seq_len, seed=args.measure_seed) if args.data else None
-    if args.half_width:
+    if request is None:
         student, origin = inherit_half_width(args.inherit_from, args.seed)
     else:
         student, origin = inherit(

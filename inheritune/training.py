@@ -23,7 +23,7 @@ from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint,
 from configurator import SOURCE_KEYS, ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import same_vocabulary
-from inherit import InheritError, check_width, inherit, unmeasured_spec
+from inherit import InheritError, StudentRequest, check_width, inherit, make_spec, parse_request
 from model import GPT, GPT2_VOCAB, GPTConfig
 from runtime import Runtime
 
@@ -54,6 +54,11 @@ def model_source(cfg: TrainConfig) -> str | None:
     return str(latest_checkpoint(cfg.out_dir)) if cfg.init_from == "resume" else cfg.init_from
 
 
+def student_request(cfg: TrainConfig) -> StudentRequest:
+    """The student init_from='inherit' asks for: its n_layer, inherit_layers and inherit_parts."""
+    return parse_request(cfg.n_layer, cfg.inherit_layers, cfg.inherit_parts)
+
+
 def check_block_size(cfg: TrainConfig, source_block_size: int) -> None:
     """A model from a source is cropped to block_size (as nanoGPT crops), never grown past its positions."""
     if source_block_size < cfg.block_size:
@@ -68,7 +73,7 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
         torch.manual_seed(cfg.seed)
         return Start(GPT(GPTConfig(**cfg.scratch_model_args(vocab_size))), None, None, None, None, None)
     if cfg.init_from == "inherit":
-        request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
+        request = student_request(cfg)
         width = (cfg.n_embd, cfg.n_head)
         # a measured layer choice (inherit_layers 'bi', 'angular') reads the first corpus
         measure = AnalysisSettings(
@@ -124,11 +129,10 @@ def planned_model(cfg: TrainConfig) -> GPT:
         check_block_size(cfg, args["block_size"])
         args["block_size"] = cfg.block_size
         if cfg.init_from == "inherit":  # the student's depth, as inherit.py decides it
-            request = dict(n_layer=cfg.n_layer, layers=cfg.inherit_layers, parts=cfg.inherit_parts)
             reference = GPTConfig.from_model_args(args)
             try:
                 check_width(reference, cfg.n_embd, cfg.n_head)
-                args["n_layer"] = len(unmeasured_spec(reference, request).layers)
+                args["n_layer"] = len(make_spec(reference, student_request(cfg)).layers)
             except InheritError as e:
                 raise ConfigError(str(e)) from None
     with torch.device("meta"):

@@ -220,7 +220,7 @@ def test_config_alone_and_a_student_record_where_it_came_from(tmp_path):
     path = write_gguf(hf, tmp_path / "tiny.gguf", quantize=("ffn_down.weight",))
     args = read_hf_config(str(path))
     assert (args["n_layer"], args["n_head"], args["n_kv_head"], args["rope_theta"]) == (3, 4, 2, 500_000.0)
-    student, origin = inherit.inherit(str(path), {"n_layer": 2})
+    student, origin = inherit.inherit(str(path), inherit.parse_request(2))
     assert origin["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert origin["reference_dequantized"] == gguf_tensor_types(path)
     ref, _ = load_model(path)
@@ -412,7 +412,7 @@ def test_a_gguf_is_known_by_its_suffix_in_any_case_and_nothing_is_inherited_with
     assert is_gguf("models/X.GGUF") and is_gguf("x.gguf") and not is_gguf("x.gguf.pt")
     path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
     with pytest.raises(InheritError, match="copies nothing"):
-        inherit.inherit(str(path), {"n_layer": 2, "layers": "stack", "parts": "none"})
+        inherit.inherit(str(path), inherit.parse_request(2, "stack", "none"))
 
 
 def test_recipe_refuses_a_config_of_another_width_for_a_llama_references_scratch_runs(tmp_path, capsys):

@@ -12,7 +12,7 @@ import inherit
 import train
 from analyze import LAYER_METHODS, AnalysisSettings
 from checkpoint import Checkpoint, load_model
-from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers
+from inherit import InheritError, InheritSpec, build_student, make_spec, parse_layers, parse_request
 from inheritune import training
 from model import GPT, GPTConfig
 from tests.conftest import zero_output_blocks
@@ -32,7 +32,7 @@ def reference(n_layer: int = 6) -> GPT:
 
 def test_student_blocks_equal_the_reference_blocks_bit_for_bit():
     ref = reference()
-    student = build_student(ref, make_spec(ref.config, None, layers="0-2,4"))
+    student = build_student(ref, make_spec(ref.config, parse_request(None, "0-2,4")))
     s, r = student.state_dict(), ref.state_dict()
     for i, j in enumerate((0, 1, 2, 4)):
         for key in [k for k in s if k.startswith(f"transformer.h.{i}.")]:
@@ -61,7 +61,7 @@ def test_parts_not_inherited_are_initialised_exactly_as_from_scratch():
 def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh():
     """LLM-Inheritune's GPT-2 script copies the blocks and wte/lm_head only: --inherit_parts wte,attn,mlp,ln."""
     ref = reference()
-    student = build_student(ref, make_spec(ref.config, 3, parts="wte,attn,mlp,ln"), seed=7)
+    student = build_student(ref, make_spec(ref.config, parse_request(3, parts="wte,attn,mlp,ln")), seed=7)
     torch.manual_seed(7)
     scratch = GPT(GPTConfig(**{**asdict(ref.config), "n_layer": 3})).state_dict()
     s, r = student.state_dict(), ref.state_dict()
@@ -76,7 +76,7 @@ def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh(
     for key in ("transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"):
         assert torch.equal(s[key], scratch[key]) and not torch.equal(s[key], r[key]), key
     assert student.lm_head.weight is student.transformer.wte.weight
-    position_only = build_student(ref, make_spec(ref.config, 3, parts="wpe"), seed=7).state_dict()
+    position_only = build_student(ref, make_spec(ref.config, parse_request(3, parts="wpe")), seed=7).state_dict()
     assert torch.equal(position_only["transformer.wpe.weight"], r["transformer.wpe.weight"])
     assert torch.equal(position_only["transformer.wte.weight"], scratch["transformer.wte.weight"])
 
@@ -86,24 +86,61 @@ def test_the_authors_student_takes_wte_and_blocks_and_leaves_wpe_and_ln_f_fresh(
     [
         (dict(n_layer=0), "at least 1 layer"),
         (dict(n_layer=7), "asks for 7 layers but the reference has only 6"),
-        (dict(n_layer=None, layers="0-2,9"), r"layers \[9\] do not exist"),
-        (dict(n_layer=None, layers="0,1,1"), "repeat a layer"),
-        (dict(n_layer=None, layers="3,1"), "keep the reference's order"),
-        (dict(n_layer=None, layers="0-x"), "bad layer list"),
-        (dict(n_layer=3, layers="0-1"), "n_layer 3 does not match the 2 layers"),
+        (dict(n_layer=None, inherit_layers="0-2,9"), r"layers \[9\] do not exist"),
+        (dict(n_layer=None, inherit_layers="0,1,1"), "repeat a layer"),
+        (dict(n_layer=None, inherit_layers="3,1"), "keep the reference's order"),
+        (dict(n_layer=None, inherit_layers="0-x"), "bad layer list"),
+        (dict(n_layer=3, inherit_layers="0-1"), "n_layer 3 does not match the 2 layers"),
         (dict(n_layer=3, parts="attn,ffn"), r"unknown parts \['ffn'\]; choose from all, none, wte, head, wpe"),
         (dict(n_layer=3, parts="head,attn"), "the reference's head is its token embedding"),
     ],
 )
 def test_bad_requests_stop_with_a_clear_message(kwargs, message):
     with pytest.raises(InheritError, match=message):
-        make_spec(GPTConfig(n_layer=6), **kwargs)
+        make_spec(GPTConfig(n_layer=6), parse_request(**kwargs))
+
+
+@pytest.mark.parametrize(
+    "n_layer, text, method, layers",
+    [
+        (3, "", "first", None),
+        (3, "first", "first", None),
+        (3, "bi", "bi", None),
+        (3, "angular", "angular", None),
+        (5, "stack", "stack", None),
+        (None, "0-2,5", "listed", (0, 1, 2, 5)),
+        (4, "0-2,5", "listed", (0, 1, 2, 5)),
+        (None, "7", "listed", (7,)),
+    ],
+)
+def test_the_parser_maps_each_spelling_of_inherit_layers_to_a_method_and_layers(n_layer, text, method, layers):
+    request = parse_request(n_layer, text, "wte,attn")
+    assert (request.method, request.layers, request.parts) == (method, layers, "wte,attn")
+    assert request.n_layer == (len(layers) if layers else n_layer)
+
+
+@pytest.mark.parametrize(
+    "n_layer, text, parts, message",
+    [
+        (3, "bi,3", "all", "bad layer list 'bi,3': expected numbers and ranges like '0-11,14'"),
+        (3, "0-x", "all", "bad layer list '0-x'"),
+        (3, ",", "all", "bad layer list ','"),
+        (3, "BI", "all", "bad layer list 'BI'"),
+        (None, "", "all", "give the student's depth (n_layer) or its layers"),
+        (None, "stack", "all", "layers chosen by 'stack' need the student's depth (n_layer)"),
+        (2, "0,1", "none", "inherit_parts 'none' copies nothing: no layers to choose ('0,1')"),
+    ],
+)
+def test_the_parser_refuses_garbage_in_one_line(n_layer, text, parts, message):
+    with pytest.raises(InheritError) as refused:
+        parse_request(n_layer, text, parts)
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
 
 
 def test_layer_lists():
     assert parse_layers("0-3,5") == (0, 1, 2, 3, 5)
-    assert make_spec(GPTConfig(n_layer=6), 3).layers == (0, 1, 2)
-    assert make_spec(GPTConfig(n_layer=6), 3).parts == ("wte", "wpe", "ln_f", "attn", "mlp", "ln")
+    assert make_spec(GPTConfig(n_layer=6), parse_request(3)).layers == (0, 1, 2)
+    assert make_spec(GPTConfig(n_layer=6), parse_request(3)).parts == ("wte", "wpe", "ln_f", "attn", "mlp", "ln")
 
 
 def test_hf_student_matches_truncated_hf_model(tmp_path):
@@ -112,7 +149,7 @@ def test_hf_student_matches_truncated_hf_model(tmp_path):
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_layer=4, n_head=2, n_embd=32, n_positions=64, vocab_size=50257)).eval()
     hf.save_pretrained(tmp_path / "hf")
-    student, origin = inherit.inherit(str(tmp_path / "hf"), dict(n_layer=2))
+    student, origin = inherit.inherit(str(tmp_path / "hf"), parse_request(2))
     assert origin["reference_n_layer"] == 4 and len(origin["source_sha256"]) == 64
     hf.transformer.h = hf.transformer.h[:2]
     hf.config.n_layer = 2
@@ -196,7 +233,7 @@ def inverse_layer_reference(n_layer: int = 4) -> GPT:
 @pytest.mark.parametrize("layers", ["0,3", "1-2", "3"])
 def test_inherited_blocks_compute_what_they_computed_in_the_reference(layers):
     ref = inverse_layer_reference()
-    student = build_student(ref, make_spec(ref.config, None, layers=layers)).eval()
+    student = build_student(ref, make_spec(ref.config, parse_request(None, layers))).eval()
     x = torch.randn(2, 16, 32) * 3.0
     with torch.no_grad():
         for i, j in enumerate(parse_layers(layers)):
@@ -211,11 +248,11 @@ def test_inherited_blocks_compute_what_they_computed_in_the_reference(layers):
 
 def test_a_student_of_a_student_keeps_the_first_references_scales(tmp_path):
     ref = inverse_layer_reference()
-    student = build_student(ref, make_spec(ref.config, None, layers="0,2,3"))
+    student = build_student(ref, make_spec(ref.config, parse_request(None, "0,2,3")))
     Checkpoint.of(student).save(tmp_path / "student.pt")
     loaded, _ = load_model(tmp_path / "student.pt")
     assert loaded.config.scale_layer_idx == [0, 2, 3]
-    grandchild = build_student(loaded, make_spec(loaded.config, None, layers="1-2")).eval()
+    grandchild = build_student(loaded, make_spec(loaded.config, parse_request(None, "1-2"))).eval()
     assert grandchild.config.scale_layer_idx == [2, 3]
     x = torch.randn(1, 8, 32) * 3.0
     with torch.no_grad():
@@ -226,22 +263,22 @@ def test_a_prefix_student_keeps_the_default_layout_and_a_reordered_one_exports_e
     from hf import to_hf
 
     ref = inverse_layer_reference()
-    prefix = build_student(ref, make_spec(ref.config, 2))
+    prefix = build_student(ref, make_spec(ref.config, parse_request(2)))
     assert prefix.config.scale_layer_idx is None and "scale_layer_idx" not in prefix.config.model_args()
     to_hf(prefix, eos_token=50256)
-    reordered = build_student(ref, make_spec(ref.config, None, layers="0,3")).eval()
+    reordered = build_student(ref, make_spec(ref.config, parse_request(None, "0,3"))).eval()
     exported = to_hf(reordered, eos_token=50256)  # queries rescaled: Hugging Face scales block 1 by 1/2, not 1/4
     idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(exported(idx).logits, reordered(idx, idx)[0], atol=1e-4, rtol=1e-5)
     plain = reference(4)  # without inverse-layer scaling the block's depth does not matter
-    assert build_student(plain, make_spec(plain.config, None, layers="0,3")).config.scale_layer_idx is None
+    assert build_student(plain, make_spec(plain.config, parse_request(None, "0,3"))).config.scale_layer_idx is None
 
 
 def test_a_fresh_token_embedding_can_take_the_authors_n01_init():
     """The authors' code leaves wte as nn.Embedding made it, N(0, 1), when it is not inherited."""
     ref = reference()
-    spec = make_spec(ref.config, 3, parts="wpe,attn,mlp,ln")
+    spec = make_spec(ref.config, parse_request(3, parts="wpe,attn,mlp,ln"))
     default = build_student(ref, spec, seed=7).state_dict()
     authors = build_student(ref, spec, seed=7, embedding_std=1.0).state_dict()
     assert default["transformer.wte.weight"].std().item() == pytest.approx(0.02, rel=0.05)
@@ -249,7 +286,7 @@ def test_a_fresh_token_embedding_can_take_the_authors_n01_init():
     for key in default:  # nothing else changes, inherited or fresh
         if key not in ("transformer.wte.weight", "lm_head.weight"):
             assert torch.equal(default[key], authors[key]), key
-    inherited = build_student(ref, make_spec(ref.config, 3), seed=7, embedding_std=1.0).state_dict()
+    inherited = build_student(ref, make_spec(ref.config, parse_request(3)), seed=7, embedding_std=1.0).state_dict()
     assert torch.equal(inherited["transformer.wte.weight"], ref.state_dict()["transformer.wte.weight"])
 
 
@@ -267,20 +304,20 @@ def test_train_py_takes_the_authors_embedding_init_and_weight_decay(trained_refe
 def test_a_student_has_the_dropout_asked_for_and_the_default_seed_1337():
     ref = reference()
     ref.config.dropout = 0.1
-    spec = make_spec(ref.config, 3, parts="wte,attn,mlp,ln")  # wpe and ln_f fresh: the seed shows there
+    spec = make_spec(ref.config, parse_request(3, parts="wte,attn,mlp,ln"))  # wpe and ln_f fresh: the seed shows there
     assert build_student(ref, spec).config.dropout == 0.0
     assert build_student(ref, spec, dropout=0.2).config.dropout == 0.2
     default, explicit = build_student(ref, spec).state_dict(), build_student(ref, spec, seed=1337).state_dict()
     assert all(torch.equal(default[k], explicit[k]) for k in default)
-    fresh = build_student(ref, make_spec(ref.config, 3, parts="wpe,attn,mlp,ln"), embedding_std=1.0)
+    fresh = build_student(ref, make_spec(ref.config, parse_request(3, parts="wpe,attn,mlp,ln")), embedding_std=1.0)
     wte = fresh.transformer.wte.weight
     assert abs(wte.mean().item()) < 0.01 and wte.std().item() == pytest.approx(1.0, rel=0.02)
 
 
 def test_a_student_may_take_every_layer_but_none_beyond():
-    assert make_spec(GPTConfig(n_layer=6), 6).layers == (0, 1, 2, 3, 4, 5)
+    assert make_spec(GPTConfig(n_layer=6), parse_request(6)).layers == (0, 1, 2, 3, 4, 5)
     with pytest.raises(InheritError, match=r"layers \[6\] do not exist"):
-        make_spec(GPTConfig(n_layer=6), None, layers="0,6")
+        make_spec(GPTConfig(n_layer=6), parse_request(None, "0,6"))
 
 
 @pytest.mark.parametrize(
@@ -324,8 +361,8 @@ def test_train_py_chooses_a_students_layers_by_a_measure_on_its_corpus(tiny_conf
 
 
 def test_a_stacked_student_repeats_the_first_half_of_its_source():
-    assert inherit.stacked_layers(18, 36) == ",".join(map(str, [*range(9), *range(9)]))
-    assert inherit.stacked_layers(5, 3) == "0,1,2,0,1"
+    assert inherit.stacked_layers(18, 36) == (*range(9), *range(9))
+    assert inherit.stacked_layers(5, 3) == (0, 1, 2, 0, 1)
     with pytest.raises(InheritError, match="needs 3 layers, the reference has 2"):
         inherit.stacked_layers(5, 2)
 
@@ -432,7 +469,7 @@ def test_warm_started_students_export_to_transformers_with_the_same_logits():
     from hf import to_hf
 
     ref = inverse_layer_reference()
-    stacked = build_student(ref, make_spec(ref.config, 4, inherit.stacked_layers(4, 4), stacked=True))
+    stacked = build_student(ref, make_spec(ref.config, parse_request(4, "stack")))
     assert stacked.config.scale_layer_idx == [0, 1, 0, 1]
     idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
     for student in (stacked, inherit.build_half_width(ref)):
@@ -445,25 +482,23 @@ def test_warm_started_students_export_to_transformers_with_the_same_logits():
 
 def test_the_record_of_a_layer_choice_names_its_method_and_rule(tmp_path):
     ref = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=4, n_head=2, n_embd=32, dropout=0.0))
-    request = {"n_layer": 2}
-    assert inherit.chosen_by(ref, None, request | {"layers": "0,2"}, None)[1] == {"method": "listed"}
-    assert inherit.chosen_by(ref, None, request | {"layers": ""}, None)[1] == {"method": "first"}
-    first = inherit.chosen_by(ref, None, request | {"layers": "first"}, None)
-    assert first[0]["layers"] == "" and first[1] == {"method": "first"}
-    stack = inherit.chosen_by(ref, None, request | {"layers": "stack"}, None)
-    assert stack[1] == {"method": "stack", "rule": inherit.STACK_RULE} and stack[0]["layers"] == "0,0"
+    for text, method, layers in (("0,2", "listed", (0, 2)), ("", "first", (0, 1)), ("first", "first", (0, 1))):
+        spec, record = inherit.chosen_by(ref, None, parse_request(2, text), None)
+        assert record == {"method": method} and spec.layers == layers
+    spec, record = inherit.chosen_by(ref, None, parse_request(2, "stack"), None)
+    assert record == {"method": "stack", "rule": inherit.STACK_RULE} and spec.layers == (0, 0)
     # bad parts are refused before the reference is measured (here it could not be: no such corpus)
     nowhere = AnalysisSettings(str(tmp_path / "no-corpus"), num_seqs=2, seq_len=8)
     with pytest.raises(InheritError, match="parts"):
-        inherit.chosen_by(ref, None, request | {"layers": "bi", "parts": "wings"}, nowhere)
+        inherit.chosen_by(ref, None, parse_request(2, "bi", "wings"), nowhere)
 
 
 def test_an_untied_students_wte_part_is_the_embedding_alone_and_a_fresh_one_has_the_std_asked_for():
     ref = rope_model(n_layer=4, vocab_size=512)
-    student = build_student(ref, make_spec(ref.config, 2, parts="wte,attn,mlp,ln"), embedding_std=0.02)
+    student = build_student(ref, make_spec(ref.config, parse_request(2, parts="wte,attn,mlp,ln")), embedding_std=0.02)
     assert torch.equal(student.transformer.wte.weight, ref.transformer.wte.weight)
     assert not torch.equal(student.lm_head.weight, ref.lm_head.weight)  # the head is its own part, not asked for
-    fresh = build_student(ref, make_spec(ref.config, 2, parts="head,attn,mlp,ln"), embedding_std=0.3)
+    fresh = build_student(ref, make_spec(ref.config, parse_request(2, parts="head,attn,mlp,ln")), embedding_std=0.3)
     assert torch.equal(fresh.lm_head.weight, ref.lm_head.weight)
     assert fresh.transformer.wte.weight.std().item() == pytest.approx(0.3, rel=0.05)
     assert fresh.transformer.wte.weight.mean().abs().item() < 0.01

@@ -198,7 +198,7 @@ def test_rope_attention_probs_reproduce_the_forward_pass_and_kv_cache_logits_the
 
 def test_a_student_equals_the_truncated_hugging_face_model(tmp_path, bpe_folder):
     folder = llama_folder(tmp_path, bpe_folder)
-    student, origin = inherit.inherit(str(folder), dict(n_layer=2))
+    student, origin = inherit.inherit(str(folder), inherit.parse_request(2))
     assert origin["parts"] == ["wte", "head", "ln_f", "attn", "mlp", "ln"]
     hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
     hf.model.layers = hf.model.layers[:2]
@@ -207,13 +207,13 @@ def test_a_student_equals_the_truncated_hugging_face_model(tmp_path, bpe_folder)
     with torch.no_grad():
         torch.testing.assert_close(student.eval()(idx, idx)[0], hf(idx).logits, atol=1e-4, rtol=1e-4)
     # The authors' OpenLLaMA student: the blocks and the head; a fresh token embedding and final norm.
-    authors, _ = inherit.inherit(str(folder), dict(n_layer=2, parts="head,attn,mlp,ln"))
+    authors, _ = inherit.inherit(str(folder), inherit.parse_request(2, parts="head,attn,mlp,ln"))
     ref = GPT.from_pretrained(str(folder))
     assert torch.equal(authors.lm_head.weight, ref.lm_head.weight)
     assert not torch.equal(authors.transformer.wte.weight, ref.transformer.wte.weight)
     assert torch.equal(authors.transformer.ln_f.weight, torch.ones(64))  # fresh RMSNorm gain
     with pytest.raises(inherit.InheritError, match="rotary position embeddings, no wpe"):
-        inherit.inherit(str(folder), dict(n_layer=2, parts="wpe,attn"))
+        inherit.inherit(str(folder), inherit.parse_request(2, parts="wpe,attn"))
 
 
 def test_export_round_trip_with_the_references_tokenizer(tmp_path, bpe_folder):

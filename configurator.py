@@ -37,6 +37,9 @@ class ConfigError(UserError):
 # The model keys that a model's source decides: unset (None) in a config, they follow the model (and are recorded
 # as the model has them); set, they must agree with it.
 SOURCE_KEYS = ("bias", "scale_attn_by_inverse_layer_idx")
+# The shape keys: a model continued from a source (init_from a trained model) has its source's shape whatever the
+# config says (a config cannot tell a value it was given from its default), and the run records that shape.
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd")
 # nanoGPT's name of the corpus, data/<dataset>: a spelling of data_dir in a config, and in the config a checkpoint
 # records (derived from data_dir), because nanoGPT's sample.py finds a character vocabulary through it.
 DATASET = "dataset"

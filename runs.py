@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from configurator import SOURCE_KEYS, parse_config
+from configurator import SHAPE_KEYS, SOURCE_KEYS, parse_config
 from inheritune import compat
 from runtime import UserError, atomic_file, output_file, run_command, write_json
 
@@ -313,6 +313,7 @@ def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
     planned = asdict(parse_config([config, *overrides]))
     ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
     ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
+    ignored |= set(SHAPE_KEYS) if run.continued_from else set()  # a continued model's shape: its source's
     recorded = run.config
     changed = [key for key, value in planned.items() if key not in ignored and recorded.get(key, value) != value]
     if changed:

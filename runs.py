@@ -310,19 +310,28 @@ BOOKKEEPING = {
 def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
     """A finished or interrupted run in a folder that a command would train again with other settings (budget,
     data, reference, model) would be reused or continued as if it were the one asked for: refuse it."""
+    changed = changed_settings(run, config, overrides)
+    if changed:
+        was = ", ".join(f"{key}={old!r}" for key, (old, _) in changed.items())
+        now = ", ".join(f"{key}={new!r}" for key, (_, new) in changed.items())
+        raise RunError(
+            f"{run.out_dir} trained with {was}; this command asks for {now}. "
+            f"Give another out_dir, or delete {run.out_dir} to train it again"
+        )
+
+
+def changed_settings(run: Run, config: str, overrides: list[str]) -> dict[str, tuple[object, object]]:
+    """{key: (the value the run trained with, the config's with the overrides)} of the settings that differ."""
     planned = asdict(parse_config([config, *overrides]))
     ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
     ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
     ignored |= set(SHAPE_KEYS) if run.continued_from else set()  # a continued model's shape: its source's
     recorded = run.config
-    changed = [key for key, value in planned.items() if key not in ignored and recorded.get(key, value) != value]
-    if changed:
-        was = ", ".join(f"{key}={recorded[key]!r}" for key in changed)
-        now = ", ".join(f"{key}={planned[key]!r}" for key in changed)
-        raise RunError(
-            f"{run.out_dir} trained with {was}; this command asks for {now}. "
-            f"Give another out_dir, or delete {run.out_dir} to train it again"
-        )
+    return {
+        key: (recorded[key], value)
+        for key, value in planned.items()
+        if key not in ignored and recorded.get(key, value) != value
+    }
 
 
 def wait_for(cmd: list[str]) -> int:

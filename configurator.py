@@ -446,7 +446,10 @@ def read_config_file(path: str) -> dict[str, object]:
     """The assignments of a config file, run in a namespace of its own (never in this module's)."""
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} not found")
-    namespace = runpy.run_path(path)
+    try:
+        namespace = runpy.run_path(path)
+    except SyntaxError as e:  # the user's file, not this program: where it is wrong, without a traceback
+        raise ConfigError(f"config file {path}, line {e.lineno}: {e.msg}") from None
     return {
         k: v
         for k, v in namespace.items()

@@ -232,6 +232,13 @@ def test_nanogpts_dataset_is_a_spelling_of_data_dir(tmp_path):
         parse_config(["--data_dir="])
 
 
+def test_a_config_file_that_is_no_python_is_one_line_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "bad_config.py"
+    path.write_text("n_layer = 4\nx = (\n")
+    with pytest.raises(ConfigError, match=f"^config file {path}, line 2: '\\(' was never closed$"):
+        parse_config([str(path)])
+
+
 def test_a_later_level_names_the_corpus_in_either_spelling(tmp_path):
     """As nanoGPT's configurator: the command line overrides a config file's corpus whichever key each spells it
     with, and a later file an earlier one's; only one level (one file, or the command line) giving both, naming

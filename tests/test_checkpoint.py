@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import Checkpoint, CheckpointError
+from checkpoint import Checkpoint, CheckpointError, describe, load_model
+from hf import is_hf_source
 from tests.conftest import ROOT, CodeOnUnpickle
 
 
@@ -42,6 +43,18 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         Checkpoint.load(path)
+
+
+@pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing", "~/missing"])
+def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, monkeypatch):
+    """Every model reader (train.py's init_from and inherit_from, sample.py, analyze.py, inherit.py) goes through
+    describe or load_model: a path with one '/' that names nothing used to go to the hub's name check ("Repo id
+    must use alphanumeric chars...")."""
+    monkeypatch.chdir(tmp_path)
+    assert not is_hf_source(source) and is_hf_source("owner/name")  # a hub id is still one
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^checkpoint .*{source.rpartition('/')[2]} not found$"):
+            read(source)
 
 
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):

@@ -124,11 +124,15 @@ class Checkpoint:
             return read_sharded(step, weights)
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} not found")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"cannot load {path}: an empty file (0 bytes), no checkpoint was written to it")
         try:
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=not weights)
         except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
             reason = "truncated, corrupt, or not a weights-only checkpoint"
-            raise CheckpointError(f"cannot load {path} ({reason}): {e}") from e
+            # a legacy (non-zip) file cut short ends in an EOFError without a message
+            detail = str(e) or ("it ends early: truncated" if isinstance(e, EOFError) else type(e).__name__)
+            raise CheckpointError(f"cannot load {path} ({reason}): {detail}") from e
         missing = {"model", "model_args"} - state.keys()
         if missing:
             raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")

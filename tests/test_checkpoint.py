@@ -57,6 +57,20 @@ def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, m
             read(source)
 
 
+def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):
+    """torch.load of an empty file, or of a legacy (non-zip) checkpoint cut short, raises an EOFError without a
+    message: the error used to end in a bare colon."""
+    empty = tmp_path / "e.pt"
+    empty.touch()
+    with pytest.raises(CheckpointError, match="e.pt: an empty file \\(0 bytes\\), no checkpoint was written to it$"):
+        Checkpoint.load(empty)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": {}, "model_args": {}}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match="not a weights-only checkpoint\\): it ends early: truncated$"):
+        Checkpoint.load(legacy)
+
+
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

@@ -1,4 +1,5 @@
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,17 @@ def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):
     legacy.write_bytes(legacy.read_bytes()[:-1])
     with pytest.raises(CheckpointError, match="not a weights-only checkpoint\\): it ends early: truncated$"):
         Checkpoint.load(legacy)
+
+
+def test_a_folder_without_a_model_says_what_was_looked_for(tmp_path):
+    looked_for = "is a folder with no checkpoint: looked for ckpt.pt, a sharded checkpoint (sharded/latest, or a step"
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^{tmp_path} {re.escape(looked_for)}.* Hugging Face config.json$"):
+            read(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").touch()  # a run that has not saved yet
+    with pytest.raises(CheckpointError, match="a training run's folder: it saves its first checkpoint at its first"):
+        describe(tmp_path)
 
 
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):

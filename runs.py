@@ -533,8 +533,7 @@ def compare_main(args: argparse.Namespace) -> int:
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     seeds = args.seeds or []
-    if args.out:
-        output_file(args.out)
+    out = plot_file(args.out) if args.out else None
     if len(named) < len(pairs):
         names = [name for name, _ in pairs]
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -548,18 +547,24 @@ def compare_main(args: argparse.Namespace) -> int:
         groups = {name: {0: read_run(out_dir)} for name, out_dir in named.items()}
         rows = [summary(name, group[0], corpora) for name, group in groups.items()]
     runs = {name: list(group.values()) for name, group in groups.items()}
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         plot_curves(runs, out, title=args.title, corpora=corpora)
     print(format_table(rows, corpora=corpora))
     differences = paired_differences(rows, corpora) if len(seeds) > 1 else []
     if differences:
         print(format_differences(differences, len(seeds)))
-    if args.out:
+    if out is not None:
         record = {"runs": rows, "differences": differences} if seeds else rows
         write_json(out.with_suffix(".json"), finite_or_null(record))
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
+
+
+def plot_file(name: str) -> Path:
+    """The file --out's plot is written to, checked before the work: a name without a suffix is a PNG, as
+    matplotlib writes it (it adds .png)."""
+    path = output_file(name)
+    return path if path.suffix else output_file(path.with_suffix(".png"))
 
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:

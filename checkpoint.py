@@ -122,13 +122,19 @@ class Checkpoint:
         step = sharded_step(path)
         if step is not None:
             return read_sharded(step, weights)
+        if path.is_dir():
+            raise CheckpointError(folder_without_model(path))
         if not path.is_file():
             raise CheckpointError(f"checkpoint {path} not found")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"cannot load {path}: an empty file (0 bytes), no checkpoint was written to it")
         try:
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=not weights)
         except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
             reason = "truncated, corrupt, or not a weights-only checkpoint"
-            raise CheckpointError(f"cannot load {path} ({reason}): {e}") from e
+            # a legacy (non-zip) file cut short ends in an EOFError without a message
+            detail = str(e) or ("it ends early: truncated" if isinstance(e, EOFError) else type(e).__name__)
+            raise CheckpointError(f"cannot load {path} ({reason}): {detail}") from e
         missing = {"model", "model_args"} - state.keys()
         if missing:
             raise CheckpointError(f"{path} is not a model checkpoint: it lacks {sorted(missing)}")
@@ -139,6 +145,13 @@ class Checkpoint:
         if not weights:
             ckpt.model = ckpt.optimizer = ckpt.scaler = None
         return ckpt
+
+
+def folder_without_model(path: Path) -> str:
+    """Why a folder given as a model holds none, and what was looked for in it."""
+    looked_for = "ckpt.pt, a sharded checkpoint (sharded/latest, or a step folder) or a Hugging Face config.json"
+    run = " (a training run's folder: it saves its first checkpoint at its first eval)"
+    return f"{path} is a folder with no checkpoint: looked for {looked_for}{run * (path / 'metrics.jsonl').exists()}"
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, Checkpoint]:

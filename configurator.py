@@ -37,6 +37,9 @@ class ConfigError(UserError):
 # The model keys that a model's source decides: unset (None) in a config, they follow the model (and are recorded
 # as the model has them); set, they must agree with it.
 SOURCE_KEYS = ("bias", "scale_attn_by_inverse_layer_idx")
+# The shape keys: a model continued from a source (init_from a trained model) has its source's shape whatever the
+# config says (a config cannot tell a value it was given from its default), and the run records that shape.
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd")
 # nanoGPT's name of the corpus, data/<dataset>: a spelling of data_dir in a config, and in the config a checkpoint
 # records (derived from data_dir), because nanoGPT's sample.py finds a character vocabulary through it.
 DATASET = "dataset"
@@ -443,7 +446,10 @@ def read_config_file(path: str) -> dict[str, object]:
     """The assignments of a config file, run in a namespace of its own (never in this module's)."""
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} not found")
-    namespace = runpy.run_path(path)
+    try:
+        namespace = runpy.run_path(path)
+    except SyntaxError as e:  # the user's file, not this program: where it is wrong, without a traceback
+        raise ConfigError(f"config file {path}, line {e.lineno}: {e.msg}") from None
     return {
         k: v
         for k, v in namespace.items()
@@ -452,28 +458,45 @@ def read_config_file(path: str) -> dict[str, object]:
 
 
 def parse_config(argv: list[str]) -> TrainConfig:
-    """Defaults, then each config file in order, then --key=value overrides."""
+    """Defaults, then each config file in order, then --key=value overrides; a later level's corpus, in either
+    spelling (data_dir or nanoGPT's dataset), replaces an earlier one's, as in nanoGPT."""
     values: dict[str, object] = {}
+    for where, level in config_levels(argv):
+        values.update(dataset_as_data_dir(level, where))
+    return TrainConfig(**values)
+
+
+def config_levels(argv: list[str]) -> list[tuple[str, dict[str, object]]]:
+    """(where, its type-checked values) of each config file and each run of --key=value overrides, in order."""
+    levels: list[tuple[str, dict[str, object]]] = []
     for arg in argv:
-        if arg.startswith("--"):
-            key, value = parse_override(arg)
-            values[key] = value
-        else:
-            values.update(read_config_file(arg))
-    checked = {key: check_type(key, value) for key, value in values.items()}
-    dataset = typing.cast(str, checked.pop(DATASET, ""))  # empty: unset, as nanoGPT's --dataset= leaves it
-    if dataset and "data_dir" not in checked:
-        checked["data_dir"] = os.path.join("data", dataset)  # os.path.join's rule: an absolute name is the folder
-    cfg = TrainConfig(**checked)
-    if dataset:
-        check_dataset_is_data_dir(dataset, cfg)
-    return cfg
+        if not arg.startswith("--"):
+            levels.append((arg, read_config_file(arg)))
+            continue
+        if not levels or levels[-1][0] != COMMAND_LINE:
+            levels.append((COMMAND_LINE, {}))
+        key, value = parse_override(arg)
+        levels[-1][1][key] = value
+    return [(where, {key: check_type(key, value) for key, value in level.items()}) for where, level in levels]
 
 
-def check_dataset_is_data_dir(dataset: str, cfg: DataConfig) -> None:
-    """nanoGPT's dataset given beside data_dir must name the same folder (a mixture's first)."""
-    named, first = os.path.realpath(os.path.join("data", dataset)), next(iter(cfg.mixture))
-    if named != os.path.realpath(first):
+COMMAND_LINE = "the command line"
+
+
+def dataset_as_data_dir(level: dict[str, object], where: str) -> dict[str, object]:
+    """One level's values with nanoGPT's dataset written as data_dir = data/<dataset>; a level that gives both
+    must name one folder with them (a mixture: its first corpus). An empty dataset (nanoGPT's --dataset=) sets
+    nothing."""
+    dataset = typing.cast(str, level.pop(DATASET, ""))
+    if not dataset:
+        return level
+    named = os.path.join("data", dataset)  # os.path.join's rule: an absolute name is the folder
+    if "data_dir" not in level:
+        return level | {"data_dir": named}
+    first = next(iter(DataConfig(data_dir=level["data_dir"]).mixture))  # its mixture syntax read as data_dir reads it
+    if os.path.realpath(named) != os.path.realpath(first):
         raise ConfigError(
-            f"dataset {dataset!r} (folder {named}) and data_dir {first!r} name different folders: give one of them"
+            f"dataset {dataset!r} (folder {os.path.realpath(named)}) and data_dir {first!r} name different folders "
+            f"{'on' if where == COMMAND_LINE else 'in'} {where}: give one of them"
         )
+    return level

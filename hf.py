@@ -46,9 +46,16 @@ def is_hf_source(source: str) -> bool:
     run's folder, which has one too, beside its metrics.jsonl), a hub id (owner/name) that is no local path, or a
     GGUF file."""
     path = Path(source)
-    hub_id = source.count("/") == 1 and not path.exists() and not source.endswith((".pt", ".pth", ".bin"))
     folder = path.is_dir() and (path / "config.json").is_file() and not (path / "metrics.jsonl").exists()
-    return source in HF_GPT2_NAMES or folder or hub_id or is_gguf(source)
+    return source in HF_GPT2_NAMES or folder or is_hub_id(source) or is_gguf(source)
+
+
+def is_hub_id(source: str) -> bool:
+    """owner/name that names nothing here and looks like no path: not absolute, not ./, ../ or ~/ (no hub name
+    starts with '.' or '~'), no checkpoint file's suffix. A missing path is then refused as a missing file, not
+    sent to the hub's name check."""
+    path_like = Path(source).is_absolute() or source.startswith((".", "~")) or source.endswith((".pt", ".pth", ".bin"))
+    return source.count("/") == 1 and not path_like and not Path(source).exists()
 
 
 def is_gguf(source: str | Path) -> bool:

@@ -45,10 +45,10 @@ from analyze import (
     starting_depth,
 )
 from checkpoint import Checkpoint, describe, latest_checkpoint, source_sha256
-from configurator import TrainConfig, parse_config
+from configurator import DATASET, TrainConfig, parse_config
 from evaluation import format_task_table, loadable_tasks, run_tasks
 from inherit import InheritError, check_width, inherit_half_width
-from runs import RunError, Runner, plot_curves, read_run, summary, wait_for
+from runs import CONFIG_FILE, RunError, Runner, changed_settings, plot_curves, read_run, summary, wait_for
 from runtime import UserError, command_main, output_folder, resolve_device_name, write_json
 
 METHODS = {
@@ -241,6 +241,11 @@ def run_overrides(plan: Plan, method: str, n: int) -> list[str]:
     return scratch
 
 
+def reference_overrides(plan: Plan) -> list[str]:
+    """The train.py overrides of the reference's evaluation on the students' validation batches."""
+    return ["--max_iters=0", "--eval_only=True", f"--init_from={plan.reference}"]
+
+
 def run_dir(out_dir: Path, method: str, n: int) -> Path:
     if method == "half_width":
         return out_dir / "half_width"
@@ -256,6 +261,7 @@ def recipe(plan: Plan) -> int:
     sha256 = check_same_reference(state_path, plan.reference)
     runs = [(m, n) for n in plan.depths for m in plan.methods if m not in ("half_width", "grow")]
     runs += [("half_width", plan.ref_layers)] * ("half_width" in plan.methods)
+    refuse_changed_runs(plan, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     refuse_runs_of_another_reference(out_dir, sha256)
     save_state(state_path, {"reference_sha256": sha256})  # before anything is measured or trained from it
@@ -269,8 +275,7 @@ def recipe(plan: Plan) -> int:
 
     runner = Runner(plan.config, plan.nproc, times_path=state_path)
     reference_dir = out_dir / "reference"
-    evaluate = ["--max_iters=0", "--eval_only=True", f"--init_from={plan.reference}"]
-    runner.train(reference_dir, [*plan.overrides, *evaluate])
+    runner.train(reference_dir, [*plan.overrides, *reference_overrides(plan)])
     started = time.time()
     for k, (method, n) in enumerate(runs):
         eta = eta_text(started, k, len(runs))
@@ -338,6 +343,44 @@ def analyze_reference(plan: Plan, sha256: str) -> dict:
         print(describe_choices({"choices": choices[n]}))
     keys = ("max_rank", "avg_mass", "collapsed_heads", "lazy_layers", "block_influence", "suggestion")
     return {key: result[key] for key in keys} | {"choices": {str(n): choices[n]["layers"] for n in plan.depths}}
+
+
+# The train.py keys of a student's run that recipe.py's own flags set (run_overrides).
+RECIPE_FLAGS = {
+    "inherit_measure_seqs": "--num_seqs",
+    "inherit_measure_len": "--seq_len",
+    "distill_alpha": "--distill_alpha",
+}
+
+
+def refuse_changed_runs(plan: Plan, runs: list[tuple[str, int]]) -> None:
+    """Runs of out_dir trained with other settings than this command gives them are refused before anything is
+    measured or trained: each setting named with the flag of the command that changed it, and the runs it was in."""
+    trained = {plan.out_dir / "reference": None} | {run_dir(plan.out_dir, method, n): (method, n) for method, n in runs}
+    changes: dict[str, list[str]] = {}
+    for folder, run in trained.items():
+        if not (folder / CONFIG_FILE).exists():  # not started yet: nothing to compare
+            continue
+        overrides = reference_overrides(plan) if run is None else run_overrides(plan, *run)
+        for key, (was, now) in changed_settings(read_run(folder), plan.config, [*plan.overrides, *overrides]).items():
+            changes.setdefault(f"{key}: {was!r} then, {now!r} now ({flag_of(key, plan)})", []).append(str(folder))
+    if changes:
+        listed = "; ".join(f"{change} in {', '.join(folders)}" for change, folders in changes.items())
+        raise RunError(
+            f"runs in {plan.out_dir} were trained with other settings than this command gives them: {listed}. "
+            f"Give another --out_dir, or delete those folders to train them again"
+        )
+
+
+def flag_of(key: str, plan: Plan) -> str:
+    """Which part of a recipe command sets a train.py key: a flag of recipe.py, an override after '--', or the
+    config file."""
+    if key in RECIPE_FLAGS:
+        return f"recipe.py {RECIPE_FLAGS[key]}"
+    spellings = {key, DATASET} if key == "data_dir" else {key}  # nanoGPT's dataset spells data_dir
+    if any(arg.removeprefix("--").partition("=")[0] in spellings for arg in plan.overrides):
+        return f"--{key} after '--'"
+    return f"the config {plan.config}"
 
 
 def check_same_reference(state_path: Path, reference: str) -> str:

@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from configurator import SOURCE_KEYS, parse_config
+from configurator import SHAPE_KEYS, SOURCE_KEYS, parse_config
 from inheritune import compat
 from runtime import UserError, atomic_file, output_file, run_command, write_json
 
@@ -310,18 +310,28 @@ BOOKKEEPING = {
 def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
     """A finished or interrupted run in a folder that a command would train again with other settings (budget,
     data, reference, model) would be reused or continued as if it were the one asked for: refuse it."""
-    planned = asdict(parse_config([config, *overrides]))
-    ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
-    ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
-    recorded = run.config
-    changed = [key for key, value in planned.items() if key not in ignored and recorded.get(key, value) != value]
+    changed = changed_settings(run, config, overrides)
     if changed:
-        was = ", ".join(f"{key}={recorded[key]!r}" for key in changed)
-        now = ", ".join(f"{key}={planned[key]!r}" for key in changed)
+        was = ", ".join(f"{key}={old!r}" for key, (old, _) in changed.items())
+        now = ", ".join(f"{key}={new!r}" for key, (_, new) in changed.items())
         raise RunError(
             f"{run.out_dir} trained with {was}; this command asks for {now}. "
             f"Give another out_dir, or delete {run.out_dir} to train it again"
         )
+
+
+def changed_settings(run: Run, config: str, overrides: list[str]) -> dict[str, tuple[object, object]]:
+    """{key: (the value the run trained with, the config's with the overrides)} of the settings that differ."""
+    planned = asdict(parse_config([config, *overrides]))
+    ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
+    ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
+    ignored |= set(SHAPE_KEYS) if run.continued_from else set()  # a continued model's shape: its source's
+    recorded = run.config
+    return {
+        key: (recorded[key], value)
+        for key, value in planned.items()
+        if key not in ignored and recorded.get(key, value) != value
+    }
 
 
 def wait_for(cmd: list[str]) -> int:
@@ -523,8 +533,7 @@ def compare_main(args: argparse.Namespace) -> int:
     named = dict(pairs)
     corpora = tuple(c for c in args.corpus.split(",") if c)
     seeds = args.seeds or []
-    if args.out:
-        output_file(args.out)
+    out = plot_file(args.out) if args.out else None
     if len(named) < len(pairs):
         names = [name for name, _ in pairs]
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -538,18 +547,24 @@ def compare_main(args: argparse.Namespace) -> int:
         groups = {name: {0: read_run(out_dir)} for name, out_dir in named.items()}
         rows = [summary(name, group[0], corpora) for name, group in groups.items()]
     runs = {name: list(group.values()) for name, group in groups.items()}
-    if args.out:
-        out = Path(args.out)
+    if out is not None:
         plot_curves(runs, out, title=args.title, corpora=corpora)
     print(format_table(rows, corpora=corpora))
     differences = paired_differences(rows, corpora) if len(seeds) > 1 else []
     if differences:
         print(format_differences(differences, len(seeds)))
-    if args.out:
+    if out is not None:
         record = {"runs": rows, "differences": differences} if seeds else rows
         write_json(out.with_suffix(".json"), finite_or_null(record))
         print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
+
+
+def plot_file(name: str) -> Path:
+    """The file --out's plot is written to, checked before the work: a name without a suffix is a PNG, as
+    matplotlib writes it (it adds .png)."""
+    path = output_file(name)
+    return path if path.suffix else output_file(path.with_suffix(".png"))
 
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from analyze import AnalysisSettings
 from checkpoint import Checkpoint, CheckpointError, describe, latest_checkpoint, load_model, sharded_step, source_sha256
-from configurator import SOURCE_KEYS, ConfigError, TrainConfig
+from configurator import SHAPE_KEYS, SOURCE_KEYS, ConfigError, TrainConfig
 from data.format import corpus_vocabulary
 from data.tokenizer import same_vocabulary
 from inherit import InheritError, StudentRequest, check_width, inherit, make_spec, parse_request
@@ -108,6 +108,8 @@ def build_model(cfg: TrainConfig, vocab_size: int) -> Start:
             continued["dequantized"] = ckpt.dequantized
         start = Start(model, None, None, ckpt.inherit, continued, ckpt.vocabulary())
     take_source_architecture(cfg, model)
+    if start.continued_from is not None:
+        take_source_shape(cfg, model)
     check_block_size(cfg, model.config.block_size)
     if model.config.block_size > cfg.block_size:
         model.crop_block_size(cfg.block_size)
@@ -152,6 +154,17 @@ def take_source_architecture(cfg: TrainConfig, model: GPT) -> None:
         setattr(cfg, key, has)
 
 
+def take_source_shape(cfg: TrainConfig, model: GPT) -> None:
+    """A continued model's shape (SHAPE_KEYS) set in the config, so that config.json and the checkpoints record
+    the model trained; a note says where the config's own values were not used."""
+    unused = [f"{key} {getattr(cfg, key)}" for key in SHAPE_KEYS if getattr(cfg, key) != getattr(model.config, key)]
+    if unused:
+        has = ", ".join(f"{key} {getattr(model.config, key)}" for key in SHAPE_KEYS)
+        print(f"note: the model of init_from={cfg.init_from} has {has}; the config's {', '.join(unused)} not used")
+    for key in SHAPE_KEYS:
+        setattr(cfg, key, getattr(model.config, key))
+
+
 # the config's shape keys, and what decides which parameters AdamW holds state for
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "bias", "scale_attn_by_inverse_layer_idx", "freeze_embedding")
 
@@ -166,7 +179,8 @@ def refuse_another_model(cfg: TrainConfig, ckpt: Checkpoint, source: str | Path)
     """A resume trains the checkpoint's model whatever the config says: a config that asks for another shape
     than the run's own config did is refused, not ignored (config.json would record the shape not trained)."""
     written = {"freeze_embedding": False} | (ckpt.config or {})  # runs from before the key trained it
-    changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in changed_keys(cfg, written, MODEL_KEYS)]
+    keys = tuple(key for key in MODEL_KEYS if ckpt.continued_from is None or key not in SHAPE_KEYS)  # the source's
+    changed = [f"{key} {written[key]} (asked {getattr(cfg, key)})" for key in changed_keys(cfg, written, keys)]
     if changed:
         raise ConfigError(
             f"a resumed run keeps its model and the config it was started with: {', '.join(changed)}; resume "

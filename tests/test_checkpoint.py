@@ -1,4 +1,5 @@
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import Checkpoint, CheckpointError
+from checkpoint import Checkpoint, CheckpointError, describe, load_model
+from hf import is_hf_source
 from tests.conftest import ROOT, CodeOnUnpickle
 
 
@@ -42,6 +44,43 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         Checkpoint.load(path)
+
+
+@pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing", "~/missing"])
+def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, monkeypatch):
+    """Every model reader (train.py's init_from and inherit_from, sample.py, analyze.py, inherit.py) goes through
+    describe or load_model: a path with one '/' that names nothing used to go to the hub's name check ("Repo id
+    must use alphanumeric chars...")."""
+    monkeypatch.chdir(tmp_path)
+    assert not is_hf_source(source) and is_hf_source("owner/name")  # a hub id is still one
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^checkpoint .*{source.rpartition('/')[2]} not found$"):
+            read(source)
+
+
+def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):
+    """torch.load of an empty file, or of a legacy (non-zip) checkpoint cut short, raises an EOFError without a
+    message: the error used to end in a bare colon."""
+    empty = tmp_path / "e.pt"
+    empty.touch()
+    with pytest.raises(CheckpointError, match="e.pt: an empty file \\(0 bytes\\), no checkpoint was written to it$"):
+        Checkpoint.load(empty)
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": {}, "model_args": {}}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-1])
+    with pytest.raises(CheckpointError, match="not a weights-only checkpoint\\): it ends early: truncated$"):
+        Checkpoint.load(legacy)
+
+
+def test_a_folder_without_a_model_says_what_was_looked_for(tmp_path):
+    looked_for = "is a folder with no checkpoint: looked for ckpt.pt, a sharded checkpoint (sharded/latest, or a step"
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^{tmp_path} {re.escape(looked_for)}.* Hugging Face config.json$"):
+            read(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.jsonl").touch()  # a run that has not saved yet
+    with pytest.raises(CheckpointError, match="a training run's folder: it saves its first checkpoint at its first"):
+        describe(tmp_path)
 
 
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):

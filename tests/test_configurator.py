@@ -106,7 +106,7 @@ def test_every_key_of_nanogpts_train_py_is_accepted(tmp_path):
     assert cfg.data_dir == os.path.join("data", "openwebtext") and cfg.backend == "nccl"
     assert cfg.gradient_accumulation_steps == 40 and cfg.wandb_run_name.startswith("ft-")
     assert parse_config([str(path), "--dataset=/abs/corpus"]).data_dir == "/abs/corpus"  # os.path.join's rule
-    assert parse_config([str(path), "--dataset=", "--data_dir=data/x"]).dataset == "x"
+    assert parse_config([str(path), "--data_dir=data/x"]).dataset == "x"  # the command line's spelling wins
 
 
 def test_shipped_configs_parse():
@@ -230,6 +230,32 @@ def test_nanogpts_dataset_is_a_spelling_of_data_dir(tmp_path):
     assert TrainConfig().data_dir == os.path.join("data", "openwebtext")  # nanoGPT's default
     with pytest.raises(ConfigError, match="data_dir is empty"):
         parse_config(["--data_dir="])
+
+
+def test_a_config_file_that_is_no_python_is_one_line_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "bad_config.py"
+    path.write_text("n_layer = 4\nx = (\n")
+    with pytest.raises(ConfigError, match=f"^config file {path}, line 2: '\\(' was never closed$"):
+        parse_config([str(path)])
+
+
+def test_a_later_level_names_the_corpus_in_either_spelling(tmp_path):
+    """As nanoGPT's configurator: the command line overrides a config file's corpus whichever key each spells it
+    with, and a later file an earlier one's; only one level (one file, or the command line) giving both, naming
+    different folders, is refused."""
+    with_data_dir, with_dataset = tmp_path / "a.py", tmp_path / "b.py"
+    with_data_dir.write_text("data_dir = 'data/shakespeare'\n")
+    with_dataset.write_text("dataset = 'python'\n")
+    assert parse_config([str(with_data_dir), "--dataset=x"]).data_dir == os.path.join("data", "x")
+    assert parse_config([str(with_dataset), "--data_dir=data/x"]).data_dir == "data/x"
+    assert parse_config([str(with_data_dir), str(with_dataset)]).data_dir == os.path.join("data", "python")
+    assert parse_config([str(with_dataset), str(with_data_dir)]).data_dir == "data/shakespeare"
+    both = tmp_path / "both.py"
+    both.write_text("data_dir = 'data/shakespeare'\ndataset = 'python'\n")
+    with pytest.raises(ConfigError, match=f"name different folders in {both}: give one of them"):
+        parse_config([str(both), "--n_layer=2"])
+    with pytest.raises(ConfigError, match="name different folders on the command line"):
+        parse_config([str(with_data_dir), "--dataset=x", "--data_dir=data/y"])
 
 
 def test_both_corpus_lists_take_one_syntax(tmp_path):

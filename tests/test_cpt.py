@@ -16,7 +16,8 @@ from configurator import ConfigError, parse_config
 from data.batches import batch_rng, get_batch
 from data.format import write_meta
 from model import GPT, GPTConfig
-from tests.conftest import char_data_root  # noqa: F401 (a fixture this module uses)
+from runs import RunError, read_run, refuse_changed_plan
+from tests.conftest import char_data_root, tiny_values  # noqa: F401 (a fixture this module uses)
 
 
 def metrics(out_dir) -> list[dict]:
@@ -201,6 +202,27 @@ def nanogpt_checkpoint(path: Path, vocab_size: int, config: dict) -> str:
     model = GPT(GPTConfig(**model_args))
     torch.save({"model": model.state_dict(), "model_args": model_args, "iter_num": 10, "config": config}, path)
     return str(path)
+
+
+def test_a_continued_model_keeps_its_shape_and_the_run_records_it(shakespeare_dir, tmp_path, capsys):
+    """A model continued from a source trains at the source's shape: config.json and the checkpoint record that
+    shape, not the config's (which cannot tell a value given from its default), a note says the config's was not
+    used, and the same command again (a rerun by runs.py, a resume) is still the same run."""
+    source = nanogpt_checkpoint(tmp_path / "src.pt", 50304, {"dataset": "openwebtext"})  # 1 layer, 2 heads, 32 wide
+    config = tmp_path / "tiny.py"
+    config.write_text("".join(f"{key} = {value!r}\n" for key, value in tiny_values(shakespeare_dir).items()))
+    asked = [f"--init_from={source}", "--n_layer=4", "--n_embd=64", "--max_iters=2", f"--out_dir={tmp_path / 'cpt'}"]
+    train.train(parse_config([str(config), *asked]))
+    note = f"init_from={source} has n_layer 1, n_head 2, n_embd 32; the config's n_layer 4, n_embd 64 not used"
+    assert note in capsys.readouterr().out
+    run = read_run(tmp_path / "cpt")
+    recorded = Checkpoint.load(tmp_path / "cpt" / "ckpt.pt").config
+    assert [(run.config[key], recorded[key]) for key in ("n_layer", "n_head", "n_embd")] == [(1, 1), (2, 2), (32, 32)]
+    refuse_changed_plan(run, str(config), asked)  # the same command again: accepted
+    with pytest.raises(RunError, match="max_iters=2"):
+        refuse_changed_plan(run, str(config), [*asked, "--max_iters=3"])
+    train.train(parse_config([str(config), *asked, "--init_from=resume", "--max_iters=4"]))
+    assert Checkpoint.load(tmp_path / "cpt" / "ckpt.pt").iter_num == 4
 
 
 def other_char_corpus(path: Path, vocab_size: int) -> str:

@@ -58,7 +58,7 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
     # another budget in the same out_dir is refused, not reported as the finished runs of the old one
     assert recipe.main([*argv, "--", "--max_iters=7"]) == 1
-    assert "trained with max_iters=6; this command asks for max_iters=7" in capsys.readouterr().err
+    assert "max_iters: 6 then, 7 now (--max_iters after '--') in " in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
     # another reference under the same path is refused: the finished students inherited from the old one
     replaced = Checkpoint.load(ref)
@@ -66,6 +66,30 @@ def test_two_methods_train_side_by_side_report_and_resume_without_retraining(tra
     replaced.save(ref)
     assert recipe.main(argv) == 1
     assert f"{ref} has changed since the runs in {out} were trained from it" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_rerun_with_a_changed_flag_is_refused_naming_the_flag_and_the_runs_it_changes(
+    trained_reference, tmp_path, capsys
+):
+    """Not the first run folder the rerun happens to reach (the reference's evaluation) and train.py's key, but
+    what the user changed, where, and every run it was in; before the analysis is measured again."""
+    config = write_config_file(tmp_path / "c.py", trained_reference, max_iters=2, lr_decay_iters=2, eval_interval=2)
+    ref = str(Path(trained_reference.out_dir) / "ckpt.pt")
+    out = tmp_path / "r"
+    argv = ["--reference", ref, "--config", str(config), "--n_layer", "2", "--methods", "first"]
+    argv += ["--out_dir", str(out), "--num_seqs", "4", "--seq_len", "32"]
+    assert recipe.main(argv) == 0
+    analysis = (out / "analysis" / "analysis.json").read_text()
+    capsys.readouterr()
+    assert recipe.main([*argv, "--", "--learning_rate=0.001"]) == 1
+    lr = trained_reference.learning_rate
+    changed = f"learning_rate: {lr!r} then, 0.001 now (--learning_rate after '--') in {out / 'reference'}, "
+    assert changed + f"{out / 'n2' / 'first'}. Give another --out_dir" in capsys.readouterr().err
+    assert recipe.main([*argv, "--num_seqs", "5"]) == 1
+    changed = f"inherit_measure_seqs: 4 then, 5 now (recipe.py --num_seqs) in {out / 'n2' / 'first'}. Give"
+    assert changed in capsys.readouterr().err
+    assert (out / "analysis" / "analysis.json").read_text() == analysis
 
 
 @pytest.mark.slow

@@ -275,6 +275,14 @@ def test_compare_writes_a_diverged_runs_loss_as_null_not_nan(tmp_path, capsys):
     assert [row["val_loss"] for row in rows] == [5.5, None]
 
 
+def test_compare_names_the_plot_file_it_writes(tmp_path, capsys):
+    """--out without a suffix: matplotlib writes NAME.png, and the message names that file."""
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / "cmp")]) == 0
+    assert f"wrote {tmp_path / 'cmp.png'} and {tmp_path / 'cmp.json'}" in capsys.readouterr().out
+    assert (tmp_path / "cmp.png").stat().st_size > 0 and not (tmp_path / "cmp").exists()
+
+
 def test_compare_names_a_run_that_diverged(tmp_path, capsys):
     """train.py records the divergence; the run's last eval, of before it, is no result to read as one."""
     fake_run(tmp_path / "ok", [6.0, 5.5])

@@ -25,7 +25,7 @@ import inherit
 import sample
 import train
 from checkpoint import Checkpoint, load_model
-from configurator import ConfigError
+from configurator import ConfigError, TrainConfig
 from data import check
 from data.batches import batch_rng, get_batch
 from data.format import open_tokens, read_meta
@@ -37,7 +37,7 @@ from data.shakespeare.prepare import shakespeare_texts
 from data.tokenizer import fingerprint
 from hf import ConversionError, to_hf
 from model import GPT, GPTConfig, KVCache, rope_frequencies
-from tests.conftest import TINY_QA_ARGS
+from tests.conftest import TINY_QA_ARGS, tiny_values
 
 
 @pytest.fixture(scope="session")
@@ -246,19 +246,24 @@ def test_a_corpus_prepared_with_the_references_tokenizer(tmp_path, bpe_folder):
     assert check.main([str(tmp_path / "data")]) == 0
 
 
-@pytest.fixture
-def llama_run(tmp_path, bpe_folder, tiny_config):
-    """The tiny Llama trained for 12 steps on Shakespeare prepared with its own tokenizer."""
-    folder = llama_folder(tmp_path, bpe_folder)
-    prepare_shakespeare(tmp_path / "data", tokenizer=str(folder))
-    cfg = tiny_config(
-        init_from=str(folder),
-        data_dir=str(tmp_path / "data"),
-        learning_rate=1e-3,
-        max_iters=12,
-        lr_decay_iters=12,
-        eval_interval=6,
-        out_dir=str(tmp_path / "run"),
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory, bpe_folder, shakespeare_dir):
+    """The tiny Llama trained for 12 steps on Shakespeare prepared with its own tokenizer, once for this
+    file's tests: they only read it."""
+    root = tmp_path_factory.mktemp("llama_run")
+    folder = llama_folder(root, bpe_folder)
+    prepare_shakespeare(root / "data", tokenizer=str(folder))
+    cfg = TrainConfig(
+        **tiny_values(shakespeare_dir)
+        | dict(
+            init_from=str(folder),
+            data_dir=str(root / "data"),
+            learning_rate=1e-3,
+            max_iters=12,
+            lr_decay_iters=12,
+            eval_interval=6,
+            out_dir=str(root / "run"),
+        )
     )
     train.train(cfg)
     return folder, cfg

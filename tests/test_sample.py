@@ -6,16 +6,19 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import sample
 import train
+from configurator import TrainConfig
 from data.shakespeare.prepare import prepare as prepare_shakespeare
+from tests.conftest import tiny_values
 from tests.test_llama import bpe_folder  # noqa: F401 - a fixture
 from tests.test_train import NANOGPT_CHAR_CONFIG
 
 
-@pytest.fixture
-def trained_out_dir(tiny_config):
-    cfg = tiny_config(max_iters=10)
-    train.train(cfg)
-    return cfg.out_dir
+@pytest.fixture(scope="module")
+def trained_out_dir(shakespeare_dir, tmp_path_factory):
+    """A 2-layer model trained for 10 steps, once for this file's tests: they only read it."""
+    out = tmp_path_factory.mktemp("sample") / "out"
+    train.train(TrainConfig(**tiny_values(shakespeare_dir) | {"max_iters": 10, "out_dir": str(out)}))
+    return str(out)
 
 
 def run_sample(capsys, *args) -> tuple[int, str, str]:

@@ -15,6 +15,7 @@ on ARC-Easy, PIQA, SciQ and LAMBADA and acc_norm on HellaSwag.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -245,16 +246,23 @@ def reported_metrics(output: dict) -> dict[str, dict[str, float]]:
     }
 
 
+@functools.cache
+def task_index(include_path: str):
+    """lm-eval's TaskManager: its index of every task, built once per process, as it reads thousands of YAML
+    files (6 s here); recipe.py checks the tasks up front and then scores each model on them."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise UserError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
+    return TaskManager(include_path=include_path or None)
+
+
 def loadable_tasks(names: list[str], include_path: str):
     """lm-eval's task manager, once every task asked for is known and its data loads (else UserError)."""
     if not hub_reachable():
         # Set before lm_eval imports datasets: then a task whose data is not cached fails at once.
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    try:
-        from lm_eval.tasks import TaskManager
-    except ImportError as e:
-        raise UserError('evaluation.py tasks needs lm-evaluation-harness: pip install "lm_eval[hf]"') from e
-    task_manager = TaskManager(include_path=include_path or None)
+    task_manager = task_index(include_path)
     errors = task_errors(names, task_manager)
     if errors:
         raise UserError("\n".join(errors))

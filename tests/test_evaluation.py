@@ -222,10 +222,8 @@ def test_tags_and_groups_report_each_member_and_the_groups_aggregate_written_bef
 
 @pytest.mark.slow
 def test_the_template_task_scores_answers_after_one_space(monkeypatch):
-    from lm_eval.tasks import TaskManager, get_task_dict
-
     monkeypatch.chdir(ROOT)  # the task's data_files are relative to the repository root
-    task = get_task_dict(["tiny_qa"], TaskManager(include_path=str(ROOT / "tests" / "lm_eval_tasks")))["tiny_qa"]
+    task = evaluation.task_index(str(ROOT / "tests" / "lm_eval_tasks")).load(["tiny_qa"])["tasks"]["tiny_qa"]
     task.build_all_requests(limit=2, rank=0, world_size=1)
     pairs = [instance.arguments for instance in task.instances]
     assert ("Question: Who wrote Hamlet?\nAnswer:", " William Shakespeare") in pairs

@@ -64,9 +64,12 @@ def parse_layers(text: str) -> tuple[int, ...]:
     for item in text.split(","):
         lo, sep, hi = item.strip().partition("-")
         try:
-            layers.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            first, last = int(lo), int(hi if sep else lo)
         except ValueError:
             raise InheritError(f"bad layer list {text!r}: expected numbers and ranges like '0-11,14'") from None
+        if last < first:  # range() would give nothing: a silently different student
+            raise InheritError(f"bad layer list {text!r}: the range {item.strip()} runs backwards")
+        layers.extend(range(first, last + 1))
     return tuple(layers)
 
 

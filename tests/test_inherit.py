@@ -126,6 +126,8 @@ def test_the_parser_maps_each_spelling_of_inherit_layers_to_a_method_and_layers(
         (3, "0-x", "all", "bad layer list '0-x'"),
         (3, ",", "all", "bad layer list ','"),
         (3, "BI", "all", "bad layer list 'BI'"),
+        (2, "0-1,3-2", "all", "bad layer list '0-1,3-2': the range 3-2 runs backwards"),
+        (None, "3-0", "all", "bad layer list '3-0': the range 3-0 runs backwards"),
         (None, "", "all", "give the student's depth (n_layer) or its layers"),
         (None, "stack", "all", "layers chosen by 'stack' need the student's depth (n_layer)"),
         (2, "0,1", "none", "inherit_parts 'none' copies nothing: no layers to choose ('0,1')"),

@@ -20,6 +20,7 @@ import ast
 import math
 import os
 import runpy
+import traceback
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -446,15 +447,29 @@ def read_config_file(path: str) -> dict[str, object]:
     """The assignments of a config file, run in a namespace of its own (never in this module's)."""
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} not found")
+    if Path(path).suffix == ".json":
+        raise ConfigError(
+            f"{path} is JSON: a config file is Python, `key = value` lines as in config/*.py (a run's config.json "
+            "records what it ran with; its keys are --key=value flags)"
+        )
     try:
         namespace = runpy.run_path(path)
     except SyntaxError as e:  # the user's file, not this program: where it is wrong, without a traceback
         raise ConfigError(f"config file {path}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # raised by the file's own code (a NameError, say): the same
+        raise ConfigError(f"config file {path}, line {line_in(path, e)}: {type(e).__name__}: {e}") from None
     return {
         k: v
         for k, v in namespace.items()
         if not k.startswith("_") and not isinstance(v, (types.ModuleType, types.FunctionType, type))
     }
+
+
+def line_in(path: str, error: Exception) -> int | str:
+    """The line of the file at path where error was raised (the deepest frame in it), '?' if none."""
+    here = Path(path).resolve()
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == here]
+    return frames[-1].lineno if frames else "?"
 
 
 def parse_config(argv: list[str]) -> TrainConfig:

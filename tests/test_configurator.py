@@ -239,6 +239,28 @@ def test_a_config_file_that_is_no_python_is_one_line_naming_the_file_and_line(tm
         parse_config([str(path)])
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("n_layer = 4\nn_head = undefined_name\n", "line 2: NameError: name 'undefined_name' is not defined"),
+        ("x = 1 / 0\n", "line 1: ZeroDivisionError: division by zero"),
+    ],
+)
+def test_an_error_while_a_config_file_runs_is_one_line_naming_the_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad_config.py"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        parse_config([str(path)])
+    assert str(refused.value) == f"config file {path}, {message}"
+
+
+def test_a_runs_config_json_given_as_a_config_file_says_what_a_config_file_is(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"n_layer": 4, "compile": false}\n')
+    with pytest.raises(ConfigError, match="config.json is JSON: a config file is Python"):
+        parse_config([str(path)])
+
+
 def test_a_later_level_names_the_corpus_in_either_spelling(tmp_path):
     """As nanoGPT's configurator: the command line overrides a config file's corpus whichever key each spells it
     with, and a later file an earlier one's; only one level (one file, or the command line) giving both, naming

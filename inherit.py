@@ -389,7 +389,10 @@ def main(argv: list[str]) -> int:
     Checkpoint.of(student, inherit=origin, tokenizer=origin["reference_tokenizer"], tokens=0).save(out)
     size = f"{student.config.n_layer} layers, {student.get_num_params() / 1e6:.2f}M parameters"
     reference = f"the {origin['reference_n_layer']}-layer {args.inherit_from}"
-    print(f"student: {size}, from {reference}: layers {origin['layers']} ({origin['chosen_by']['method']})")
+    taken = f"layers {origin['layers']} ({origin['chosen_by']['method']})"
+    if not origin["parts"]:
+        taken = "nothing inherited (inherit_parts none)"
+    print(f"student: {size}, from {reference}: {taken}")
     print(f"wrote {out}; train it with: python train.py CONFIG --init_from={out}")
     return 0
 

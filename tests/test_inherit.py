@@ -176,6 +176,17 @@ def test_nanogpt_checkpoint_with_orig_mod_prefix_is_a_reference(tmp_path):
     assert torch.equal(student.transformer.h[2].attn.c_attn.weight, ref.transformer.h[2].attn.c_attn.weight)
 
 
+def test_the_command_says_what_the_student_took(tmp_path, capsys):
+    path = tmp_path / "ref.pt"
+    Checkpoint.of(reference(), tokens=0).save(path)
+    argv = ["--inherit_from", str(path), "--n_layer", "2", "--out", str(tmp_path / "s.pt")]
+    assert inherit.main(argv) == 0
+    assert "layers [0, 1] (first)" in capsys.readouterr().out
+    assert inherit.main([*argv, "--inherit_parts", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing inherited (inherit_parts none)" in out and "layers [0, 1]" not in out
+
+
 def test_cli_refuses_a_student_deeper_than_the_reference(tmp_path, capsys):
     path = tmp_path / "ref.pt"
     Checkpoint.of(reference()).save(path)

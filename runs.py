@@ -323,15 +323,28 @@ def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
 def changed_settings(run: Run, config: str, overrides: list[str]) -> dict[str, tuple[object, object]]:
     """{key: (the value the run trained with, the config's with the overrides)} of the settings that differ."""
     planned = asdict(parse_config([config, *overrides]))
-    ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
+    recorded = run.config | started_from(run)  # a resume records init_from='resume', not where the model began
+    resumes = planned["init_from"] == "resume"  # train.py continues the run's checkpoint, whatever it began from
+    ignored = BOOKKEEPING | ({"init_from", "inherit_from"} if resumes else set())
     ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
-    ignored |= set(SHAPE_KEYS) if run.continued_from else set()  # a continued model's shape: its source's
-    recorded = run.config
+    if run.continued_from and (resumes or same_folder(planned["init_from"], recorded["init_from"])):
+        ignored |= set(SHAPE_KEYS) | {"init_from"}  # the same source (however spelt), so its shape
     return {
         key: (recorded[key], value)
         for key, value in planned.items()
         if key not in ignored and recorded.get(key, value) != value
     }
+
+
+def started_from(run: Run) -> dict[str, str]:
+    """Where a run's model began, as the init_from (and a student's inherit_from) that started it: the model it
+    continued from, 'inherit' from its reference, or 'scratch'; config.json records init_from='resume' once
+    the run was resumed."""
+    if run.continued_from:
+        return {"init_from": run.continued_from["source"]}
+    if run.inherit:
+        return {"init_from": "inherit", "inherit_from": run.inherit["source"]}
+    return {"init_from": "scratch"}
 
 
 def wait_for(cmd: list[str]) -> int:

@@ -294,3 +294,28 @@ def test_compare_names_a_run_that_diverged(tmp_path, capsys):
     assert "b (diverged)" in capsys.readouterr().out
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(row["model"], row["diverged"]) for row in rows] == [("ok", False), ("b (diverged)", True)]
+
+
+def test_a_resumed_run_is_compared_by_where_its_model_began(tmp_path):
+    """Once resumed, config.json records init_from='resume' (and, resumed by the runner, no inherit_from): the
+    run's start is what its inherit or continued_from record says, and a plan from elsewhere is refused."""
+    config = tmp_path / "c.py"
+    config.write_text("data_dir = 'data/shakespeare'\nmax_iters = 20\n")
+    resumed = asdict(parse_config([str(config), "--init_from=resume"]))
+    fake_run(tmp_path / "student", [6.0, 5.5, 5.0], config=resumed)
+    record = json.loads((tmp_path / "student" / "config.json").read_text())
+    record["inherit"] = {"source": "ref/ckpt.pt", "reference_n_layer": 4}
+    (tmp_path / "student" / "config.json").write_text(json.dumps(record))
+    student = runs.read_run(tmp_path / "student")
+    runs.refuse_changed_plan(student, str(config), ["--init_from=inherit", "--inherit_from=ref/ckpt.pt"])
+    runs.refuse_changed_plan(student, str(config), ["--init_from=resume"])
+    began = "init_from='inherit', inherit_from='ref/ckpt.pt'; this command asks for init_from='scratch', inherit_"
+    with pytest.raises(runs.RunError, match=began):
+        runs.refuse_changed_plan(student, str(config), [])
+    with pytest.raises(runs.RunError, match="inherit_from='ref/ckpt.pt'; this command asks for inherit_from='x.pt'"):
+        runs.refuse_changed_plan(student, str(config), ["--init_from=inherit", "--inherit_from=x.pt"])
+    fake_run(tmp_path / "scratch", [6.0, 5.5, 5.0], config=resumed)
+    scratch = runs.read_run(tmp_path / "scratch")
+    runs.refuse_changed_plan(scratch, str(config), [])
+    with pytest.raises(runs.RunError, match="init_from='scratch'; this command asks for init_from='ref/ckpt.pt'"):
+        runs.refuse_changed_plan(scratch, str(config), ["--init_from=ref/ckpt.pt"])

@@ -323,15 +323,28 @@ def refuse_changed_plan(run: Run, config: str, overrides: list[str]) -> None:
 def changed_settings(run: Run, config: str, overrides: list[str]) -> dict[str, tuple[object, object]]:
     """{key: (the value the run trained with, the config's with the overrides)} of the settings that differ."""
     planned = asdict(parse_config([config, *overrides]))
-    ignored = BOOKKEEPING | ({"init_from"} if run.config.get("init_from") == "resume" else set())
+    recorded = run.config | started_from(run)  # a resume records init_from='resume', not where the model began
+    resumes = planned["init_from"] == "resume"  # train.py continues the run's checkpoint, whatever it began from
+    ignored = BOOKKEEPING | ({"init_from", "inherit_from"} if resumes else set())
     ignored |= {key for key in SOURCE_KEYS if planned[key] is None}  # unset: the run recorded its model's value
-    ignored |= set(SHAPE_KEYS) if run.continued_from else set()  # a continued model's shape: its source's
-    recorded = run.config
+    if run.continued_from and (resumes or same_folder(planned["init_from"], recorded["init_from"])):
+        ignored |= set(SHAPE_KEYS) | {"init_from"}  # the same source (however spelt), so its shape
     return {
         key: (recorded[key], value)
         for key, value in planned.items()
         if key not in ignored and recorded.get(key, value) != value
     }
+
+
+def started_from(run: Run) -> dict[str, str]:
+    """Where a run's model began, as the init_from (and a student's inherit_from) that started it: the model it
+    continued from, 'inherit' from its reference, or 'scratch'; config.json records init_from='resume' once
+    the run was resumed."""
+    if run.continued_from:
+        return {"init_from": run.continued_from["source"]}
+    if run.inherit:
+        return {"init_from": "inherit", "inherit_from": run.inherit["source"]}
+    return {"init_from": "scratch"}
 
 
 def wait_for(cmd: list[str]) -> int:
@@ -562,9 +575,50 @@ def compare_main(args: argparse.Namespace) -> int:
 
 def plot_file(name: str) -> Path:
     """The file --out's plot is written to, checked before the work: a name without a suffix is a PNG, as
-    matplotlib writes it (it adds .png)."""
+    matplotlib writes it (it adds .png); another suffix must be a format matplotlib writes, as it takes the
+    suffix for the format. lr_0.5 is refused, not made lr_0.5.png: a guess would write a file of another name
+    than the one given (and x.json's table would be x.json.json). The plot and its table go neither into a run
+    folder nor over a file that an earlier compare did not write."""
     path = output_file(name)
-    return path if path.suffix else output_file(path.with_suffix(".png"))
+    path = path if path.suffix else output_file(path.with_suffix(".png"))
+    formats = plot_formats()
+    if path.suffix[1:].lower() not in formats:
+        raise RunError(
+            f"--out {name}: matplotlib writes no {path.suffix!r} plot (formats: {', '.join(formats)}): end the "
+            f"name with one, e.g. {name}.png"
+        )
+    refuse_overwriting(path, path.with_suffix(".json"))
+    return path
+
+
+def plot_formats() -> list[str]:
+    """The file formats (suffixes) matplotlib's savefig writes."""
+    from matplotlib.backend_bases import FigureCanvasBase  # here: only a command that plots imports matplotlib
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def refuse_overwriting(plot: Path, table: Path) -> None:
+    """A comparison written into a run folder would be taken for the run's files (--out RUN/config.png wrote its
+    table over the run's config.json); a plot or table of the name that an earlier compare did not write (its
+    table beside the plot) is someone else's file."""
+    if (plot.parent / CONFIG_FILE).exists() or (plot.parent / METRICS_FILE).exists():
+        raise RunError(f"--out {plot}: {plot.parent} is a training run's folder: write the comparison elsewhere")
+    earlier = is_compare_table(table)
+    for path in (table, plot):
+        if path.exists() and not earlier:
+            raise RunError(f"--out {plot}: {path} exists and is no output of runs.py compare: give another --out")
+
+
+def is_compare_table(path: Path) -> bool:
+    """Whether a file is the table compare writes: its rows, or {"runs": rows, "differences"} with --seeds."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    rows = record.get("runs") if isinstance(record, dict) else record
+    columns = {"model", "layers", "steps", "val_loss"}
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and columns <= r.keys() for r in rows)
 
 
 def compare_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ of the trained model it continues from."""
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +224,18 @@ def test_a_continued_model_keeps_its_shape_and_the_run_records_it(shakespeare_di
         refuse_changed_plan(run, str(config), [*asked, "--max_iters=3"])
     train.train(parse_config([str(config), *asked, "--init_from=resume", "--max_iters=4"]))
     assert Checkpoint.load(tmp_path / "cpt" / "ckpt.pt").iter_num == 4
+    # resumed, config.json records init_from='resume': the run still began from `source`, at its shape
+    run, asked = read_run(tmp_path / "cpt"), [*asked, "--max_iters=4"]
+    assert run.config["init_from"] == "resume"
+    refuse_changed_plan(run, str(config), asked)
+    refuse_changed_plan(run, str(config), [*asked, "--init_from=resume"])
+    refuse_changed_plan(run, str(config), [*asked, f"--init_from={tmp_path}/./src.pt"])  # the same file
+    began = f"trained with n_layer=1, n_embd=32, init_from='{source}'; this command asks for n_layer=3, n_embd=64"
+    with pytest.raises(RunError, match=re.escape(f"{began}, init_from='scratch'.")):
+        refuse_changed_plan(run, str(config), [*asked, "--init_from=scratch", "--n_layer=3"])
+    other = nanogpt_checkpoint(tmp_path / "other.pt", 50304, {"dataset": "openwebtext"})  # a model of another run
+    with pytest.raises(RunError, match=re.escape(f"{began}, init_from='{other}'.")):
+        refuse_changed_plan(run, str(config), [*asked, f"--init_from={other}", "--n_layer=3"])
 
 
 def other_char_corpus(path: Path, vocab_size: int) -> str:

@@ -294,3 +294,62 @@ def test_compare_names_a_run_that_diverged(tmp_path, capsys):
     assert "b (diverged)" in capsys.readouterr().out
     rows = json.loads(out.with_suffix(".json").read_text())
     assert [(row["model"], row["diverged"]) for row in rows] == [("ok", False), ("b (diverged)", True)]
+
+
+def test_a_resumed_run_is_compared_by_where_its_model_began(tmp_path):
+    """Once resumed, config.json records init_from='resume' (and, resumed by the runner, no inherit_from): the
+    run's start is what its inherit or continued_from record says, and a plan from elsewhere is refused."""
+    config = tmp_path / "c.py"
+    config.write_text("data_dir = 'data/shakespeare'\nmax_iters = 20\n")
+    resumed = asdict(parse_config([str(config), "--init_from=resume"]))
+    fake_run(tmp_path / "student", [6.0, 5.5, 5.0], config=resumed)
+    record = json.loads((tmp_path / "student" / "config.json").read_text())
+    record["inherit"] = {"source": "ref/ckpt.pt", "reference_n_layer": 4}
+    (tmp_path / "student" / "config.json").write_text(json.dumps(record))
+    student = runs.read_run(tmp_path / "student")
+    runs.refuse_changed_plan(student, str(config), ["--init_from=inherit", "--inherit_from=ref/ckpt.pt"])
+    runs.refuse_changed_plan(student, str(config), ["--init_from=resume"])
+    began = "init_from='inherit', inherit_from='ref/ckpt.pt'; this command asks for init_from='scratch', inherit_"
+    with pytest.raises(runs.RunError, match=began):
+        runs.refuse_changed_plan(student, str(config), [])
+    with pytest.raises(runs.RunError, match="inherit_from='ref/ckpt.pt'; this command asks for inherit_from='x.pt'"):
+        runs.refuse_changed_plan(student, str(config), ["--init_from=inherit", "--inherit_from=x.pt"])
+    fake_run(tmp_path / "scratch", [6.0, 5.5, 5.0], config=resumed)
+    scratch = runs.read_run(tmp_path / "scratch")
+    runs.refuse_changed_plan(scratch, str(config), [])
+    with pytest.raises(runs.RunError, match="init_from='scratch'; this command asks for init_from='ref/ckpt.pt'"):
+        runs.refuse_changed_plan(scratch, str(config), ["--init_from=ref/ckpt.pt"])
+
+
+def test_compare_refuses_an_out_of_no_plot_format_before_the_work(tmp_path, capsys):
+    """matplotlib takes a name's suffix for its format: x.json or lr_0.5 ended in its traceback after all the
+    reading. A name that names no format is refused at once, with the name to give."""
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    for name, suffix in (("x.json", ".json"), ("x.tar", ".tar"), ("lr_0.5", ".5"), ("results.v2", ".v2")):
+        assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert f"error: --out {tmp_path / name}: matplotlib writes no {suffix!r} plot (formats: " in err
+        assert f"e.g. {tmp_path / name}.png" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ok"]
+    assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / "lr_0.5.SVG")]) == 0
+    assert (tmp_path / "lr_0.5.SVG").read_text().startswith("<?xml") and (tmp_path / "lr_0.5.json").exists()
+
+
+def test_compare_writes_neither_into_a_run_folder_nor_over_a_file_it_did_not_write(tmp_path, capsys):
+    """--out RUN/config.png wrote the table over the run's own config.json; a table or plot of the same name
+    that no compare wrote is someone's file too. An earlier compare's plot and table are rewritten."""
+    fake_run(tmp_path / "ok", [6.0, 5.5])
+    run_files = {path: path.read_bytes() for path in (tmp_path / "ok").iterdir()}
+    assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / "ok" / "config.png")]) == 1
+    assert f"{tmp_path / 'ok'} is a training run's folder: write the comparison elsewhere" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in (tmp_path / "ok").iterdir()} == run_files
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    (tmp_path / "figure.png").write_bytes(b"\x89PNG mine")
+    for out, other in (("notes.png", "notes.json"), ("figure.png", "figure.png")):
+        assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / out)]) == 1
+        assert f"{tmp_path / other} exists and is no output of runs.py compare" in capsys.readouterr().err
+    assert (tmp_path / "notes.json").read_text() == '{"mine": 1}' and not (tmp_path / "notes.png").exists()
+    assert (tmp_path / "figure.png").read_bytes() == b"\x89PNG mine"
+    for _ in range(2):  # the second rewrites the first's plot and table
+        assert runs.main(["compare", str(tmp_path / "ok"), "--out", str(tmp_path / "cmp.png")]) == 0
+    assert json.loads((tmp_path / "cmp.json").read_text())[0]["val_loss"] == 5.5

@@ -19,6 +19,7 @@ the files `latest` and `best` name a step folder. Any number of processes, shard
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import shutil
@@ -158,7 +159,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face model, and
     what is known of it, as a Checkpoint without weights (they live in the model only, so a large model is
     not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
-    source = str(source)
+    source = expand_home(source)
     if is_hf_source(source):
         dequantized = gguf_tensor_types(source) if is_gguf(source) else None
         model = GPT.from_pretrained(source, dict(dropout=dropout)).to(device)
@@ -173,10 +174,16 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     return model.to(device), ckpt
 
 
+def expand_home(source: str | Path) -> str:
+    """A model source with its leading ~ expanded: no shell expands it after --model= or --init_from=, nor in a
+    config file. (os.path, not Path: Path would also drop a leading ./, which marks a path, not a hub id.)"""
+    return os.path.expanduser(str(source))
+
+
 def describe(source: str | Path) -> Checkpoint:
     """What any model source is, without reading its weights: a checkpoint's record (Checkpoint.load with
     weights=False), or the config of a Hugging Face model or GGUF file (which records no training)."""
-    source = str(source)
+    source = expand_home(source)
     if is_hf_source(source):
         return Checkpoint(model_args=GPTConfig(**read_hf_config(source)).model_args())
     return Checkpoint.load(source, weights=False)
@@ -198,7 +205,7 @@ def note_dequantized(source: str, tensor_types: dict[str, int]) -> None:
 def source_sha256(source: str | Path) -> str:
     """sha256 of a checkpoint file, of a sharded checkpoint's files, or of a Hugging Face folder's weights;
     '' for a hub name."""
-    path = Path(source)
+    path = Path(expand_home(source))
     step = sharded_step(path)
     if step is not None:
         files = sorted(f for f in step.iterdir() if f.is_file())

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import Checkpoint, CheckpointError, describe, load_model
+from checkpoint import Checkpoint, CheckpointError, describe, load_model, source_sha256
 from hf import is_hf_source
+from model import GPT, GPTConfig
 from tests.conftest import ROOT, CodeOnUnpickle
 
 
@@ -56,6 +57,19 @@ def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, m
     for read in (describe, load_model):
         with pytest.raises(CheckpointError, match=f"^checkpoint .*{source.rpartition('/')[2]} not found$"):
             read(source)
+
+
+def test_a_path_from_home_is_expanded_for_every_model_reader(tmp_path, monkeypatch):
+    """No shell expands ~ after --model= or --init_from= (nor in a config file): describe, load_model and
+    source_sha256, which every command reads its models through, expand it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ref4").mkdir()
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    Checkpoint.of(model, iter_num=7).save(tmp_path / "ref4" / "ckpt.pt")
+    assert describe("~/ref4/ckpt.pt").iter_num == 7 and describe("~/ref4").iter_num == 7  # a file, a run folder
+    loaded, ckpt = load_model("~/ref4/ckpt.pt")
+    assert ckpt.iter_num == 7 and torch.equal(loaded.lm_head.weight[:32], model.lm_head.weight[:32])
+    assert source_sha256("~/ref4/ckpt.pt") == source_sha256(tmp_path / "ref4" / "ckpt.pt") != ""
 
 
 def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):

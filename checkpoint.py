@@ -33,7 +33,16 @@ import torch
 
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
-from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
+from hf import (
+    GGUF_PLAIN_TYPES,
+    HF_GPT2_NAMES,
+    gguf_tensor_types,
+    is_gguf,
+    is_gpt2_name,
+    is_hf_folder,
+    is_hf_source,
+    read_hf_config,
+)
 from inheritune import compat
 from model import GPT, GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, UserError, atomic_file, output_file, run_command
@@ -149,10 +158,16 @@ class Checkpoint:
 
 
 def folder_without_model(path: Path) -> str:
-    """Why a folder given as a model holds none, and what was looked for in it."""
+    """Why a folder given as a model holds none: what was looked for in it, and what it is instead."""
     looked_for = "ckpt.pt, a sharded checkpoint (sharded/latest, or a step folder) or a Hugging Face config.json"
-    run = " (a training run's folder: it saves its first checkpoint at its first eval)"
-    return f"{path} is a folder with no checkpoint: looked for {looked_for}{run * (path / 'metrics.jsonl').exists()}"
+    why = f"{path} is a folder with no checkpoint: looked for {looked_for}"
+    if (path / "metrics.jsonl").exists():
+        why += " (a training run's folder: it saves its first checkpoint at its first eval)"
+    elif (path / "config.json").is_file() and not is_hf_folder(path):
+        why += "; its config.json names no Hugging Face model_type"
+    if str(path) in HF_GPT2_NAMES:  # transformers too would read this folder, not the hub model
+        why += f"; the folder {path} here is read, not OpenAI's {path} from the hub: rename it or work elsewhere"
+    return why
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, Checkpoint]:
@@ -163,7 +178,7 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     if is_hf_source(source):
         dequantized = gguf_tensor_types(source) if is_gguf(source) else None
         model = GPT.from_pretrained(source, dict(dropout=dropout)).to(device)
-        tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
+        tokenizer = {"tokenizer": "gpt2"} if is_gpt2_name(source) else source_tokenizer(source)
         if dequantized is not None:
             note_dequantized(source, dequantized)
         return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer, dequantized=dequantized)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import importlib.metadata
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,23 @@ class ConversionError(UserError):
 
 
 def is_hf_source(source: str) -> bool:
-    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json (not a training
-    run's folder, which has one too, beside its metrics.jsonl), a hub id (owner/name) that is no local path, or a
-    GGUF file."""
-    path = Path(source)
-    folder = path.is_dir() and (path / "config.json").is_file() and not (path / "metrics.jsonl").exists()
-    return source in HF_GPT2_NAMES or folder or is_hub_id(source) or is_gguf(source)
+    """A model read through transformers: OpenAI's GPT-2 names, a Hugging Face model's folder, a hub id
+    (owner/name) that is no local path, or a GGUF file."""
+    return is_gpt2_name(source) or is_hf_folder(Path(source)) or is_hub_id(source) or is_gguf(source)
+
+
+def is_gpt2_name(source: str) -> bool:
+    """One of OpenAI's GPT-2 names where no path of that name is here: transformers would read that instead."""
+    return source in HF_GPT2_NAMES and not Path(source).exists()
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder whose config.json names a transformers model_type (a training run's config.json names none)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):  # no such file (or no such folder), or no JSON
+        return False
+    return isinstance(config, dict) and "model_type" in config
 
 
 def is_hub_id(source: str) -> bool:
@@ -101,7 +113,7 @@ def read_hf_config(source: str) -> dict:
     biases, which only its weights tell, are counted as there)."""
     from transformers import AutoConfig
 
-    if source in HF_GPT2_SHAPES:
+    if is_gpt2_name(source):
         n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
         return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
     if is_gguf(source):

@@ -97,6 +97,31 @@ def test_a_folder_without_a_model_says_what_was_looked_for(tmp_path):
         describe(tmp_path)
 
 
+def test_a_folder_named_like_openai_gpt2_is_that_folder_not_the_hub_model(tmp_path, monkeypatch):
+    """transformers reads a folder ./gpt2 for "gpt2" and failed on one without a model ("Unrecognized model in
+    gpt2", a traceback); the hub model is not what such a folder means either: the error says which was read."""
+    monkeypatch.chdir(tmp_path)
+    assert describe("gpt2").model_args["n_layer"] == 12  # OpenAI's, where no such folder is here
+    (tmp_path / "gpt2").mkdir()
+    hub = "the folder gpt2 here is read, not OpenAI's gpt2 from the hub"
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^gpt2 is a folder with no checkpoint: .*; {hub}"):
+            read("gpt2")
+    (tmp_path / "gpt2" / "config.json").write_text('{"config": {}}')
+    (tmp_path / "gpt2" / "metrics.jsonl").touch()  # a run named gpt2 that has not saved yet
+    with pytest.raises(CheckpointError, match=f"a training run's folder: .*; {hub}"):
+        load_model("gpt2")
+    Checkpoint.of(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))).save("gpt2/ckpt.pt")
+    assert describe("gpt2").model_args["n_layer"] == 2 and load_model("gpt2")[0].config.n_layer == 2
+
+
+def test_a_folder_whose_config_json_is_no_hugging_face_models_says_so(tmp_path):
+    (tmp_path / "config.json").write_text('{"config": {"n_layer": 2}}')  # a run's, without its metrics.jsonl
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match="config.json; its config.json names no Hugging Face model_type$"):
+            read(tmp_path)
+
+
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

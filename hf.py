@@ -18,6 +18,7 @@ import collections
 import functools
 import importlib.metadata
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ HF_GPT2_SHAPES = {
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+", re.ASCII)  # owner/name, as the hub spells them
+# Suffixes of the files a model source may name, none of them a hub name's ending.
+PATH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".gguf", ".json")
 
 
 class ConversionError(UserError):
@@ -63,11 +67,11 @@ def is_hf_folder(path: Path) -> bool:
 
 
 def is_hub_id(source: str) -> bool:
-    """owner/name that names nothing here and looks like no path: not absolute, not ./, ../ or ~/ (no hub name
-    starts with '.' or '~'), no checkpoint file's suffix. A missing path is then refused as a missing file, not
-    sent to the hub's name check."""
-    path_like = Path(source).is_absolute() or source.startswith((".", "~")) or source.endswith((".pt", ".pth", ".bin"))
-    return source.count("/") == 1 and not path_like and not Path(source).exists()
+    """owner/name in the hub's characters (letters, digits, '-', '_', '.': no ':' as in C:/x) that names nothing
+    here and looks like no path: not ./, ../ or ~/ (no hub name starts with '.' or '~'), no file's suffix
+    (PATH_SUFFIXES). A missing path is then refused as a missing file, not sent to the hub's name check."""
+    path_like = source.startswith((".", "~")) or source.lower().endswith(PATH_SUFFIXES)
+    return HUB_ID.fullmatch(source) is not None and not path_like and not Path(source).exists()
 
 
 def is_gguf(source: str | Path) -> bool:
@@ -102,10 +106,13 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
 def from_hub_or_folder(cls, source: str, **kwargs):
     """transformers' `cls.from_pretrained` of a local folder (read offline) or a hub name; a folder without
     the files, or a name the hub does not answer for, is a ConversionError naming it."""
+    local = Path(source).is_dir()
     try:
-        return cls.from_pretrained(source, local_files_only=Path(source).is_dir(), **kwargs)
+        return cls.from_pretrained(source, local_files_only=local, **kwargs)
     except OSError as e:  # transformers' "not found", "cannot connect" and HTTP errors are all OSErrors
-        raise ConversionError(f"{source}: {(str(e).splitlines() or [repr(e)])[0]}") from None
+        # a name the hub cannot give may be a mistyped path (runs/ref): say none is here either
+        where = "" if local else f" (no local path {source} either)"
+        raise ConversionError(f"{source}: {(str(e).splitlines() or [repr(e)])[0]}{where}") from None
 
 
 def read_hf_config(source: str) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from checkpoint import Checkpoint, CheckpointError, describe, load_model, source_sha256
-from hf import is_hf_source
+from hf import ConversionError, is_hf_source
 from model import GPT, GPTConfig
 from tests.conftest import ROOT, CodeOnUnpickle
 
@@ -47,7 +47,12 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
         Checkpoint.load(path)
 
 
-@pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing", "~/missing"])
+# a file's suffix or a ':' marks a path: hub ids end in none of these and hold no ':' (C:/x gave "Repo id must use
+# alphanumeric chars", a/b.safetensors "couldn't connect to huggingface.co")
+MISSING_PATHS = ["/nonexistent", "./missing", "../missing", "~/missing", "a/b.safetensors", "a/b.json", "C:/x"]
+
+
+@pytest.mark.parametrize("source", MISSING_PATHS)
 def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, monkeypatch):
     """Every model reader (train.py's init_from and inherit_from, sample.py, analyze.py, inherit.py) goes through
     describe or load_model: a path with one '/' that names nothing used to go to the hub's name check ("Repo id
@@ -70,6 +75,15 @@ def test_a_path_from_home_is_expanded_for_every_model_reader(tmp_path, monkeypat
     loaded, ckpt = load_model("~/ref4/ckpt.pt")
     assert ckpt.iter_num == 7 and torch.equal(loaded.lm_head.weight[:32], model.lm_head.weight[:32])
     assert source_sha256("~/ref4/ckpt.pt") == source_sha256(tmp_path / "ref4" / "ckpt.pt") != ""
+
+
+def test_an_owner_name_the_hub_cannot_give_says_no_local_path_has_that_name_either(tmp_path, monkeypatch):
+    """A mistyped relative path (runs/ref, out-shakespeare/ckpt) looks like a hub id: the hub's error alone
+    ("couldn't connect to huggingface.co") did not say that no such path is here either."""
+    monkeypatch.chdir(tmp_path)
+    for read in (describe, load_model):
+        with pytest.raises(ConversionError, match="^runs/ref: .*\\(no local path runs/ref either\\)$"):
+            read("runs/ref")
 
 
 def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):

@@ -19,6 +19,7 @@ the files `latest` and `best` name a step folder. Any number of processes, shard
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import shutil
@@ -32,7 +33,16 @@ import torch
 
 from data.format import corpus_vocabulary
 from data.tokenizer import source_tokenizer
-from hf import GGUF_PLAIN_TYPES, HF_GPT2_NAMES, gguf_tensor_types, is_gguf, is_hf_source, read_hf_config
+from hf import (
+    GGUF_PLAIN_TYPES,
+    HF_GPT2_NAMES,
+    gguf_tensor_types,
+    is_gguf,
+    is_gpt2_name,
+    is_hf_folder,
+    is_hf_source,
+    read_hf_config,
+)
 from inheritune import compat
 from model import GPT, GPT2_VOCAB, GPTConfig, load_weights
 from runtime import TRUE_BF16, UserError, atomic_file, output_file, run_command
@@ -148,21 +158,27 @@ class Checkpoint:
 
 
 def folder_without_model(path: Path) -> str:
-    """Why a folder given as a model holds none, and what was looked for in it."""
+    """Why a folder given as a model holds none: what was looked for in it, and what it is instead."""
     looked_for = "ckpt.pt, a sharded checkpoint (sharded/latest, or a step folder) or a Hugging Face config.json"
-    run = " (a training run's folder: it saves its first checkpoint at its first eval)"
-    return f"{path} is a folder with no checkpoint: looked for {looked_for}{run * (path / 'metrics.jsonl').exists()}"
+    why = f"{path} is a folder with no checkpoint: looked for {looked_for}"
+    if (path / "metrics.jsonl").exists():
+        why += " (a training run's folder: it saves its first checkpoint at its first eval)"
+    elif (path / "config.json").is_file() and not is_hf_folder(path):
+        why += "; its config.json names no Hugging Face model_type"
+    if str(path) in HF_GPT2_NAMES:  # transformers too would read this folder, not the hub model
+        why += f"; the folder {path} here is read, not OpenAI's {path} from the hub: rename it or work elsewhere"
+    return why
 
 
 def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: float = 0.0) -> tuple[GPT, Checkpoint]:
     """A GPT on `device` from a checkpoint file (this project's or nanoGPT's) or a Hugging Face model, and
     what is known of it, as a Checkpoint without weights (they live in the model only, so a large model is
     not held twice): a file's training state, or a Hugging Face model's config and tokenizer."""
-    source = str(source)
+    source = expand_home(source)
     if is_hf_source(source):
         dequantized = gguf_tensor_types(source) if is_gguf(source) else None
         model = GPT.from_pretrained(source, dict(dropout=dropout)).to(device)
-        tokenizer = {"tokenizer": "gpt2"} if source in HF_GPT2_NAMES else source_tokenizer(source)
+        tokenizer = {"tokenizer": "gpt2"} if is_gpt2_name(source) else source_tokenizer(source)
         if dequantized is not None:
             note_dequantized(source, dequantized)
         return model, Checkpoint(model_args=model.config.model_args(), tokenizer=tokenizer, dequantized=dequantized)
@@ -173,10 +189,16 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dropout: 
     return model.to(device), ckpt
 
 
+def expand_home(source: str | Path) -> str:
+    """A model source with its leading ~ expanded: no shell expands it after --model= or --init_from=, nor in a
+    config file. (os.path, not Path: Path would also drop a leading ./, which marks a path, not a hub id.)"""
+    return os.path.expanduser(str(source))
+
+
 def describe(source: str | Path) -> Checkpoint:
     """What any model source is, without reading its weights: a checkpoint's record (Checkpoint.load with
     weights=False), or the config of a Hugging Face model or GGUF file (which records no training)."""
-    source = str(source)
+    source = expand_home(source)
     if is_hf_source(source):
         return Checkpoint(model_args=GPTConfig(**read_hf_config(source)).model_args())
     return Checkpoint.load(source, weights=False)
@@ -198,7 +220,7 @@ def note_dequantized(source: str, tensor_types: dict[str, int]) -> None:
 def source_sha256(source: str | Path) -> str:
     """sha256 of a checkpoint file, of a sharded checkpoint's files, or of a Hugging Face folder's weights;
     '' for a hub name."""
-    path = Path(source)
+    path = Path(expand_home(source))
     step = sharded_step(path)
     if step is not None:
         files = sorted(f for f in step.iterdir() if f.is_file())

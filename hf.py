@@ -17,6 +17,8 @@ from __future__ import annotations
 import collections
 import functools
 import importlib.metadata
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,9 @@ HF_GPT2_SHAPES = {
 # Hugging Face's GPT-2 stores these as Conv1D, i.e. transposed relative to nn.Linear.
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 LLAMA_FAMILY = ("llama", "qwen2")  # transformers' model_type of the Llama-style models this GPT reproduces
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+", re.ASCII)  # owner/name, as the hub spells them
+# Suffixes of the files a model source may name, none of them a hub name's ending.
+PATH_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".gguf", ".json")
 
 
 class ConversionError(UserError):
@@ -42,20 +47,31 @@ class ConversionError(UserError):
 
 
 def is_hf_source(source: str) -> bool:
-    """A model read through transformers: OpenAI's GPT-2 names, a local folder with config.json (not a training
-    run's folder, which has one too, beside its metrics.jsonl), a hub id (owner/name) that is no local path, or a
-    GGUF file."""
-    path = Path(source)
-    folder = path.is_dir() and (path / "config.json").is_file() and not (path / "metrics.jsonl").exists()
-    return source in HF_GPT2_NAMES or folder or is_hub_id(source) or is_gguf(source)
+    """A model read through transformers: OpenAI's GPT-2 names, a Hugging Face model's folder, a hub id
+    (owner/name) that is no local path, or a GGUF file."""
+    return is_gpt2_name(source) or is_hf_folder(Path(source)) or is_hub_id(source) or is_gguf(source)
+
+
+def is_gpt2_name(source: str) -> bool:
+    """One of OpenAI's GPT-2 names where no path of that name is here: transformers would read that instead."""
+    return source in HF_GPT2_NAMES and not Path(source).exists()
+
+
+def is_hf_folder(path: Path) -> bool:
+    """A folder whose config.json names a transformers model_type (a training run's config.json names none)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):  # no such file (or no such folder), or no JSON
+        return False
+    return isinstance(config, dict) and "model_type" in config
 
 
 def is_hub_id(source: str) -> bool:
-    """owner/name that names nothing here and looks like no path: not absolute, not ./, ../ or ~/ (no hub name
-    starts with '.' or '~'), no checkpoint file's suffix. A missing path is then refused as a missing file, not
-    sent to the hub's name check."""
-    path_like = Path(source).is_absolute() or source.startswith((".", "~")) or source.endswith((".pt", ".pth", ".bin"))
-    return source.count("/") == 1 and not path_like and not Path(source).exists()
+    """owner/name in the hub's characters (letters, digits, '-', '_', '.': no ':' as in C:/x) that names nothing
+    here and looks like no path: not ./, ../ or ~/ (no hub name starts with '.' or '~'), no file's suffix
+    (PATH_SUFFIXES). A missing path is then refused as a missing file, not sent to the hub's name check."""
+    path_like = source.startswith((".", "~")) or source.lower().endswith(PATH_SUFFIXES)
+    return HUB_ID.fullmatch(source) is not None and not path_like and not Path(source).exists()
 
 
 def is_gguf(source: str | Path) -> bool:
@@ -90,10 +106,13 @@ def read_hf(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
 def from_hub_or_folder(cls, source: str, **kwargs):
     """transformers' `cls.from_pretrained` of a local folder (read offline) or a hub name; a folder without
     the files, or a name the hub does not answer for, is a ConversionError naming it."""
+    local = Path(source).is_dir()
     try:
-        return cls.from_pretrained(source, local_files_only=Path(source).is_dir(), **kwargs)
+        return cls.from_pretrained(source, local_files_only=local, **kwargs)
     except OSError as e:  # transformers' "not found", "cannot connect" and HTTP errors are all OSErrors
-        raise ConversionError(f"{source}: {(str(e).splitlines() or [repr(e)])[0]}") from None
+        # a name the hub cannot give may be a mistyped path (runs/ref): say none is here either
+        where = "" if local else f" (no local path {source} either)"
+        raise ConversionError(f"{source}: {(str(e).splitlines() or [repr(e)])[0]}{where}") from None
 
 
 def read_hf_config(source: str) -> dict:
@@ -101,7 +120,7 @@ def read_hf_config(source: str) -> dict:
     biases, which only its weights tell, are counted as there)."""
     from transformers import AutoConfig
 
-    if source in HF_GPT2_SHAPES:
+    if is_gpt2_name(source):
         n_layer, n_head, n_embd = HF_GPT2_SHAPES[source]
         return dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, vocab_size=50257, bias=True)
     if is_gguf(source):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import Checkpoint, CheckpointError, describe, load_model
-from hf import is_hf_source
+from checkpoint import Checkpoint, CheckpointError, describe, load_model, source_sha256
+from hf import ConversionError, is_hf_source
+from model import GPT, GPTConfig
 from tests.conftest import ROOT, CodeOnUnpickle
 
 
@@ -46,7 +47,12 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
         Checkpoint.load(path)
 
 
-@pytest.mark.parametrize("source", ["/nonexistent", "./missing", "../missing", "~/missing"])
+# a file's suffix or a ':' marks a path: hub ids end in none of these and hold no ':' (C:/x gave "Repo id must use
+# alphanumeric chars", a/b.safetensors "couldn't connect to huggingface.co")
+MISSING_PATHS = ["/nonexistent", "./missing", "../missing", "~/missing", "a/b.safetensors", "a/b.json", "C:/x"]
+
+
+@pytest.mark.parametrize("source", MISSING_PATHS)
 def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, monkeypatch):
     """Every model reader (train.py's init_from and inherit_from, sample.py, analyze.py, inherit.py) goes through
     describe or load_model: a path with one '/' that names nothing used to go to the hub's name check ("Repo id
@@ -56,6 +62,28 @@ def test_a_missing_path_is_a_missing_checkpoint_not_a_hub_id(source, tmp_path, m
     for read in (describe, load_model):
         with pytest.raises(CheckpointError, match=f"^checkpoint .*{source.rpartition('/')[2]} not found$"):
             read(source)
+
+
+def test_a_path_from_home_is_expanded_for_every_model_reader(tmp_path, monkeypatch):
+    """No shell expands ~ after --model= or --init_from= (nor in a config file): describe, load_model and
+    source_sha256, which every command reads its models through, expand it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ref4").mkdir()
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))
+    Checkpoint.of(model, iter_num=7).save(tmp_path / "ref4" / "ckpt.pt")
+    assert describe("~/ref4/ckpt.pt").iter_num == 7 and describe("~/ref4").iter_num == 7  # a file, a run folder
+    loaded, ckpt = load_model("~/ref4/ckpt.pt")
+    assert ckpt.iter_num == 7 and torch.equal(loaded.lm_head.weight[:32], model.lm_head.weight[:32])
+    assert source_sha256("~/ref4/ckpt.pt") == source_sha256(tmp_path / "ref4" / "ckpt.pt") != ""
+
+
+def test_an_owner_name_the_hub_cannot_give_says_no_local_path_has_that_name_either(tmp_path, monkeypatch):
+    """A mistyped relative path (runs/ref, out-shakespeare/ckpt) looks like a hub id: the hub's error alone
+    ("couldn't connect to huggingface.co") did not say that no such path is here either."""
+    monkeypatch.chdir(tmp_path)
+    for read in (describe, load_model):
+        with pytest.raises(ConversionError, match="^runs/ref: .*\\(no local path runs/ref either\\)$"):
+            read("runs/ref")
 
 
 def test_an_empty_or_cut_short_file_says_why_it_cannot_load(tmp_path):
@@ -81,6 +109,31 @@ def test_a_folder_without_a_model_says_what_was_looked_for(tmp_path):
     (tmp_path / "metrics.jsonl").touch()  # a run that has not saved yet
     with pytest.raises(CheckpointError, match="a training run's folder: it saves its first checkpoint at its first"):
         describe(tmp_path)
+
+
+def test_a_folder_named_like_openai_gpt2_is_that_folder_not_the_hub_model(tmp_path, monkeypatch):
+    """transformers reads a folder ./gpt2 for "gpt2" and failed on one without a model ("Unrecognized model in
+    gpt2", a traceback); the hub model is not what such a folder means either: the error says which was read."""
+    monkeypatch.chdir(tmp_path)
+    assert describe("gpt2").model_args["n_layer"] == 12  # OpenAI's, where no such folder is here
+    (tmp_path / "gpt2").mkdir()
+    hub = "the folder gpt2 here is read, not OpenAI's gpt2 from the hub"
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match=f"^gpt2 is a folder with no checkpoint: .*; {hub}"):
+            read("gpt2")
+    (tmp_path / "gpt2" / "config.json").write_text('{"config": {}}')
+    (tmp_path / "gpt2" / "metrics.jsonl").touch()  # a run named gpt2 that has not saved yet
+    with pytest.raises(CheckpointError, match=f"a training run's folder: .*; {hub}"):
+        load_model("gpt2")
+    Checkpoint.of(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32))).save("gpt2/ckpt.pt")
+    assert describe("gpt2").model_args["n_layer"] == 2 and load_model("gpt2")[0].config.n_layer == 2
+
+
+def test_a_folder_whose_config_json_is_no_hugging_face_models_says_so(tmp_path):
+    (tmp_path / "config.json").write_text('{"config": {"n_layer": 2}}')  # a run's, without its metrics.jsonl
+    for read in (describe, load_model):
+        with pytest.raises(CheckpointError, match="config.json; its config.json names no Hugging Face model_type$"):
+            read(tmp_path)
 
 
 def test_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):

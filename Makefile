@@ -122,8 +122,8 @@ test: $(VENV)/installed
 	@! grep -rnE --include='*.py' --exclude-dir=.venv 'fmt: (skip|off)' . || (echo "ruff format decides the layout: no fmt: skip/off"; false)
 	$(PY) -m pytest -q -n 2 --dist loadscope
 
-# The loop while editing: ruff and the tests not marked slow (no training runs, no commands of seconds): 472
-# tests in 88 s on two cores shared with other work (docs/tests.md). `make test` (what CI runs) is the whole suite.
+# The loop while editing: ruff and the tests not marked slow (no training runs, no commands of seconds): 546
+# tests in 53-65 s on two quiet cores (docs/tests.md). `make test` (what CI runs) is the whole suite.
 test-fast: $(VENV)/installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 -m "not slow"

@@ -123,10 +123,10 @@ test: $(VENV)/installed
 	$(PY) -m pytest -q -n 2 --dist loadscope
 
 # The loop while editing: ruff and the tests not marked slow (no training runs, no commands of seconds): 546
-# tests in 53-65 s on two quiet cores (docs/tests.md). `make test` (what CI runs) is the whole suite.
+# tests in 50-62 s on two quiet cores (docs/tests.md), distributed by module as `make test` is. `make test` (what CI runs) is the whole suite.
 test-fast: $(VENV)/installed
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow"
 
 clean:
 	rm -rf $(VENV) out-* .pytest_cache models/.download

@@ -212,38 +212,34 @@ def train_command(config: str, nproc: int, overrides: list[str]) -> list[str]:
     return [*launcher, str(Path(__file__).with_name("train.py")), config, *overrides]
 
 
-def is_done(out_dir: Path) -> bool:
-    """Whether the run in out_dir has finished or diverged: launch_training trains it no further."""
-    if not (out_dir / CONFIG_FILE).exists():
-        return False
-    run = read_run(out_dir)
-    return run.finished() or run.diverged is not None
-
-
-def launch_training(config: str, out_dir: Path, overrides: list[str], init: list[str], nproc: int) -> int:
+def launch_training(
+    config: str, out_dir: Path, overrides: list[str], init: list[str], nproc: int
+) -> tuple[int, float | None]:
     """Train a run in out_dir as train.py's own process(es): nothing when it has finished or diverged (exit code
     DIVERGED_EXIT), resumed from its checkpoint when it was interrupted, else started with the `init` overrides.
-    Returns the exit code. A run that trained with other settings than these is refused (RunError), not reused
-    or continued."""
+    Returns the exit code and the seconds it trained (None where it launched nothing). A run that trained with
+    other settings than these is refused (RunError), not reused or continued."""
     if (out_dir / CONFIG_FILE).exists():
         run = read_run(out_dir)
         refuse_changed_plan(run, config, [*overrides, *init])
         if run.diverged:
             print(f"{out_dir}: diverged earlier (at step {run.diverged['iter']}); delete it to train it again")
-            return DIVERGED_EXIT
+            return DIVERGED_EXIT, None
         if run.finished():
             print(f"{out_dir}: finished earlier")
-            return 0
+            return 0, None
     from checkpoint import checkpoint_paths  # here: runs.py's own commands start without torch
 
     resume = bool(checkpoint_paths(out_dir))  # what train.py's init_from='resume' finds (latest_checkpoint)
     start = ["--init_from=resume"] if resume else init
     cmd = train_command(config, nproc, [*overrides, f"--out_dir={out_dir}", *start])
     print(f"{out_dir}: {'resuming' if resume else 'training'}: {' '.join(cmd)}", flush=True)
+    t0 = time.time()
     code = wait_for(cmd)
+    seconds = time.time() - t0
     if code == 0 and not read_run(out_dir).finished():  # train.py saved and exited on SIGTERM/SIGINT
-        return INTERRUPTED_EXIT
-    return code
+        return INTERRUPTED_EXIT, seconds
+    return code, seconds
 
 
 class Runner:
@@ -262,11 +258,9 @@ class Runner:
         """The run in out_dir, trained to its end or to divergence (`.diverged` says which: its folder records
         it, whatever exit code torchrun makes of train.py's)."""
         parse_config([self.config, *overrides, *init])  # a config error is one line now, not a failed run
-        trains = not is_done(out_dir)
-        t0 = time.time()
-        code = launch_training(self.config, out_dir, overrides, list(init), self.nproc)
-        if trains:
-            self.times[str(out_dir)] = round(self.times.get(str(out_dir), 0) + time.time() - t0, 1)
+        code, seconds = launch_training(self.config, out_dir, overrides, list(init), self.nproc)
+        if seconds is not None:
+            self.times[str(out_dir)] = round(self.times.get(str(out_dir), 0) + seconds, 1)
             self.save_times()
         run = read_run(out_dir) if (out_dir / CONFIG_FILE).exists() else None
         if code == INTERRUPTED_EXIT and not (run and run.diverged):

@@ -41,6 +41,8 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     state = json.loads((out / "grow.json").read_text())
     assert [r["layers"] for r in state["rounds"]] == [2, 4]  # never matched: stops at the reference's depth
     assert "no student matched the target" in capsys.readouterr().out
+    times = [r["time_s"] for r in state["rounds"]]
+    assert all(t > 0 for t in times)  # each round's training, timed
     # Interrupted after round n=4 trained but before it was recorded: the rerun trains nothing again.
     state["rounds"] = state["rounds"][:1]
     (out / "grow.json").write_text(json.dumps(state))
@@ -52,6 +54,8 @@ def test_growth_goes_to_full_depth_and_resumes_finished_rounds(trained_reference
     assert loads == [True]  # only the reference's description, through a memory map; no round's checkpoint
     assert f"{out / 'n2'}: finished earlier" in capsys.readouterr().out
     assert {n: (out / f"n{n}" / "ckpt.pt").stat().st_mtime_ns for n in (2, 4)} == mtimes
+    rerun = json.loads((out / "grow.json").read_text())["rounds"]
+    assert [r["time_s"] for r in rerun] == times  # a finished round is not timed again
     assert [r["layers"] for r in json.loads((out / "grow.json").read_text())["rounds"]] == [2, 4]
 
 
